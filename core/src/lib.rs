@@ -1,0 +1,56 @@
+//! # cagette — container isolation as a library
+//!
+//! cagette runs a command in a sandbox made of Linux namespaces, a private root file system and
+//! (soon) cgroup limits, from inside your process: no daemon, no setuid helper, no CLI to shell
+//! out to. It returns one [`Verdict`] (exited, signaled, timed out, or setup failed at a named
+//! [`Step`]) and a [`Usage`] report.
+//!
+//! ```
+//! use cagette::{Mount, Network, Sandbox, Verdict};
+//!
+//! let out = Sandbox::new()
+//!     .network(Network::None)
+//!     .hostname("box")
+//!     .command("sh")
+//!     .args(["-c", "hostname; id -u"])
+//!     .output()?;
+//! assert_eq!(out.status, Verdict::Exited(0));
+//! assert_eq!(String::from_utf8_lossy(&out.stdout), "box\n0\n");
+//! # Ok::<(), cagette::Error>(())
+//! ```
+//!
+//! ## How a spawn works
+//! The parent compiles the [`SandboxSpec`] into a flat plan (every path, argv and fd ready), then
+//! clones a setup child with `CLONE_VM` and every new namespace. The child only runs raw system
+//! calls from the plan: it waits while the parent writes the id maps, builds the root with the
+//! new mount API (every destination resolved inside the root with `RESOLVE_IN_ROOT`), pivots,
+//! starts the payload (vfork-style), and then executes cagette's tiny init from a sealed memfd;
+//! that init is pid 1, reaps orphans, forwards signals, reports the payload's status and takes
+//! the whole sandbox down if the host process dies. A failing step comes back as
+//! (step, errno) and becomes a [`SetupFailure`].
+#![warn(missing_docs)]
+
+mod caps;
+mod child;
+mod error;
+mod exec;
+mod plan;
+mod probe;
+mod sandbox;
+mod spawn;
+mod spec;
+mod sys;
+mod units;
+mod verdict;
+
+pub use caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
+pub use child::Child;
+pub use error::{Error, Result, SetupFailure, Step};
+pub use probe::{CgroupVersion, Probe, probe};
+pub use sandbox::Sandbox;
+pub use spec::{
+    DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, Mount, Namespaces, Network, NsMode,
+    PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio,
+};
+pub use units::{ParseUnitError, Size, parse_duration};
+pub use verdict::{Outcome, Output, Report, TimeLimit, Usage, Verdict};

@@ -1,0 +1,127 @@
+//! What this host supports, found by trying (in a throwaway child) rather than guessing.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The cgroup hierarchy in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupVersion {
+    /// Only the unified cgroup2 hierarchy is mounted.
+    V2,
+    /// Controllers are on cgroup v1 hierarchies (a cgroup2 mount may exist without controllers).
+    V1,
+    /// No cgroup file system was found.
+    None,
+}
+
+/// What this host supports. Everything is found by trying; see [`probe`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The kernel release (`uname -r`).
+    pub kernel: String,
+    /// Whether the caller is root (euid 0).
+    pub root: bool,
+    /// A new user namespace (with every other namespace) can be created by this process.
+    pub user_namespaces: bool,
+    /// clone3 is available (else cagette falls back to clone).
+    pub clone3: bool,
+    /// pidfds (CLONE_PIDFD / pidfd_open) are available.
+    pub pidfd: bool,
+    /// The new mount API (open_tree, move_mount, fsopen, mount_setattr) is available.
+    pub mount_api: bool,
+    /// overlayfs is registered (or loadable).
+    pub overlayfs: bool,
+    /// seccomp filters can be installed.
+    pub seccomp: bool,
+    /// Landlock's ABI version, if Landlock is enabled.
+    pub landlock_abi: Option<u32>,
+    /// The cgroup version in use.
+    pub cgroup: CgroupVersion,
+    /// Controllers listed by the cgroup hierarchy (v2: the root's cgroup.controllers; v1: the
+    /// mounted controller hierarchies).
+    pub cgroup_controllers: Vec<String>,
+}
+
+fn cgroups() -> (CgroupVersion, Vec<String>) {
+    let base = Path::new("/sys/fs/cgroup");
+    if let Ok(s) = std::fs::read_to_string(base.join("cgroup.controllers")) {
+        return (CgroupVersion::V2, s.split_whitespace().map(str::to_string).collect());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut ctrls: Vec<String> = Vec::new();
+    for line in mounts.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() > 3 && f[2] == "cgroup" {
+            for o in f[3].split(',') {
+                if ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices", "io", "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc"].contains(&o) {
+                    ctrls.push(o.to_string());
+                }
+            }
+        }
+    }
+    if ctrls.is_empty() {
+        return (CgroupVersion::None, ctrls);
+    }
+    ctrls.sort();
+    ctrls.dedup();
+    (CgroupVersion::V1, ctrls)
+}
+
+fn syscall_exists(nr: libc::c_long, args: [usize; 3]) -> bool {
+    let r = unsafe { libc::syscall(nr, args[0], args[1], args[2]) };
+    !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+}
+
+/// Probes the host. Cheap enough to call at startup (one short-lived sandbox is spawned to test
+/// user namespaces).
+///
+/// ```
+/// let p = cagette::probe();
+/// println!("user namespaces: {}, cgroup: {:?}", p.user_namespaces, p.cgroup);
+/// ```
+pub fn probe() -> Probe {
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    unsafe { libc::uname(&mut uts) };
+    let kernel = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned();
+    let (cgroup, cgroup_controllers) = cgroups();
+    // clone3 with an invalid size answers EINVAL when it exists, ENOSYS when it does not.
+    let clone3 = syscall_exists(libc::SYS_clone3, [0, 0, 0]);
+    let pidfd = syscall_exists(libc::SYS_pidfd_open, [unsafe { libc::getpid() } as usize, 0, 0]);
+    let mount_api = syscall_exists(libc::SYS_mount_setattr, [usize::MAX, 0, 0]) && syscall_exists(libc::SYS_fsopen, [0, 0, 0]);
+    let overlayfs = std::fs::read_to_string("/proc/filesystems").map(|s| s.lines().any(|l| l.ends_with("\toverlay"))).unwrap_or(false)
+        || Path::new("/sys/module/overlay").exists();
+    let seccomp = std::fs::read_to_string("/proc/self/status").map(|s| s.lines().any(|l| l.starts_with("Seccomp:"))).unwrap_or(false);
+    // landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) returns the ABI version.
+    let ll = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, 0usize, 0usize, 1usize) };
+    let landlock_abi = if ll > 0 { Some(ll as u32) } else { None };
+    // A minimal sandbox with every namespace: no mounts beyond the root, no streams.
+    let spec = crate::SandboxSpec {
+        argv: vec!["true".into()],
+        proc: false,
+        dev: false,
+        sys: false,
+        tmp: false,
+        masked_paths: Some(vec![]),
+        readonly_paths: Some(vec![]),
+        stdin: crate::Stdio::Null,
+        stdout: crate::Stdio::Null,
+        stderr: crate::Stdio::Null,
+        ..Default::default()
+    };
+    let user_namespaces = crate::Sandbox::from_spec(spec).status().map(|o| o.success()).unwrap_or(false);
+    Probe {
+        kernel,
+        root: unsafe { libc::geteuid() } == 0,
+        user_namespaces,
+        clone3,
+        pidfd,
+        mount_api,
+        overlayfs,
+        seccomp,
+        landlock_abi,
+        cgroup,
+        cgroup_controllers,
+    }
+}
+

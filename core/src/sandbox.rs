@@ -1,0 +1,227 @@
+//! The builder: a chainable way to fill a [`SandboxSpec`].
+
+use crate::caps::Capability;
+use crate::child::Child;
+use crate::error::Result;
+use crate::spec::{IdMap, Mount, Network, NsMode, PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio};
+use crate::verdict::{Outcome, Output};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Builds and runs sandboxes. Every method edits the underlying [`SandboxSpec`]; a `Sandbox` can be
+/// reused to spawn many jobs.
+///
+/// ```
+/// use cagette::{Mount, Network, Sandbox, Verdict};
+/// let out = Sandbox::new()
+///     .network(Network::None)
+///     .hostname("box")
+///     .mount(Mount::bind("/usr", "/opt/usr").read_only())
+///     .command("sh")
+///     .args(["-c", "hostname; test -d /opt/usr/bin"])
+///     .output()
+///     .unwrap();
+/// assert_eq!(out.status, Verdict::Exited(0));
+/// assert_eq!(out.stdout, b"box\n");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sandbox {
+    spec: SandboxSpec,
+}
+
+impl Sandbox {
+    /// A sandbox with every namespace new, no network, the host's `/` read-only as root.
+    pub fn new() -> Sandbox {
+        Sandbox::default()
+    }
+
+    /// A sandbox from a complete spec (as the CLI and the bindings build it).
+    pub fn from_spec(spec: SandboxSpec) -> Sandbox {
+        Sandbox { spec }
+    }
+
+    /// The spec built so far.
+    pub fn spec(&self) -> &SandboxSpec {
+        &self.spec
+    }
+
+    /// The spec, for editing fields that have no builder method.
+    pub fn spec_mut(&mut self) -> &mut SandboxSpec {
+        &mut self.spec
+    }
+
+    /// Sets the command (argv\[0\]), clearing previous arguments.
+    pub fn command(mut self, program: impl Into<String>) -> Sandbox {
+        self.spec.argv = vec![program.into()];
+        self
+    }
+
+    /// Appends one argument.
+    pub fn arg(mut self, a: impl Into<String>) -> Sandbox {
+        self.spec.argv.push(a.into());
+        self
+    }
+
+    /// Appends arguments.
+    pub fn args<I, S>(mut self, args: I) -> Sandbox
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.spec.argv.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Sandbox {
+        self.spec.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Starts from the host's environment instead of the minimal default.
+    pub fn inherit_env(mut self, yes: bool) -> Sandbox {
+        self.spec.inherit_env = yes;
+        self
+    }
+
+    /// Sets the working directory inside the sandbox.
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Sandbox {
+        self.spec.cwd = Some(dir.into());
+        self
+    }
+
+    /// Sets the hostname.
+    pub fn hostname(mut self, name: impl Into<String>) -> Sandbox {
+        self.spec.hostname = Some(name.into());
+        self
+    }
+
+    /// Sets the network.
+    pub fn network(mut self, n: Network) -> Sandbox {
+        self.spec.network = n;
+        self
+    }
+
+    /// Sets the user namespace mode.
+    pub fn user_namespace(mut self, m: NsMode) -> Sandbox {
+        self.spec.namespaces.user = m;
+        self
+    }
+
+    /// Sets the pid namespace mode.
+    pub fn pid_namespace(mut self, m: NsMode) -> Sandbox {
+        self.spec.namespaces.pid = m;
+        self
+    }
+
+    /// Maps uids of a new user namespace.
+    pub fn uid_map(mut self, maps: impl IntoIterator<Item = IdMap>) -> Sandbox {
+        self.spec.uid_map = maps.into_iter().collect();
+        self
+    }
+
+    /// Maps gids of a new user namespace.
+    pub fn gid_map(mut self, maps: impl IntoIterator<Item = IdMap>) -> Sandbox {
+        self.spec.gid_map = maps.into_iter().collect();
+        self
+    }
+
+    /// Runs the payload as `uid` (inside).
+    pub fn user(mut self, uid: u32) -> Sandbox {
+        self.spec.user = Some(uid);
+        self
+    }
+
+    /// Runs the payload with primary group `gid` (inside).
+    pub fn group(mut self, gid: u32) -> Sandbox {
+        self.spec.group = Some(gid);
+        self
+    }
+
+    /// Uses `dir` as the root file system.
+    pub fn rootfs(mut self, dir: impl Into<PathBuf>) -> Sandbox {
+        self.spec.rootfs = Some(dir.into());
+        self
+    }
+
+    /// Leaves the rootfs writable.
+    pub fn rootfs_writable(mut self, yes: bool) -> Sandbox {
+        self.spec.rootfs_writable = yes;
+        self
+    }
+
+    /// Adds a mount.
+    pub fn mount(mut self, m: Mount) -> Sandbox {
+        self.spec.mounts.push(m);
+        self
+    }
+
+    /// Adds a resource limit.
+    pub fn rlimit(mut self, resource: RlimitResource, soft: u64, hard: u64) -> Sandbox {
+        self.spec.rlimits.push(Rlimit { resource, soft, hard });
+        self
+    }
+
+    /// Sets the capabilities the payload keeps (replacing the default set).
+    pub fn capabilities(mut self, caps: impl IntoIterator<Item = Capability>) -> Sandbox {
+        self.spec.capabilities = Some(caps.into_iter().collect());
+        self
+    }
+
+    /// Sets the payload's stdin.
+    pub fn stdin(mut self, s: Stdio) -> Sandbox {
+        self.spec.stdin = s;
+        self
+    }
+
+    /// Sets the payload's stdout.
+    pub fn stdout(mut self, s: Stdio) -> Sandbox {
+        self.spec.stdout = s;
+        self
+    }
+
+    /// Sets the payload's stderr.
+    pub fn stderr(mut self, s: Stdio) -> Sandbox {
+        self.spec.stderr = s;
+        self
+    }
+
+    /// Passes host fd `host` to the payload as fd `inside` (3 or more).
+    pub fn pass_fd(mut self, host: i32, inside: i32) -> Sandbox {
+        self.spec.pass_fds.push(PassFd { host, sandbox: inside });
+        self
+    }
+
+    /// Sets the wall-clock timeout.
+    pub fn timeout(mut self, t: Duration) -> Sandbox {
+        self.spec.timeout = Some(t);
+        self
+    }
+
+    /// Starts the sandbox. Returns once the payload has been executed, or with a
+    /// [`crate::SetupFailure`] naming the step that failed (nothing is left running then).
+    pub fn spawn(&self) -> Result<Child> {
+        crate::spawn::spawn(&self.spec)
+    }
+
+    /// Runs to the end and returns the verdict and usage (streams as configured).
+    pub fn status(&self) -> Result<Outcome> {
+        self.spawn()?.wait()
+    }
+
+    /// Runs to the end, capturing stdout and stderr (those left at `inherit` become piped; stdin
+    /// left at `inherit` becomes `/dev/null`), as `std::process::Command::output` does.
+    pub fn output(&self) -> Result<Output> {
+        let mut spec = self.spec.clone();
+        if spec.stdin == Stdio::Inherit {
+            spec.stdin = Stdio::Null;
+        }
+        if spec.stdout == Stdio::Inherit {
+            spec.stdout = Stdio::Piped;
+        }
+        if spec.stderr == Stdio::Inherit {
+            spec.stderr = Stdio::Piped;
+        }
+        crate::spawn::spawn(&spec)?.wait_with_output()
+    }
+}

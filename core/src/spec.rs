@@ -1,0 +1,448 @@
+//! The one description of a sandbox. The Rust builder ([`crate::Sandbox`]), the CLI flags and the
+//! Python and Node bindings all produce a [`SandboxSpec`]; it (de)serializes with serde, so a
+//! binding maps its keyword arguments or option objects onto it without re-declaring options.
+//!
+//! ```
+//! let spec: cagette::SandboxSpec = serde_json::from_value(serde_json::json!({
+//!     "argv": ["sh", "-c", "echo hi"],
+//!     "network": "none",
+//!     "hostname": "box",
+//!     "mounts": [{"type": "bind", "source": "/usr", "destination": "/opt/usr", "read_only": true}],
+//!     "timeout": "10s",
+//! })).unwrap();
+//! assert_eq!(spec.hostname.as_deref(), Some("box"));
+//! ```
+
+use crate::caps::Capability;
+use crate::units::{Size, duration_opt};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that defines a sandbox and the command run in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSpec {
+    /// The command and its arguments. A name without `/` is searched in the sandbox's `PATH`.
+    pub argv: Vec<String>,
+    /// Environment variables for the payload, on top of the defaults (`PATH`, `HOME`, `TERM`) or,
+    /// with `inherit_env`, on top of the host's environment.
+    pub env: BTreeMap<String, String>,
+    /// Start from the host process's environment instead of the minimal default one.
+    pub inherit_env: bool,
+    /// Working directory inside the sandbox (default `/`). Never a host directory.
+    pub cwd: Option<PathBuf>,
+    /// Hostname inside the sandbox (needs a new UTS namespace).
+    pub hostname: Option<String>,
+    /// Which namespaces are new, shared with the host, or joined.
+    pub namespaces: Namespaces,
+    /// Network: `none` (a new network namespace with only `lo`, up) or `host`.
+    pub network: Network,
+    /// uid mappings of a new user namespace. Empty: map the caller's euid to 0 inside.
+    pub uid_map: Vec<IdMap>,
+    /// gid mappings of a new user namespace. Empty: map the caller's egid to 0 inside.
+    pub gid_map: Vec<IdMap>,
+    /// The uid the payload runs as, inside the sandbox (default 0).
+    pub user: Option<u32>,
+    /// The gid the payload runs as, inside the sandbox (default 0).
+    pub group: Option<u32>,
+    /// Supplementary groups inside the sandbox (only where setgroups is allowed, i.e. as root).
+    pub supplementary_groups: Vec<u32>,
+    /// A directory to use as the root file system (pivot_root). `None`: the host's `/`,
+    /// read-only, with a fresh `/proc`, a minimal `/dev` and a tmpfs `/tmp`.
+    pub rootfs: Option<PathBuf>,
+    /// Leave the rootfs writable (default: read-only; add tmpfs or overlay mounts for scratch).
+    pub rootfs_writable: bool,
+    /// Extra mounts, applied in order after the default ones.
+    pub mounts: Vec<Mount>,
+    /// Mount a fresh `/proc` (default true).
+    pub proc: bool,
+    /// Mount a minimal `/dev` (default true).
+    pub dev: bool,
+    /// Mount a tmpfs on `/tmp` unless a mount in `mounts` targets `/tmp` (default true).
+    pub tmp: bool,
+    /// Bind the host's `/sys` read-only (default true).
+    pub sys: bool,
+    /// Paths made unreadable; `None` means [`DEFAULT_MASKED_PATHS`].
+    pub masked_paths: Option<Vec<String>>,
+    /// Paths made read-only; `None` means [`DEFAULT_READONLY_PATHS`].
+    pub readonly_paths: Option<Vec<String>>,
+    /// Resource limits (setrlimit) for the payload.
+    pub rlimits: Vec<Rlimit>,
+    /// The capabilities the payload keeps; `None` means [`crate::DEFAULT_CAPABILITIES`].
+    pub capabilities: Option<Vec<Capability>>,
+    /// Set `no_new_privs` (default true): setuid binaries and file capabilities grant nothing.
+    pub no_new_privs: bool,
+    /// Standard input of the payload (default `inherit`).
+    pub stdin: Stdio,
+    /// Standard output of the payload (default `inherit`).
+    pub stdout: Stdio,
+    /// Standard error of the payload (default `inherit`).
+    pub stderr: Stdio,
+    /// Host file descriptors passed to the payload, and the numbers they get inside.
+    pub pass_fds: Vec<PassFd>,
+    /// Wall-clock limit: the whole sandbox is killed when it runs out (verdict `timed_out`).
+    #[serde(with = "duration_opt")]
+    pub timeout: Option<Duration>,
+}
+
+impl Default for SandboxSpec {
+    fn default() -> Self {
+        SandboxSpec {
+            argv: Vec::new(),
+            env: BTreeMap::new(),
+            inherit_env: false,
+            cwd: None,
+            hostname: None,
+            namespaces: Namespaces::default(),
+            network: Network::None,
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
+            user: None,
+            group: None,
+            supplementary_groups: Vec::new(),
+            rootfs: None,
+            rootfs_writable: false,
+            mounts: Vec::new(),
+            proc: true,
+            dev: true,
+            tmp: true,
+            sys: true,
+            masked_paths: None,
+            readonly_paths: None,
+            rlimits: Vec::new(),
+            capabilities: None,
+            no_new_privs: true,
+            stdin: Stdio::Inherit,
+            stdout: Stdio::Inherit,
+            stderr: Stdio::Inherit,
+            pass_fds: Vec::new(),
+            timeout: None,
+        }
+    }
+}
+
+/// Paths masked by default, as runc does: a file is covered with `/dev/null`, a directory with an
+/// empty read-only tmpfs. Paths that do not exist are skipped.
+pub const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+/// Paths made read-only by default, as runc does. Paths that do not exist are skipped.
+pub const DEFAULT_READONLY_PATHS: &[&str] =
+    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// How one namespace is set up.
+///
+/// Serialized as `"new"`, `"host"` or `{"join": "/proc/1234/ns/net"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NsMode {
+    /// A fresh namespace (the default for every kind).
+    #[default]
+    New,
+    /// Stay in the host process's namespace.
+    Host,
+    /// Join the namespace at this path (e.g. `/proc/PID/ns/net` or a bind-mounted ns file).
+    Join(PathBuf),
+}
+
+/// The namespaces of a sandbox (the network namespace is set by [`Network`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Namespaces {
+    /// User namespace: uid 0 inside maps to an unprivileged or chosen id outside.
+    pub user: NsMode,
+    /// Pid namespace: a tiny init is pid 1; the host's processes are invisible.
+    pub pid: NsMode,
+    /// Mount namespace: needed for any file-system setup.
+    pub mount: NsMode,
+    /// UTS namespace: hostname.
+    pub uts: NsMode,
+    /// IPC namespace: System V IPC and POSIX message queues.
+    pub ipc: NsMode,
+    /// Cgroup namespace: the job's cgroup appears as the root.
+    pub cgroup: NsMode,
+    /// Time namespace: own monotonic and boot-time clocks.
+    pub time: NsMode,
+}
+
+/// The sandbox's network.
+///
+/// Serialized as `"none"`, `"host"` or `{"join": "/run/netns/test"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// A new network namespace with only the loopback interface, up.
+    #[default]
+    None,
+    /// The host's network.
+    Host,
+    /// Join an existing network namespace.
+    Join(PathBuf),
+}
+
+/// One range of a uid or gid mapping: ids `inside..inside+count` in the sandbox are
+/// `outside..outside+count` on the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdMap {
+    /// First id inside the sandbox.
+    pub inside: u32,
+    /// First id on the host.
+    pub outside: u32,
+    /// Number of ids.
+    pub count: u32,
+}
+
+/// Where a standard stream of the payload goes.
+///
+/// Serialized as `"inherit"`, `"null"`, `"piped"` or `{"fd": 5}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stdio {
+    /// The host process's own stream.
+    #[default]
+    Inherit,
+    /// `/dev/null`.
+    Null,
+    /// A pipe to the [`crate::Child`] (`stdin`, `stdout`, `stderr` fields).
+    Piped,
+    /// A host file descriptor (duplicated; the caller keeps its own).
+    Fd(i32),
+}
+
+/// A host file descriptor handed to the payload as `sandbox`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassFd {
+    /// The descriptor in the host process.
+    pub host: i32,
+    /// The number it gets in the payload (3 or more).
+    pub sandbox: i32,
+}
+
+/// A resource limit (setrlimit) for the payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimit {
+    /// Which resource.
+    pub resource: RlimitResource,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// Resources that [`Rlimit`] can limit; names as in `ulimit`/prlimit(1), lower case.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RlimitResource {
+    As,
+    Core,
+    Cpu,
+    Data,
+    Fsize,
+    Locks,
+    Memlock,
+    Msgqueue,
+    Nice,
+    Nofile,
+    Nproc,
+    Rss,
+    Rtprio,
+    Rttime,
+    Sigpending,
+    Stack,
+}
+
+impl RlimitResource {
+    pub(crate) fn number(self) -> i32 {
+        use RlimitResource::*;
+        (match self {
+            As => libc::RLIMIT_AS,
+            Core => libc::RLIMIT_CORE,
+            Cpu => libc::RLIMIT_CPU,
+            Data => libc::RLIMIT_DATA,
+            Fsize => libc::RLIMIT_FSIZE,
+            Locks => libc::RLIMIT_LOCKS,
+            Memlock => libc::RLIMIT_MEMLOCK,
+            Msgqueue => libc::RLIMIT_MSGQUEUE,
+            Nice => libc::RLIMIT_NICE,
+            Nofile => libc::RLIMIT_NOFILE,
+            Nproc => libc::RLIMIT_NPROC,
+            Rss => libc::RLIMIT_RSS,
+            Rtprio => libc::RLIMIT_RTPRIO,
+            Rttime => libc::RLIMIT_RTTIME,
+            Sigpending => libc::RLIMIT_SIGPENDING,
+            Stack => libc::RLIMIT_STACK,
+        }) as i32
+    }
+}
+
+/// A mount inside the sandbox. Destinations are absolute paths inside the sandbox, resolved inside
+/// its root (a symlink in the root can never redirect a mount to the host); missing directories
+/// are created.
+///
+/// ```
+/// use cagette::Mount;
+/// let m = Mount::bind("./src", "/src").read_only();
+/// let t = Mount::tmpfs("/scratch").size("64M".parse().unwrap());
+/// assert_eq!(m.destination(), "/src");
+/// # let _ = t;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Mount {
+    /// A host file or directory seen at `destination`.
+    Bind {
+        /// Host path (relative paths are taken from the host process's cwd at spawn).
+        source: PathBuf,
+        /// Path inside the sandbox.
+        destination: String,
+        /// Refuse writes (applied to every mount below it too).
+        #[serde(default)]
+        read_only: bool,
+        /// Include the mounts below `source` (default true).
+        #[serde(default = "yes")]
+        recursive: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Path inside the sandbox.
+        destination: String,
+        /// Size limit (default: the kernel's, half of RAM).
+        #[serde(default)]
+        size: Option<Size>,
+        /// Mode of its root directory (default 0o1777).
+        #[serde(default)]
+        mode: Option<u32>,
+    },
+    /// A fresh procfs of the sandbox's pid namespace.
+    Proc {
+        /// Path inside the sandbox.
+        destination: String,
+    },
+    /// A minimal /dev: null, zero, full, random, urandom, tty, a private devpts with ptmx, shm,
+    /// and the fd, stdin, stdout, stderr links.
+    Dev {
+        /// Path inside the sandbox.
+        destination: String,
+    },
+    /// An overlay of read-only `lower` directories (first is topmost) with a writable upper layer:
+    /// `upper`/`work` on the host, or, when `upper` is `None`, an ephemeral tmpfs discarded with
+    /// the sandbox.
+    Overlay {
+        /// Path inside the sandbox.
+        destination: String,
+        /// Lower directories on the host, topmost first.
+        lower: Vec<PathBuf>,
+        /// Persistent upper directory on the host.
+        #[serde(default)]
+        upper: Option<PathBuf>,
+        /// Work directory on the host (same file system as `upper`).
+        #[serde(default)]
+        work: Option<PathBuf>,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Mount {
+    /// Bind `source` (host) at `destination` (sandbox), read-write and recursive.
+    pub fn bind(source: impl Into<PathBuf>, destination: impl Into<String>) -> Mount {
+        Mount::Bind { source: source.into(), destination: destination.into(), read_only: false, recursive: true }
+    }
+
+    /// A tmpfs at `destination`.
+    pub fn tmpfs(destination: impl Into<String>) -> Mount {
+        Mount::Tmpfs { destination: destination.into(), size: None, mode: None }
+    }
+
+    /// A fresh procfs at `destination`.
+    pub fn proc(destination: impl Into<String>) -> Mount {
+        Mount::Proc { destination: destination.into() }
+    }
+
+    /// A minimal /dev at `destination`.
+    pub fn dev(destination: impl Into<String>) -> Mount {
+        Mount::Dev { destination: destination.into() }
+    }
+
+    /// An overlay of `lower` (topmost first) with an ephemeral upper layer.
+    pub fn overlay<P: Into<PathBuf>>(lower: impl IntoIterator<Item = P>, destination: impl Into<String>) -> Mount {
+        Mount::Overlay {
+            destination: destination.into(),
+            lower: lower.into_iter().map(Into::into).collect(),
+            upper: None,
+            work: None,
+        }
+    }
+
+    /// Make a bind mount read-only (no effect on other kinds).
+    pub fn read_only(mut self) -> Mount {
+        if let Mount::Bind { read_only, .. } = &mut self {
+            *read_only = true;
+        }
+        self
+    }
+
+    /// Bind only the mount at `source`, not those below it.
+    pub fn non_recursive(mut self) -> Mount {
+        if let Mount::Bind { recursive, .. } = &mut self {
+            *recursive = false;
+        }
+        self
+    }
+
+    /// Set a tmpfs's size limit (no effect on other kinds).
+    pub fn size(mut self, bytes: Size) -> Mount {
+        if let Mount::Tmpfs { size, .. } = &mut self {
+            *size = Some(bytes);
+        }
+        self
+    }
+
+    /// Set a tmpfs's root mode (no effect on other kinds).
+    pub fn mode(mut self, m: u32) -> Mount {
+        if let Mount::Tmpfs { mode, .. } = &mut self {
+            *mode = Some(m);
+        }
+        self
+    }
+
+    /// Give an overlay a persistent upper and work directory (no effect on other kinds).
+    pub fn upper(mut self, upper_dir: impl Into<PathBuf>, work_dir: impl Into<PathBuf>) -> Mount {
+        if let Mount::Overlay { upper, work, .. } = &mut self {
+            *upper = Some(upper_dir.into());
+            *work = Some(work_dir.into());
+        }
+        self
+    }
+
+    /// The destination inside the sandbox.
+    pub fn destination(&self) -> &str {
+        match self {
+            Mount::Bind { destination, .. }
+            | Mount::Tmpfs { destination, .. }
+            | Mount::Proc { destination }
+            | Mount::Dev { destination }
+            | Mount::Overlay { destination, .. } => destination,
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! How a job ended ([`Verdict`]), what it used ([`Usage`]), and the JSON report the CLI and the
+//! bindings share ([`Report`]).
+
+use crate::error::{Error, SetupFailure};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Which limit a timed-out job ran into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeLimit {
+    /// The wall-clock timeout.
+    Wall,
+}
+
+/// The one verdict on a job, the same in Rust, the CLI report and the bindings.
+///
+/// ```
+/// use cagette::{Sandbox, Verdict};
+/// let out = Sandbox::new().command("sh").args(["-c", "exit 3"]).status().unwrap();
+/// assert_eq!(out.verdict, Verdict::Exited(3));
+/// assert_eq!(out.verdict.name(), "exited");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The payload exited with this code.
+    Exited(i32),
+    /// The payload was killed by this signal.
+    Signaled(i32),
+    /// The job ran out of time and was killed with its whole process tree.
+    TimedOut(TimeLimit),
+    /// The sandbox could not be set up (only in reports: the API returns it as an error).
+    SetupFailed(SetupFailure),
+}
+
+impl Verdict {
+    /// The report's name: `exited`, `signaled`, `timed_out` or `setup_failed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Exited(_) => "exited",
+            Verdict::Signaled(_) => "signaled",
+            Verdict::TimedOut(_) => "timed_out",
+            Verdict::SetupFailed(_) => "setup_failed",
+        }
+    }
+
+    /// True for `Exited(0)`.
+    pub fn success(&self) -> bool {
+        *self == Verdict::Exited(0)
+    }
+
+    /// The exit code, when the payload exited.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            Verdict::Exited(c) => Some(*c),
+            _ => None,
+        }
+    }
+
+    /// The signal that killed the payload, when one did.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            Verdict::Signaled(s) => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// The shell-style status the CLI exits with: the code; 128+N for signal N; 124 on timeout;
+    /// 125, 126 or 127 for setup failures (see [`SetupFailure::exit_code`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Verdict::Exited(c) => *c,
+            Verdict::Signaled(s) => 128 + s,
+            Verdict::TimedOut(_) => 124,
+            Verdict::SetupFailed(f) => f.exit_code(),
+        }
+    }
+}
+
+/// What a job used. CPU times and `max_rss_bytes` come from the kernel's rusage of the sandbox's
+/// init, which includes every process of the job that was reaped inside it.
+///
+/// `max_rss_bytes` is the peak resident size of the *largest single process*, not of the whole
+/// job; the cgroup-based total arrives with cgroup limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// From spawn to the moment the end was observed.
+    pub wall_time: Duration,
+    /// User CPU time of the whole job.
+    pub cpu_user: Duration,
+    /// System CPU time of the whole job.
+    pub cpu_system: Duration,
+    /// Peak resident set of the largest process, in bytes.
+    pub max_rss_bytes: u64,
+}
+
+/// The verdict and usage of a finished job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// How it ended.
+    pub verdict: Verdict,
+    /// What it used.
+    pub usage: Usage,
+}
+
+impl Outcome {
+    /// True when the payload exited with 0.
+    pub fn success(&self) -> bool {
+        self.verdict.success()
+    }
+}
+
+/// A finished job with its captured output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// How it ended.
+    pub status: Verdict,
+    /// Captured standard output (empty unless stdout was piped).
+    pub stdout: Vec<u8>,
+    /// Captured standard error (empty unless stderr was piped).
+    pub stderr: Vec<u8>,
+    /// What it used.
+    pub usage: Usage,
+}
+
+/// The JSON report of one job (`cagette run --report`), also what the bindings expose.
+///
+/// ```
+/// use cagette::{Report, Sandbox};
+/// let outcome = Sandbox::new().command("true").status();
+/// let report = Report::from_result(&outcome);
+/// assert_eq!(report.verdict, "exited");
+/// assert_eq!(report.exit_code, Some(0));
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// `exited`, `signaled`, `timed_out` or `setup_failed`.
+    pub verdict: String,
+    /// The exit code, when the payload exited.
+    pub exit_code: Option<i32>,
+    /// The signal number, when the payload was killed by one.
+    pub signal: Option<i32>,
+    /// Which limit ran out, when timed out (`wall`).
+    pub limit: Option<TimeLimit>,
+    /// Wall time in seconds.
+    pub wall_time_s: f64,
+    /// User CPU seconds.
+    pub cpu_user_s: f64,
+    /// System CPU seconds.
+    pub cpu_system_s: f64,
+    /// Peak memory in bytes (for now the largest process's peak RSS; see [`Usage`]).
+    pub memory_peak_bytes: u64,
+    /// For setup failures: the step.
+    pub step: Option<String>,
+    /// For setup failures: the message.
+    pub error: Option<String>,
+    /// For setup failures: the errno, when there is one.
+    pub errno: Option<i32>,
+    /// For setup failures: the path involved.
+    pub path: Option<String>,
+    /// For setup failures: how to fix it.
+    pub hint: Option<String>,
+}
+
+impl Report {
+    /// The report of a finished job.
+    pub fn new(verdict: &Verdict, usage: &Usage) -> Report {
+        let mut r = Report {
+            verdict: verdict.name().to_string(),
+            exit_code: verdict.code(),
+            signal: verdict.signal(),
+            limit: match verdict {
+                Verdict::TimedOut(l) => Some(*l),
+                _ => None,
+            },
+            wall_time_s: usage.wall_time.as_secs_f64(),
+            cpu_user_s: usage.cpu_user.as_secs_f64(),
+            cpu_system_s: usage.cpu_system.as_secs_f64(),
+            memory_peak_bytes: usage.max_rss_bytes,
+            step: None,
+            error: None,
+            errno: None,
+            path: None,
+            hint: None,
+        };
+        if let Verdict::SetupFailed(f) = verdict {
+            r.step = Some(f.step.name().to_string());
+            r.error = Some(f.message.clone());
+            r.errno = f.errno;
+            r.path = f.path.as_ref().map(|p| p.display().to_string());
+            r.hint = f.hint.clone();
+        }
+        r
+    }
+
+    /// The report of `Sandbox::status()` or `Child::wait()`'s result; an error that is not a
+    /// setup failure becomes `setup_failed` at step `spec`/`init` with its message.
+    pub fn from_result(result: &Result<Outcome, Error>) -> Report {
+        match result {
+            Ok(o) => Report::new(&o.verdict, &o.usage),
+            Err(e) => Report::new(&Verdict::SetupFailed(error_as_failure(e)), &Usage::default()),
+        }
+    }
+}
+
+/// Any error as a setup failure (for reports).
+pub(crate) fn error_as_failure(e: &Error) -> SetupFailure {
+    match e {
+        Error::Setup(f) => f.clone(),
+        other => SetupFailure::new(crate::Step::Init, None, None, &other.to_string()),
+    }
+}
