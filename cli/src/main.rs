@@ -1,1 +1,345 @@
-fn main() {}
+//! `cagette`: run a command in a sandbox.
+//!
+//! Every flag maps onto cagette's one `SandboxSpec`; `--spec FILE` starts from a JSON spec and
+//! `--print-spec` shows the spec the flags produce.
+
+use cagette::{
+    Capability, DEFAULT_CAPABILITIES, IdMap, Mount, Network, NsMode, Outcome, Report, SandboxSpec,
+    Size, Verdict,
+};
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "cagette", version, about = "Run commands in Linux sandboxes (namespaces, private root, verdicts)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a command in a sandbox. Exit status: the command's; 128+N if killed by signal N; 124 on
+    /// timeout; 125 if the sandbox could not be set up; 126 if the command could not be executed;
+    /// 127 if it was not found.
+    Run(Box<RunArgs>),
+    /// Show what this host supports (user namespaces, cgroups, overlayfs, ...).
+    Probe {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Start from this JSON sandbox spec (flags below are applied on top).
+    #[arg(long, value_name = "FILE")]
+    spec: Option<PathBuf>,
+    /// Print the resulting spec as JSON and exit without running anything.
+    #[arg(long)]
+    print_spec: bool,
+    /// Use DIR as the root file system (default: the host's / read-only).
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Leave the rootfs writable.
+    #[arg(long)]
+    rootfs_rw: bool,
+    /// Bind a host path: SRC:DST[:ro|rw] (default rw).
+    #[arg(long, value_name = "SRC:DST[:ro|rw]")]
+    bind: Vec<String>,
+    /// Mount a tmpfs: DST[:size=N][,mode=OCTAL].
+    #[arg(long, value_name = "DST[:size=N]")]
+    tmpfs: Vec<String>,
+    /// Mount an overlay with an ephemeral upper: LOWER[,LOWER...]:DST (first lower on top).
+    #[arg(long, value_name = "LOWERS:DST")]
+    overlay: Vec<String>,
+    /// Network: none (own namespace, loopback only) or host.
+    #[arg(long, value_name = "none|host", default_value = "none")]
+    net: String,
+    /// Hostname inside the sandbox.
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Set an environment variable (K=V); K alone copies the host's value.
+    #[arg(long, short = 'e', value_name = "K=V")]
+    env: Vec<String>,
+    /// Start from the host's environment instead of a minimal one.
+    #[arg(long)]
+    inherit_env: bool,
+    /// Working directory inside the sandbox.
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    /// Run as UID[:GID] inside the sandbox.
+    #[arg(long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// uid mapping INSIDE:OUTSIDE:COUNT (repeatable; default: your uid as 0).
+    #[arg(long, value_name = "IN:OUT:COUNT")]
+    uid_map: Vec<String>,
+    /// gid mapping INSIDE:OUTSIDE:COUNT (repeatable; default: your gid as 0).
+    #[arg(long, value_name = "IN:OUT:COUNT")]
+    gid_map: Vec<String>,
+    /// Stay in the host's namespace of this kind: user, pid, mount, uts, ipc, cgroup, time.
+    #[arg(long, value_name = "NS")]
+    share: Vec<String>,
+    /// Keep a capability beyond the default set (e.g. NET_ADMIN, or ALL).
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability from the default set (or ALL).
+    #[arg(long, value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Kill the whole sandbox after this long (e.g. 10s, 500ms, 2m).
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// Write a JSON report of the verdict and usage to PATH (- for stdout).
+    #[arg(long, value_name = "PATH|-")]
+    report: Option<String>,
+    /// The command and its arguments.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn die(msg: impl std::fmt::Display) -> ! {
+    eprintln!("cagette: {msg}");
+    std::process::exit(125)
+}
+
+fn parse_map(s: &str) -> IdMap {
+    let p: Vec<&str> = s.split(':').collect();
+    let n = |x: &str| x.parse::<u32>().unwrap_or_else(|_| die(format!("invalid id map {s:?}: expected INSIDE:OUTSIDE:COUNT, like 0:1000:1")));
+    if p.len() != 3 {
+        die(format!("invalid id map {s:?}: expected INSIDE:OUTSIDE:COUNT, like 0:1000:1"));
+    }
+    IdMap { inside: n(p[0]), outside: n(p[1]), count: n(p[2]) }
+}
+
+fn parse_cap(s: &str) -> Vec<Capability> {
+    if s.eq_ignore_ascii_case("all") {
+        return Capability::ALL.to_vec();
+    }
+    vec![s.parse().unwrap_or_else(|e| die(e))]
+}
+
+fn build_spec(a: &RunArgs) -> SandboxSpec {
+    let mut spec: SandboxSpec = match &a.spec {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).unwrap_or_else(|e| die(format!("cannot read spec {}: {e}", p.display())));
+            serde_json::from_str(&text).unwrap_or_else(|e| die(format!("invalid spec {}: {e}", p.display())))
+        }
+        None => SandboxSpec::default(),
+    };
+    if !a.command.is_empty() {
+        spec.argv = a.command.clone();
+    }
+    if let Some(r) = &a.rootfs {
+        spec.rootfs = Some(r.clone());
+    }
+    spec.rootfs_writable |= a.rootfs_rw;
+    for b in &a.bind {
+        let parts: Vec<&str> = b.split(':').collect();
+        let (src, dst, mode) = match parts.as_slice() {
+            [s, d] => (*s, *d, "rw"),
+            [s, d, m] => (*s, *d, *m),
+            _ => die(format!("invalid --bind {b:?}: expected SRC:DST[:ro|rw]")),
+        };
+        let m = Mount::bind(src, dst);
+        spec.mounts.push(match mode {
+            "ro" => m.read_only(),
+            "rw" => m,
+            _ => die(format!("invalid --bind {b:?}: the mode must be ro or rw")),
+        });
+    }
+    for t in &a.tmpfs {
+        let (dst, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+        let mut m = Mount::tmpfs(dst);
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            match o.split_once('=') {
+                Some(("size", v)) => m = m.size(v.parse::<Size>().unwrap_or_else(|e| die(format!("--tmpfs {t:?}: {e}")))),
+                Some(("mode", v)) => m = m.mode(u32::from_str_radix(v, 8).unwrap_or_else(|_| die(format!("--tmpfs {t:?}: mode must be octal, like 1777")))),
+                _ => die(format!("invalid --tmpfs option {o:?}: expected size=N or mode=OCTAL")),
+            }
+        }
+        spec.mounts.push(m);
+    }
+    for o in &a.overlay {
+        let (lowers, dst) = o.rsplit_once(':').unwrap_or_else(|| die(format!("invalid --overlay {o:?}: expected LOWER[,LOWER...]:DST")));
+        spec.mounts.push(Mount::overlay(lowers.split(','), dst));
+    }
+    spec.network = match a.net.as_str() {
+        "none" => Network::None,
+        "host" => Network::Host,
+        other => die(format!("invalid --net {other:?}: expected none or host")),
+    };
+    if a.hostname.is_some() {
+        spec.hostname = a.hostname.clone();
+    }
+    for e in &a.env {
+        match e.split_once('=') {
+            Some((k, v)) => spec.env.insert(k.into(), v.into()),
+            None => spec.env.insert(e.clone(), std::env::var(e).unwrap_or_default()),
+        };
+    }
+    spec.inherit_env |= a.inherit_env;
+    if a.cwd.is_some() {
+        spec.cwd = a.cwd.clone();
+    }
+    if let Some(u) = &a.user {
+        let (uid, gid) = u.split_once(':').map(|(x, y)| (x, Some(y))).unwrap_or((u.as_str(), None));
+        spec.user = Some(uid.parse().unwrap_or_else(|_| die(format!("invalid --user {u:?}: expected UID[:GID] (numbers)"))));
+        if let Some(g) = gid {
+            spec.group = Some(g.parse().unwrap_or_else(|_| die(format!("invalid --user {u:?}: expected UID[:GID] (numbers)"))));
+        }
+    }
+    spec.uid_map.extend(a.uid_map.iter().map(|s| parse_map(s)));
+    spec.gid_map.extend(a.gid_map.iter().map(|s| parse_map(s)));
+    for ns in &a.share {
+        let n = &mut spec.namespaces;
+        let slot = match ns.as_str() {
+            "user" => &mut n.user,
+            "pid" => &mut n.pid,
+            "mount" => &mut n.mount,
+            "uts" => &mut n.uts,
+            "ipc" => &mut n.ipc,
+            "cgroup" => &mut n.cgroup,
+            "time" => &mut n.time,
+            "net" => {
+                spec.network = Network::Host;
+                continue;
+            }
+            other => die(format!("invalid --share {other:?}: expected user, pid, mount, uts, ipc, net, cgroup or time")),
+        };
+        *slot = NsMode::Host;
+    }
+    if !a.cap_add.is_empty() || !a.cap_drop.is_empty() {
+        let mut caps: Vec<Capability> = spec.capabilities.clone().unwrap_or_else(|| DEFAULT_CAPABILITIES.to_vec());
+        for c in &a.cap_add {
+            caps.extend(parse_cap(c));
+        }
+        for c in &a.cap_drop {
+            let drop = parse_cap(c);
+            caps.retain(|x| !drop.contains(x));
+        }
+        caps.sort();
+        caps.dedup();
+        spec.capabilities = Some(caps);
+    }
+    if let Some(t) = &a.timeout {
+        spec.timeout = Some(cagette::parse_duration(t).unwrap_or_else(|e| die(format!("--timeout: {e}"))));
+    }
+    spec
+}
+
+/// Blocks the signals we forward and returns a signalfd for them.
+fn forward_signals() -> Option<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 { None } else { Some(std::fs::File::from_raw_fd(fd)) }
+    }
+}
+
+fn run(a: &RunArgs) -> ExitCode {
+    let spec = build_spec(a);
+    if a.print_spec {
+        println!("{}", serde_json::to_string_pretty(&spec).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    if spec.argv.is_empty() {
+        die("no command given: cagette run [OPTIONS] -- CMD [ARGS...]");
+    }
+    let sigfd = forward_signals();
+    let result = cagette::Sandbox::from_spec(spec).spawn().and_then(|mut child| wait(&mut child, sigfd.as_ref()));
+    let report = Report::from_result(&result);
+    if let Err(e) = &result {
+        match e.setup_failure() {
+            Some(f) => {
+                eprintln!("cagette: setup failed at step {}: {}", f.step, f.message);
+                if let Some(p) = &f.path {
+                    eprintln!("  path: {}", p.display());
+                }
+                if let Some(h) = &f.hint {
+                    eprintln!("  hint: {h}");
+                }
+            }
+            None => eprintln!("cagette: {e}"),
+        }
+    }
+    if let Some(dest) = &a.report {
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        let r = if dest == "-" {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{json}").and_then(|_| out.flush())
+        } else {
+            std::fs::write(dest, format!("{json}\n"))
+        };
+        if let Err(e) = r {
+            eprintln!("cagette: cannot write the report to {dest}: {e}");
+        }
+    }
+    let code = match &result {
+        Ok(o) => o.verdict.exit_code(),
+        Err(e) => e.setup_failure().map(|f| Verdict::SetupFailed(f.clone()).exit_code()).unwrap_or(125),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+fn wait(child: &mut cagette::Child, sigfd: Option<&std::fs::File>) -> cagette::Result<Outcome> {
+    loop {
+        let mut fds = vec![libc::pollfd { fd: child.pidfd().as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        if let Some(s) = sigfd {
+            fds.push(libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        }
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        if let (Some(s), Some(p)) = (sigfd, fds.get(1)) {
+            if p.revents & libc::POLLIN != 0 {
+                let mut info = [0u8; 128];
+                while unsafe { libc::read(s.as_raw_fd(), info.as_mut_ptr() as *mut libc::c_void, 128) } == 128 {
+                    let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32;
+                    child.kill(signo)?;
+                }
+            }
+        }
+        if let Some(o) = child.wait_timeout(Duration::ZERO)? {
+            return Ok(o);
+        }
+    }
+}
+
+fn print_probe(json: bool) {
+    let p = cagette::probe();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+        return;
+    }
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    println!("kernel            {}", p.kernel);
+    println!("running as root   {}", yn(p.root));
+    println!("user namespaces   {}", yn(p.user_namespaces));
+    println!("clone3            {}", yn(p.clone3));
+    println!("pidfd             {}", yn(p.pidfd));
+    println!("new mount API     {}", yn(p.mount_api));
+    println!("overlayfs         {}", yn(p.overlayfs));
+    println!("seccomp           {}", yn(p.seccomp));
+    println!("landlock          {}", p.landlock_abi.map(|v| format!("ABI {v}")).unwrap_or_else(|| "no".into()));
+    println!("cgroup            {:?} ({})", p.cgroup, p.cgroup_controllers.join(" "));
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run(a) => run(&a),
+        Cmd::Probe { json } => {
+            print_probe(json);
+            ExitCode::SUCCESS
+        }
+    }
+}
