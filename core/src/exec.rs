@@ -344,6 +344,10 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
         Op::SetNs { fd, nstype } => sys::setns(fd, nstype).map(|_| ()),
         Op::WaitHost { fd } => wait_host(fd),
         Op::Unshare { flags } => sys::unshare(flags).map(|_| ()),
+        Op::SetIds { uid, gid } => {
+            sys::setresgid(gid, gid, gid)?;
+            sys::setresuid(uid, uid, uid).map(|_| ())
+        }
         Op::Hostname { name, len } => sys::sethostname(name, len).map(|_| ()),
         Op::LoopbackUp => loopback_up(),
         Op::MakePrivate => sys::mount(core::ptr::null(), c"/".as_ptr(), core::ptr::null(), (libc::MS_REC | libc::MS_PRIVATE) as u64, core::ptr::null()).map(|_| ()),

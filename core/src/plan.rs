@@ -7,7 +7,7 @@
 use crate::caps;
 use crate::error::{SetupFailure, Step};
 use crate::spec::{
-    DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, Mount, Network, NsMode, SandboxSpec,
+    DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, Mount, Network, NsMode, SandboxSpec,
 };
 use crate::sys::{self, AT_RECURSIVE, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE};
 use std::cell::UnsafeCell;
@@ -36,6 +36,8 @@ pub(crate) enum Op {
     /// Wait for the host's go-ahead byte (after it wrote the id maps); EOF means the host died.
     WaitHost { fd: RawFd },
     Unshare { flags: i32 },
+    /// Take ids that are mapped in the new user namespace (fsuid/fsgid decide file creation).
+    SetIds { uid: u32, gid: u32 },
     Hostname { name: *const u8, len: usize },
     LoopbackUp,
     MakePrivate,
@@ -381,6 +383,10 @@ impl Compiler<'_> {
             let at = self.plan.ops.len() - usize::from(unshare_flags != 0);
             self.plan.ops.insert(at, wait);
             self.plan.descs.insert(at, Desc { step: Step::IdMap, what: "wait for the host to write the id maps".into(), path: None, hint: None });
+            let first = |m: &[IdMap]| if m.is_empty() || m.iter().any(|m| m.inside == 0) { 0 } else { m[0].inside };
+            let (uid, gid) = (first(&spec.uid_map), first(&spec.gid_map));
+            self.plan.ops.insert(at + 1, Op::SetIds { uid, gid });
+            self.plan.descs.insert(at + 1, Desc { step: Step::IdMap, what: format!("become uid {uid}, gid {gid} in the new user namespace"), path: None, hint: Some("the uid and gid maps must map the ids the sandbox starts with (0, or the first range)") });
         }
 
         // 3. Hostname and network.
@@ -493,7 +499,10 @@ impl Compiler<'_> {
             mounts.push((Mount::proc("/proc"), vec!["proc".into()], true));
         }
         if spec.sys && !user_has("sys") {
-            mounts.push((Mount::bind("/sys", "/sys").read_only(), vec!["sys".into()], true));
+            // A network namespace of our own gets its own sysfs (its /sys/class/net shows only
+            // lo); otherwise the host's, read-only.
+            let m = if spec.network == Network::None { Mount::Sysfs { destination: "/sys".into() } } else { Mount::bind("/sys", "/sys").read_only() };
+            mounts.push((m, vec!["sys".into()], true));
         }
         if spec.dev && !user_has("dev") {
             mounts.push((Mount::dev("/dev"), vec!["dev".into()], true));
@@ -621,6 +630,9 @@ impl Compiler<'_> {
                 }
                 self.fs_new("tmpfs", &opts, sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, slot, Step::Mount, &format!("create a tmpfs for {dest}"), Some(&dpath))?;
             }
+            Mount::Sysfs { .. } => {
+                self.fs_new("sysfs", &[], sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC, slot, Step::Mount, &format!("create a sysfs for {dest}"), Some(&dpath))?;
+            }
             Mount::Proc { .. } => {
                 self.fs_new("proc", &[], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC, slot, Step::Mount, &format!("create a procfs for {dest}"), Some(&dpath))?;
             }
@@ -717,6 +729,7 @@ impl Compiler<'_> {
             Mount::Bind { source, read_only, .. } => format!("bind {} at {dest}{}", source.display(), if *read_only { " (read-only)" } else { "" }),
             Mount::Tmpfs { .. } => format!("mount a tmpfs at {dest}"),
             Mount::Proc { .. } => format!("mount proc at {dest}"),
+            Mount::Sysfs { .. } => format!("mount sysfs at {dest}"),
             Mount::Dev { .. } => format!("mount a minimal /dev at {dest}"),
             Mount::Overlay { .. } => format!("mount an overlay at {dest}"),
         };

@@ -62,7 +62,7 @@ pub struct SandboxSpec {
     pub dev: bool,
     /// Mount a tmpfs on `/tmp` unless a mount in `mounts` targets `/tmp` (default true).
     pub tmp: bool,
-    /// Bind the host's `/sys` read-only (default true).
+    /// Mount `/sys` read-only (default true): a fresh sysfs with `network: none`, else the host's.
     pub sys: bool,
     /// Paths made unreadable; `None` means [`DEFAULT_MASKED_PATHS`].
     pub masked_paths: Option<Vec<String>>,
@@ -336,6 +336,11 @@ pub enum Mount {
         /// Path inside the sandbox.
         destination: String,
     },
+    /// A fresh, read-only sysfs (needs a network namespace of the sandbox's own).
+    Sysfs {
+        /// Path inside the sandbox.
+        destination: String,
+    },
     /// A minimal /dev: null, zero, full, random, urandom, tty, a private devpts with ptmx, shm,
     /// and the fd, stdin, stdout, stderr links.
     Dev {
@@ -441,6 +446,7 @@ impl Mount {
             Mount::Bind { destination, .. }
             | Mount::Tmpfs { destination, .. }
             | Mount::Proc { destination }
+            | Mount::Sysfs { destination }
             | Mount::Dev { destination }
             | Mount::Overlay { destination, .. } => destination,
         }

@@ -1,0 +1,179 @@
+//! The sandbox's file system: read-only root, binds, tmpfs, overlay, masks, and containment of
+//! symlinks that try to redirect mounts to the host.
+mod common;
+use cagette::{Mount, Sandbox, Size, Verdict};
+use common::*;
+
+#[test]
+fn host_root_is_read_only_and_tmp_is_private() {
+    let o = sh("touch /usr/cagette-x 2>&1; echo $?; echo hi > /tmp/f && cat /tmp/f");
+    let out = stdout(&o);
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.ends_with("hi\n"), "{out}");
+    assert!(!std::path::Path::new("/usr/cagette-x").exists());
+}
+
+#[test]
+fn read_only_bind_refuses_writes_and_rw_bind_writes_through() {
+    let d = TempDir::new("bind");
+    std::fs::write(d.path().join("in"), "data").unwrap();
+    let o = Sandbox::new()
+        .mount(Mount::bind(d.path(), "/ro").read_only())
+        .command("sh")
+        .args(["-c", "cat /ro/in; echo x > /ro/new 2>&1 || echo refused"])
+        .output()
+        .unwrap();
+    let out = stdout(&o) + &String::from_utf8_lossy(&o.stderr);
+    assert!(out.starts_with("data"), "{out}");
+    assert!(out.contains("Read-only file system") && out.contains("refused"), "{out}");
+    assert!(!d.path().join("new").exists());
+
+    let o = Sandbox::new().mount(Mount::bind(d.path(), "/rw")).command("sh").args(["-c", "echo written > /rw/new"]).output().unwrap();
+    assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
+    assert_eq!(std::fs::read_to_string(d.path().join("new")).unwrap(), "written\n");
+}
+
+#[test]
+fn bind_of_a_single_file() {
+    let d = TempDir::new("bindfile");
+    let f = d.path().join("conf");
+    std::fs::write(&f, "k=v\n").unwrap();
+    let o = Sandbox::new().mount(Mount::bind(&f, "/etc/cagette.conf").read_only()).command("cat").arg("/etc/cagette.conf").output();
+    // /etc exists read-only on the host root: a file mount point cannot be created there.
+    let f2 = o.unwrap_err();
+    let fail = f2.setup_failure().unwrap();
+    assert_eq!(fail.step, cagette::Step::Mount);
+    assert_eq!(fail.errno, Some(libc::EROFS), "{fail:?}");
+    assert!(fail.hint.as_deref().unwrap_or("").contains("read-only"), "{fail:?}");
+    // A new top-level directory can hold it.
+    let o = Sandbox::new().mount(Mount::bind(&f, "/conf/cagette.conf").read_only()).command("cat").arg("/conf/cagette.conf").output().unwrap();
+    assert_eq!(stdout(&o), "k=v\n");
+}
+
+#[test]
+fn tmpfs_size_is_enforced() {
+    let o = Sandbox::new()
+        .mount(Mount::tmpfs("/small").size(Size(1 << 20)))
+        .command("sh")
+        .args(["-c", "dd if=/dev/zero of=/small/f bs=64k count=64 2>&1; echo rc=$?; du -k /small/f"])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(out.contains("rc=1"), "{out}");
+    let kb: u64 = out.lines().last().unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(kb <= 1024, "wrote {kb} KiB into a 1 MiB tmpfs");
+}
+
+#[test]
+fn masked_and_read_only_paths() {
+    // /proc/timer_list and /proc/interrupts are masked (empty), /sys/firmware is an empty dir,
+    // /proc/sys is read-only even for root inside.
+    let o = sh("wc -c < /proc/timer_list; wc -c < /proc/interrupts; ls /sys/firmware | wc -l; echo 1 > /proc/sys/kernel/domainname 2>&1 || echo refused");
+    let out = stdout(&o) + &String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = out.lines().collect();
+    if std::path::Path::new("/proc/timer_list").exists() {
+        assert_eq!(lines[0].trim(), "0", "{out}");
+    }
+    assert_eq!(lines[1].trim(), "0", "{out}");
+    assert_eq!(lines[2].trim(), "0", "{out}");
+    assert!(out.contains("Read-only file system") && out.contains("refused"), "{out}");
+}
+
+#[test]
+fn minimal_dev() {
+    let o = sh("ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok; test -c /dev/pts/ptmx && echo pts-ok");
+    let out = stdout(&o);
+    for name in ["null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "fd", "stdin", "stdout", "stderr"] {
+        assert!(out.lines().next().unwrap().split(' ').any(|n| n == name), "/dev lacks {name}: {out}");
+    }
+    assert!(out.contains("\n4\nnull-ok\npts-ok"), "{out}");
+}
+
+#[test]
+fn busybox_rootfs_with_pivot_root() {
+    let root = busybox_rootfs();
+    let o = Sandbox::new().rootfs(&root).command("/bin/sh").args(["-c", "ls /; cat /proc/1/cmdline | head -c 12; echo; exit 3"]).output().unwrap();
+    assert_eq!(o.status, Verdict::Exited(3), "{o:?}");
+    let out = stdout(&o);
+    assert!(out.contains("bin\n") && out.contains("proc\n") && !out.contains("usr\n"), "{out}");
+    assert!(out.contains("cagette-init"), "{out}");
+    // The rootfs is read-only unless asked.
+    let o = Sandbox::new().rootfs(&root).command("/bin/sh").args(["-c", "touch /x 2>&1"]).output().unwrap();
+    assert!(stdout(&o).contains("Read-only"), "{o:?}");
+}
+
+#[test]
+fn symlinks_in_a_rootfs_cannot_redirect_mounts_to_the_host() {
+    let d = TempDir::new("evil");
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let bb = busybox_rootfs();
+    let o = std::process::Command::new("cp").arg("-a").arg(format!("{}/.", bb.display())).arg(&root).status().unwrap();
+    assert!(o.success());
+    std::os::unix::fs::symlink("/", root.join("mnt")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../..", root.join("up")).unwrap();
+    std::os::unix::fs::symlink("/etc/../..", root.join("abs")).unwrap();
+    let marker = format!("cagette-escape-{}", std::process::id());
+    let o = Sandbox::new()
+        .rootfs(&root)
+        .mount(Mount::tmpfs(format!("/mnt/{marker}-a")))
+        .mount(Mount::tmpfs(format!("/up/{marker}-b")))
+        .mount(Mount::tmpfs(format!("/abs/{marker}-c")))
+        .command("/bin/sh")
+        .args(["-c", "grep -c cagette-escape /proc/self/mountinfo"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "3", "{o:?}");
+    // Every mount point was created inside the rootfs, none on the host.
+    for s in ["a", "b", "c"] {
+        assert!(!std::path::Path::new(&format!("/{marker}-{s}")).exists(), "escaped to the host: /{marker}-{s}");
+        assert!(root.join(format!("{marker}-{s}")).is_dir(), "mount point {s} inside the root");
+    }
+}
+
+#[test]
+fn overlay_with_ephemeral_upper_leaves_lowers_untouched() {
+    let d = TempDir::new("ovl");
+    let (l1, l2) = (d.path().join("l1"), d.path().join("l2"));
+    std::fs::create_dir_all(&l1).unwrap();
+    std::fs::create_dir_all(&l2).unwrap();
+    std::fs::write(l1.join("a"), "top").unwrap();
+    std::fs::write(l2.join("a"), "bottom").unwrap();
+    std::fs::write(l2.join("b"), "b").unwrap();
+    let o = Sandbox::new()
+        .mount(Mount::overlay([&l1, &l2], "/work"))
+        .command("sh")
+        .args(["-c", "cat /work/a; echo; echo new > /work/c; rm /work/b; ls /work | tr '\\n' ' '"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "top\na c ", "{o:?}");
+    assert!(l2.join("b").exists() && !l1.join("c").exists() && !l2.join("c").exists());
+}
+
+#[test]
+fn overlay_with_persistent_upper() {
+    let d = TempDir::new("ovlp");
+    for s in ["lower", "upper", "work"] {
+        std::fs::create_dir_all(d.path().join(s)).unwrap();
+    }
+    std::fs::write(d.path().join("lower/a"), "a").unwrap();
+    let o = Sandbox::new()
+        .mount(Mount::overlay([d.path().join("lower")], "/data").upper(d.path().join("upper"), d.path().join("work")))
+        .command("sh")
+        .args(["-c", "echo changed > /data/a"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
+    assert_eq!(std::fs::read_to_string(d.path().join("upper/a")).unwrap(), "changed\n");
+    assert_eq!(std::fs::read_to_string(d.path().join("lower/a")).unwrap(), "a");
+}
+
+#[test]
+fn cwd_is_inside_the_sandbox() {
+    let o = Sandbox::new().cwd("/usr").command("pwd").output().unwrap();
+    assert_eq!(stdout(&o), "/usr\n");
+    // Default: /, never the host's cwd.
+    let o = Sandbox::new().command("pwd").output().unwrap();
+    assert_eq!(stdout(&o), "/\n");
+}
