@@ -334,7 +334,14 @@ fn print_probe(json: bool) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors; a usage error is cagette's own failure (125).
+            return if e.use_stderr() { ExitCode::from(125) } else { ExitCode::SUCCESS };
+        }
+    };
     match cli.cmd {
         Cmd::Run(a) => run(&a),
         Cmd::Probe { json } => {

@@ -496,7 +496,10 @@ impl Compiler<'_> {
         let user_has = |p: &str| user_targets.iter().any(|t| t.len() == 1 && t[0] == p);
         let mut mounts: Vec<(Mount, Vec<String>, bool)> = Vec::new();
         if spec.proc && !user_has("proc") {
-            mounts.push((Mount::proc("/proc"), vec!["proc".into()], true));
+            // A fresh procfs needs a pid namespace of the sandbox's own; with the host's, bind
+            // the host's /proc (the same view a fresh one would give).
+            let m = if spec.namespaces.pid == NsMode::New { Mount::proc("/proc") } else { Mount::bind("/proc", "/proc") };
+            mounts.push((m, vec!["proc".into()], true));
         }
         if spec.sys && !user_has("sys") {
             // A network namespace of our own gets its own sysfs (its /sys/class/net shows only
