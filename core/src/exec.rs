@@ -71,7 +71,15 @@ fn open_in_root(root: c_int, path: *const libc::c_char) -> Result<c_int, Errno> 
         mode: 0,
         resolve: sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_MAGICLINKS,
     };
-    Ok(sys::openat2(root, path, &how)? as c_int)
+    // EAGAIN: a ".." raced with a mount or rename somewhere on the system (the kernel cannot
+    // prove it stayed inside); the documented answer is to retry.
+    let mut tries = 0;
+    loop {
+        match sys::openat2(root, path, &how) {
+            Err(Errno(libc::EAGAIN)) if tries < 128 => tries += 1,
+            r => return Ok(r? as c_int),
+        }
+    }
 }
 
 /// Finds `path` inside the root, creating missing directories (and a file leaf).

@@ -444,7 +444,7 @@ impl Compiler<'_> {
         let root = self.slot();
         self.root_slot = root;
         let host_root = spec.rootfs.is_none();
-        let mut top_level: Vec<(String, TopKind, usize)> = Vec::new();
+        let mut top_level: Vec<(Vec<String>, TopKind, usize)> = Vec::new();
         if let Some(dir) = &spec.rootfs {
             let dir = absolute(dir, cwd_host);
             match std::fs::metadata(&dir) {
@@ -464,27 +464,30 @@ impl Compiler<'_> {
             );
         } else {
             self.fs_new("tmpfs", &[("mode", Some("0755")), ("size", Some("4m"))], 0, root, Step::Mount, "create the root tmpfs", None)?;
-            let skip: &[&str] = &["proc", "dev", "tmp", "sys"];
-            let entries = std::fs::read_dir("/").map_err(|e| SetupFailure::new(Step::Mount, e.raw_os_error(), Some("/".into()), "list the host's root directory"))?;
-            let mut names: Vec<(String, std::fs::FileType)> = entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| Some((e.file_name().into_string().ok()?, e.file_type().ok()?)))
-                .filter(|(n, _)| !skip.contains(&n.as_str()))
-                .collect();
-            names.sort_by(|a, b| a.0.cmp(&b.0));
-            for (name, ft) in names {
-                let host_path = PathBuf::from("/").join(&name);
-                if ft.is_symlink() {
-                    let target = std::fs::read_link(&host_path).map_err(|e| SetupFailure::new(Step::Mount, e.raw_os_error(), Some(host_path.clone()), "read a symlink of the host's root"))?;
-                    top_level.push((name, TopKind::Link(target), 0));
-                } else if ft.is_dir() || ft.is_file() {
-                    let s = self.slot();
-                    let p = self.plan.cs(host_path.as_os_str().as_bytes())?;
-                    self.plan.op(Op::OpenTree { path: p, flags: OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE, slot: s }, Step::Mount, format!("open the host's {}", host_path.display()), Some(&host_path));
-                    self.plan.op(Op::SetAttr { slot: s, set: sys::MOUNT_ATTR_RDONLY, recursive: true }, Step::Mount, format!("make the host's {} read-only", host_path.display()), Some(&host_path));
-                    top_level.push((name, if ft.is_dir() { TopKind::Dir } else { TopKind::File }, s));
+            // The host's tree, read-only: each entry of / is bound on its own, so mount points
+            // can be created in the tmpfs. A directory on the way to a destination that does not
+            // exist on the host is "exploded" the same way (its entries bound one by one).
+            let mut explode: Vec<Vec<String>> = Vec::new();
+            for m in &spec.mounts {
+                let comps = sandbox_components(m.destination(), Step::Mount)?;
+                let mut host = PathBuf::from("/");
+                for (k, c) in comps.iter().enumerate() {
+                    host.push(c);
+                    match std::fs::symlink_metadata(&host) {
+                        Ok(md) if md.is_dir() => continue,
+                        Ok(_) => break, // a symlink or file: resolved inside the root as it is
+                        Err(_) => {
+                            for j in 1..=k {
+                                explode.push(comps[..j].to_vec());
+                            }
+                            break;
+                        }
+                    }
                 }
             }
+            explode.sort();
+            explode.dedup();
+            self.host_dir(&[], &explode, &mut top_level)?;
         }
 
         // Mounts to make, in order: the defaults, then the user's.
@@ -533,17 +536,28 @@ impl Compiler<'_> {
         self.plan.op(Op::AttachAt { slot: root, path: sp }, Step::Mount, format!("attach the new root at {staging} (private to the sandbox)"), Some(Path::new(staging)));
 
         if host_root {
-            for (name, kind, s) in top_level {
-                let dest = format!("/{name}");
+            for (comps, kind, s) in top_level {
+                let dest = format!("/{}", comps.join("/"));
+                let dpath = PathBuf::from(&dest);
                 match kind {
                     TopKind::Link(target) => {
+                        let (name, parent) = comps.split_last().expect("a path has a name");
                         let t = self.plan.cs(target.as_os_str().as_bytes())?;
-                        let n = self.plan.cs(&name)?;
-                        self.plan.op(Op::Symlink { target: t, dir: root, name: n }, Step::Mount, format!("link {dest} -> {}", target.display()), Some(Path::new(&dest)));
+                        let n = self.plan.cs(name)?;
+                        let dir = if parent.is_empty() { root } else { self.resolve_dir(parent, &dpath)? };
+                        self.plan.op(Op::Symlink { target: t, dir, name: n }, Step::Mount, format!("link {dest} -> {}", target.display()), Some(&dpath));
+                        if dir != root {
+                            self.plan.op(Op::Close { slot: dir }, Step::Mount, "close", None);
+                        }
+                    }
+                    TopKind::Exploded => {
+                        let d = self.resolve_dir(&comps, &dpath)?;
+                        self.plan.op(Op::Close { slot: d }, Step::Mount, "close", None);
                     }
                     TopKind::Dir | TopKind::File => {
                         let leaf = if matches!(kind, TopKind::Dir) { Leaf::Dir } else { Leaf::File };
-                        self.attach(s, &[name.clone()], leaf, &format!("bind the host's {dest} read-only"), Path::new(&dest))?;
+                        let t = self.attach(s, &comps, leaf, &format!("bind the host's {dest} read-only"), &dpath)?;
+                        self.plan.op(Op::Close { slot: t }, Step::Mount, "close", None);
                     }
                 }
             }
@@ -579,6 +593,62 @@ impl Compiler<'_> {
         }
         self.plan.op(Op::Pivot { root }, Step::PivotRoot, "switch to the new root (pivot_root)", spec.rootfs.as_deref());
         Ok(())
+    }
+
+    /// Plans the read-only binds of the host directory `rel` (components from /), recursing into
+    /// directories listed in `explode`.
+    fn host_dir(&mut self, rel: &[String], explode: &[Vec<String>], out: &mut Vec<(Vec<String>, TopKind, usize)>) -> Result<(), SetupFailure> {
+        let dir = PathBuf::from("/").join(rel.join("/"));
+        let skip: &[&str] = if rel.is_empty() { &["proc", "dev", "tmp", "sys"] } else { &[] };
+        let entries = std::fs::read_dir(&dir).map_err(|e| SetupFailure::new(Step::Mount, e.raw_os_error(), Some(dir.clone()), "list a directory of the host's root"))?;
+        let mut names: Vec<(String, std::fs::FileType)> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| Some((e.file_name().into_string().ok()?, e.file_type().ok()?)))
+            .filter(|(n, _)| !skip.contains(&n.as_str()))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, ft) in names {
+            let host_path = dir.join(&name);
+            let mut comps = rel.to_vec();
+            comps.push(name);
+            if ft.is_dir() && explode.contains(&comps) {
+                out.push((comps.clone(), TopKind::Exploded, 0));
+                self.host_dir(&comps, explode, out)?;
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&host_path).map_err(|e| SetupFailure::new(Step::Mount, e.raw_os_error(), Some(host_path.clone()), "read a symlink of the host's root"))?;
+                out.push((comps, TopKind::Link(target), 0));
+            } else if ft.is_dir() || ft.is_file() {
+                let s = self.slot();
+                let p = self.plan.cs(host_path.as_os_str().as_bytes())?;
+                self.plan.op(Op::OpenTree { path: p, flags: OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE, slot: s }, Step::Mount, format!("open the host's {}", host_path.display()), Some(&host_path));
+                self.plan.op(Op::SetAttr { slot: s, set: sys::MOUNT_ATTR_RDONLY, recursive: true }, Step::Mount, format!("make the host's {} read-only", host_path.display()), Some(&host_path));
+                out.push((comps, if ft.is_dir() { TopKind::Dir } else { TopKind::File }, s));
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans: find or create `comps` inside the root (RESOLVE_IN_ROOT; missing directories and a
+    /// `Leaf::File` leaf are created); returns the slot of its O_PATH fd.
+    fn resolve(&mut self, comps: &[String], leaf: Leaf, what: &str, dest: &Path) -> Result<usize, SetupFailure> {
+        let slot = self.slot();
+        let fullp = self.plan.cs(comps.join("/"))?;
+        let mut prefixes = Vec::with_capacity(comps.len());
+        let mut names = Vec::with_capacity(comps.len());
+        for i in 0..comps.len() {
+            prefixes.push(self.plan.cs(comps[..=i].join("/"))?);
+            names.push(self.plan.cs(&comps[i])?);
+        }
+        let n = comps.len();
+        let prefixes = self.plan.arr(prefixes);
+        let names = self.plan.arr(names);
+        let root = self.root_slot;
+        self.plan.op(Op::Resolve { root, path: fullp, prefixes, names, n, leaf, slot }, Step::Mount, format!("{what}: find or create {}", dest.display()), Some(dest));
+        Ok(slot)
+    }
+
+    fn resolve_dir(&mut self, comps: &[String], dest: &Path) -> Result<usize, SetupFailure> {
+        self.resolve(comps, Leaf::Dir, "create a directory", dest)
     }
 
     /// Plans a new file system (fsopen/fsconfig/fsmount) into `slot`.
@@ -702,20 +772,7 @@ impl Compiler<'_> {
 
     /// Plans: resolve (creating) `comps` inside the root, move the mount in `src` onto it.
     fn attach(&mut self, src: usize, comps: &[String], leaf: Leaf, what: &str, dest: &Path) -> Result<usize, SetupFailure> {
-        let target = self.slot();
-        let full = comps.join("/");
-        let fullp = self.plan.cs(&full)?;
-        let mut prefixes = Vec::with_capacity(comps.len());
-        let mut names = Vec::with_capacity(comps.len());
-        for i in 0..comps.len() {
-            prefixes.push(self.plan.cs(comps[..=i].join("/"))?);
-            names.push(self.plan.cs(&comps[i])?);
-        }
-        let n = comps.len();
-        let prefixes = self.plan.arr(prefixes);
-        let names = self.plan.arr(names);
-        let root = self.root_slot;
-        self.plan.op(Op::Resolve { root, path: fullp, prefixes, names, n, leaf, slot: target }, Step::Mount, format!("{what}: find or create the mount point {}", dest.display()), Some(dest));
+        let target = self.resolve(comps, leaf, what, dest)?;
         self.plan.op(Op::MoveMount { from: src, to: target }, Step::Mount, what.to_string(), Some(dest));
         self.plan.op(Op::Close { slot: src }, Step::Mount, what.to_string(), Some(dest));
         Ok(target)
@@ -776,12 +833,7 @@ impl Compiler<'_> {
         self.plan.op(Op::Close { slot: t }, Step::Mount, "close", None);
 
         // Links, created in the /dev tmpfs (resolved again: the target slot was closed).
-        let devdir = self.slot();
-        let full = comps.join("/");
-        let fullp = self.plan.cs(&full)?;
-        let names = self.plan.arr(vec![]);
-        let root = self.root_slot;
-        self.plan.op(Op::Resolve { root, path: fullp, prefixes: names, names, n: 0, leaf: Leaf::Dir, slot: devdir }, Step::Mount, format!("open {dest}"), Some(Path::new(dest)));
+        let devdir = self.resolve_dir(comps, Path::new(dest))?;
         for (name, target) in [
             ("ptmx", "pts/ptmx"),
             ("fd", "/proc/self/fd"),
@@ -921,6 +973,7 @@ fn parse_slot_path(v: &str) -> Option<(usize, &str)> {
 }
 
 enum TopKind {
+    Exploded,
     Dir,
     File,
     Link(PathBuf),

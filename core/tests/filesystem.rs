@@ -34,20 +34,40 @@ fn read_only_bind_refuses_writes_and_rw_bind_writes_through() {
 }
 
 #[test]
-fn bind_of_a_single_file() {
+fn bind_of_a_single_file_under_a_read_only_host_directory() {
+    // /etc exists on the host and is read-only in the sandbox: cagette binds /etc's entries one by
+    // one into a directory of its own so the new file can be mounted, without touching the host.
     let d = TempDir::new("bindfile");
     let f = d.path().join("conf");
     std::fs::write(&f, "k=v\n").unwrap();
-    let o = Sandbox::new().mount(Mount::bind(&f, "/etc/cagette.conf").read_only()).command("cat").arg("/etc/cagette.conf").output();
-    // /etc exists read-only on the host root: a file mount point cannot be created there.
-    let f2 = o.unwrap_err();
-    let fail = f2.setup_failure().unwrap();
-    assert_eq!(fail.step, cagette::Step::Mount);
-    assert_eq!(fail.errno, Some(libc::EROFS), "{fail:?}");
-    assert!(fail.hint.as_deref().unwrap_or("").contains("read-only"), "{fail:?}");
-    // A new top-level directory can hold it.
-    let o = Sandbox::new().mount(Mount::bind(&f, "/conf/cagette.conf").read_only()).command("cat").arg("/conf/cagette.conf").output().unwrap();
-    assert_eq!(stdout(&o), "k=v\n");
+    let name = format!("cagette-test-{}.conf", std::process::id());
+    let o = Sandbox::new()
+        .mount(Mount::bind(&f, format!("/etc/{name}")).read_only())
+        .command("sh")
+        .args(["-c", &format!("cat /etc/{name}; test -f /etc/passwd && echo passwd-still-there")])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "k=v\npasswd-still-there\n", "{o:?}");
+    assert!(!std::path::Path::new(&format!("/etc/{name}")).exists(), "the host's /etc was modified");
+}
+
+#[test]
+fn mount_point_under_a_read_only_bind_is_refused() {
+    // A missing mount point inside a read-only bind cannot be created: a clear EROFS error at
+    // step mount, and nothing is created in the bind's source.
+    let d = TempDir::new("rofs");
+    let ro = d.path().join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    let o = Sandbox::new()
+        .mount(Mount::bind(&ro, "/ro").read_only())
+        .mount(Mount::tmpfs("/ro/sub"))
+        .command("true")
+        .status();
+    let e = o.unwrap_err();
+    let f = e.setup_failure().unwrap();
+    assert_eq!((f.step, f.errno), (cagette::Step::Mount, Some(libc::EROFS)), "{f:?}");
+    assert!(f.hint.as_deref().unwrap_or("").contains("read-only"), "{f:?}");
+    assert!(!ro.join("sub").exists());
 }
 
 #[test]
