@@ -19,22 +19,43 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn tempdir(tag: &str) -> PathBuf {
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(tag: &str) -> TempDir {
     let p = std::env::temp_dir().join(format!("cagette-cli-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir_all(&p).unwrap();
-    p
+    TempDir(p)
 }
 
 fn busybox_rootfs() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempdir("rootfs").join("bb");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-busybox-rootfs.sh");
-        assert!(Command::new("sh").arg(script).arg(&dir).status().unwrap().success(), "busybox-static is needed");
-        dir
-    })
-    .clone()
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("busybox-rootfs");
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        if !dir.join("bin/busybox").exists() {
+            let tmp = dir.with_extension(std::process::id().to_string());
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-busybox-rootfs.sh");
+            assert!(Command::new("sh").arg(script).arg(&tmp).status().unwrap().success(), "busybox-static is needed");
+            if std::fs::rename(&tmp, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
+    });
+    dir
 }
 
 fn pids_with(needle: &str) -> Vec<i32> {
@@ -66,7 +87,7 @@ fn the_readme_example_runs() {
     std::fs::create_dir_all(d.join("src")).unwrap();
     std::fs::write(d.join("src/main.c"), "int main(){}").unwrap();
     let o = Command::new(bin())
-        .current_dir(&d)
+        .current_dir(&*d)
         .args(["run", "--net", "none", "--hostname", "box", "--bind", "./src:/src:ro", "--tmpfs", "/tmp", "--", "sh", "-c", "id -u; hostname; ls /src"])
         .output()
         .unwrap();
@@ -247,7 +268,7 @@ fn rootless_through_a_user_namespace() {
     let root = busybox_rootfs();
     let rootfs = d.join("bb");
     assert!(Command::new("cp").arg("-a").arg(&root).arg(&rootfs).status().unwrap().success());
-    Command::new("chmod").args(["-R", "a+rX"]).arg(&d).status().unwrap();
+    Command::new("chmod").args(["-R", "a+rX"]).arg(&*d).status().unwrap();
     let o = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&b)
@@ -277,5 +298,4 @@ fn rootless_through_a_user_namespace() {
     assert_eq!(o.status.code(), Some(125));
     let err = text(&o.stderr);
     assert!(err.contains("step id_map") && err.contains("uid_map") && err.contains("hint"), "{err}");
-    let _ = std::fs::remove_dir_all(&d);
 }

@@ -20,17 +20,26 @@ pub fn sandbox(script: &str) -> Sandbox {
     Sandbox::new().command("sh").args(["-c", script]).stdout(Stdio::Piped).stderr(Stdio::Piped)
 }
 
-/// A busybox rootfs built once per test process (needs busybox-static).
+/// A busybox rootfs, built once under Cargo's target tmp dir and reused (needs busybox-static).
 pub fn busybox_rootfs() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("cagette-test-rootfs-{}", std::process::id()));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-busybox-rootfs.sh");
-        let st = Command::new("sh").arg(&script).arg(&dir).status().expect("run make-busybox-rootfs.sh");
-        assert!(st.success(), "building the busybox rootfs failed (is busybox-static installed?)");
-        dir
-    })
-    .clone()
+    DIR.get_or_init(|| build_rootfs(Path::new(env!("CARGO_TARGET_TMPDIR")))).clone()
+}
+
+pub fn build_rootfs(base: &Path) -> PathBuf {
+    let dir = base.join("busybox-rootfs");
+    if dir.join("bin/busybox").exists() {
+        return dir;
+    }
+    // Build beside it and rename, so concurrent test binaries never see a half-made rootfs.
+    let tmp = base.join(format!("busybox-rootfs.{}", std::process::id()));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-busybox-rootfs.sh");
+    let st = Command::new("sh").arg(&script).arg(&tmp).status().expect("run make-busybox-rootfs.sh");
+    assert!(st.success(), "building the busybox rootfs failed (is busybox-static installed?)");
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp); // another process won the race
+    }
+    dir
 }
 
 /// A fresh temporary directory, removed on drop.
