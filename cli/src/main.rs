@@ -91,6 +91,39 @@ struct RunArgs {
     /// Drop a capability from the default set (or ALL).
     #[arg(long, value_name = "CAP")]
     cap_drop: Vec<String>,
+    /// Memory limit of the whole job (e.g. 256M); over it the job is OOM-killed.
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// Memory high mark: throttle and reclaim above it (cgroup v2).
+    #[arg(long, value_name = "SIZE")]
+    memory_high: Option<String>,
+    /// Swap allowed on top of --memory.
+    #[arg(long, value_name = "SIZE")]
+    memory_swap: Option<String>,
+    /// CPU quota in CPUs (e.g. 0.5, 2).
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// CPU weight, 1-10000 (default 100).
+    #[arg(long, value_name = "W")]
+    cpu_weight: Option<u32>,
+    /// Maximum number of processes and threads.
+    #[arg(long, value_name = "N")]
+    pids: Option<u64>,
+    /// CPUs to run on (e.g. 0-1).
+    #[arg(long, value_name = "LIST")]
+    cpuset: Option<String>,
+    /// I/O weight, 1-10000.
+    #[arg(long, value_name = "W")]
+    io_weight: Option<u32>,
+    /// Kill the job once it has used this much CPU time (e.g. 5s).
+    #[arg(long, value_name = "DURATION")]
+    cpu_time: Option<String>,
+    /// Give the job a cgroup even without limits (usage report from the cgroup).
+    #[arg(long)]
+    cgroup: bool,
+    /// Parent cgroup for the job.
+    #[arg(long, value_name = "DIR")]
+    cgroup_parent: Option<PathBuf>,
     /// Kill the whole sandbox after this long (e.g. 10s, 500ms, 2m).
     #[arg(long, value_name = "DURATION")]
     timeout: Option<String>,
@@ -225,6 +258,32 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
         caps.sort();
         caps.dedup();
         spec.capabilities = Some(caps);
+    }
+    let size = |flag: &str, v: &Option<String>| v.as_ref().map(|v| v.parse::<Size>().unwrap_or_else(|e| die(format!("--{flag}: {e}"))));
+    if a.memory.is_some() {
+        spec.memory = size("memory", &a.memory);
+    }
+    if a.memory_high.is_some() {
+        spec.memory_high = size("memory-high", &a.memory_high);
+    }
+    if a.memory_swap.is_some() {
+        spec.memory_swap = size("memory-swap", &a.memory_swap);
+    }
+    spec.cpus = a.cpus.or(spec.cpus);
+    spec.cpu_weight = a.cpu_weight.or(spec.cpu_weight);
+    spec.pids = a.pids.or(spec.pids);
+    spec.io_weight = a.io_weight.or(spec.io_weight);
+    if a.cpuset.is_some() {
+        spec.cpuset_cpus = a.cpuset.clone();
+    }
+    if let Some(t) = &a.cpu_time {
+        spec.cpu_time = Some(cagette::parse_duration(t).unwrap_or_else(|e| die(format!("--cpu-time: {e}"))));
+    }
+    if a.cgroup {
+        spec.cgroup = cagette::CgroupMode::Always;
+    }
+    if a.cgroup_parent.is_some() {
+        spec.cgroup_parent = a.cgroup_parent.clone();
     }
     if let Some(t) = &a.timeout {
         spec.timeout = Some(cagette::parse_duration(t).unwrap_or_else(|e| die(format!("--timeout: {e}"))));

@@ -1,6 +1,7 @@
 //! A running sandbox: wait for it, signal it, talk to it. Dropping a [`Child`] that was not waited
 //! for kills its whole process tree and reaps it.
 
+use crate::cgroup::JobCgroup;
 use crate::error::{Error, Result};
 use crate::verdict::{Outcome, Output, TimeLimit, Usage, Verdict};
 use std::fs::File;
@@ -37,9 +38,13 @@ pub struct Child {
     started: Instant,
     deadline: Option<Instant>,
     pid_ns: bool,
-    timed_out: bool,
+    timed_out: Option<TimeLimit>,
     outcome: Option<Outcome>,
+    cgroup: Option<JobCgroup>,
 }
+
+/// How often a CPU-time limit is checked.
+const CPU_CHECK: Duration = Duration::from_millis(20);
 
 /// Reaps the process behind `pidfd` (blocking), returning its siginfo and rusage.
 pub(crate) fn reap_raw(pidfd: RawFd) -> Option<(libc::siginfo_t, libc::rusage)> {
@@ -79,9 +84,16 @@ fn tv(t: libc::timeval) -> Duration {
 }
 
 impl Child {
-    pub(crate) fn new(pid: i32, pidfd: OwnedFd, status: OwnedFd, ends: [Option<File>; 3], started: Instant, timeout: Option<Duration>, pid_ns: bool) -> Child {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(pid: i32, pidfd: OwnedFd, status: OwnedFd, ends: [Option<File>; 3], started: Instant, timeout: Option<Duration>, pid_ns: bool, cgroup: Option<JobCgroup>) -> Child {
         let [stdin, stdout, stderr] = ends;
-        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline: timeout.map(|t| started + t), pid_ns, timed_out: false, outcome: None }
+        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline: timeout.map(|t| started + t), pid_ns, timed_out: None, outcome: None, cgroup }
+    }
+
+    /// Whether the job has a cgroup of its own (then killing it kills every process of the job,
+    /// with or without a pid namespace).
+    pub fn has_cgroup(&self) -> bool {
+        self.cgroup.is_some()
     }
 
     /// The host pid of the sandbox's init.
@@ -106,6 +118,11 @@ impl Child {
         if self.outcome.is_some() {
             return Ok(());
         }
+        if signal == libc::SIGKILL {
+            if let Some(cg) = &self.cgroup {
+                cg.kill();
+            }
+        }
         let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), signal, 0, 0) };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -120,8 +137,38 @@ impl Child {
         self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    fn time_out(&mut self) -> Result<()> {
-        self.timed_out = true;
+    /// How long until a limit must be checked again (None: no limit pending).
+    fn next_check(&self) -> Option<Duration> {
+        if self.timed_out.is_some() {
+            return None;
+        }
+        let cpu = self.cgroup.as_ref().and_then(|c| c.cpu_time_limit()).map(|_| CPU_CHECK);
+        match (self.remaining(), cpu) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Kills the job if its wall-clock or CPU-time limit has run out.
+    fn enforce_limits(&mut self) -> Result<()> {
+        if self.timed_out.is_some() {
+            return Ok(());
+        }
+        if self.remaining() == Some(Duration::ZERO) {
+            return self.time_out(TimeLimit::Wall);
+        }
+        if let Some(cg) = &self.cgroup {
+            if let (Some(limit), Some(used)) = (cg.cpu_time_limit(), cg.cpu_used()) {
+                if used >= limit {
+                    return self.time_out(TimeLimit::Cpu);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn time_out(&mut self, limit: TimeLimit) -> Result<()> {
+        self.timed_out = Some(limit);
         self.kill(libc::SIGKILL)
     }
 
@@ -130,9 +177,7 @@ impl Child {
         if let Some(o) = &self.outcome {
             return Ok(Some(o.clone()));
         }
-        if self.remaining() == Some(Duration::ZERO) && !self.timed_out {
-            self.time_out()?;
-        }
+        self.enforce_limits()?;
         if poll_one(self.pidfd.as_raw_fd(), libc::POLLIN, Some(Duration::ZERO)).map_err(|e| Error::io("poll the sandbox's pidfd", e))? {
             return self.reap().map(Some);
         }
@@ -146,22 +191,14 @@ impl Child {
         }
         let until = Instant::now() + limit;
         loop {
-            let now = Instant::now();
-            let mut step = until.saturating_duration_since(now);
-            let mut by_deadline = false;
-            if let Some(r) = self.remaining().filter(|_| !self.timed_out) {
-                if r <= step {
-                    step = r;
-                    by_deadline = true;
-                }
+            let mut step = until.saturating_duration_since(Instant::now());
+            if let Some(c) = self.next_check() {
+                step = step.min(c);
             }
             if poll_one(self.pidfd.as_raw_fd(), libc::POLLIN, Some(step)).map_err(|e| Error::io("poll the sandbox's pidfd", e))? {
                 return self.reap().map(Some);
             }
-            if by_deadline && self.remaining() == Some(Duration::ZERO) {
-                self.time_out()?;
-                continue;
-            }
+            self.enforce_limits()?;
             if Instant::now() >= until {
                 return Ok(None);
             }
@@ -184,7 +221,9 @@ impl Child {
         let wall = self.started.elapsed();
         let mut st = [0u8; 4];
         let got = unsafe { libc::recv(self.status.as_raw_fd(), st.as_mut_ptr() as *mut libc::c_void, 4, libc::MSG_DONTWAIT) };
-        let verdict = if got == 4 {
+        let cg = self.cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
+        let killed_by_9 = |v: &Verdict| *v == Verdict::Signaled(libc::SIGKILL);
+        let mut verdict = if got == 4 {
             let ws = i32::from_ne_bytes(st);
             if libc::WIFEXITED(ws) {
                 Verdict::Exited(libc::WEXITSTATUS(ws))
@@ -193,8 +232,8 @@ impl Child {
             } else {
                 Verdict::Exited(ws)
             }
-        } else if self.timed_out {
-            Verdict::TimedOut(TimeLimit::Wall)
+        } else if let Some(limit) = self.timed_out {
+            Verdict::TimedOut(limit)
         } else {
             let status = unsafe { info.si_status() };
             match info.si_code {
@@ -202,12 +241,25 @@ impl Child {
                 _ => Verdict::Signaled(status),
             }
         };
+        // A SIGKILL while the cgroup counted an OOM kill is the OOM killer's (a limit we set).
+        if killed_by_9(&verdict) && cg.oom_kills > 0 && self.timed_out.is_none() {
+            verdict = Verdict::OomKilled;
+        }
         let usage = Usage {
             wall_time: wall,
-            cpu_user: tv(ru.ru_utime),
-            cpu_system: tv(ru.ru_stime),
+            cpu_user: cg.cpu_user.unwrap_or_else(|| tv(ru.ru_utime)),
+            cpu_system: cg.cpu_system.unwrap_or_else(|| tv(ru.ru_stime)),
             max_rss_bytes: (ru.ru_maxrss.max(0) as u64) * 1024,
+            memory_peak_bytes: cg.memory_peak,
+            pids_peak: cg.pids_peak,
+            io_read_bytes: cg.io_read,
+            io_write_bytes: cg.io_write,
+            oom_kills: cg.oom_kills,
+            pressure: cg.psi,
         };
+        if let Some(mut c) = self.cgroup.take() {
+            c.remove().map_err(|e| Error::io("remove the job's cgroup", e))?;
+        }
         let o = Outcome { verdict, usage };
         self.outcome = Some(o.clone());
         Ok(o)
@@ -249,9 +301,9 @@ impl Child {
                 pfds.push(libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
                 kinds.push(3);
             }
-            let timeout = match self.remaining() {
-                Some(r) if !self.timed_out => r.as_millis().min(i32::MAX as u128) as i32 + 1,
-                _ => -1,
+            let timeout = match self.next_check() {
+                Some(r) => r.as_millis().min(i32::MAX as u128) as i32 + 1,
+                None => -1,
             };
             let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
             if r < 0 {
@@ -262,9 +314,7 @@ impl Child {
                 return Err(Error::io("poll the sandbox's streams", e));
             }
             if r == 0 {
-                if self.remaining() == Some(Duration::ZERO) && !self.timed_out {
-                    self.time_out()?;
-                }
+                self.enforce_limits()?;
                 continue;
             }
             let mut buf = [0u8; 65536];

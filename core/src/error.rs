@@ -19,6 +19,8 @@ pub enum Step {
     IdMap,
     /// Joining or creating a namespace after clone.
     Namespace,
+    /// Creating the job's cgroup or applying a limit.
+    Cgroup,
     /// Setting the hostname.
     Hostname,
     /// Setting up the network (loopback).
@@ -58,6 +60,7 @@ impl Step {
             Clone => "clone",
             IdMap => "id_map",
             Namespace => "namespace",
+            Cgroup => "cgroup",
             Hostname => "hostname",
             Network => "network",
             Mount => "mount",

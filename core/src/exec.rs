@@ -418,9 +418,17 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
 }
 
 fn spawn_payload(plan: &Plan) -> Result<(), Errno> {
+    let arg = plan as *const Plan as *mut c_void;
     let flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as u64;
-    let pid = unsafe {
-        sys::clone_run(flags, plan.payload_stack_top, core::ptr::null_mut(), payload_main, plan as *const Plan as *mut c_void)?
+    let pid = match unsafe { sys::clone_run(flags, plan.payload_stack_top, core::ptr::null_mut(), payload_main, arg) } {
+        // Kernels before ~6.x refuse CLONE_VM while the time namespace for children differs
+        // from our own (we unshared it): copy the address space instead. The payload's failure
+        // flag then stays in its copy, but its error record still reaches the host, which kills
+        // init on seeing it.
+        Err(Errno(libc::EINVAL)) => unsafe {
+            sys::clone_run((libc::CLONE_VFORK | libc::SIGCHLD) as u64, plan.payload_stack_top, core::ptr::null_mut(), payload_main, arg)?
+        },
+        r => r?,
     };
     // vfork semantics: the payload has exec'd or exited by now.
     if plan.payload_failed.load(Ordering::Acquire) != 0 {

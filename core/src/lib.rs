@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod caps;
+mod cgroup;
 mod child;
 mod error;
 mod exec;
@@ -49,8 +50,8 @@ pub use error::{Error, Result, SetupFailure, Step};
 pub use probe::{CgroupVersion, Probe, probe};
 pub use sandbox::Sandbox;
 pub use spec::{
-    DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, Mount, Namespaces, Network, NsMode,
+    CgroupMode, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, Mount, Namespaces, Network, NsMode,
     PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio,
 };
 pub use units::{ParseUnitError, Size, parse_duration};
-pub use verdict::{Outcome, Output, Report, TimeLimit, Usage, Verdict};
+pub use verdict::{Outcome, Output, Pressure, Report, TimeLimit, Usage, Verdict};

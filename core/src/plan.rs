@@ -382,11 +382,13 @@ impl Compiler<'_> {
             let wait = Op::WaitHost { fd };
             let at = self.plan.ops.len() - usize::from(unshare_flags != 0);
             self.plan.ops.insert(at, wait);
-            self.plan.descs.insert(at, Desc { step: Step::IdMap, what: "wait for the host to write the id maps".into(), path: None, hint: None });
-            let first = |m: &[IdMap]| if m.is_empty() || m.iter().any(|m| m.inside == 0) { 0 } else { m[0].inside };
-            let (uid, gid) = (first(&spec.uid_map), first(&spec.gid_map));
-            self.plan.ops.insert(at + 1, Op::SetIds { uid, gid });
-            self.plan.descs.insert(at + 1, Desc { step: Step::IdMap, what: format!("become uid {uid}, gid {gid} in the new user namespace"), path: None, hint: Some("the uid and gid maps must map the ids the sandbox starts with (0, or the first range)") });
+            self.plan.descs.insert(at, Desc { step: Step::IdMap, what: "wait for the host (id maps, cgroup)".into(), path: None, hint: None });
+            if user_new {
+                let first = |m: &[IdMap]| if m.is_empty() || m.iter().any(|m| m.inside == 0) { 0 } else { m[0].inside };
+                let (uid, gid) = (first(&spec.uid_map), first(&spec.gid_map));
+                self.plan.ops.insert(at + 1, Op::SetIds { uid, gid });
+                self.plan.descs.insert(at + 1, Desc { step: Step::IdMap, what: format!("become uid {uid}, gid {gid} in the new user namespace"), path: None, hint: Some("the uid and gid maps must map the ids the sandbox starts with (0, or the first range)") });
+            }
         }
 
         // 3. Hostname and network.

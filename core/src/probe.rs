@@ -38,8 +38,8 @@ pub struct Probe {
     pub landlock_abi: Option<u32>,
     /// The cgroup version in use.
     pub cgroup: CgroupVersion,
-    /// Controllers listed by the cgroup hierarchy (v2: the root's cgroup.controllers; v1: the
-    /// mounted controller hierarchies).
+    /// Controllers cagette can use for jobs (v2: the root's cgroup.controllers; v1: the mounted
+    /// controller hierarchies).
     pub cgroup_controllers: Vec<String>,
 }
 
@@ -84,7 +84,8 @@ pub fn probe() -> Probe {
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     unsafe { libc::uname(&mut uts) };
     let kernel = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned();
-    let (cgroup, cgroup_controllers) = cgroups();
+    let (cgroup, _) = cgroups();
+    let cgroup_controllers = crate::cgroup::usable_controllers();
     // clone3 with an invalid size answers EINVAL when it exists, ENOSYS when it does not.
     let clone3 = syscall_exists(libc::SYS_clone3, [0, 0, 0]);
     let pidfd = syscall_exists(libc::SYS_pidfd_open, [unsafe { libc::getpid() } as usize, 0, 0]);

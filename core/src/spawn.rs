@@ -1,11 +1,12 @@
 //! The parent side of a spawn: prepare fds and the plan, clone, write the id maps, and wait until
 //! the payload and init have exec'd (or a setup step failed).
 
+use crate::cgroup::{JobCgroup, Wanted};
 use crate::child::Child;
 use crate::error::{Error, Result, SetupFailure, Step};
 use crate::exec::{self, PHASE_PAYLOAD, RECORD};
 use crate::plan::{self, Fds};
-use crate::spec::{IdMap, Network, NsMode, SandboxSpec, Stdio};
+use crate::spec::{CgroupMode, IdMap, Network, NsMode, SandboxSpec, Stdio};
 use crate::sys::{self, CloneArgs, Errno};
 use std::fs::File;
 use std::io;
@@ -167,10 +168,21 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         move |e: io::Error| Error::io(what, e)
     };
 
+    // The job's cgroup first: a limit that cannot be applied fails before anything runs.
+    let wanted = Wanted::from_spec(spec);
+    let cgroup = if wanted.any() {
+        if spec.cgroup == CgroupMode::Never {
+            return Err(SetupFailure::new(Step::Cgroup, Some(libc::EINVAL), None, "resource limits were asked for but cgroup = never").hint("drop the limits or allow a cgroup (cgroup = auto)").into());
+        }
+        Some(JobCgroup::create(&wanted, spec.cgroup_parent.as_deref())?)
+    } else {
+        None
+    };
+
     let mut side = ChildSide { keep: Vec::new() };
     let (err_r, err_w) = pipe().map_err(io_err("create the setup error pipe"))?;
     let user_new = spec.namespaces.user == NsMode::New;
-    let (sync_r, sync_w) = if user_new {
+    let (sync_r, sync_w) = if user_new || cgroup.is_some() {
         let (r, w) = pipe().map_err(io_err("create the setup sync pipe"))?;
         (Some(r), Some(w))
     } else {
@@ -252,12 +264,15 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     let flags = plan.clone_flags | libc::CLONE_VM as u64 | sys::CLONE_PIDFD;
     let plan_ptr = &plan as *const plan::Plan as *mut libc::c_void;
     let mut pidfd: libc::c_int = -1;
+    let mut born_in_cgroup = false;
     let result = {
         let _blocked = SignalsBlocked::new();
         let mut r = Err(Errno(libc::ENOSYS));
         if !clone3_disabled() {
+            let into = cgroup.as_ref().and_then(|c| c.clone_fd());
             let mut args = CloneArgs {
-                flags,
+                flags: flags | if into.is_some() { sys::CLONE_INTO_CGROUP } else { 0 },
+                cgroup: into.map_or(0, |fd| fd as u64),
                 pidfd: &mut pidfd as *mut libc::c_int as u64,
                 exit_signal: 0, // not SIGCHLD: a host's waitpid(-1) cannot reap our child
                 stack: stacks.setup_low() as u64,
@@ -267,6 +282,8 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
             r = unsafe { sys::clone3_run(&mut args, exec::setup_main, plan_ptr) };
             if matches!(r, Err(Errno(libc::ENOSYS))) {
                 CLONE3_REFUSED.store(true, Ordering::Relaxed);
+            } else {
+                born_in_cgroup = into.is_some();
             }
         }
         if matches!(r, Err(Errno(libc::ENOSYS))) {
@@ -297,12 +314,21 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         crate::child::reap_raw(pidfd.as_raw_fd());
     };
 
+    if let Some(cg) = cgroup.as_ref().filter(|_| !born_in_cgroup) {
+        if let Err(f) = cg.attach(pid) {
+            abort(&pidfd);
+            drop(stacks);
+            return Err(f.into());
+        }
+    }
     if user_new {
         if let Err(f) = write_id_maps(pid, spec) {
             abort(&pidfd);
             drop(stacks);
             return Err(f.into());
         }
+    }
+    {
         if let Some(w) = sync_w {
             let mut w = File::from(w);
             use std::io::Write;
@@ -340,8 +366,9 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         let phase = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]);
         let index = u32::from_ne_bytes([rec[4], rec[5], rec[6], rec[7]]) as usize;
         let errno = i32::from_ne_bytes([rec[8], rec[9], rec[10], rec[11]]);
-        // Wait until the children are gone before their stacks are unmapped.
-        crate::child::reap_raw(pidfd.as_raw_fd());
+        // Take the sandbox down (its init may have started if the payload ran on a copy of our
+        // memory) and wait until the children are gone before their stacks are unmapped.
+        abort(&pidfd);
         drop(stacks);
         return Err(plan.failure(phase == PHASE_PAYLOAD, index, errno).into());
     }
@@ -352,7 +379,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     }
     drop(plan);
 
-    Ok(Child::new(pid, pidfd, status_host, host_ends, started, spec.timeout, spec.namespaces.pid == NsMode::New))
+    Ok(Child::new(pid, pidfd, status_host, host_ends, started, spec.timeout, spec.namespaces.pid == NsMode::New, cgroup))
 }
 
 fn map_text(maps: &[IdMap]) -> String {

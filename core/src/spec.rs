@@ -85,6 +85,49 @@ pub struct SandboxSpec {
     /// Wall-clock limit: the whole sandbox is killed when it runs out (verdict `timed_out`).
     #[serde(with = "duration_opt")]
     pub timeout: Option<Duration>,
+    /// CPU-time limit (user + system of the whole job, from its cgroup): killed when it runs
+    /// out (verdict `timed_out`, limit `cpu`).
+    #[serde(with = "duration_opt")]
+    pub cpu_time: Option<Duration>,
+    /// Memory limit of the whole job (cgroup memory.max / memory.limit_in_bytes). Going over it
+    /// gets the job OOM-killed (verdict `oom_killed`).
+    pub memory: Option<Size>,
+    /// Memory high mark: the job is throttled and reclaimed above it (cgroup v2 only).
+    pub memory_high: Option<Size>,
+    /// Swap the job may use on top of `memory`.
+    pub memory_swap: Option<Size>,
+    /// CPU quota as a number of CPUs (0.5 = half of one CPU).
+    pub cpus: Option<f64>,
+    /// CPU weight, 1 to 10000 (default 100), relative to other cgroups.
+    pub cpu_weight: Option<u32>,
+    /// Maximum number of processes and threads in the job.
+    pub pids: Option<u64>,
+    /// CPUs the job may run on ("0-1", "3").
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the job may use ("0").
+    pub cpuset_mems: Option<String>,
+    /// I/O weight, 1 to 10000 (default 100).
+    pub io_weight: Option<u32>,
+    /// When the job gets a cgroup: `auto` (when a limit is set), `always` (also for the usage
+    /// report), `never` (asking for a limit is then an error).
+    pub cgroup: CgroupMode,
+    /// Parent cgroup for the job (v2: a directory of the cgroup2 tree; v1: a directory holding
+    /// one subdirectory per controller). Default: `/sys/fs/cgroup/cagette` as root (v2),
+    /// `/sys/fs/cgroup/<controller>/cagette` (v1), or the caller's delegated cgroup.
+    pub cgroup_parent: Option<PathBuf>,
+}
+
+/// When a job gets a cgroup of its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupMode {
+    /// When a resource limit is set.
+    #[default]
+    Auto,
+    /// Always (the usage report then comes from the cgroup).
+    Always,
+    /// Never; a resource limit is then an error.
+    Never,
 }
 
 impl Default for SandboxSpec {
@@ -119,6 +162,18 @@ impl Default for SandboxSpec {
             stderr: Stdio::Inherit,
             pass_fds: Vec::new(),
             timeout: None,
+            cpu_time: None,
+            memory: None,
+            memory_high: None,
+            memory_swap: None,
+            cpus: None,
+            cpu_weight: None,
+            pids: None,
+            cpuset_cpus: None,
+            cpuset_mems: None,
+            io_weight: None,
+            cgroup: CgroupMode::Auto,
+            cgroup_parent: None,
         }
     }
 }

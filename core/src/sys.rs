@@ -86,6 +86,7 @@ pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 pub const RESOLVE_IN_ROOT: u64 = 0x10;
 pub const CLONE_PIDFD: u64 = 0x1000;
 pub const CLONE_NEWTIME: u64 = 0x80;
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 pub const CLOSE_RANGE_MAX: u32 = u32::MAX;
 
 #[repr(C)]

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub enum TimeLimit {
     /// The wall-clock timeout.
     Wall,
+    /// The CPU-time limit.
+    Cpu,
 }
 
 /// The one verdict on a job, the same in Rust, the CLI report and the bindings.
@@ -29,17 +31,21 @@ pub enum Verdict {
     Signaled(i32),
     /// The job ran out of time and was killed with its whole process tree.
     TimedOut(TimeLimit),
+    /// The kernel's OOM killer killed the payload: the job went over its memory limit. (A
+    /// SIGKILL from anyone else is `Signaled(9)`.)
+    OomKilled,
     /// The sandbox could not be set up (only in reports: the API returns it as an error).
     SetupFailed(SetupFailure),
 }
 
 impl Verdict {
-    /// The report's name: `exited`, `signaled`, `timed_out` or `setup_failed`.
+    /// The report's name: `exited`, `signaled`, `oom_killed`, `timed_out` or `setup_failed`.
     pub fn name(&self) -> &'static str {
         match self {
             Verdict::Exited(_) => "exited",
             Verdict::Signaled(_) => "signaled",
             Verdict::TimedOut(_) => "timed_out",
+            Verdict::OomKilled => "oom_killed",
             Verdict::SetupFailed(_) => "setup_failed",
         }
     }
@@ -65,23 +71,27 @@ impl Verdict {
         }
     }
 
-    /// The shell-style status the CLI exits with: the code; 128+N for signal N; 124 on timeout;
+    /// The shell-style status the CLI exits with: the code; 128+N for signal N (137 for an OOM
+    /// kill); 124 on timeout;
     /// 125, 126 or 127 for setup failures (see [`SetupFailure::exit_code`]).
     pub fn exit_code(&self) -> i32 {
         match self {
             Verdict::Exited(c) => *c,
             Verdict::Signaled(s) => 128 + s,
             Verdict::TimedOut(_) => 124,
+            Verdict::OomKilled => 128 + libc::SIGKILL,
             Verdict::SetupFailed(f) => f.exit_code(),
         }
     }
 }
 
-/// What a job used. CPU times and `max_rss_bytes` come from the kernel's rusage of the sandbox's
-/// init, which includes every process of the job that was reaped inside it.
+/// What a job used.
 ///
-/// `max_rss_bytes` is the peak resident size of the *largest single process*, not of the whole
-/// job; the cgroup-based total arrives with cgroup limits.
+/// CPU times come from the job's cgroup when it has one (every process, reaped or not), else
+/// from the kernel's rusage of the sandbox's init (every process reaped inside the sandbox).
+/// `memory_peak_bytes` is the cgroup's peak (the whole job's memory, page cache included) when
+/// there is a cgroup; `max_rss_bytes` is always the peak resident size of the *largest single
+/// process* (rusage), which is what `time -v` and isolate's `max-rss` show.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// From spawn to the moment the end was observed.
@@ -92,6 +102,33 @@ pub struct Usage {
     pub cpu_system: Duration,
     /// Peak resident set of the largest process, in bytes.
     pub max_rss_bytes: u64,
+    /// Peak memory of the whole job (cgroup), in bytes.
+    pub memory_peak_bytes: Option<u64>,
+    /// Peak number of processes and threads (cgroup).
+    pub pids_peak: Option<u64>,
+    /// Bytes read from block devices (cgroup).
+    pub io_read_bytes: Option<u64>,
+    /// Bytes written to block devices (cgroup).
+    pub io_write_bytes: Option<u64>,
+    /// How many times the OOM killer killed a process of the job.
+    pub oom_kills: u64,
+    /// Pressure stall totals (cgroup v2 with PSI).
+    pub pressure: Option<Pressure>,
+}
+
+/// Pressure stall information of a job: total time some (or all) of its tasks were stalled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pressure {
+    /// Some task waited for CPU.
+    pub cpu_some: Duration,
+    /// Some task waited for memory.
+    pub memory_some: Duration,
+    /// All tasks waited for memory.
+    pub memory_full: Duration,
+    /// Some task waited for I/O.
+    pub io_some: Duration,
+    /// All tasks waited for I/O.
+    pub io_full: Duration,
 }
 
 /// The verdict and usage of a finished job.
@@ -134,13 +171,13 @@ pub struct Output {
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// `exited`, `signaled`, `timed_out` or `setup_failed`.
+    /// `exited`, `signaled`, `oom_killed`, `timed_out` or `setup_failed`.
     pub verdict: String,
     /// The exit code, when the payload exited.
     pub exit_code: Option<i32>,
     /// The signal number, when the payload was killed by one.
     pub signal: Option<i32>,
-    /// Which limit ran out, when timed out (`wall`).
+    /// Which limit ran out, when timed out (`wall` or `cpu`).
     pub limit: Option<TimeLimit>,
     /// Wall time in seconds.
     pub wall_time_s: f64,
@@ -148,8 +185,22 @@ pub struct Report {
     pub cpu_user_s: f64,
     /// System CPU seconds.
     pub cpu_system_s: f64,
-    /// Peak memory in bytes (for now the largest process's peak RSS; see [`Usage`]).
+    /// Peak memory in bytes: the job's cgroup peak when it has a cgroup, else the largest
+    /// process's peak RSS (see [`Usage`]).
     pub memory_peak_bytes: u64,
+    /// Peak resident set of the largest single process, in bytes.
+    pub max_rss_bytes: u64,
+    /// Peak number of processes and threads (cgroup only).
+    pub pids_peak: Option<u64>,
+    /// Bytes read from block devices (cgroup only).
+    pub io_read_bytes: Option<u64>,
+    /// Bytes written to block devices (cgroup only).
+    pub io_write_bytes: Option<u64>,
+    /// OOM kills in the job.
+    pub oom_kill_count: u64,
+    /// Pressure stall totals in seconds (cgroup v2 with PSI): cpu_some, memory_some,
+    /// memory_full, io_some, io_full.
+    pub pressure: Option<std::collections::BTreeMap<String, f64>>,
     /// For setup failures: the step.
     pub step: Option<String>,
     /// For setup failures: the message.
@@ -176,7 +227,18 @@ impl Report {
             wall_time_s: usage.wall_time.as_secs_f64(),
             cpu_user_s: usage.cpu_user.as_secs_f64(),
             cpu_system_s: usage.cpu_system.as_secs_f64(),
-            memory_peak_bytes: usage.max_rss_bytes,
+            memory_peak_bytes: usage.memory_peak_bytes.unwrap_or(usage.max_rss_bytes),
+            max_rss_bytes: usage.max_rss_bytes,
+            pids_peak: usage.pids_peak,
+            io_read_bytes: usage.io_read_bytes,
+            io_write_bytes: usage.io_write_bytes,
+            oom_kill_count: usage.oom_kills,
+            pressure: usage.pressure.map(|p| {
+                [("cpu_some", p.cpu_some), ("memory_some", p.memory_some), ("memory_full", p.memory_full), ("io_some", p.io_some), ("io_full", p.io_full)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.as_secs_f64()))
+                    .collect()
+            }),
             step: None,
             error: None,
             errno: None,

@@ -1,0 +1,599 @@
+//! A job's cgroup: created with its limits before clone, entered at birth (cgroup v2,
+//! `CLONE_INTO_CGROUP`) or right after clone (v1), read for usage and OOM kills when the job ends,
+//! killed as a whole, and always removed. Cgroups left by a host that died are swept on the next
+//! use, by any process.
+//!
+//! Layout: v2 `<parent>/job-<hostpid>-<hoststart>-<seq>` (parent by default
+//! `/sys/fs/cgroup/cagette` as root); v1 `/sys/fs/cgroup/<controller>/cagette/job-…` for each
+//! controller used. Nothing outside cagette's own parent is ever created, moved or removed.
+
+use crate::error::{SetupFailure, Step};
+use crate::spec::SandboxSpec;
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const ROOT: &str = "/sys/fs/cgroup";
+const PARENT_NAME: &str = "cagette";
+
+/// Which cgroup hierarchy a job lives in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Backend {
+    V2,
+    V1,
+}
+
+fn backend() -> Option<Backend> {
+    static B: OnceLock<Option<Backend>> = OnceLock::new();
+    B.get_or_init(|| {
+        if Path::new(ROOT).join("cgroup.controllers").exists() {
+            Some(Backend::V2)
+        } else if Path::new(ROOT).join("memory").is_dir() || Path::new(ROOT).join("pids").is_dir() {
+            Some(Backend::V1)
+        } else {
+            None
+        }
+    })
+    .clone()
+}
+
+fn setup_err(errno: Option<i32>, path: &Path, what: &str) -> SetupFailure {
+    SetupFailure::new(Step::Cgroup, errno, Some(path.to_path_buf()), what)
+}
+
+fn write(path: &Path, value: &str, what: &str) -> Result<(), SetupFailure> {
+    fs::write(path, value).map_err(|e| {
+        let f = setup_err(e.raw_os_error(), path, &format!("{what}: write {value:?} to {}", path.display()));
+        match e.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => f.hint("cagette needs write access to this cgroup: run as root, or delegate a cgroup subtree (e.g. `systemd-run --user --scope -p Delegate=yes cagette …`) and pass it as cgroup_parent"),
+            Some(libc::EINVAL) => f.hint("the kernel refused the value: check its unit and range"),
+            Some(libc::ENOENT) => f.hint("this controller file does not exist on this kernel (see `cagette probe`)"),
+            _ => f,
+        }
+    })
+}
+
+/// Refuses a directory that is not a cgroup (writing "limits" there would create plain files).
+fn require_cgroup_dir(dir: &Path, what: &str) -> Result<(), SetupFailure> {
+    if dir.join("cgroup.procs").is_file() {
+        Ok(())
+    } else {
+        Err(setup_err(Some(libc::ENOTDIR), dir, &format!("{what} is not a cgroup directory")).hint("give a directory of a mounted cgroup hierarchy (it holds cgroup.procs)"))
+    }
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn read_kv(path: &Path, key: &str) -> Option<u64> {
+    fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next()? == key).then(|| it.next()?.parse().ok()).flatten()
+    })
+}
+
+/// Our own process's start time (jiffies since boot, /proc/self/stat field 22).
+fn start_time(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn job_name() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    format!("job-{pid}-{}-{}", start_time(pid).unwrap_or(0), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Whether a job cgroup name belongs to a host process that is gone.
+fn is_stale(name: &str) -> bool {
+    let mut it = name.strip_prefix("job-").unwrap_or("").split('-');
+    let (Some(pid), Some(start)) = (it.next().and_then(|p| p.parse::<u32>().ok()), it.next().and_then(|s| s.parse::<u64>().ok())) else {
+        return false; // not ours: never touch it
+    };
+    start_time(pid) != Some(start)
+}
+
+/// What the caller asked of cgroups, from the spec.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Wanted {
+    pub memory: Option<u64>,
+    pub memory_high: Option<u64>,
+    pub memory_swap: Option<u64>,
+    pub cpus: Option<f64>,
+    pub cpu_weight: Option<u32>,
+    pub pids: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub io_weight: Option<u32>,
+    pub cpu_time: Option<Duration>,
+    pub always: bool,
+}
+
+impl Wanted {
+    pub fn from_spec(spec: &SandboxSpec) -> Wanted {
+        Wanted {
+            memory: spec.memory.map(|s| s.bytes()),
+            memory_high: spec.memory_high.map(|s| s.bytes()),
+            memory_swap: spec.memory_swap.map(|s| s.bytes()),
+            cpus: spec.cpus,
+            cpu_weight: spec.cpu_weight,
+            pids: spec.pids,
+            cpuset_cpus: spec.cpuset_cpus.clone(),
+            cpuset_mems: spec.cpuset_mems.clone(),
+            io_weight: spec.io_weight,
+            cpu_time: spec.cpu_time,
+            always: spec.cgroup == crate::spec::CgroupMode::Always,
+        }
+    }
+
+    /// Whether the job needs a cgroup at all.
+    pub fn any(&self) -> bool {
+        self.always || *self != Wanted { always: false, ..Wanted::default() }
+    }
+
+    fn v1_controllers(&self) -> Vec<&'static str> {
+        // freezer, pids, memory and cpuacct always: kill the whole tree, count peaks and usage.
+        let mut c = vec!["freezer", "pids", "memory", "cpuacct"];
+        if self.cpus.is_some() || self.cpu_weight.is_some() {
+            c.push("cpu");
+        }
+        if self.cpuset_cpus.is_some() || self.cpuset_mems.is_some() {
+            c.push("cpuset");
+        }
+        if self.io_weight.is_some() {
+            c.push("blkio");
+        }
+        c
+    }
+
+    fn v2_controllers(&self) -> Vec<&'static str> {
+        let mut c = vec!["memory", "pids", "cpu"];
+        if self.cpuset_cpus.is_some() || self.cpuset_mems.is_some() {
+            c.push("cpuset");
+        }
+        if self.io_weight.is_some() {
+            c.push("io");
+        }
+        c
+    }
+}
+
+/// Usage read from a job's cgroup when it ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CgroupUsage {
+    pub memory_peak: Option<u64>,
+    pub pids_peak: Option<u64>,
+    pub cpu_user: Option<Duration>,
+    pub cpu_system: Option<Duration>,
+    pub io_read: Option<u64>,
+    pub io_write: Option<u64>,
+    pub oom_kills: u64,
+    pub psi: Option<crate::verdict::Pressure>,
+}
+
+/// A job's cgroup (one directory on v2, one per controller on v1). Dropping it kills whatever is
+/// left in it and removes it.
+#[derive(Debug)]
+pub(crate) struct JobCgroup {
+    backend: Backend,
+    /// (controller, directory); on v2 one entry with controller "".
+    dirs: Vec<(&'static str, PathBuf)>,
+    /// v2: an O_PATH|O_DIRECTORY fd of the job's cgroup, for CLONE_INTO_CGROUP.
+    dirfd: Option<OwnedFd>,
+    cpu_time: Option<Duration>,
+    removed: bool,
+}
+
+fn sweep(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("job-") && is_stale(&name) {
+            let _ = kill_and_remove_dir(&e.path());
+        }
+    }
+}
+
+/// Kills every process of a cgroup directory and removes it (retrying while it drains).
+fn kill_and_remove_dir(dir: &Path) -> io::Result<()> {
+    let kill = dir.join("cgroup.kill");
+    if kill.exists() {
+        let _ = fs::write(&kill, "1");
+    } else {
+        kill_procs(dir);
+    }
+    remove_dir_retry(dir)
+}
+
+fn kill_procs(dir: &Path) {
+    if let Ok(s) = fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in s.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn remove_dir_retry(dir: &Path) -> io::Result<()> {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < end => {
+                kill_procs(dir);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn parent_v2(spec_parent: Option<&Path>, wanted: &Wanted) -> Result<PathBuf, SetupFailure> {
+    if let Some(p) = spec_parent {
+        require_cgroup_dir(p, "the cgroup parent")?;
+        let sub = fs::read_to_string(p.join("cgroup.subtree_control")).unwrap_or_default();
+        if let Some(c) = wanted.v2_controllers().into_iter().find(|c| !sub.split_whitespace().any(|h| h == *c)) {
+            return Err(setup_err(Some(libc::ENOENT), p, &format!("the {c} controller is not enabled for the children of the cgroup parent"))
+                .hint(format!("enable it with `echo +{c} > {}/cgroup.subtree_control` (the parent must hold no processes itself)", p.display())));
+        }
+        return Ok(p.to_path_buf());
+    }
+    if unsafe { libc::geteuid() } == 0 {
+        let p = Path::new(ROOT).join(PARENT_NAME);
+        if !p.is_dir() {
+            match fs::create_dir(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(setup_err(e.raw_os_error(), &p, "create cagette's parent cgroup")),
+            }
+        }
+        // Enable the controllers we need for the jobs below it (and in the root, if not yet).
+        for dir in [Path::new(ROOT), p.as_path()] {
+            let have = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+            let missing: Vec<String> = wanted.v2_controllers().into_iter().filter(|c| !have.split_whitespace().any(|h| h == *c)).map(|c| format!("+{c}")).collect();
+            if !missing.is_empty() {
+                write(&dir.join("cgroup.subtree_control"), &missing.join(" "), "enable cgroup controllers")?;
+            }
+        }
+        return Ok(p);
+    }
+    // Not root: a delegated cgroup that already offers the controllers to its children.
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let rel = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").trim_start_matches('/').to_string();
+    let mine = Path::new(ROOT).join(rel);
+    let sub = fs::read_to_string(mine.join("cgroup.subtree_control")).unwrap_or_default();
+    let writable = unsafe { libc::access(std::ffi::CString::new(mine.as_os_str().to_string_lossy().as_bytes()).unwrap_or_default().as_ptr(), libc::W_OK) } == 0;
+    if writable && wanted.v2_controllers().iter().all(|c| sub.split_whitespace().any(|h| h == *c)) {
+        return Ok(mine);
+    }
+    Err(setup_err(Some(libc::EACCES), &mine, "no writable cgroup with the needed controllers was delegated to this user")
+        .hint("run cagette in a delegated scope, e.g. `systemd-run --user --scope -p Delegate=yes cagette run …`, or pass cgroup_parent"))
+}
+
+impl JobCgroup {
+    /// Creates the job's cgroup with its limits, or fails naming the controller, path and fix.
+    /// Nothing is left behind on failure.
+    pub fn create(wanted: &Wanted, spec_parent: Option<&Path>) -> Result<JobCgroup, SetupFailure> {
+        let backend = backend().ok_or_else(|| setup_err(Some(libc::ENOENT), Path::new(ROOT), "no cgroup file system is mounted").hint("mount cgroup2 at /sys/fs/cgroup"))?;
+        let name = job_name();
+        let mut job = JobCgroup { backend: backend.clone(), dirs: Vec::new(), dirfd: None, cpu_time: wanted.cpu_time, removed: false };
+        match backend {
+            Backend::V2 => {
+                let parent = parent_v2(spec_parent, wanted)?;
+                static SWEPT: OnceLock<()> = OnceLock::new();
+                SWEPT.get_or_init(|| sweep(&parent));
+                let dir = parent.join(&name);
+                fs::create_dir(&dir).map_err(|e| setup_err(e.raw_os_error(), &dir, "create the job's cgroup"))?;
+                job.dirs.push(("", dir.clone()));
+                job.limits_v2(&dir, wanted)?;
+                let fd = fs::File::open(&dir).map_err(|e| setup_err(e.raw_os_error(), &dir, "open the job's cgroup"))?;
+                job.dirfd = Some(fd.into());
+            }
+            Backend::V1 => {
+                if wanted.memory_high.is_some() {
+                    return Err(setup_err(Some(libc::EOPNOTSUPP), Path::new(ROOT), "memory_high needs cgroup v2 (this host has cgroup v1)").hint("use memory (a hard limit) instead"));
+                }
+                for ctrl in wanted.v1_controllers() {
+                    let base = spec_parent.map(|p| p.join(ctrl)).unwrap_or_else(|| Path::new(ROOT).join(ctrl).join(PARENT_NAME));
+                    let mount = base.parent().map(Path::to_path_buf).unwrap_or_default();
+                    if spec_parent.is_some() {
+                        // A given parent must already be a cgroup of this controller.
+                        require_cgroup_dir(&base, &format!("the {ctrl} cgroup under the cgroup parent"))?;
+                    } else if !mount.join("cgroup.procs").exists() {
+                        return Err(setup_err(Some(libc::ENOENT), &mount, &format!("the cgroup v1 controller {ctrl} is not mounted")).hint("see `cagette probe` for the usable controllers, or drop this limit"));
+                    }
+                    if let Err(e) = fs::create_dir(&base) {
+                        if !base.is_dir() {
+                            return Err(setup_err(e.raw_os_error(), &base, &format!("create cagette's parent cgroup for {ctrl}")));
+                        }
+                    }
+                    if ctrl == "cpuset" && fs::read_to_string(base.join("cpuset.cpus")).map(|s| s.trim().is_empty()).unwrap_or(true) {
+                        {
+                            // New cpuset cgroups start empty; let children copy their parent's.
+                            for f in ["cpuset.cpus", "cpuset.mems"] {
+                                let v = fs::read_to_string(mount.join(f)).unwrap_or_default();
+                                write(&base.join(f), v.trim(), "initialize cagette's cpuset")?;
+                            }
+                        }
+                    }
+                    static SWEPT: OnceLock<()> = OnceLock::new();
+                    if ctrl == "freezer" {
+                        SWEPT.get_or_init(|| {
+                            for c in ["freezer", "pids", "memory", "cpuacct", "cpu", "cpuset", "blkio"] {
+                                sweep_v1(&Path::new(ROOT).join(c).join(PARENT_NAME));
+                            }
+                        });
+                    }
+                    let dir = base.join(&name);
+                    fs::create_dir(&dir).map_err(|e| setup_err(e.raw_os_error(), &dir, &format!("create the job's {ctrl} cgroup")))?;
+                    job.dirs.push((ctrl, dir.clone()));
+                    if ctrl == "cpuset" {
+                        for f in ["cpuset.cpus", "cpuset.mems"] {
+                            let v = fs::read_to_string(base.join(f)).unwrap_or_default();
+                            write(&dir.join(f), v.trim(), "initialize the job's cpuset")?;
+                        }
+                    }
+                }
+                job.limits_v1(wanted)?;
+            }
+        }
+        Ok(job)
+    }
+
+    fn limits_v2(&self, dir: &Path, w: &Wanted) -> Result<(), SetupFailure> {
+        if let Some(m) = w.memory {
+            write(&dir.join("memory.max"), &m.to_string(), "set the memory limit")?;
+        }
+        if let Some(m) = w.memory_high {
+            write(&dir.join("memory.high"), &m.to_string(), "set the memory high mark")?;
+        }
+        if let Some(s) = w.memory_swap {
+            write(&dir.join("memory.swap.max"), &s.to_string(), "set the swap limit")?;
+        }
+        if let Some(c) = w.cpus {
+            write(&dir.join("cpu.max"), &format!("{} 100000", cpu_quota(c)?), "set the CPU quota")?;
+        }
+        if let Some(wt) = w.cpu_weight {
+            write(&dir.join("cpu.weight"), &wt.to_string(), "set the CPU weight")?;
+        }
+        if let Some(p) = w.pids {
+            write(&dir.join("pids.max"), &p.to_string(), "set the pids limit")?;
+        }
+        if let Some(c) = &w.cpuset_cpus {
+            write(&dir.join("cpuset.cpus"), c, "set the cpuset")?;
+        }
+        if let Some(m) = &w.cpuset_mems {
+            write(&dir.join("cpuset.mems"), m, "set the memory nodes")?;
+        }
+        if let Some(wt) = w.io_weight {
+            write(&dir.join("io.weight"), &format!("default {wt}"), "set the io weight")?;
+        }
+        Ok(())
+    }
+
+    fn dir(&self, ctrl: &str) -> Option<&Path> {
+        self.dirs.iter().find(|(c, _)| *c == ctrl || c.is_empty()).map(|(_, d)| d.as_path())
+    }
+
+    fn limits_v1(&self, w: &Wanted) -> Result<(), SetupFailure> {
+        let d = |c: &str| self.dir(c).map(Path::to_path_buf).unwrap_or_default();
+        if let Some(m) = w.memory {
+            write(&d("memory").join("memory.limit_in_bytes"), &m.to_string(), "set the memory limit")?;
+            if let Some(s) = w.memory_swap {
+                let f = d("memory").join("memory.memsw.limit_in_bytes");
+                if !f.exists() {
+                    return Err(setup_err(Some(libc::ENOENT), &f, "a swap limit needs swap accounting (memory.memsw.*)").hint("boot with swapaccount=1, or drop memory_swap"));
+                }
+                write(&f, &(m.saturating_add(s)).to_string(), "set the memory+swap limit")?;
+            }
+        } else if w.memory_swap.is_some() {
+            return Err(setup_err(Some(libc::EINVAL), &d("memory"), "memory_swap needs a memory limit too"));
+        }
+        if let Some(c) = w.cpus {
+            write(&d("cpu").join("cpu.cfs_period_us"), "100000", "set the CPU period")?;
+            write(&d("cpu").join("cpu.cfs_quota_us"), &cpu_quota(c)?.to_string(), "set the CPU quota")?;
+        }
+        if let Some(wt) = w.cpu_weight {
+            // v2 weight 100 is v1 shares 1024.
+            write(&d("cpu").join("cpu.shares"), &((wt as u64 * 1024 / 100).max(2)).to_string(), "set the CPU shares")?;
+        }
+        if let Some(p) = w.pids {
+            write(&d("pids").join("pids.max"), &p.to_string(), "set the pids limit")?;
+        }
+        if let Some(c) = &w.cpuset_cpus {
+            write(&d("cpuset").join("cpuset.cpus"), c, "set the cpuset")?;
+        }
+        if let Some(m) = &w.cpuset_mems {
+            write(&d("cpuset").join("cpuset.mems"), m, "set the memory nodes")?;
+        }
+        if let Some(wt) = w.io_weight {
+            let f = d("blkio").join("blkio.weight");
+            if !f.exists() {
+                let f2 = d("blkio").join("blkio.bfq.weight");
+                if !f2.exists() {
+                    return Err(setup_err(Some(libc::ENOENT), &f, "io_weight needs blkio.weight or blkio.bfq.weight (the BFQ scheduler) on cgroup v1").hint("use cgroup v2, select the bfq I/O scheduler, or drop io_weight"));
+                }
+                write(&f2, &wt.to_string(), "set the io weight")?;
+            } else {
+                write(&f, &wt.to_string(), "set the io weight")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The fd for CLONE_INTO_CGROUP (v2 only).
+    pub fn clone_fd(&self) -> Option<RawFd> {
+        self.dirfd.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// Moves `pid` into the job's cgroup(s) (v1, or v2 when clone3 was unavailable).
+    pub fn attach(&self, pid: i32) -> Result<(), SetupFailure> {
+        for (_, d) in &self.dirs {
+            write(&d.join("cgroup.procs"), &pid.to_string(), "move the sandbox into its cgroup")?;
+        }
+        Ok(())
+    }
+
+    /// CPU time used so far (user + system), for the CPU-time limit.
+    pub fn cpu_used(&self) -> Option<Duration> {
+        match self.backend {
+            Backend::V2 => read_kv(&self.dir("")?.join("cpu.stat"), "usage_usec").map(Duration::from_micros),
+            Backend::V1 => read_u64(&self.dir("cpuacct")?.join("cpuacct.usage")).map(Duration::from_nanos),
+        }
+    }
+
+    /// The CPU-time limit, if any.
+    pub fn cpu_time_limit(&self) -> Option<Duration> {
+        self.cpu_time
+    }
+
+    /// Reads the job's usage (call after the job ended, before `remove`).
+    pub fn usage(&self) -> CgroupUsage {
+        let mut u = CgroupUsage::default();
+        match self.backend {
+            Backend::V2 => {
+                let Some(d) = self.dir("") else { return u };
+                u.memory_peak = read_u64(&d.join("memory.peak"));
+                u.pids_peak = read_u64(&d.join("pids.peak"));
+                u.cpu_user = read_kv(&d.join("cpu.stat"), "user_usec").map(Duration::from_micros);
+                u.cpu_system = read_kv(&d.join("cpu.stat"), "system_usec").map(Duration::from_micros);
+                u.oom_kills = read_kv(&d.join("memory.events"), "oom_kill").unwrap_or(0);
+                if let Ok(s) = fs::read_to_string(d.join("io.stat")) {
+                    let sum = |k: &str| s.split_whitespace().filter_map(|f| f.strip_prefix(k)?.parse::<u64>().ok()).sum::<u64>();
+                    u.io_read = Some(sum("rbytes="));
+                    u.io_write = Some(sum("wbytes="));
+                }
+                let total = |file: &str, line: &str| -> Option<u64> {
+                    let s = fs::read_to_string(d.join(file)).ok()?;
+                    let l = s.lines().find(|l| l.starts_with(line))?;
+                    l.split_whitespace().find_map(|f| f.strip_prefix("total=")?.parse().ok())
+                };
+                if d.join("memory.pressure").exists() {
+                    u.psi = Some(crate::verdict::Pressure {
+                        cpu_some: Duration::from_micros(total("cpu.pressure", "some").unwrap_or(0)),
+                        memory_some: Duration::from_micros(total("memory.pressure", "some").unwrap_or(0)),
+                        memory_full: Duration::from_micros(total("memory.pressure", "full").unwrap_or(0)),
+                        io_some: Duration::from_micros(total("io.pressure", "some").unwrap_or(0)),
+                        io_full: Duration::from_micros(total("io.pressure", "full").unwrap_or(0)),
+                    });
+                }
+            }
+            Backend::V1 => {
+                if let Some(d) = self.dir("memory") {
+                    u.memory_peak = read_u64(&d.join("memory.max_usage_in_bytes"));
+                    u.oom_kills = read_kv(&d.join("memory.oom_control"), "oom_kill").unwrap_or(0);
+                }
+                if let Some(d) = self.dir("pids") {
+                    u.pids_peak = read_u64(&d.join("pids.peak"));
+                }
+                if let Some(d) = self.dir("cpuacct") {
+                    u.cpu_user = read_u64(&d.join("cpuacct.usage_user")).map(Duration::from_nanos);
+                    u.cpu_system = read_u64(&d.join("cpuacct.usage_sys")).map(Duration::from_nanos);
+                }
+                if let Some(d) = self.dir("blkio") {
+                    if let Ok(s) = fs::read_to_string(d.join("blkio.throttle.io_service_bytes_recursive")) {
+                        let sum = |op: &str| s.lines().filter(|l| l.split_whitespace().nth(1) == Some(op)).filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()).sum::<u64>();
+                        u.io_read = Some(sum("Read"));
+                        u.io_write = Some(sum("Write"));
+                    }
+                }
+            }
+        }
+        u
+    }
+
+    /// Kills every process in the job's cgroup. v2: cgroup.kill. v1: freeze, kill, thaw, so a
+    /// fork bomb cannot outrun the kill.
+    pub fn kill(&self) {
+        match self.backend {
+            Backend::V2 => {
+                if let Some(d) = self.dir("") {
+                    if fs::write(d.join("cgroup.kill"), "1").is_err() {
+                        kill_procs(d);
+                    }
+                }
+            }
+            Backend::V1 => {
+                let Some(fz) = self.dir("freezer") else { return };
+                let state = fz.join("freezer.state");
+                let _ = fs::write(&state, "FROZEN");
+                let end = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < end && fs::read_to_string(&state).map(|s| s.trim() != "FROZEN").unwrap_or(false) {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                kill_procs(fz);
+                let _ = fs::write(&state, "THAWED");
+            }
+        }
+    }
+
+    /// Kills what is left and removes the cgroup(s). Idempotent.
+    pub fn remove(&mut self) -> io::Result<()> {
+        if self.removed {
+            return Ok(());
+        }
+        self.removed = true;
+        self.dirfd = None;
+        let mut first_err = None;
+        // Freezer first (v1): it is what can still hold processes.
+        let busy = self.dirs.iter().any(|(_, d)| fs::read_to_string(d.join("cgroup.procs")).map(|s| !s.trim().is_empty()).unwrap_or(false));
+        if busy {
+            self.kill();
+        }
+        for (_, d) in &self.dirs {
+            if let Err(e) = remove_dir_retry(d) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for JobCgroup {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
+}
+
+fn sweep_v1(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("job-") && is_stale(&name) {
+            // Freeze through the job's freezer cgroup, if any, then kill and remove.
+            let fz = Path::new(ROOT).join("freezer").join(PARENT_NAME).join(&name);
+            if fz.is_dir() {
+                let _ = fs::write(fz.join("freezer.state"), "FROZEN");
+                kill_procs(&fz);
+                let _ = fs::write(fz.join("freezer.state"), "THAWED");
+            }
+            let _ = kill_and_remove_dir(&e.path());
+        }
+    }
+}
+
+fn cpu_quota(cpus: f64) -> Result<u64, SetupFailure> {
+    if !(cpus.is_finite() && cpus > 0.0) {
+        return Err(setup_err(Some(libc::EINVAL), Path::new(ROOT), &format!("cpus must be a positive number of CPUs, got {cpus}")));
+    }
+    Ok(((cpus * 100_000.0).round() as u64).max(1000))
+}
+
+/// Controllers usable for jobs on this host (for `probe()`).
+pub(crate) fn usable_controllers() -> Vec<String> {
+    match backend() {
+        Some(Backend::V2) => fs::read_to_string(Path::new(ROOT).join("cgroup.controllers")).unwrap_or_default().split_whitespace().map(str::to_string).collect(),
+        Some(Backend::V1) => ["memory", "cpu", "cpuacct", "pids", "cpuset", "freezer", "blkio"]
+            .iter()
+            .filter(|c| Path::new(ROOT).join(c).join("cgroup.procs").exists())
+            .map(|c| c.to_string())
+            .collect(),
+        None => Vec::new(),
+    }
+}
