@@ -113,6 +113,9 @@ pub(crate) struct Wanted {
     pub io_weight: Option<u32>,
     pub cpu_time: Option<Duration>,
     pub always: bool,
+    /// The job has its own pid namespace: killing its init kills every process, and init's
+    /// rusage covers every process (so v1 needs neither freezer nor cpuacct for that).
+    pub pid_ns: bool,
 }
 
 impl Wanted {
@@ -129,17 +132,31 @@ impl Wanted {
             io_weight: spec.io_weight,
             cpu_time: spec.cpu_time,
             always: spec.cgroup == crate::spec::CgroupMode::Always,
+            pid_ns: spec.namespaces.pid == crate::spec::NsMode::New,
         }
     }
 
     /// Whether the job needs a cgroup at all.
     pub fn any(&self) -> bool {
-        self.always || *self != Wanted { always: false, ..Wanted::default() }
+        self.always || *self != Wanted { always: false, pid_ns: self.pid_ns, ..Wanted::default() }
     }
 
+    /// The v1 hierarchies a job needs: each mkdir/rmdir costs 20-150 us, so only those that
+    /// serve a limit, the kill, or the usage report asked for.
     fn v1_controllers(&self) -> Vec<&'static str> {
-        // freezer, pids, memory and cpuacct always: kill the whole tree, count peaks and usage.
-        let mut c = vec!["freezer", "pids", "memory", "cpuacct"];
+        let mut c = Vec::new();
+        if self.always || !self.pid_ns {
+            c.push("freezer"); // kill the whole tree, fork bombs included
+        }
+        if self.always || self.pids.is_some() {
+            c.push("pids");
+        }
+        if self.always || self.memory.is_some() || self.memory_swap.is_some() {
+            c.push("memory");
+        }
+        // Always: CPU usage must count processes killed at a timeout, which the kernel reaps
+        // without accounting them to init.
+        c.push("cpuacct");
         if self.cpus.is_some() || self.cpu_weight.is_some() {
             c.push("cpu");
         }
@@ -323,13 +340,11 @@ impl JobCgroup {
                         }
                     }
                     static SWEPT: OnceLock<()> = OnceLock::new();
-                    if ctrl == "freezer" {
-                        SWEPT.get_or_init(|| {
-                            for c in ["freezer", "pids", "memory", "cpuacct", "cpu", "cpuset", "blkio"] {
-                                sweep_v1(&Path::new(ROOT).join(c).join(PARENT_NAME));
-                            }
-                        });
-                    }
+                    SWEPT.get_or_init(|| {
+                        for c in ["freezer", "pids", "memory", "cpuacct", "cpu", "cpuset", "blkio"] {
+                            sweep_v1(&Path::new(ROOT).join(c).join(PARENT_NAME));
+                        }
+                    });
                     let dir = base.join(&name);
                     fs::create_dir(&dir).map_err(|e| setup_err(e.raw_os_error(), &dir, &format!("create the job's {ctrl} cgroup")))?;
                     job.dirs.push((ctrl, dir.clone()));
@@ -432,7 +447,23 @@ impl JobCgroup {
         self.dirfd.as_ref().map(|f| f.as_raw_fd())
     }
 
-    /// Moves `pid` into the job's cgroup(s) (v1, or v2 when clone3 was unavailable).
+    /// Files the setup child writes "0" to, to move itself into the job's cgroups (v1). A thread
+    /// migrating itself skips the kernel's global threadgroup lock, whose cold acquisition
+    /// waits for an RCU grace period (several ms after idle); the host's `cgroup.procs` write
+    /// would pay it. v2 uses CLONE_INTO_CGROUP instead.
+    pub fn self_join_files(&self) -> Vec<PathBuf> {
+        match self.backend {
+            Backend::V1 => self.dirs.iter().map(|(_, d)| d.join("tasks")).collect(),
+            Backend::V2 => Vec::new(),
+        }
+    }
+
+    /// Whether the host must attach the child itself when CLONE_INTO_CGROUP is unavailable.
+    pub fn needs_host_attach(&self) -> bool {
+        self.backend == Backend::V2
+    }
+
+    /// Moves `pid` into the job's cgroup(s) (v2 when clone3 was unavailable).
     pub fn attach(&self, pid: i32) -> Result<(), SetupFailure> {
         for (_, d) in &self.dirs {
             write(&d.join("cgroup.procs"), &pid.to_string(), "move the sandbox into its cgroup")?;
@@ -520,7 +551,13 @@ impl JobCgroup {
                 }
             }
             Backend::V1 => {
-                let Some(fz) = self.dir("freezer") else { return };
+                let Some(fz) = self.dirs.iter().find(|(c, _)| *c == "freezer").map(|(_, d)| d.as_path()) else {
+                    // No freezer (the job has a pid namespace; killing its init kills the rest).
+                    for (_, d) in &self.dirs {
+                        kill_procs(d);
+                    }
+                    return;
+                };
                 let state = fz.join("freezer.state");
                 let _ = fs::write(&state, "FROZEN");
                 let end = Instant::now() + Duration::from_secs(2);
@@ -541,9 +578,8 @@ impl JobCgroup {
         self.removed = true;
         self.dirfd = None;
         let mut first_err = None;
-        // Freezer first (v1): it is what can still hold processes.
-        let busy = self.dirs.iter().any(|(_, d)| fs::read_to_string(d.join("cgroup.procs")).map(|s| !s.trim().is_empty()).unwrap_or(false));
-        if busy {
+        // Usually empty by now: try the rmdir first, kill only what is still busy.
+        if self.dirs.iter().any(|(_, d)| fs::remove_dir(d).is_err() && d.exists()) {
             self.kill();
         }
         for (_, d) in &self.dirs {

@@ -169,6 +169,15 @@ impl Child {
 
     fn time_out(&mut self, limit: TimeLimit) -> Result<()> {
         self.timed_out = Some(limit);
+        if let Some(cg) = &self.cgroup {
+            cg.kill();
+        }
+        // Ask init to kill and reap everything (so their CPU time is accounted); if it cannot
+        // be asked, or does not finish promptly, SIGKILL it.
+        let asked = unsafe { libc::send(self.status.as_raw_fd(), b"K".as_ptr() as *const libc::c_void, 1, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) } == 1;
+        if asked && poll_one(self.pidfd.as_raw_fd(), libc::POLLIN, Some(Duration::from_millis(500))).unwrap_or(false) {
+            return Ok(());
+        }
         self.kill(libc::SIGKILL)
     }
 

@@ -352,6 +352,12 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
         Op::SetNs { fd, nstype } => sys::setns(fd, nstype).map(|_| ()),
         Op::WaitHost { fd } => wait_host(fd),
         Op::Unshare { flags } => sys::unshare(flags).map(|_| ()),
+        Op::JoinCgroup { path } => {
+            let fd = sys::openat(libc::AT_FDCWD, path, libc::O_WRONLY | libc::O_CLOEXEC, 0)? as c_int;
+            let r = sys::write(fd, b"0".as_ptr(), 1);
+            let _ = sys::close(fd);
+            r.map(|_| ())
+        }
         Op::SetIds { uid, gid } => {
             sys::setresgid(gid, gid, gid)?;
             sys::setresuid(uid, uid, uid).map(|_| ())

@@ -36,6 +36,8 @@ pub(crate) enum Op {
     /// Wait for the host's go-ahead byte (after it wrote the id maps); EOF means the host died.
     WaitHost { fd: RawFd },
     Unshare { flags: i32 },
+    /// Move this (single-threaded) process into a cgroup by writing "0" to its `tasks` file.
+    JoinCgroup { path: CStr },
     /// Take ids that are mapped in the new user namespace (fsuid/fsgid decide file creation).
     SetIds { uid: u32, gid: u32 },
     Hostname { name: *const u8, len: usize },
@@ -140,6 +142,8 @@ pub(crate) struct Fds {
     pub passed: Vec<(RawFd, i32)>,
     /// (fd, CLONE_NEW* type) of namespaces to join.
     pub joins: Vec<(RawFd, i32)>,
+    /// cgroup v1 `tasks` files the child joins itself.
+    pub cgroup_tasks: Vec<PathBuf>,
 }
 
 /// Size of the buffers the child renders /proc/self/fd paths into.
@@ -368,7 +372,13 @@ impl Compiler<'_> {
         self.plan.ints.push(keep);
         self.plan.op(Op::CloseGaps { keep: kp, n: kn }, Step::Stdio, "close the host's file descriptors", None);
 
-        // 2. Join namespaces (user first, so the others are judged against it).
+        // 2. Join the job's cgroups (v1), before the cgroup namespace and the id switch.
+        for t in &fds.cgroup_tasks {
+            let p = self.plan.cs(t.as_os_str().as_bytes())?;
+            self.plan.op(Op::JoinCgroup { path: p }, Step::Cgroup, format!("join the job's cgroup ({})", t.display()), Some(t));
+        }
+
+        // 3. Join namespaces (user first, so the others are judged against it).
         for &(fd, nstype) in &fds.joins {
             let what = format!("join the {} namespace", ns_name(nstype));
             self.plan.op(Op::SetNs { fd, nstype }, Step::Namespace, what, None);

@@ -182,7 +182,8 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     let mut side = ChildSide { keep: Vec::new() };
     let (err_r, err_w) = pipe().map_err(io_err("create the setup error pipe"))?;
     let user_new = spec.namespaces.user == NsMode::New;
-    let (sync_r, sync_w) = if user_new || cgroup.is_some() {
+    let host_attach = cgroup.as_ref().is_some_and(|c| c.needs_host_attach());
+    let (sync_r, sync_w) = if user_new || host_attach {
         let (r, w) = pipe().map_err(io_err("create the setup sync pipe"))?;
         (Some(r), Some(w))
     } else {
@@ -254,6 +255,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         stdio,
         passed: spec.pass_fds.iter().map(|p| (p.host, p.sandbox)).collect(),
         joins,
+        cgroup_tasks: cgroup.as_ref().map(|c| c.self_join_files()).unwrap_or_default(),
     };
     let mut plan = plan::compile(spec, &fds, &cwd)?;
     let stacks = Stacks::new().map_err(io_err("allocate the setup stacks"))?;
@@ -314,7 +316,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         crate::child::reap_raw(pidfd.as_raw_fd());
     };
 
-    if let Some(cg) = cgroup.as_ref().filter(|_| !born_in_cgroup) {
+    if let Some(cg) = cgroup.as_ref().filter(|c| c.needs_host_attach() && !born_in_cgroup) {
         if let Err(f) = cg.attach(pid) {
             abort(&pidfd);
             drop(stacks);

@@ -8,7 +8,8 @@
  *   argv[1]  the payload's pid (in the sandbox's pid namespace), decimal
  *   fd 3     a stream socket to the host: the payload's wait status (4 bytes, native endian) is
  *            written there when the payload ends; end-of-file or hang-up on it means the host
- *            died, and the whole sandbox is killed.
+ *            died, and the whole sandbox is killed. The host may send 'K': kill everything,
+ *            reap it all (so its CPU time is accounted to init), and exit 0.
  *   signals  all blocked on entry (inherited); SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
  *            SIGWINCH and SIGCONT are forwarded to the payload; orphans are reaped.
  *
@@ -137,6 +138,17 @@ static void kill_all(long payload, int pid1) {
         sc(NR_kill, payload, SIGKILL, 0, 0, 0);
 }
 
+/* Kills every process of the sandbox and reaps them all, so that their usage is accounted. */
+static void kill_and_reap(long payload, int pid1) {
+    int st;
+    for (;;) {
+        kill_all(payload, pid1);
+        long pid = sc(NR_wait4, -1, (long)&st, WALL, 0, 0);
+        if (pid == -EINTR) continue;
+        if (pid < 0) return; /* ECHILD: nothing left */
+    }
+}
+
 __attribute__((used)) void cmain(long *sp) {
     long argc = sp[0];
     char **argv = (char **)(sp + 1);
@@ -172,6 +184,16 @@ __attribute__((used)) void cmain(long *sp) {
         fds[0].revents = fds[1].revents = 0;
         long r = sc(NR_ppoll, (long)fds, 2, 0, 0, 8);
         if (r == -EINTR) continue;
+        if (r >= 0 && (fds[1].revents & POLLIN)) {
+            char cmd = 0;
+            long n = sc(NR_read, STATUS_FD, (long)&cmd, 1, 0, 0);
+            if (n == 1 && cmd == 'K') {
+                kill_and_reap(payload, pid1);
+                die(0);
+            }
+            if (n == -EINTR || n == -EAGAIN) continue;
+            /* n == 0: end of file, the host is gone. */
+        }
         if (r < 0 || (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
             /* The host went away (or broke the protocol): take the sandbox down with it. */
             kill_all(payload, pid1);
