@@ -11,6 +11,7 @@ static_busybox || need_apt+=(busybox-static)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need_apt[*]} (run as root, or apt-get install them)" >&2
@@ -26,6 +27,14 @@ echo "== build"
 cargo build --workspace --all-targets --quiet
 echo "== tests (library, CLI, doc examples)"
 cargo test --workspace
+
+echo "== Python bindings (fresh venv, maturin develop, pytest, mypy --strict)"
+rm -rf .venv
+python3 -m venv .venv
+.venv/bin/pip install -q 'maturin==1.16.0' 'pytest==9.2.0' 'mypy>=1.10'
+(cd bindings-python && ../.venv/bin/maturin develop --release --target-dir ../target/maturin --quiet 2>&1 | tail -n 3)
+.venv/bin/python -m pytest -q bindings-python/tests examples/python/test_pytest_example.py
+.venv/bin/python examples/python/example.py > /dev/null
 
 # cgroup v2: most users have it, this machine has v1. The cgroup tests run again inside a
 # throwaway cgroup-v2-only VM (../shared/vm/run-in-cgroup2-vm, present in the project's

@@ -1,0 +1,621 @@
+"""cagette: run commands in Linux sandboxes, shaped like :mod:`subprocess`.
+
+>>> import cagette
+>>> r = cagette.run(["echo", "hi"], capture_output=True, network="none", memory="256M", timeout=10)
+>>> r.returncode, r.stdout, r.verdict
+(0, b'hi\\n', 'exited')
+
+Keyword arguments that are not :mod:`subprocess` ones (``memory``, ``network``, ``hostname``,
+``mounts``, ``rootfs``, ``cpus``, ``pids``, ...) are fields of cagette's one sandbox description
+(``SandboxSpec`` in the Rust core): they are passed through unchanged and checked there, so a
+bad key raises :class:`TypeError` and a bad value :class:`ValueError`, both naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import selectors
+import signal as _signal
+import subprocess
+import threading
+import time
+from typing import IO, Any, Dict, Iterable, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union
+
+from . import _native
+
+__version__: str = _native.__version__
+
+__all__ = [
+    "PIPE",
+    "DEVNULL",
+    "STDOUT",
+    "run",
+    "run_async",
+    "Sandbox",
+    "Process",
+    "CompletedProcess",
+    "Usage",
+    "Error",
+    "SetupError",
+    "LimitUnsupported",
+    "ImageError",
+    "CalledProcessError",
+    "TimeoutExpired",
+    "bind",
+    "tmpfs",
+    "overlay",
+    "probe",
+    "validate",
+]
+
+PIPE: int = subprocess.PIPE
+DEVNULL: int = subprocess.DEVNULL
+STDOUT: int = subprocess.STDOUT
+
+StrPath = Union[str, "os.PathLike[str]"]
+Stream = Union[None, int, IO[Any]]
+Args = Sequence[StrPath]
+
+
+# ----------------------------------------------------------------------------------------------
+# Exceptions
+
+
+class Error(Exception):
+    """Base of cagette's own errors."""
+
+
+class SetupError(Error):
+    """The sandbox could not be set up (nothing is left running).
+
+    ``step`` names the step that failed (``"exec"``, ``"mount"``, ``"cgroup"``, ...), ``errno``
+    the error number (or None), ``path`` the path involved (or None), ``hint`` what to do.
+    """
+
+    def __init__(self, message: str, step: str, errno: Optional[int], path: Optional[str], hint: Optional[str]) -> None:
+        super().__init__(message if not hint else f"{message} (hint: {hint})")
+        self.message = message
+        self.step = step
+        self.errno = errno
+        self.path = path
+        self.hint = hint
+
+
+class LimitUnsupported(SetupError):
+    """A resource limit was asked for and cannot be applied on this host (never dropped)."""
+
+
+class ImageError(Error):
+    """An OCI image could not be read, verified or unpacked."""
+
+
+class CalledProcessError(Error, subprocess.CalledProcessError):
+    """``check=True`` and the command did not exit with 0. Also a subprocess.CalledProcessError."""
+
+    def __init__(self, returncode: int, cmd: Any, output: Any = None, stderr: Any = None, verdict: str = "exited", usage: Optional["Usage"] = None) -> None:
+        subprocess.CalledProcessError.__init__(self, returncode, cmd, output, stderr)
+        self.verdict = verdict
+        self.usage = usage
+
+    def __str__(self) -> str:
+        if self.verdict == "oom_killed":
+            return f"Command {self.cmd!r} was OOM-killed (over its memory limit)."
+        return subprocess.CalledProcessError.__str__(self)
+
+
+class TimeoutExpired(Error, subprocess.TimeoutExpired):
+    """The timeout ran out. Also a subprocess.TimeoutExpired.
+
+    From :func:`run`, the whole sandbox has been killed (verdict ``timed_out``) and ``usage``
+    tells what it used; from :meth:`Process.wait`, it still runs.
+    """
+
+    def __init__(self, cmd: Any, timeout: float, output: Any = None, stderr: Any = None, usage: Optional["Usage"] = None, limit: Optional[str] = None) -> None:
+        subprocess.TimeoutExpired.__init__(self, cmd, timeout, output, stderr)
+        self.usage = usage
+        self.limit = limit
+
+    def __str__(self) -> str:
+        if self.limit == "cpu":
+            return f"Command {self.cmd!r} used up its CPU-time limit."
+        return subprocess.TimeoutExpired.__str__(self)
+
+
+def _raise_native(e: "_native.NativeError") -> NoReturn:
+    kind, payload_json = e.args
+    payload = json.loads(payload_json)
+    if kind == "spec_key":
+        raise TypeError(f"invalid cagette option: {payload['message']}") from None
+    if kind == "spec_value":
+        raise ValueError(f"invalid cagette option value: {payload['message']}") from None
+    if kind == "setup":
+        cls = LimitUnsupported if payload.get("step") == "cgroup" else SetupError
+        path = payload.get("path")
+        raise cls(payload["message"], payload["step"], payload.get("errno"), None if path is None else str(path), payload.get("hint")) from None
+    raise Error(payload.get("message", str(e))) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Mounts (the core's Mount variants, as dicts)
+
+
+def bind(source: StrPath, destination: str, *, read_only: bool = False, recursive: bool = True) -> Dict[str, Any]:
+    """A host path seen at ``destination`` inside the sandbox."""
+    return {"type": "bind", "source": os.fspath(source), "destination": destination, "read_only": read_only, "recursive": recursive}
+
+
+def tmpfs(destination: str, *, size: Union[int, str, None] = None, mode: Optional[int] = None) -> Dict[str, Any]:
+    """A fresh tmpfs at ``destination`` (``size`` like ``"64M"``)."""
+    return {"type": "tmpfs", "destination": destination, "size": size, "mode": mode}
+
+
+def overlay(lower: Iterable[StrPath], destination: str, *, upper: Optional[StrPath] = None, work: Optional[StrPath] = None) -> Dict[str, Any]:
+    """An overlay of ``lower`` directories (first on top); the upper layer is ephemeral unless
+    ``upper`` and ``work`` are given."""
+    return {
+        "type": "overlay",
+        "destination": destination,
+        "lower": [os.fspath(p) for p in lower],
+        "upper": None if upper is None else os.fspath(upper),
+        "work": None if work is None else os.fspath(work),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+
+
+class Usage:
+    """What a job used (see the README for which memory number is which)."""
+
+    wall_time: float
+    cpu_user: float
+    cpu_system: float
+    memory_peak_bytes: int
+    max_rss_bytes: int
+    pids_peak: Optional[int]
+    io_read_bytes: Optional[int]
+    io_write_bytes: Optional[int]
+    oom_kill_count: int
+    pressure: Optional[Dict[str, float]]
+
+    def __init__(self, report: Mapping[str, Any]) -> None:
+        self.wall_time = float(report["wall_time_s"])
+        self.cpu_user = float(report["cpu_user_s"])
+        self.cpu_system = float(report["cpu_system_s"])
+        self.memory_peak_bytes = int(report["memory_peak_bytes"])
+        self.max_rss_bytes = int(report["max_rss_bytes"])
+        self.pids_peak = report.get("pids_peak")
+        self.io_read_bytes = report.get("io_read_bytes")
+        self.io_write_bytes = report.get("io_write_bytes")
+        self.oom_kill_count = int(report.get("oom_kill_count", 0))
+        self.pressure = report.get("pressure")
+
+    @property
+    def cpu_time(self) -> float:
+        """User plus system CPU seconds."""
+        return self.cpu_user + self.cpu_system
+
+    def __repr__(self) -> str:
+        return (
+            f"Usage(wall_time={self.wall_time:.3f}, cpu_user={self.cpu_user:.3f}, cpu_system={self.cpu_system:.3f}, "
+            f"memory_peak_bytes={self.memory_peak_bytes}, pids_peak={self.pids_peak})"
+        )
+
+
+class CompletedProcess(subprocess.CompletedProcess):  # type: ignore[type-arg]
+    """subprocess.CompletedProcess plus ``verdict`` and ``usage``.
+
+    ``verdict`` is one of ``"exited"``, ``"signaled"``, ``"oom_killed"``, ``"timed_out"`` (the
+    same strings as ``cagette run --report``); ``returncode`` is negative for a signal, as in
+    subprocess (-9 for an OOM kill).
+    """
+
+    verdict: str
+    usage: Usage
+    report: Dict[str, Any]
+
+    def __init__(self, args: Any, returncode: int, stdout: Any, stderr: Any, report: Dict[str, Any]) -> None:
+        super().__init__(args, returncode, stdout, stderr)
+        self.verdict = str(report["verdict"])
+        self.usage = Usage(report)
+        self.report = report
+
+    def check_returncode(self) -> None:
+        if self.returncode:
+            raise CalledProcessError(self.returncode, self.args, self.stdout, self.stderr, self.verdict, self.usage)
+
+
+def _returncode(report: Mapping[str, Any]) -> int:
+    v = report["verdict"]
+    if v == "exited":
+        return int(report["exit_code"])
+    if v == "signaled":
+        return -int(report["signal"])
+    return -_signal.SIGKILL  # oom_killed, timed_out: killed with SIGKILL
+
+
+# ----------------------------------------------------------------------------------------------
+# Spec building
+
+_SUBPROCESS_ONLY = {"shell", "preexec_fn", "close_fds", "start_new_session", "universal_newlines", "executable", "pass_fds"}
+
+
+def _spec(args: Args, spec: Mapping[str, Any], *, env: Optional[Mapping[str, str]], cwd: Optional[StrPath], timeout: Optional[float]) -> Dict[str, Any]:
+    if isinstance(args, (str, bytes)):
+        raise TypeError("args must be a sequence of strings (cagette does not run a shell): use ['sh', '-c', command]")
+    for k in spec:
+        if k in _SUBPROCESS_ONLY:
+            raise TypeError(f"cagette does not support the subprocess argument {k!r}")
+    d: Dict[str, Any] = dict(spec)
+    mounts = d.get("mounts")
+    if mounts is not None:
+        d["mounts"] = [dict(m) for m in mounts]
+    for key in ("rootfs", "cgroup_parent"):
+        if d.get(key) is not None:
+            d[key] = os.fspath(d[key])
+    d["argv"] = [os.fspath(a) for a in args]
+    if env is not None:
+        d["env"] = {str(k): str(v) for k, v in env.items()}
+    if cwd is not None:
+        d["cwd"] = os.fspath(cwd)
+    if timeout is not None:
+        d["timeout"] = timeout
+    return d
+
+
+def validate(**spec: Any) -> Dict[str, Any]:
+    """Checks sandbox options without running anything; returns the complete spec (defaults
+    filled in). Raises TypeError for an unknown option, ValueError for a bad value."""
+    try:
+        return dict(json.loads(_native.validate(json.dumps(spec))))
+    except _native.NativeError as e:
+        _raise_native(e)
+
+
+def probe() -> Dict[str, Any]:
+    """What this host supports: user namespaces, cgroup version and controllers, overlayfs, ..."""
+    return dict(json.loads(_native.probe()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Processes
+
+
+def _stream(value: Stream, name: str, opened: List[int], for_parent: List[Optional[int]], index: int) -> Any:
+    """Maps a subprocess-style stream to the spec's Stdio, creating pipes as needed."""
+    if value is None:
+        return "inherit"
+    if value == DEVNULL:
+        return "null"
+    if value == PIPE:
+        r, w = os.pipe()  # close-on-exec, as cagette wants its own fds
+        mine, theirs = (w, r) if index == 0 else (r, w)
+        for_parent[index] = mine
+        opened.append(theirs)
+        return {"fd": theirs}
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{name}: unsupported value {value}")
+        return {"fd": value}
+    fileno = getattr(value, "fileno", None)
+    if fileno is None:
+        raise TypeError(f"{name} must be None, PIPE, DEVNULL, an fd or a file object with fileno()")
+    return {"fd": int(fileno())}
+
+
+class Process:
+    """A running sandboxed command, shaped like :class:`subprocess.Popen`.
+
+    ``stdin``, ``stdout`` and ``stderr`` are file objects when the stream was :data:`PIPE`.
+    After it ended, ``returncode``, ``verdict`` and ``usage`` are set.
+    """
+
+    args: Any
+    pid: int
+    stdin: Optional[IO[Any]]
+    stdout: Optional[IO[Any]]
+    stderr: Optional[IO[Any]]
+    returncode: Optional[int]
+    verdict: Optional[str]
+    usage: Optional[Usage]
+    report: Optional[Dict[str, Any]]
+
+    def __init__(self, args: Args, *, stdin: Stream = None, stdout: Stream = None, stderr: Stream = None, text: bool = False, env: Optional[Mapping[str, str]] = None, cwd: Optional[StrPath] = None, **spec: Any) -> None:
+        timeout = spec.pop("timeout", None)
+        d = _spec(args, spec, env=env, cwd=cwd, timeout=timeout)
+        opened: List[int] = []
+        parent: List[Optional[int]] = [None, None, None]
+        try:
+            d["stdin"] = _stream(stdin, "stdin", opened, parent, 0)
+            d["stdout"] = _stream(stdout, "stdout", opened, parent, 1)
+            if stderr == STDOUT:
+                d["stderr"] = d["stdout"]  # the same pipe, fd or /dev/null
+            else:
+                d["stderr"] = _stream(stderr, "stderr", opened, parent, 2)
+            try:
+                self._native = _native.spawn(json.dumps(d))
+            except _native.NativeError as e:
+                for fd in parent:
+                    if fd is not None:
+                        os.close(fd)
+                _raise_native(e)
+        finally:
+            for fd in opened:
+                os.close(fd)
+        self.args = args
+        self.pid = self._native.pid
+        self._text = text
+        mode = ("w", "r", "r")
+        files: List[Optional[IO[Any]]] = []
+        for i, fd in enumerate(parent):
+            if fd is None:
+                files.append(None)
+            elif text:
+                files.append(open(fd, mode[i], encoding="utf-8", errors="strict"))
+            else:
+                files.append(open(fd, mode[i] + "b", buffering=0 if i == 0 else -1))
+        self.stdin, self.stdout, self.stderr = files
+        self._piped = (files[1] is not None, files[2] is not None)
+        self.returncode = None
+        self.verdict = None
+        self.usage = None
+        self.report = None
+        self._timeout = timeout
+        self._lock = threading.Lock()
+
+    def _finish(self, report_json: str) -> int:
+        report = json.loads(report_json)
+        self.report = report
+        self.verdict = str(report["verdict"])
+        self.usage = Usage(report)
+        self.returncode = _returncode(report)
+        self._native.close()  # reaped: release the pidfd, the status socket and the cgroup now
+        return self.returncode
+
+    def poll(self) -> Optional[int]:
+        """The return code if the command has ended, else None."""
+        if self.returncode is not None:
+            return self.returncode
+        try:
+            r = self._native.try_wait()
+        except _native.NativeError as e:
+            _raise_native(e)
+        return None if r is None else self._finish(r)
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        """Waits for the end (the GIL is released); raises :class:`TimeoutExpired` after
+        ``timeout`` seconds, leaving it running."""
+        if self.returncode is not None:
+            return self.returncode
+        if self.stdin is not None and not self.stdin.closed:
+            try:
+                self.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            r = self._native.wait(timeout)
+        except _native.NativeError as e:
+            _raise_native(e)
+        if r is None:
+            raise TimeoutExpired(self.args, timeout if timeout is not None else 0.0)
+        return self._finish(r)
+
+    async def wait_async(self) -> int:
+        """Waits without blocking the event loop (the sandbox's pidfd is watched by the loop)."""
+        if self.returncode is not None:
+            return self.returncode
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        fd = self._native.pidfd
+        loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+        try:
+            while self.poll() is None:
+                if self._timeout is not None:
+                    # The timeout is enforced by polling; the loop stays free meanwhile.
+                    await asyncio.wait([fut], timeout=0.05)
+                else:
+                    await fut
+        finally:
+            loop.remove_reader(fd)
+        assert self.returncode is not None
+        return self.returncode
+
+    def communicate(self, input: Any = None, timeout: Optional[float] = None) -> Tuple[Any, Any]:
+        """Sends ``input`` to stdin, reads stdout and stderr to the end, waits. On
+        ``timeout``, raises :class:`TimeoutExpired` (the command keeps running; call again)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not hasattr(self, "_out"):
+            self._out: List[bytes] = []
+            self._err: List[bytes] = []
+            self._input: bytes = b"" if input is None else (input.encode() if isinstance(input, str) else bytes(input))
+        sel = selectors.DefaultSelector()
+        try:
+            if self.stdin is not None and not self.stdin.closed:
+                if self._input:
+                    sel.register(self.stdin, selectors.EVENT_WRITE)
+                else:
+                    self.stdin.close()
+            for f, sink in ((self.stdout, self._out), (self.stderr, self._err)):
+                if f is not None and not f.closed:
+                    sel.register(f, selectors.EVENT_READ, sink)
+            while sel.get_map():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutExpired(self.args, timeout or 0.0, self._joined(self._out) if self._piped[0] else None, self._joined(self._err) if self._piped[1] else None)
+                if self._timeout is not None:
+                    remaining = 0.05 if remaining is None else min(remaining, 0.05)
+                    self.poll()  # enforces the sandbox's own limits
+                for key, _ in sel.select(remaining):
+                    f = key.fileobj
+                    if f is self.stdin:
+                        assert self.stdin is not None
+                        try:
+                            n = os.write(self.stdin.fileno(), self._input[:65536])
+                            self._input = self._input[n:]
+                        except BrokenPipeError:
+                            self._input = b""
+                        if not self._input:
+                            sel.unregister(f)
+                            self.stdin.close()
+                    else:
+                        data = os.read(key.fd, 65536)
+                        if data:
+                            key.data.append(data)
+                        else:
+                            sel.unregister(f)
+                            f.close()  # type: ignore[union-attr]
+        finally:
+            sel.close()
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self.wait(remaining)
+        return (self._joined(self._out) if self._piped[0] else None, self._joined(self._err) if self._piped[1] else None)
+
+    def _joined(self, chunks: List[bytes]) -> Any:
+        data = b"".join(chunks)
+        if self._text:
+            return data.decode("utf-8")
+        return data
+
+    def send_signal(self, sig: int) -> None:
+        """Sends a signal (forwarded to the payload by the sandbox's init)."""
+        if self.returncode is None:
+            self._native.kill(int(sig))
+
+    def terminate(self) -> None:
+        """Sends SIGTERM."""
+        self.send_signal(_signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Kills the whole sandbox (SIGKILL)."""
+        self.send_signal(_signal.SIGKILL)
+
+    def close(self) -> None:
+        """Kills the sandbox if it still runs and releases everything."""
+        for f in (self.stdin, self.stdout, self.stderr):
+            if f is not None and not f.closed:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self._native.close()
+
+    def __enter__(self) -> "Process":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            for f in (self.stdout, self.stderr):
+                if f is not None:
+                    f.close()
+            if self.stdin is not None and not self.stdin.closed:
+                try:
+                    self.stdin.close()
+                except BrokenPipeError:
+                    pass
+            if exc[0] is not None and self.returncode is None:
+                self.kill()
+            self.wait()
+        finally:
+            self._native.close()
+
+    def __repr__(self) -> str:
+        return f"<cagette.Process pid={self.pid} returncode={self.returncode} verdict={self.verdict}>"
+
+
+def run(
+    args: Args,
+    *,
+    input: Any = None,
+    capture_output: bool = False,
+    stdin: Stream = None,
+    stdout: Stream = None,
+    stderr: Stream = None,
+    timeout: Optional[float] = None,
+    check: bool = False,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[StrPath] = None,
+    text: bool = False,
+    **spec: Any,
+) -> CompletedProcess:
+    """Runs ``args`` in a sandbox and waits, like :func:`subprocess.run`.
+
+    ``timeout`` (seconds) is enforced by cagette on the whole sandbox: when it runs out, every
+    process is killed and :class:`TimeoutExpired` is raised (with ``usage``). Other keyword
+    arguments describe the sandbox (``memory="256M"``, ``network="none"``, ``mounts=[...]``).
+    """
+    if capture_output:
+        if stdout is not None or stderr is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output")
+        stdout = stderr = PIPE
+    if input is not None:
+        if stdin is not None:
+            raise ValueError("stdin and input arguments may not both be used")
+        stdin = PIPE
+    with Process(args, stdin=stdin, stdout=stdout, stderr=stderr, text=text, env=env, cwd=cwd, timeout=timeout, **spec) as p:
+        out, err = p.communicate(input)
+        assert p.report is not None
+        report = p.report
+    if report["verdict"] == "timed_out":
+        raise TimeoutExpired(args, float(timeout or 0.0), out, err, Usage(report), report.get("limit"))
+    result = CompletedProcess(args, _returncode(report), out, err, report)
+    if check:
+        result.check_returncode()
+    return result
+
+
+async def run_async(args: Args, **kwargs: Any) -> CompletedProcess:
+    """:func:`run` for asyncio: the event loop is never blocked (the work happens in a thread,
+    which releases the GIL while it waits)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, functools.partial(run, args, **kwargs))
+
+
+class Sandbox:
+    """A reusable sandbox description; every run and popen starts a fresh sandbox from it.
+
+    >>> with cagette.Sandbox(memory="1G", network="none") as box:
+    ...     r = box.run(["true"])
+
+    Leaving the ``with`` block kills whatever it started that still runs.
+    """
+
+    def __init__(self, **spec: Any) -> None:
+        validate(**_spec(["true"], spec, env=None, cwd=None, timeout=None))
+        self.spec: Dict[str, Any] = dict(spec)
+        self._procs: List[Process] = []
+        self._lock = threading.Lock()
+
+    def _merged(self, kwargs: Mapping[str, Any]) -> Dict[str, Any]:
+        merged = dict(self.spec)
+        merged.update(kwargs)
+        return merged
+
+    def run(self, args: Args, **kwargs: Any) -> CompletedProcess:
+        """:func:`run` with this sandbox's options (keyword arguments override them)."""
+        return run(args, **self._merged(kwargs))
+
+    async def run_async(self, args: Args, **kwargs: Any) -> CompletedProcess:
+        """:func:`run_async` with this sandbox's options."""
+        return await run_async(args, **self._merged(kwargs))
+
+    def popen(self, args: Args, **kwargs: Any) -> Process:
+        """A :class:`Process` with this sandbox's options."""
+        p = Process(args, **self._merged(kwargs))
+        with self._lock:
+            self._procs.append(p)
+        return p
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            procs, self._procs = self._procs, []
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.close()

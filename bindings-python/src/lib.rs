@@ -1,0 +1,156 @@
+//! The native part of the `cagette` Python module: a thin layer over the Rust library.
+//!
+//! The sandbox description crosses the boundary as the core's own `SandboxSpec` in JSON, so no
+//! option is declared twice: a new field in the core is usable from Python at once, and unknown
+//! keys or bad values are reported by the same serde code the CLI uses. The pure-Python layer
+//! (python/cagette/__init__.py) gives it a `subprocess`-shaped API.
+
+use pyo3::prelude::*;
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+use std::time::Duration;
+
+pyo3::create_exception!(cagette, NativeError, pyo3::exceptions::PyException, "Raised by the native layer; the Python layer turns it into cagette's own exceptions. args: (kind, payload_json).");
+
+fn native_err(kind: &str, payload: serde_json::Value) -> PyErr {
+    NativeError::new_err((kind.to_string(), payload.to_string()))
+}
+
+fn to_py_err(e: cagette::Error) -> PyErr {
+    match e.setup_failure() {
+        Some(f) => native_err("setup", serde_json::to_value(f).unwrap_or_default()),
+        None => native_err("error", serde_json::json!({ "message": e.to_string() })),
+    }
+}
+
+fn parse_spec(spec_json: &str) -> PyResult<cagette::SandboxSpec> {
+    serde_json::from_str(spec_json).map_err(|e| {
+        // serde_json appends " at line L column C": meaningless for keyword arguments.
+        let full = e.to_string();
+        let msg = match full.rfind(" at line ") {
+            Some(i) => full[..i].to_string(),
+            None => full,
+        };
+        let kind = if msg.starts_with("unknown field") { "spec_key" } else { "spec_value" };
+        native_err(kind, serde_json::json!({ "message": msg }))
+    })
+}
+
+fn outcome_json(o: &cagette::Outcome) -> String {
+    let mut v = serde_json::to_value(cagette::Report::new(&o.verdict, &o.usage)).unwrap_or_default();
+    v["usage"] = serde_json::to_value(o.usage).unwrap_or_default();
+    v.to_string()
+}
+
+/// A running sandbox. Waiting releases the GIL; `kill` works from any thread, also while
+/// another thread waits.
+#[pyclass(module = "cagette._native")]
+struct NativeChild {
+    child: Mutex<Option<cagette::Child>>,
+    pid: i32,
+    pidfd: i32,
+}
+
+#[pymethods]
+impl NativeChild {
+    /// Host pid of the sandbox's init.
+    #[getter]
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// A pidfd of the sandbox's init (readable when it ended), valid while this object lives.
+    #[getter]
+    fn pidfd(&self) -> i32 {
+        self.pidfd
+    }
+
+    /// Waits up to `timeout` seconds (None: until the end). Returns the outcome as JSON, or None
+    /// when the time ran out.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<String>> {
+        let limit = match timeout {
+            Some(t) if !(t.is_finite() && t >= 0.0) => return Err(pyo3::exceptions::PyValueError::new_err(format!("timeout must be a non-negative number of seconds, got {t}"))),
+            Some(t) => Some(Duration::from_secs_f64(t)),
+            None => None,
+        };
+        py.detach(|| {
+            let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+            let child = guard.as_mut().ok_or_else(|| native_err("error", serde_json::json!({"message": "the sandbox was already released"})))?;
+            let r = match limit {
+                Some(d) => child.wait_timeout(d),
+                None => child.wait().map(Some),
+            };
+            r.map(|o| o.map(|o| outcome_json(&o))).map_err(to_py_err)
+        })
+    }
+
+    /// The outcome as JSON if the sandbox has ended, else None. Never blocks.
+    fn try_wait(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        py.detach(|| {
+            let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+            match guard.as_mut() {
+                Some(c) => c.try_wait().map(|o| o.map(|o| outcome_json(&o))).map_err(to_py_err),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Sends a signal to the sandbox's init (forwarded to the payload; SIGKILL kills the tree).
+    fn kill(&self, signal: i32) -> PyResult<()> {
+        // Not through the mutex: a waiting thread holds it.
+        let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd, signal, 0, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(native_err("error", serde_json::json!({"message": format!("send signal {signal} to the sandbox: {e}")})));
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills the sandbox if it still runs and releases everything (also done when collected).
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| {
+            let c = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(c);
+        })
+    }
+}
+
+/// Starts a sandbox from a JSON `SandboxSpec`. The GIL is released while it starts.
+#[pyfunction]
+fn spawn(py: Python<'_>, spec_json: &str) -> PyResult<NativeChild> {
+    let spec = parse_spec(spec_json)?;
+    let child = py.detach(|| cagette::Sandbox::from_spec(spec).spawn()).map_err(to_py_err)?;
+    let (pid, pidfd) = (child.pid(), child.pidfd().as_raw_fd());
+    Ok(NativeChild { child: Mutex::new(Some(child)), pid, pidfd })
+}
+
+/// Checks a JSON `SandboxSpec` and returns it normalized (defaults filled in).
+#[pyfunction]
+fn validate(spec_json: &str) -> PyResult<String> {
+    let spec = parse_spec(spec_json)?;
+    serde_json::to_string(&spec).map_err(|e| native_err("error", serde_json::json!({"message": e.to_string()})))
+}
+
+/// What this host supports, as JSON.
+#[pyfunction]
+fn probe(py: Python<'_>) -> String {
+    let p = py.detach(cagette::probe);
+    serde_json::to_string(&p).unwrap_or_default()
+}
+
+#[pymodule]
+mod _native {
+    #[pymodule_export]
+    use super::NativeError;
+    #[pymodule_export]
+    use super::{NativeChild, probe, spawn, validate};
+
+    #[pymodule_init]
+    fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        use pyo3::types::PyModuleMethods;
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}

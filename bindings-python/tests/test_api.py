@@ -1,0 +1,188 @@
+"""cagette's Python API against the real kernel: run, popen, communicate, asyncio, errors,
+threads. Run with the package installed (maturin develop or pip install ./bindings-python)."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+import cagette
+
+
+def test_run_captures_output_and_reports_usage():
+    r = cagette.run(["python3", "-c", "print('hi')"], memory="256M", network="none", timeout=10, capture_output=True)
+    assert (r.returncode, r.stdout, r.verdict) == (0, b"hi\n", "exited")
+    assert r.usage.memory_peak_bytes > 0
+    assert r.usage.wall_time > 0
+    assert isinstance(r, subprocess.CompletedProcess)
+
+
+def test_text_mode_input_and_env_and_cwd():
+    r = cagette.run(["sh", "-c", "cat; echo $FOO; pwd"], input="in\n", text=True, capture_output=True, env={"FOO": "bar"}, cwd="/usr")
+    assert r.stdout == "in\nbar\n/usr\n"
+
+
+def test_returncode_and_signals_like_subprocess():
+    assert cagette.run(["sh", "-c", "exit 7"]).returncode == 7
+    r = cagette.run(["sh", "-c", "kill -TERM $$"])
+    assert (r.returncode, r.verdict) == (-signal.SIGTERM, "signaled")
+
+
+def test_stderr_to_stdout_and_devnull():
+    r = cagette.run(["sh", "-c", "echo out; echo err >&2"], stdout=cagette.PIPE, stderr=cagette.STDOUT)
+    assert sorted(r.stdout.split()) == [b"err", b"out"]
+    r = cagette.run(["sh", "-c", "echo out"], stdout=cagette.DEVNULL)
+    assert r.stdout is None and r.returncode == 0
+
+
+def test_file_objects_as_streams(tmp_path):
+    with open(tmp_path / "out", "wb") as f:
+        cagette.run(["echo", "to-file"], stdout=f)
+    assert (tmp_path / "out").read_bytes() == b"to-file\n"
+
+
+def test_sandbox_popen_communicate():
+    with cagette.Sandbox(memory="1G", mounts=[cagette.bind("/usr", "/src", read_only=True)]) as box:
+        p = box.popen(["sh", "-c", "cat; test -d /src/bin; exit 3"], stdin=cagette.PIPE, stdout=cagette.PIPE)
+        out, err = p.communicate(b"data", timeout=5)
+        assert (out, err, p.returncode, p.verdict) == (b"data", None, 3, "exited")
+        assert p.usage is not None and p.usage.memory_peak_bytes > 0
+
+
+def test_popen_wait_timeout_then_kill():
+    with cagette.Process(["sleep", "30"]) as p:
+        assert p.poll() is None
+        with pytest.raises(subprocess.TimeoutExpired):
+            p.wait(timeout=0.1)
+        p.kill()
+        assert p.wait() == -signal.SIGKILL
+        assert p.verdict == "signaled"
+
+
+def test_communicate_timeout_keeps_partial_output():
+    p = cagette.Process(["sh", "-c", "echo first; sleep 30"], stdout=cagette.PIPE)
+    with pytest.raises(cagette.TimeoutExpired) as e:
+        p.communicate(timeout=0.5)
+    assert e.value.output == b"first\n"
+    p.kill()
+    p.communicate()
+    assert p.returncode == -signal.SIGKILL
+
+
+def test_exceptions_are_subprocess_compatible():
+    with pytest.raises(subprocess.CalledProcessError) as e:
+        cagette.run(["sh", "-c", "exit 2"], check=True)
+    assert isinstance(e.value, cagette.CalledProcessError) and isinstance(e.value, cagette.Error)
+    assert e.value.returncode == 2
+
+    with pytest.raises(subprocess.TimeoutExpired) as t:
+        cagette.run(["sh", "-c", "sleep 30 & sleep 30"], timeout=0.3)
+    assert isinstance(t.value, cagette.TimeoutExpired)
+    assert t.value.usage is not None and t.value.usage.wall_time >= 0.3
+
+
+def test_oom_is_its_own_verdict():
+    r = cagette.run(["tail", "/dev/zero"], memory="32M")
+    assert (r.verdict, r.returncode) == ("oom_killed", -9)
+    assert r.usage.oom_kill_count >= 1
+    with pytest.raises(cagette.CalledProcessError, match="OOM-killed"):
+        cagette.run(["tail", "/dev/zero"], memory="32M", check=True)
+
+
+def test_setup_errors_are_typed():
+    with pytest.raises(cagette.SetupError) as e:
+        cagette.run(["/no/such/program"])
+    assert (e.value.step, e.value.errno, e.value.path) == ("exec", 2, "/no/such/program")
+    assert e.value.hint
+    with pytest.raises(cagette.SetupError) as e:
+        cagette.run(["true"], mounts=[cagette.bind("/no/such/dir", "/x")])
+    assert (e.value.step, e.value.path) == ("mount", "/no/such/dir")
+
+
+def test_limit_that_cannot_be_applied_fails_closed(tmp_path):
+    with pytest.raises(cagette.LimitUnsupported) as e:
+        cagette.run(["true"], memory="64M", cgroup_parent=tmp_path)
+    assert e.value.step == "cgroup" and str(tmp_path) in (e.value.path or "")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_keys_and_values_name_them():
+    with pytest.raises(TypeError, match="memry"):
+        cagette.run(["true"], memry="1G")
+    with pytest.raises(ValueError, match="1X"):
+        cagette.run(["true"], memory="1X")
+    with pytest.raises(ValueError, match="network|unknown variant"):
+        cagette.Sandbox(network="wifi")
+    with pytest.raises(TypeError, match="shell"):
+        cagette.run("echo hi", shell=True)
+
+
+def test_sizes_and_durations_accept_numbers_and_strings():
+    assert cagette.run(["true"], memory=256 << 20, timeout="10s").returncode == 0
+    spec = cagette.validate(memory="1G", timeout=2.5)
+    assert spec["memory"] == 1 << 30 and spec["timeout"] == 2.5
+
+
+def test_many_threads_at_once():
+    errors = []
+
+    def worker(n):
+        try:
+            for i in range(100):
+                r = cagette.run(["sh", "-c", f"exit {(n + i) % 50}"])
+                assert r.returncode == (n + i) % 50
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    import gc
+
+    gc.collect()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_run_async_keeps_the_loop_responsive():
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.ensure_future(ticker())
+        r = await cagette.run_async(["sleep", "0.5"])
+        t.cancel()
+        return r, ticks
+
+    r, ticks = asyncio.run(main())
+    assert r.returncode == 0
+    assert ticks >= 20, f"the loop ticked only {ticks} times in 0.5 s"
+
+
+def test_wait_async_uses_the_pidfd():
+    async def main():
+        p = cagette.Process(["sh", "-c", "sleep 0.2; exit 4"])
+        start = time.monotonic()
+        code = await p.wait_async()
+        return code, time.monotonic() - start
+
+    code, took = asyncio.run(main())
+    assert code == 4 and took < 5
+
+
+def test_probe():
+    p = cagette.probe()
+    assert p["user_namespaces"] is True
+    assert p["cgroup"] in ("v1", "v2")

@@ -1,0 +1,24 @@
+"""The type stubs: the example using the whole API passes mypy --strict, and mypy really sees
+cagette's types (a wrong use is caught)."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def mypy(path: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", path], capture_output=True, text=True)
+
+
+def test_example_passes_mypy_strict():
+    r = mypy(os.path.join(ROOT, "examples", "python", "example.py"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy_catches_a_wrong_use(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("import cagette\nr = cagette.run(['true'])\nx: str = r.returncode\n")
+    r = mypy(str(bad))
+    assert r.returncode == 1 and "Incompatible types" in r.stdout, r.stdout
