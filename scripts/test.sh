@@ -12,6 +12,7 @@ command -v python3 >/dev/null || need_apt+=(python3)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages: ${need_apt[*]} (run as root, or apt-get install them)" >&2
@@ -35,6 +36,11 @@ python3 -m venv .venv
 (cd bindings-python && ../.venv/bin/maturin develop --release --target-dir ../target/maturin --quiet 2>&1 | tail -n 3)
 .venv/bin/python -m pytest -q bindings-python/tests examples/python/test_pytest_example.py
 .venv/bin/python examples/python/example.py > /dev/null
+
+echo "== Node bindings (npm ci, napi build, node --test, tsc --strict)"
+npm --prefix bindings-node ci --no-audit --no-fund --loglevel=error
+npm --prefix bindings-node run build --silent
+npm --prefix bindings-node test
 
 # cgroup v2: most users have it, this machine has v1. The cgroup tests run again inside a
 # throwaway cgroup-v2-only VM (../shared/vm/run-in-cgroup2-vm, present in the project's

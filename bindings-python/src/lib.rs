@@ -6,7 +6,7 @@
 //! (python/cagette/__init__.py) gives it a `subprocess`-shaped API.
 
 use pyo3::prelude::*;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -48,7 +48,9 @@ fn outcome_json(o: &cagette::Outcome) -> String {
 struct NativeChild {
     child: Mutex<Option<cagette::Child>>,
     pid: i32,
-    pidfd: i32,
+    /// Our own pidfd (a dup), so `kill` never uses a closed or reused fd number; released by
+    /// `close()`.
+    pidfd: Mutex<Option<OwnedFd>>,
 }
 
 #[pymethods]
@@ -62,7 +64,7 @@ impl NativeChild {
     /// A pidfd of the sandbox's init (readable when it ended), valid while this object lives.
     #[getter]
     fn pidfd(&self) -> i32 {
-        self.pidfd
+        self.pidfd.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map_or(-1, |f| f.as_raw_fd())
     }
 
     /// Waits up to `timeout` seconds (None: until the end). Returns the outcome as JSON, or None
@@ -99,7 +101,9 @@ impl NativeChild {
     /// Sends a signal to the sandbox's init (forwarded to the payload; SIGKILL kills the tree).
     fn kill(&self, signal: i32) -> PyResult<()> {
         // Not through the mutex: a waiting thread holds it.
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd, signal, 0, 0) };
+        let guard = self.pidfd.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(fd) = guard.as_ref() else { return Ok(()) }; // closed: it has ended
+        let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal, 0, 0) };
         if r < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::ESRCH) {
@@ -114,6 +118,7 @@ impl NativeChild {
         py.detach(|| {
             let c = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
             drop(c);
+            self.pidfd.lock().unwrap_or_else(|e| e.into_inner()).take();
         })
     }
 }
@@ -123,8 +128,9 @@ impl NativeChild {
 fn spawn(py: Python<'_>, spec_json: &str) -> PyResult<NativeChild> {
     let spec = parse_spec(spec_json)?;
     let child = py.detach(|| cagette::Sandbox::from_spec(spec).spawn()).map_err(to_py_err)?;
-    let (pid, pidfd) = (child.pid(), child.pidfd().as_raw_fd());
-    Ok(NativeChild { child: Mutex::new(Some(child)), pid, pidfd })
+    let pidfd = child.pidfd().try_clone_to_owned().map_err(|e| native_err("error", serde_json::json!({"message": format!("duplicate the sandbox's pidfd: {e}")})))?;
+    let pid = child.pid();
+    Ok(NativeChild { child: Mutex::new(Some(child)), pid, pidfd: Mutex::new(Some(pidfd)) })
 }
 
 /// Checks a JSON `SandboxSpec` and returns it normalized (defaults filled in).

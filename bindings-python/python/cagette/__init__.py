@@ -406,22 +406,22 @@ class Process:
 
     async def wait_async(self) -> int:
         """Waits without blocking the event loop (the sandbox's pidfd is watched by the loop)."""
-        if self.returncode is not None:
-            return self.returncode
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        fd = self._native.pidfd
-        loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
-        try:
-            while self.poll() is None:
+        while self.returncode is None:
+            fd = self._native.pidfd
+            if fd < 0:
+                return self.wait()
+            fut: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+            try:
                 if self._timeout is not None:
-                    # The timeout is enforced by polling; the loop stays free meanwhile.
+                    # The sandbox's timeout is enforced by polling; the loop stays free meanwhile.
                     await asyncio.wait([fut], timeout=0.05)
                 else:
                     await fut
-        finally:
-            loop.remove_reader(fd)
-        assert self.returncode is not None
+            finally:
+                loop.remove_reader(fd)  # before poll(): taking the result closes the pidfd
+            self.poll()
         return self.returncode
 
     def communicate(self, input: Any = None, timeout: Optional[float] = None) -> Tuple[Any, Any]:

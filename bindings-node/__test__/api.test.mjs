@@ -1,0 +1,150 @@
+// node:test suite for the cagette package, against the real kernel.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { readdirSync, readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+
+const require = createRequire(import.meta.url);
+const { run, spawn, bind, tmpfs, probe, validate } = require('../lib/index.js');
+
+function pidsWith(needle) {
+  const out = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, 'utf8').replaceAll('\0', ' ').startsWith(needle)) out.push(Number(d));
+    } catch {}
+  }
+  return out;
+}
+
+async function eventually(fn, ms = 5000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (fn()) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return fn();
+}
+
+test('run captures output, verdict and usage', async () => {
+  const r = await run(['sh', '-c', 'echo hi; hostname'], { memory: '256M', network: 'none', hostname: 'box', timeout: 10_000 });
+  assert.equal(r.exitCode, 0);
+  assert.equal(r.verdict, 'exited');
+  assert.equal(r.stdout.toString(), 'hi\nbox\n');
+  assert.ok(r.usage.memoryPeakBytes > 0);
+  assert.ok(r.usage.wallTimeS > 0);
+});
+
+test('exit codes, signals, input, env, cwd, mounts', async () => {
+  assert.equal((await run(['sh', '-c', 'exit 7'])).exitCode, 7);
+  const s = await run(['sh', '-c', 'kill -TERM $$']);
+  assert.deepEqual([s.exitCode, s.signal, s.verdict], [null, 'SIGTERM', 'signaled']);
+  const r = await run(['sh', '-c', 'cat; echo $FOO; pwd; ls /src | head -1; echo x > /scratch/f && cat /scratch/f'], {
+    input: 'in\n', env: { FOO: 'bar' }, cwd: '/usr',
+    mounts: [bind('/usr', '/src', { readOnly: true }), tmpfs('/scratch', { size: '1M' })],
+  });
+  assert.equal(r.stdout.toString(), 'in\nbar\n/usr\nbin\nx\n');
+});
+
+test('spawn streams stdin, stdout and stderr', async () => {
+  const p = spawn(['sh', '-c', 'cat; echo err >&2; exit 3']);
+  assert.ok(p.pid > 0);
+  p.stdin.end('streamed\n');
+  let out = '';
+  for await (const c of p.stdout) out += c;
+  let err = '';
+  for await (const c of p.stderr) err += c;
+  const r = await p.exited;
+  assert.equal(out, 'streamed\n');
+  assert.equal(err, 'err\n');
+  assert.equal(r.exitCode, 3);
+  assert.equal(p.kill(), false, 'kill after the end is a no-op');
+});
+
+test('SIGTERM through kill() reaches the payload', async () => {
+  const p = spawn(['sh', '-c', 'trap "exit 42" TERM; echo ready; while :; do sleep 0.05; done']);
+  for await (const c of p.stdout) if (String(c).includes('ready')) break;
+  p.kill('SIGTERM');
+  assert.equal((await p.exited).exitCode, 42);
+});
+
+test('AbortSignal kills the whole tree', async () => {
+  const marker = `sleep ${7000 + (process.pid % 1000)}.5`;
+  const ac = new AbortController();
+  const pending = run(['sh', '-c', `${marker} & ${marker}`], { signal: ac.signal, namespaces: { pid: 'host' }, memory: '64M' });
+  assert.ok(await eventually(() => pidsWith(marker).length === 2), 'sleeps started');
+  ac.abort();
+  await assert.rejects(pending, (e) => e.name === 'AbortError' && e.code === 'ABORT_ERR' && e.result.verdict === 'signaled');
+  assert.ok(await eventually(() => pidsWith(marker).length === 0), 'no process left');
+  // spawn() with a signal, aborted while it streams.
+  const ac2 = new AbortController();
+  const p = spawn(['sleep', '30'], { signal: ac2.signal });
+  setTimeout(() => ac2.abort(), 50);
+  await assert.rejects(p.exited, { name: 'AbortError' });
+  // Already aborted: rejected before anything starts.
+  await assert.rejects(run(['true'], { signal: AbortSignal.abort() }), { name: 'AbortError' });
+});
+
+test('timeout kills the whole tree', async () => {
+  const marker = `sleep ${8000 + (process.pid % 1000)}.5`;
+  const r = await run(['sh', '-c', `${marker} & ${marker}`], { timeout: 300, namespaces: { pid: 'host' }, memory: '64M' });
+  assert.deepEqual([r.verdict, r.signal, r.timeoutLimit], ['timed_out', 'SIGKILL', 'wall']);
+  assert.ok(r.usage.wallTimeS >= 0.3);
+  assert.ok(await eventually(() => pidsWith(marker).length === 0), 'no process left');
+});
+
+test('OOM is its own verdict', async () => {
+  const r = await run(['tail', '/dev/zero'], { memory: '32M' });
+  assert.deepEqual([r.verdict, r.signal, r.exitCode], ['oom_killed', 'SIGKILL', null]);
+  assert.ok(r.usage.oomKillCount >= 1);
+});
+
+test('error codes', async () => {
+  await assert.rejects(run(['/no/such/program']), (e) => e.code === 'ERR_CAGETTE_SETUP' && e.step === 'exec' && e.errno === 2 && e.path === '/no/such/program' && !!e.hint);
+  await assert.rejects(run(['true'], { memryHigh: '1G' }), (e) => e instanceof TypeError && e.code === 'ERR_CAGETTE_INVALID_OPTION' && e.message.includes('`memryHigh`') && e.message.includes('`memoryHigh`'));
+  await assert.rejects(run(['true'], { memory: '1X' }), (e) => e instanceof TypeError && e.message.includes('1X'));
+  await assert.rejects(run(['true'], { network: 'wifi' }), (e) => e instanceof TypeError && e.message.includes('wifi'));
+  await assert.rejects(run(['true'], { memory: '64M', cgroupParent: '/tmp' }), (e) => e.code === 'ERR_CAGETTE_LIMIT_UNSUPPORTED' && e.step === 'cgroup');
+  await assert.rejects(run('echo hi'), (e) => e instanceof TypeError);
+  assert.throws(() => validate({ timeout: -1 }), TypeError);
+  assert.equal(validate({ memory: '1G' }).memory, 1 << 30);
+});
+
+test('200 concurrent runs leak no fd and no handle', async () => {
+  await run(['true']);
+  const fds = readdirSync('/proc/self/fd').length;
+  const handles = process._getActiveHandles().length;
+  const results = await Promise.all(Array.from({ length: 200 }, (_, i) => run(['sh', '-c', `exit ${i % 100}`])));
+  results.forEach((r, i) => assert.equal(r.exitCode, i % 100));
+  await new Promise((r) => setImmediate(r));
+  assert.equal(readdirSync('/proc/self/fd').length, fds);
+  assert.equal(process._getActiveHandles().length, handles);
+});
+
+test('works from worker_threads', async () => {
+  const code = `
+    const { parentPort } = require('node:worker_threads');
+    const { run } = require(${JSON.stringify(require.resolve('../lib/index.js'))});
+    run(['sh', '-c', 'echo from-worker']).then((r) => parentPort.postMessage(r.stdout.toString()));
+  `;
+  const w = new Worker(code, { eval: true });
+  const msg = await new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+  assert.equal(msg, 'from-worker\n');
+  await w.terminate();
+});
+
+test('a process that used cagette exits by itself', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const script = `const { run } = require(${JSON.stringify(require.resolve('../lib/index.js'))}); run(['true']).then((r) => console.log(r.verdict));`;
+  const r = spawnSync(process.execPath, ['-e', script], { timeout: 20_000, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'exited\n');
+});
+
+test('probe', () => {
+  const p = probe();
+  assert.equal(p.userNamespaces, true);
+  assert.ok(['v1', 'v2'].includes(p.cgroup));
+});

@@ -1,0 +1,180 @@
+// Public types of the `cagette` package. The native layer's types (native.d.ts) are generated
+// by napi-rs from the Rust code.
+import type { Readable, Writable } from 'node:stream';
+
+/** How a job ended: the same strings as `cagette run --report`. */
+export type Verdict = 'exited' | 'signaled' | 'oom_killed' | 'timed_out';
+
+/** A standard stream: a pipe (default for spawn), /dev/null, the parent's, or an fd. */
+export type StdioOption = 'pipe' | 'ignore' | 'inherit' | number;
+
+export interface BindMount {
+  type: 'bind';
+  source: string;
+  destination: string;
+  readOnly?: boolean;
+  recursive?: boolean;
+}
+export interface TmpfsMount {
+  type: 'tmpfs';
+  destination: string;
+  size?: number | string | null;
+  mode?: number | null;
+}
+export interface OverlayMount {
+  type: 'overlay';
+  destination: string;
+  lower: string[];
+  upper?: string | null;
+  work?: string | null;
+}
+export interface ProcMount {
+  type: 'proc';
+  destination: string;
+}
+export interface DevMount {
+  type: 'dev';
+  destination: string;
+}
+export type Mount = BindMount | TmpfsMount | OverlayMount | ProcMount | DevMount;
+
+export type NamespaceMode = 'new' | 'host' | { join: string };
+
+/** Options: child_process-style ones, then the sandbox's (fields of the core's SandboxSpec). */
+export interface Options {
+  /** Working directory inside the sandbox (default '/'). */
+  cwd?: string;
+  /** Environment variables, on top of PATH, HOME and TERM (or the host's with inheritEnv). */
+  env?: Record<string, string>;
+  /** Wall-clock limit in milliseconds: the whole sandbox is killed (verdict 'timed_out'). */
+  timeout?: number;
+  /** CPU-time limit in milliseconds for the whole job (verdict 'timed_out', limit 'cpu'). */
+  cpuTime?: number;
+  /** Aborting kills the whole sandbox; the promise rejects with an AbortError. */
+  signal?: AbortSignal;
+  /** Shorthand for stdin, stdout, stderr. */
+  stdio?: StdioOption | [StdioOption, StdioOption, StdioOption];
+  stdin?: StdioOption;
+  stdout?: StdioOption;
+  stderr?: StdioOption;
+  /** Data written to stdin (run() only). */
+  input?: string | Buffer;
+
+  /** Network: 'none' (own namespace, loopback only; the default) or 'host'. */
+  network?: 'none' | 'host' | { join: string };
+  hostname?: string;
+  /** Memory limit of the whole job, e.g. '2G' or a number of bytes. */
+  memory?: number | string;
+  memoryHigh?: number | string;
+  memorySwap?: number | string;
+  /** CPU quota in CPUs (0.5 = half a CPU). */
+  cpus?: number;
+  cpuWeight?: number;
+  /** Maximum number of processes and threads. */
+  pids?: number;
+  cpusetCpus?: string;
+  cpusetMems?: string;
+  ioWeight?: number;
+  /** 'auto' (a cgroup when a limit is set), 'always', 'never'. */
+  cgroup?: 'auto' | 'always' | 'never';
+  cgroupParent?: string;
+  mounts?: Mount[];
+  /** A directory to use as the root file system (default: the host's / read-only). */
+  rootfs?: string;
+  rootfsWritable?: boolean;
+  inheritEnv?: boolean;
+  user?: number;
+  group?: number;
+  supplementaryGroups?: number[];
+  uidMap?: Array<{ inside: number; outside: number; count: number }>;
+  gidMap?: Array<{ inside: number; outside: number; count: number }>;
+  namespaces?: Partial<Record<'user' | 'pid' | 'mount' | 'uts' | 'ipc' | 'cgroup' | 'time', NamespaceMode>>;
+  proc?: boolean;
+  dev?: boolean;
+  tmp?: boolean;
+  sys?: boolean;
+  maskedPaths?: string[];
+  readonlyPaths?: string[];
+  capabilities?: string[];
+  noNewPrivs?: boolean;
+  rlimits?: Array<{ resource: string; soft: number; hard: number }>;
+  passFds?: Array<{ host: number; sandbox: number }>;
+}
+
+/** What a job used. Seconds and bytes. */
+export interface Usage {
+  wallTimeS: number;
+  cpuUserS: number;
+  cpuSystemS: number;
+  /** The job's cgroup peak when it has a cgroup, else the largest process's peak RSS. */
+  memoryPeakBytes: number;
+  /** Peak RSS of the largest single process. */
+  maxRssBytes: number;
+  pidsPeak: number | null;
+  ioReadBytes: number | null;
+  ioWriteBytes: number | null;
+  oomKillCount: number;
+  pressure: { cpuSome: number; memorySome: number; memoryFull: number; ioSome: number; ioFull: number } | null;
+}
+
+export interface Result {
+  /** The exit code when the verdict is 'exited', else null. */
+  exitCode: number | null;
+  /** The signal's name when killed by one ('SIGKILL' for OOM kills and timeouts), else null. */
+  signal: NodeJS.Signals | null;
+  verdict: Verdict;
+  /** For 'timed_out': which limit ran out. */
+  timeoutLimit: 'wall' | 'cpu' | null;
+  usage: Usage;
+  /** Captured stdout (run() with stdout 'pipe', the default), else null. */
+  stdout: Buffer | null;
+  /** Captured stderr (run() with stderr 'pipe', the default), else null. */
+  stderr: Buffer | null;
+}
+
+/** Errors have these codes: ERR_CAGETTE_SETUP (with step, errno, path, hint),
+ * ERR_CAGETTE_LIMIT_UNSUPPORTED, ERR_CAGETTE_INVALID_OPTION (a TypeError), ERR_CAGETTE, and
+ * ABORT_ERR (an AbortError, with the result). */
+export interface CagetteError extends Error {
+  code: 'ERR_CAGETTE_SETUP' | 'ERR_CAGETTE_LIMIT_UNSUPPORTED' | 'ERR_CAGETTE_INVALID_OPTION' | 'ERR_CAGETTE' | 'ABORT_ERR';
+  step?: string;
+  errno?: number | null;
+  path?: string | null;
+  hint?: string | null;
+  result?: Result;
+}
+
+export declare class SandboxProcess {
+  readonly pid: number;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  /** Resolves with the Result when the sandbox has ended. */
+  readonly exited: Promise<Result>;
+  /** Set once it has ended. */
+  result: Result | null;
+  /** Sends a signal (default SIGTERM); SIGKILL kills the whole tree. */
+  kill(signal?: NodeJS.Signals | number): boolean;
+}
+
+export declare function run(argv: string[], options?: Options): Promise<Result>;
+export declare function spawn(argv: string[], options?: Options): SandboxProcess;
+export declare function bind(source: string, destination: string, options?: { readOnly?: boolean; recursive?: boolean }): BindMount;
+export declare function tmpfs(destination: string, options?: { size?: number | string; mode?: number }): TmpfsMount;
+export declare function overlay(lower: string[], destination: string, options?: { upper?: string; work?: string }): OverlayMount;
+
+export interface Probe {
+  kernel: string;
+  root: boolean;
+  userNamespaces: boolean;
+  clone3: boolean;
+  pidfd: boolean;
+  mountApi: boolean;
+  overlayfs: boolean;
+  seccomp: boolean;
+  landlockAbi: number | null;
+  cgroup: 'v1' | 'v2' | 'none';
+  cgroupControllers: string[];
+}
+export declare function probe(): Probe;
+export declare function validate(options?: Options): Record<string, unknown>;

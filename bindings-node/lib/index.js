@@ -1,0 +1,286 @@
+'use strict';
+/**
+ * cagette for Node.js: run commands in Linux sandboxes, shaped like child_process.
+ *
+ *   const { run, spawn, bind } = require('cagette');
+ *   const r = await run(['npm', 'ci'], { memory: '2G', network: 'none', timeout: 600_000 });
+ *
+ * Options other than child_process-style ones (cwd, env, timeout, signal, stdio, input) are
+ * fields of cagette's one sandbox description (the core's SandboxSpec): camelCase keys are
+ * renamed to its snake_case ones and passed through, so they are checked in one place and a bad
+ * key or value rejects with a TypeError naming it.
+ */
+const net = require('node:net');
+const os = require('node:os');
+const native = require('../native.js');
+
+const SIGNAL_NUMBERS = os.constants.signals;
+const SIGNAL_NAMES = Object.fromEntries(Object.entries(SIGNAL_NUMBERS).map(([k, v]) => [v, k]));
+
+/** camelCase -> snake_case, recursively for plain objects. Returns [converted, renames]. */
+function snake(value, renames) {
+  if (Array.isArray(value)) return value.map((v) => snake(v, renames));
+  if (value === null || typeof value !== 'object' || Buffer.isBuffer(value)) return value;
+  const out = {};
+  for (const [k, v] of Object.entries(value)) {
+    const s = k.replace(/[A-Z]/g, (c) => '_' + c.toLowerCase());
+    if (s !== k) renames.set(s, k);
+    out[s] = snake(v, renames);
+  }
+  return out;
+}
+
+function camel(value) {
+  if (Array.isArray(value)) return value.map(camel);
+  if (value === null || typeof value !== 'object') return value;
+  const out = {};
+  for (const [k, v] of Object.entries(value)) out[k.replace(/_([a-z])/g, (_, c) => c.toUpperCase())] = camel(v);
+  return out;
+}
+
+function cagetteError(e, renames) {
+  let payload;
+  try {
+    payload = JSON.parse(e.message);
+  } catch {
+    return e;
+  }
+  let msg = payload.message || String(e.message);
+  for (const [s, k] of renames || []) msg = msg.split('`' + s + '`').join('`' + k + '`');
+  // Name the core's snake_case options the way JS callers write them.
+  msg = msg.replace(/`([a-z0-9]+(?:_[a-z0-9]+)+)`/g, (_, n) => '`' + n.replace(/_([a-z0-9])/g, (__, c) => c.toUpperCase()) + '`');
+  if (payload.kind === 'spec_key' || payload.kind === 'spec_value') {
+    const err = new TypeError(`invalid cagette option: ${msg}`);
+    err.code = 'ERR_CAGETTE_INVALID_OPTION';
+    return err;
+  }
+  if (payload.kind === 'setup') {
+    const err = new Error(payload.hint ? `${msg} (hint: ${payload.hint})` : msg);
+    err.code = payload.step === 'cgroup' ? 'ERR_CAGETTE_LIMIT_UNSUPPORTED' : 'ERR_CAGETTE_SETUP';
+    err.step = payload.step;
+    err.errno = payload.errno ?? null;
+    err.path = payload.path ?? null;
+    err.hint = payload.hint ?? null;
+    return err;
+  }
+  const err = new Error(msg);
+  err.code = 'ERR_CAGETTE';
+  return err;
+}
+
+function abortError(signal, result) {
+  const err = new Error('The operation was aborted', { cause: signal && signal.reason });
+  err.name = 'AbortError';
+  err.code = 'ABORT_ERR';
+  if (result) err.result = result;
+  return err;
+}
+
+const JS_OPTIONS = new Set(['cwd', 'env', 'timeout', 'signal', 'stdio', 'stdin', 'stdout', 'stderr', 'input', 'cpuTime']);
+
+function streamSpec(v, name) {
+  if (v === undefined || v === 'inherit') return 'inherit';
+  if (v === 'pipe') return 'piped';
+  if (v === 'ignore' || v === null) return 'null';
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return { fd: v };
+  const err = new TypeError(`invalid cagette option: ${name} must be 'pipe', 'ignore', 'inherit' or an fd number, got ${String(v)}`);
+  err.code = 'ERR_CAGETTE_INVALID_OPTION';
+  throw err;
+}
+
+/** Builds the core's spec from argv and JS options. */
+function buildSpec(argv, options, defaults) {
+  if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === 'string')) {
+    const err = new TypeError('invalid cagette option: argv must be a non-empty array of strings (no shell is run)');
+    err.code = 'ERR_CAGETTE_INVALID_OPTION';
+    throw err;
+  }
+  const opts = options || {};
+  const renames = new Map();
+  const rest = {};
+  for (const [k, v] of Object.entries(opts)) if (!JS_OPTIONS.has(k)) rest[k] = v;
+  const spec = snake(rest, renames);
+  spec.argv = argv;
+  if (opts.cwd !== undefined) spec.cwd = String(opts.cwd);
+  if (opts.env !== undefined) spec.env = Object.fromEntries(Object.entries(opts.env).map(([k, v]) => [k, String(v)]));
+  const ms = (v, name) => {
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'number' || !(v >= 0)) {
+      const err = new TypeError(`invalid cagette option: ${name} must be a number of milliseconds, got ${String(v)}`);
+      err.code = 'ERR_CAGETTE_INVALID_OPTION';
+      throw err;
+    }
+    return v / 1000;
+  };
+  if (opts.timeout !== undefined && opts.timeout !== 0) spec.timeout = ms(opts.timeout, 'timeout');
+  if (opts.cpuTime !== undefined) spec.cpu_time = ms(opts.cpuTime, 'cpuTime');
+  const stdio = Array.isArray(opts.stdio) ? opts.stdio : typeof opts.stdio === 'string' ? [opts.stdio, opts.stdio, opts.stdio] : [];
+  spec.stdin = streamSpec(opts.stdin ?? stdio[0] ?? defaults[0], 'stdin');
+  spec.stdout = streamSpec(opts.stdout ?? stdio[1] ?? defaults[1], 'stdout');
+  spec.stderr = streamSpec(opts.stderr ?? stdio[2] ?? defaults[2], 'stderr');
+  return { json: JSON.stringify(spec), renames };
+}
+
+/** Turns a report (JSON) into the Result object. */
+function makeResult(reportJson, stdout, stderr) {
+  const report = JSON.parse(reportJson);
+  let signal = null;
+  if (report.verdict === 'signaled') signal = SIGNAL_NAMES[report.signal] || null;
+  else if (report.verdict === 'oom_killed' || report.verdict === 'timed_out') signal = 'SIGKILL';
+  const usage = camel({
+    wall_time_s: report.wall_time_s,
+    cpu_user_s: report.cpu_user_s,
+    cpu_system_s: report.cpu_system_s,
+    memory_peak_bytes: report.memory_peak_bytes,
+    max_rss_bytes: report.max_rss_bytes,
+    pids_peak: report.pids_peak,
+    io_read_bytes: report.io_read_bytes,
+    io_write_bytes: report.io_write_bytes,
+    oom_kill_count: report.oom_kill_count,
+  });
+  usage.pressure = report.pressure ? camel(report.pressure) : null;
+  return {
+    exitCode: report.verdict === 'exited' ? report.exit_code : null,
+    signal,
+    verdict: report.verdict,
+    timeoutLimit: report.limit ?? null,
+    usage,
+    stdout: stdout ?? null,
+    stderr: stderr ?? null,
+  };
+}
+
+function nativeSpawn(json, renames) {
+  try {
+    return native.spawn(json);
+  } catch (e) {
+    throw cagetteError(e, renames);
+  }
+}
+
+function signalNumber(sig) {
+  if (sig === undefined) return SIGNAL_NUMBERS.SIGTERM;
+  if (typeof sig === 'number') return sig;
+  const n = SIGNAL_NUMBERS[sig];
+  if (n === undefined) throw new TypeError(`unknown signal ${String(sig)}`);
+  return n;
+}
+
+/**
+ * Runs argv in a sandbox; resolves with the Result once it ended (whatever its verdict).
+ * stdout and stderr are captured as Buffers unless set otherwise; `input` feeds stdin.
+ * Rejects with an AbortError when `signal` aborts (the whole sandbox is killed), with
+ * ERR_CAGETTE_SETUP / ERR_CAGETTE_LIMIT_UNSUPPORTED errors when it could not be set up, and with
+ * a TypeError (ERR_CAGETTE_INVALID_OPTION) for a bad option.
+ */
+async function run(argv, options = {}) {
+  const { signal } = options;
+  if (signal && signal.aborted) throw abortError(signal);
+  const hasInput = options.input !== undefined && options.input !== null;
+  const { json, renames } = buildSpec(argv, options, [hasInput ? 'pipe' : 'ignore', 'pipe', 'pipe']);
+  const child = nativeSpawn(json, renames);
+  let aborted = false;
+  const onAbort = () => {
+    aborted = true;
+    child.kill(SIGNAL_NUMBERS.SIGKILL);
+  };
+  if (signal) signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    const input = hasInput ? (Buffer.isBuffer(options.input) ? options.input : Buffer.from(String(options.input))) : undefined;
+    const out = await child.output(input).catch((e) => {
+      throw cagetteError(e);
+    }).finally(() => child.release());
+    const result = makeResult(out.report, out.stdout, out.stderr);
+    if (aborted) throw abortError(signal, result);
+    return result;
+  } finally {
+    if (signal) signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/** A running sandboxed command (see spawn()). */
+class SandboxProcess {
+  constructor(child, signal) {
+    this._child = child;
+    /** Host pid of the sandbox's init. */
+    this.pid = child.pid;
+    const [inFd, outFd, errFd] = child.takeStdio();
+    this.stdin = inFd == null ? null : new net.Socket({ fd: inFd, readable: false, writable: true });
+    this.stdout = outFd == null ? null : new net.Socket({ fd: outFd, readable: true, writable: false });
+    this.stderr = errFd == null ? null : new net.Socket({ fd: errFd, readable: true, writable: false });
+    for (const s of [this.stdin, this.stdout, this.stderr]) if (s) s.on('error', () => {});
+    let aborted = false;
+    const onAbort = () => {
+      aborted = true;
+      child.kill(SIGNAL_NUMBERS.SIGKILL);
+    };
+    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    this.result = null;
+    /** Resolves with the Result when the sandbox has ended. */
+    this.exited = child.wait().finally(() => child.release()).then(
+      (report) => {
+        if (signal) signal.removeEventListener('abort', onAbort);
+        if (this.stdin && !this.stdin.destroyed) this.stdin.destroy();
+        this.result = makeResult(report, null, null);
+        if (aborted) throw abortError(signal, this.result);
+        return this.result;
+      },
+      (e) => {
+        if (signal) signal.removeEventListener('abort', onAbort);
+        throw cagetteError(e);
+      },
+    );
+  }
+
+  /** Sends a signal (default SIGTERM) to the sandbox: forwarded to the payload; SIGKILL
+   * kills the whole tree. Returns false when it had already ended. */
+  kill(sig) {
+    if (this.result) return false;
+    this._child.kill(signalNumber(sig));
+    return true;
+  }
+}
+
+/**
+ * Starts argv in a sandbox and returns a SandboxProcess at once (spawning takes about as long as
+ * child_process.spawn). stdin, stdout and stderr are streams by default ('pipe').
+ */
+function spawn(argv, options = {}) {
+  const { signal } = options;
+  if (signal && signal.aborted) throw abortError(signal);
+  const { json, renames } = buildSpec(argv, options, ['pipe', 'pipe', 'pipe']);
+  return new SandboxProcess(nativeSpawn(json, renames), signal);
+}
+
+/** A host path seen at `destination` in the sandbox. */
+function bind(source, destination, options = {}) {
+  return { type: 'bind', source: String(source), destination, readOnly: Boolean(options.readOnly), recursive: options.recursive !== false };
+}
+
+/** A fresh tmpfs at `destination` (`size` like '64M'). */
+function tmpfs(destination, options = {}) {
+  return { type: 'tmpfs', destination, size: options.size ?? null, mode: options.mode ?? null };
+}
+
+/** An overlay of `lower` directories (first on top) with an ephemeral upper layer. */
+function overlay(lower, destination, options = {}) {
+  return { type: 'overlay', destination, lower: lower.map(String), upper: options.upper ?? null, work: options.work ?? null };
+}
+
+/** What this host supports (user namespaces, cgroup version and controllers, ...). */
+function probe() {
+  return camel(JSON.parse(native.probe()));
+}
+
+/** Checks options without running anything; returns the complete spec (snake_case, as the
+ * core sees it). Throws a TypeError (ERR_CAGETTE_INVALID_OPTION) naming a bad key or value. */
+function validate(options = {}) {
+  const { json, renames } = buildSpec(['true'], options, ['inherit', 'inherit', 'inherit']);
+  try {
+    return JSON.parse(native.validate(json));
+  } catch (e) {
+    throw cagetteError(e, renames);
+  }
+}
+
+module.exports = { run, spawn, SandboxProcess, bind, tmpfs, overlay, probe, validate };

@@ -1,0 +1,186 @@
+//! The native addon of the `cagette` npm package: a thin layer over the Rust library.
+//!
+//! The sandbox description crosses the boundary as the core's `SandboxSpec` in JSON (the JS
+//! layer only renames camelCase keys), so no option is declared twice. Waiting never happens on
+//! the JS thread nor on libuv's small thread pool: each running sandbox gets a thread of its own
+//! that resolves a promise when the sandbox ends.
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+
+/// Errors carry a JSON payload in their message: `{"kind": ..., ...}`; lib/index.js turns them
+/// into JS errors with documented `code`s.
+fn err(kind: &str, mut payload: serde_json::Value) -> Error {
+    payload["kind"] = serde_json::Value::String(kind.to_string());
+    Error::new(Status::GenericFailure, payload.to_string())
+}
+
+fn to_napi_err(e: cagette::Error) -> Error {
+    match e.setup_failure() {
+        Some(f) => err("setup", serde_json::to_value(f).unwrap_or_default()),
+        None => err("error", serde_json::json!({ "message": e.to_string() })),
+    }
+}
+
+fn parse_spec(spec_json: &str) -> Result<cagette::SandboxSpec> {
+    serde_json::from_str(spec_json).map_err(|e| {
+        let full = e.to_string();
+        let msg = full.rfind(" at line ").map(|i| full[..i].to_string()).unwrap_or(full);
+        let kind = if msg.starts_with("unknown field") { "spec_key" } else { "spec_value" };
+        err(kind, serde_json::json!({ "message": msg }))
+    })
+}
+
+fn report_json(o: &cagette::Outcome) -> String {
+    serde_json::to_string(&cagette::Report::new(&o.verdict, &o.usage)).unwrap_or_default()
+}
+
+/// What `output()` resolves to.
+#[napi(object)]
+pub struct NativeOutput {
+    /// The report (same JSON as `cagette run --report`).
+    pub report: String,
+    /// Captured standard output, when it was piped.
+    pub stdout: Option<Buffer>,
+    /// Captured standard error, when it was piped.
+    pub stderr: Option<Buffer>,
+}
+
+/// A running sandbox.
+#[napi]
+pub struct NativeChild {
+    child: Arc<Mutex<Option<cagette::Child>>>,
+    pid: i32,
+    /// Our own pidfd (a dup), so `kill` never uses a closed or reused fd number; released by
+    /// `release()` once the job has ended.
+    pidfd: Mutex<Option<OwnedFd>>,
+}
+
+#[napi]
+impl NativeChild {
+    /// Host pid of the sandbox's init.
+    #[napi(getter)]
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Hands the piped standard streams' fds to JS (stdin, stdout, stderr; null when not piped).
+    /// The caller owns them afterwards.
+    #[napi]
+    pub fn take_stdio(&self) -> Vec<Option<i32>> {
+        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_mut() {
+            Some(c) => vec![
+                c.stdin.take().map(|f| f.into_raw_fd()),
+                c.stdout.take().map(|f| f.into_raw_fd()),
+                c.stderr.take().map(|f| f.into_raw_fd()),
+            ],
+            None => vec![None, None, None],
+        }
+    }
+
+    /// Waits on a thread of its own; resolves with the report JSON.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn wait<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+        let (deferred, promise) = env.create_deferred()?;
+        let child = self.child.clone();
+        std::thread::Builder::new()
+            .name("cagette-wait".into())
+            .spawn(move || {
+                let mut guard = child.lock().unwrap_or_else(|e| e.into_inner());
+                let r = match guard.as_mut() {
+                    Some(c) => c.wait().map(|o| report_json(&o)).map_err(to_napi_err),
+                    None => Err(err("error", serde_json::json!({"message": "the sandbox was already released"}))),
+                };
+                // Release fds and the cgroup now, not when JS collects the object.
+                guard.take();
+                drop(guard);
+                match r {
+                    Ok(json) => deferred.resolve(move |_| Ok(json)),
+                    Err(e) => deferred.reject(e),
+                }
+            })
+            .map_err(|e| Error::new(Status::GenericFailure, format!("start a wait thread: {e}")))?;
+        Ok(promise)
+    }
+
+    /// Feeds `input` to piped stdin, collects piped stdout/stderr and waits, on a thread of its
+    /// own; resolves with the report and the captured output.
+    #[napi(ts_return_type = "Promise<NativeOutput>")]
+    pub fn output<'env>(&self, env: &'env Env, input: Option<Buffer>) -> Result<Object<'env>> {
+        let (deferred, promise) = env.create_deferred()?;
+        let child = self.child.clone();
+        let input: Option<Vec<u8>> = input.map(|b| b.to_vec());
+        std::thread::Builder::new()
+            .name("cagette-output".into())
+            .spawn(move || {
+                let mut guard = child.lock().unwrap_or_else(|e| e.into_inner());
+                let r = match guard.as_mut() {
+                    Some(c) => {
+                        let piped = (c.stdout.is_some(), c.stderr.is_some());
+                        c.communicate(input.as_deref().or(Some(&[]))).and_then(|(out, errb)| c.wait().map(|o| (report_json(&o), piped, out, errb))).map_err(to_napi_err)
+                    }
+                    None => Err(err("error", serde_json::json!({"message": "the sandbox was already released"}))),
+                };
+                guard.take();
+                drop(guard);
+                match r {
+                    Ok((report, (po, pe), out, errb)) => deferred.resolve(move |_| {
+                        Ok(NativeOutput { report, stdout: po.then(|| out.into()), stderr: pe.then(|| errb.into()) })
+                    }),
+                    Err(e) => deferred.reject(e),
+                }
+            })
+            .map_err(|e| Error::new(Status::GenericFailure, format!("start an output thread: {e}")))?;
+        Ok(promise)
+    }
+
+    /// Releases what is left (the pidfd; the sandbox itself is released when it ends). Call
+    /// once the job has ended; `kill` is a no-op afterwards.
+    #[napi]
+    pub fn release(&self) {
+        self.pidfd.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Sends a signal to the sandbox's init (forwarded to the payload; SIGKILL kills the tree).
+    /// Works while another thread waits.
+    #[napi]
+    pub fn kill(&self, signal: i32) -> Result<()> {
+        let guard = self.pidfd.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(fd) = guard.as_ref() else { return Ok(()) }; // released: it has ended
+        let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal, 0, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(err("error", serde_json::json!({"message": format!("send signal {signal} to the sandbox: {e}")})));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts a sandbox from a JSON `SandboxSpec` (synchronously, like child_process.spawn: it
+/// returns once the command was executed, in about as long).
+#[napi]
+pub fn spawn(spec_json: String) -> Result<NativeChild> {
+    let spec = parse_spec(&spec_json)?;
+    let child = cagette::Sandbox::from_spec(spec).spawn().map_err(to_napi_err)?;
+    let pidfd = child.pidfd().try_clone_to_owned().map_err(|e| Error::new(Status::GenericFailure, format!("duplicate the sandbox's pidfd: {e}")))?;
+    let pid = child.pid();
+    Ok(NativeChild { child: Arc::new(Mutex::new(Some(child))), pid, pidfd: Mutex::new(Some(pidfd)) })
+}
+
+/// Checks a JSON `SandboxSpec`; returns it complete (defaults filled in).
+#[napi]
+pub fn validate(spec_json: String) -> Result<String> {
+    let spec = parse_spec(&spec_json)?;
+    serde_json::to_string(&spec).map_err(|e| err("error", serde_json::json!({"message": e.to_string()})))
+}
+
+/// What this host supports, as JSON.
+#[napi]
+pub fn probe() -> String {
+    serde_json::to_string(&cagette::probe()).unwrap_or_default()
+}
