@@ -101,7 +101,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         # test files and the Python installation if they live there.
         hidden = ("/tmp/", "/dev/", "/run/", "/proc/", "/sys/")
         seen = set()
-        for p in (rootdir, sys.prefix, sys.base_prefix):
+        for p in (rootdir, str(pyfuncitem.path.parent), sys.prefix, sys.base_prefix):
             p = os.path.realpath(p)
             if p.startswith(hidden) and p not in seen:
                 seen.add(p)
@@ -109,8 +109,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         mounts.append(cagette.bind(d, d))  # the worker writes its result here
         env = dict(os.environ)
         env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+        # The test by its file's absolute path: node ids are relative to a rootdir that
+        # depends on how this pytest was invoked.
+        rest = pyfuncitem.nodeid.split("::", 1)[1] if "::" in pyfuncitem.nodeid else pyfuncitem.name
+        target = f"{pyfuncitem.path}::{rest}"
         argv = [
-            sys.executable, "-m", "pytest", pyfuncitem.nodeid,
+            sys.executable, "-m", "pytest", target,
             "-p", "no:cacheprovider", "-q", "--no-header", "-rN",
             "--rootdir", rootdir, f"{_WORKER_OPT}={report_file}",
         ]
