@@ -16,6 +16,7 @@ trap 'rm -rf "$work"' EXIT
 bundle=$work/bundle
 scripts/make-busybox-rootfs.sh "$bundle/rootfs"
 (cd "$bundle" && crun spec)
+mkdir -p "$bundle/limits" && ln -s ../rootfs "$bundle/limits/rootfs"
 python3 - "$bundle/config.json" <<'PY'
 import json, sys
 p = sys.argv[1]
@@ -23,6 +24,9 @@ c = json.load(open(p))
 c["process"]["args"] = ["/bin/true"]
 c["process"]["terminal"] = False
 json.dump(c, open(p, "w"), indent=1)
+# The same bundle with limits: 256 MiB memory, 64 pids, 1 CPU.
+c["linux"].setdefault("resources", {}).update({"memory": {"limit": 268435456}, "pids": {"limit": 64}, "cpu": {"quota": 100000, "period": 100000}})
+json.dump(c, open(p.replace("config.json", "limits/config.json"), "w"), indent=1)
 PY
 cagette=$PWD/target/release/cagette
 root=$bundle/rootfs
@@ -33,7 +37,9 @@ if [ -d /sys/fs/cgroup/unified ] && mountpoint -q /sys/fs/cgroup/unified; then h
 ${hybrid:+unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh} \
 hyperfine -N --warmup 30 --runs "$runs" --export-json "$work/result.json" \
   -n cagette "$cagette run --rootfs $root -- /bin/true" \
+  -n "cagette (limits)" "$cagette run --rootfs $root --memory 256M --pids 64 --cpus 1 -- /bin/true" \
   -n crun "crun run --bundle $bundle cagette-compare-crun" \
+  -n "crun (limits)" "crun run --bundle $bundle/limits cagette-compare-crun-limits" \
   -n runc "runc run --bundle $bundle cagette-compare-runc" \
   -n bwrap "bwrap --unshare-all --bind $root / --proc /proc --dev /dev /bin/true" \
   -n unshare "unshare --user --map-root-user --pid --fork --mount --uts --ipc --net --root $root --mount-proc /bin/true" \
@@ -51,4 +57,4 @@ echo
 echo "what each runs: cagette: user+pid+mount+uts+ipc+net+cgroup+time namespaces, pivot_root into the"
 echo "rootfs, fresh /proc and sysfs, minimal /dev, tmpfs /tmp, masked paths, caps, no_new_privs;"
 echo "crun/runc: \`crun spec\` defaults, no user namespace; bwrap: --unshare-all with /proc and /dev;"
-echo "unshare: chroot (not pivot_root) with /proc."
+echo "unshare: chroot (not pivot_root) with /proc. (limits): 256 MiB memory, 64 pids, 1 CPU, as cgroups."

@@ -115,6 +115,9 @@ struct RunArgs {
     /// I/O weight, 1-10000.
     #[arg(long, value_name = "W")]
     io_weight: Option<u32>,
+    /// Per-device I/O limit: DEVICE:rbps=N,wbps=N,riops=N,wiops=N (DEVICE a path or MAJ:MIN).
+    #[arg(long, value_name = "DEV:LIMITS")]
+    io_max: Vec<String>,
     /// Kill the job once it has used this much CPU time (e.g. 5s).
     #[arg(long, value_name = "DURATION")]
     cpu_time: Option<String>,
@@ -275,6 +278,23 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
     spec.io_weight = a.io_weight.or(spec.io_weight);
     if a.cpuset.is_some() {
         spec.cpuset_cpus = a.cpuset.clone();
+    }
+    for l in &a.io_max {
+        // The device may itself contain ':' (MAJ:MIN): the limits follow the last ':'.
+        let (dev, limits) = l.rsplit_once(':').unwrap_or_else(|| die(format!("invalid --io-max {l:?}: expected DEVICE:rbps=N,wbps=N,riops=N,wiops=N")));
+        let mut m = cagette::IoMax { device: dev.to_string(), rbps: None, wbps: None, riops: None, wiops: None };
+        for kv in limits.split(',') {
+            let (k, v) = kv.split_once('=').unwrap_or_else(|| die(format!("invalid --io-max limit {kv:?}: expected rbps=N, wbps=N, riops=N or wiops=N")));
+            let bad = || die(format!("invalid --io-max value {v:?} for {k}"));
+            match k {
+                "rbps" => m.rbps = Some(v.parse::<Size>().unwrap_or_else(|_| bad())),
+                "wbps" => m.wbps = Some(v.parse::<Size>().unwrap_or_else(|_| bad())),
+                "riops" => m.riops = Some(v.parse::<u64>().unwrap_or_else(|_| die(format!("invalid --io-max value {v:?} for riops")))),
+                "wiops" => m.wiops = Some(v.parse::<u64>().unwrap_or_else(|_| die(format!("invalid --io-max value {v:?} for wiops")))),
+                _ => die(format!("invalid --io-max limit {k:?}: expected rbps, wbps, riops or wiops")),
+            }
+        }
+        spec.io_max.push(m);
     }
     if let Some(t) = &a.cpu_time {
         spec.cpu_time = Some(cagette::parse_duration(t).unwrap_or_else(|e| die(format!("--cpu-time: {e}"))));

@@ -111,6 +111,8 @@ pub(crate) struct Wanted {
     pub cpuset_cpus: Option<String>,
     pub cpuset_mems: Option<String>,
     pub io_weight: Option<u32>,
+    /// (MAJ:MIN, rbps, wbps, riops, wiops)
+    pub io_max: Vec<(String, Option<u64>, Option<u64>, Option<u64>, Option<u64>)>,
     pub cpu_time: Option<Duration>,
     pub always: bool,
     /// The job has its own pid namespace: killing its init kills every process, and init's
@@ -119,8 +121,13 @@ pub(crate) struct Wanted {
 }
 
 impl Wanted {
-    pub fn from_spec(spec: &SandboxSpec) -> Wanted {
-        Wanted {
+    pub fn from_spec(spec: &SandboxSpec) -> Result<Wanted, SetupFailure> {
+        let mut io_max = Vec::new();
+        for l in &spec.io_max {
+            io_max.push((device_number(&l.device)?, l.rbps.map(|s| s.bytes()), l.wbps.map(|s| s.bytes()), l.riops, l.wiops));
+        }
+        Ok(Wanted {
+            io_max,
             memory: spec.memory.map(|s| s.bytes()),
             memory_high: spec.memory_high.map(|s| s.bytes()),
             memory_swap: spec.memory_swap.map(|s| s.bytes()),
@@ -133,7 +140,7 @@ impl Wanted {
             cpu_time: spec.cpu_time,
             always: spec.cgroup == crate::spec::CgroupMode::Always,
             pid_ns: spec.namespaces.pid == crate::spec::NsMode::New,
-        }
+        })
     }
 
     /// Whether the job needs a cgroup at all.
@@ -163,7 +170,7 @@ impl Wanted {
         if self.cpuset_cpus.is_some() || self.cpuset_mems.is_some() {
             c.push("cpuset");
         }
-        if self.io_weight.is_some() {
+        if self.io_weight.is_some() || !self.io_max.is_empty() {
             c.push("blkio");
         }
         c
@@ -174,7 +181,7 @@ impl Wanted {
         if self.cpuset_cpus.is_some() || self.cpuset_mems.is_some() {
             c.push("cpuset");
         }
-        if self.io_weight.is_some() {
+        if self.io_weight.is_some() || !self.io_max.is_empty() {
             c.push("io");
         }
         c
@@ -389,6 +396,15 @@ impl JobCgroup {
         if let Some(wt) = w.io_weight {
             write(&dir.join("io.weight"), &format!("default {wt}"), "set the io weight")?;
         }
+        for (dev, rbps, wbps, riops, wiops) in &w.io_max {
+            let mut line = dev.clone();
+            for (k, v) in [("rbps", rbps), ("wbps", wbps), ("riops", riops), ("wiops", wiops)] {
+                if let Some(v) = v {
+                    line.push_str(&format!(" {k}={v}"));
+                }
+            }
+            write(&dir.join("io.max"), &line, &format!("set I/O limits on device {dev}"))?;
+        }
         Ok(())
     }
 
@@ -426,6 +442,13 @@ impl JobCgroup {
         }
         if let Some(m) = &w.cpuset_mems {
             write(&d("cpuset").join("cpuset.mems"), m, "set the memory nodes")?;
+        }
+        for (dev, rbps, wbps, riops, wiops) in &w.io_max {
+            for (file, v) in [("read_bps_device", rbps), ("write_bps_device", wbps), ("read_iops_device", riops), ("write_iops_device", wiops)] {
+                if let Some(v) = v {
+                    write(&d("blkio").join(format!("blkio.throttle.{file}")), &format!("{dev} {v}"), &format!("set I/O limits on device {dev}"))?;
+                }
+            }
         }
         if let Some(wt) = w.io_weight {
             let f = d("blkio").join("blkio.weight");
@@ -612,6 +635,22 @@ fn sweep_v1(parent: &Path) {
             let _ = kill_and_remove_dir(&e.path());
         }
     }
+}
+
+/// "MAJ:MIN" of a block device given as a path or as "MAJ:MIN".
+fn device_number(dev: &str) -> Result<String, SetupFailure> {
+    if let Some((a, b)) = dev.split_once(':') {
+        if a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok() {
+            return Ok(dev.to_string());
+        }
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = fs::metadata(dev).map_err(|e| setup_err(e.raw_os_error(), Path::new(dev), "find the block device for an I/O limit").hint("give a block device path such as /dev/sda, or MAJOR:MINOR"))?;
+    if !md.file_type().is_block_device() {
+        return Err(setup_err(Some(libc::ENOTBLK), Path::new(dev), "an I/O limit needs a block device").hint("give a block device path such as /dev/sda, or MAJOR:MINOR"));
+    }
+    let rdev = md.rdev();
+    Ok(format!("{}:{}", libc::major(rdev), libc::minor(rdev)))
 }
 
 fn cpu_quota(cpus: f64) -> Result<u64, SetupFailure> {

@@ -50,7 +50,7 @@ pub use error::{Error, Result, SetupFailure, Step};
 pub use probe::{CgroupVersion, Probe, probe};
 pub use sandbox::Sandbox;
 pub use spec::{
-    CgroupMode, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, Mount, Namespaces, Network, NsMode,
+    CgroupMode, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, IoMax, Mount, Namespaces, Network, NsMode,
     PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio,
 };
 pub use units::{ParseUnitError, Size, parse_duration};

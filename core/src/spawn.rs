@@ -169,7 +169,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     };
 
     // The job's cgroup first: a limit that cannot be applied fails before anything runs.
-    let wanted = Wanted::from_spec(spec);
+    let wanted = Wanted::from_spec(spec)?;
     let cgroup = if wanted.any() {
         if spec.cgroup == CgroupMode::Never {
             return Err(SetupFailure::new(Step::Cgroup, Some(libc::EINVAL), None, "resource limits were asked for but cgroup = never").hint("drop the limits or allow a cgroup (cgroup = auto)").into());

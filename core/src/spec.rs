@@ -108,6 +108,8 @@ pub struct SandboxSpec {
     pub cpuset_mems: Option<String>,
     /// I/O weight, 1 to 10000 (default 100).
     pub io_weight: Option<u32>,
+    /// Per-device I/O limits (bytes and operations per second).
+    pub io_max: Vec<IoMax>,
     /// When the job gets a cgroup: `auto` (when a limit is set), `always` (also for the usage
     /// report), `never` (asking for a limit is then an error).
     pub cgroup: CgroupMode,
@@ -115,6 +117,31 @@ pub struct SandboxSpec {
     /// one subdirectory per controller). Default: `/sys/fs/cgroup/cagette` as root (v2),
     /// `/sys/fs/cgroup/<controller>/cagette` (v1), or the caller's delegated cgroup.
     pub cgroup_parent: Option<PathBuf>,
+}
+
+/// I/O limits on one block device.
+///
+/// ```
+/// let l: cagette::IoMax = serde_json::from_str(r#"{"device": "/dev/vda", "rbps": "10M"}"#).unwrap();
+/// assert_eq!(l.rbps.unwrap().bytes(), 10 << 20);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoMax {
+    /// The device: a path (`/dev/vda`) or `MAJOR:MINOR`.
+    pub device: String,
+    /// Read bytes per second.
+    #[serde(default)]
+    pub rbps: Option<Size>,
+    /// Write bytes per second.
+    #[serde(default)]
+    pub wbps: Option<Size>,
+    /// Read operations per second.
+    #[serde(default)]
+    pub riops: Option<u64>,
+    /// Write operations per second.
+    #[serde(default)]
+    pub wiops: Option<u64>,
 }
 
 /// When a job gets a cgroup of its own.
@@ -172,6 +199,7 @@ impl Default for SandboxSpec {
             cpuset_cpus: None,
             cpuset_mems: None,
             io_weight: None,
+            io_max: Vec::new(),
             cgroup: CgroupMode::Auto,
             cgroup_parent: None,
         }

@@ -274,3 +274,51 @@ fn stale_cgroups_of_a_dead_host_are_swept() {
     assert!(st.success());
     assert!(stale().is_empty(), "stale cgroups not swept: {:?}", stale());
 }
+
+/// The first block device of this host, if any (the cgroup-v2 VM has none).
+fn a_block_device() -> Option<(String, String)> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block").ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with("loop") && !n.starts_with("ram")).collect();
+    names.sort();
+    let name = names.into_iter().next()?;
+    let dev = std::fs::read_to_string(format!("/sys/block/{name}/dev")).ok()?.trim().to_string();
+    Some((format!("/dev/{name}"), dev))
+}
+
+#[test]
+fn per_device_io_limits_reach_the_cgroup() {
+    let _g = serial();
+    let Some((path, majmin)) = a_block_device() else {
+        eprintln!("no block device on this host: per-device I/O limits not exercised here");
+        return;
+    };
+    if !std::path::Path::new(&path).exists() {
+        return;
+    }
+    let s = SandboxSpec {
+        io_max: vec![cagette::IoMax { device: path.clone(), rbps: Some(Size(1 << 20)), wbps: None, riops: None, wiops: Some(100) }],
+        ..spec(&["sleep", "5"])
+    };
+    let mut child = Sandbox::from_spec(s).spawn().unwrap();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let dirs = my_job_cgroups();
+    let text: String = dirs
+        .iter()
+        .flat_map(|d| {
+            let files: &[&str] = if v2 { &["io.max"] } else { &["blkio.throttle.read_bps_device", "blkio.throttle.write_iops_device"] };
+            files.iter().map(move |f| std::fs::read_to_string(d.join(f)).unwrap_or_default()).collect::<Vec<_>>()
+        })
+        .collect();
+    child.kill(libc::SIGKILL).unwrap();
+    child.wait().unwrap();
+    if v2 {
+        assert!(text.contains(&format!("{majmin} rbps=1048576")) && text.contains("wiops=100"), "io.max: {text:?}");
+    } else {
+        assert!(text.contains(&format!("{majmin} 1048576")) && text.contains(&format!("{majmin} 100")), "blkio: {text:?}");
+    }
+    // A path that is not a block device: refused, naming it.
+    let s = SandboxSpec { io_max: vec![cagette::IoMax { device: "/etc/hostname".into(), rbps: Some(Size(1)), wbps: None, riops: None, wiops: None }], ..spec(&["true"]) };
+    let e = Sandbox::from_spec(s).status().unwrap_err();
+    let f = e.setup_failure().unwrap();
+    assert_eq!((f.step, f.errno), (Step::Cgroup, Some(libc::ENOTBLK)), "{f:?}");
+    assert!(my_job_cgroups().is_empty());
+}
