@@ -4,7 +4,7 @@
 //! `--print-spec` shows the spec the flags produce.
 
 use cagette::{
-    Capability, DEFAULT_CAPABILITIES, IdMap, Mount, Network, NsMode, Outcome, Report, SandboxSpec,
+    Capability, IdMap, Mount, Network, NsMode, Outcome, Report, SandboxSpec, Seccomp, SeccompMode,
     Size, Verdict,
 };
 use clap::{Parser, Subcommand};
@@ -85,6 +85,27 @@ struct RunArgs {
     /// Stay in the host's namespace of this kind: user, pid, mount, uts, ipc, cgroup, time.
     #[arg(long, value_name = "NS")]
     share: Vec<String>,
+    /// System-call filter: default, none, or a file holding an OCI linux.seccomp profile (JSON).
+    #[arg(long, value_name = "default|none|FILE")]
+    seccomp: Option<String>,
+    /// Allow a system call the default filter denies (repeatable).
+    #[arg(long, value_name = "SYSCALL")]
+    seccomp_allow: Vec<String>,
+    /// Deny one more system call (repeatable).
+    #[arg(long, value_name = "SYSCALL")]
+    seccomp_deny: Vec<String>,
+    /// Kill the process on a denied system call instead of failing the call with EPERM.
+    #[arg(long)]
+    seccomp_kill: bool,
+    /// Let the payload create user namespaces.
+    #[arg(long)]
+    allow_userns: bool,
+    /// Enforce Landlock: everything read-only except this path (repeatable; /dev is always writable).
+    #[arg(long, value_name = "PATH")]
+    landlock_writable: Vec<String>,
+    /// Raise the kept capabilities as ambient ones (a non-root payload keeps them).
+    #[arg(long)]
+    ambient_caps: bool,
     /// Keep a capability beyond the default set (e.g. NET_ADMIN, or ALL).
     #[arg(long, value_name = "CAP")]
     cap_add: Vec<String>,
@@ -249,18 +270,29 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
         };
         *slot = NsMode::Host;
     }
-    if !a.cap_add.is_empty() || !a.cap_drop.is_empty() {
-        let mut caps: Vec<Capability> = spec.capabilities.clone().unwrap_or_else(|| DEFAULT_CAPABILITIES.to_vec());
-        for c in &a.cap_add {
-            caps.extend(parse_cap(c));
-        }
-        for c in &a.cap_drop {
-            let drop = parse_cap(c);
-            caps.retain(|x| !drop.contains(x));
-        }
-        caps.sort();
-        caps.dedup();
-        spec.capabilities = Some(caps);
+    for c in &a.cap_add {
+        spec.cap_add.extend(parse_cap(c));
+    }
+    for c in &a.cap_drop {
+        spec.cap_drop.extend(parse_cap(c));
+    }
+    spec.ambient_capabilities |= a.ambient_caps;
+    if let Some(sc) = &a.seccomp {
+        spec.seccomp = match sc.as_str() {
+            "default" => Seccomp::Mode(SeccompMode::Default),
+            "none" => Seccomp::Mode(SeccompMode::None),
+            file => {
+                let text = std::fs::read_to_string(file).unwrap_or_else(|e| die(format!("--seccomp {file}: cannot read it: {e}")));
+                Seccomp::Profile(serde_json::from_str(&text).unwrap_or_else(|e| die(format!("--seccomp {file}: not an OCI linux.seccomp profile: {e}"))))
+            }
+        };
+    }
+    spec.seccomp_allow.extend(a.seccomp_allow.iter().cloned());
+    spec.seccomp_deny.extend(a.seccomp_deny.iter().cloned());
+    spec.seccomp_kill |= a.seccomp_kill;
+    spec.allow_user_namespaces |= a.allow_userns;
+    if !a.landlock_writable.is_empty() {
+        spec.landlock.get_or_insert_with(Default::default).writable.extend(a.landlock_writable.iter().cloned());
     }
     let size = |flag: &str, v: &Option<String>| v.as_ref().map(|v| v.parse::<Size>().unwrap_or_else(|e| die(format!("--{flag}: {e}"))));
     if a.memory.is_some() {

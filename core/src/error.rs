@@ -45,6 +45,10 @@ pub enum Step {
     Capabilities,
     /// Setting no_new_privs.
     NoNewPrivs,
+    /// Compiling or loading the seccomp filter.
+    Seccomp,
+    /// Applying the Landlock rules.
+    Landlock,
     /// Executing the command.
     Exec,
     /// Starting the sandbox's init.
@@ -73,6 +77,8 @@ impl Step {
             User => "user",
             Capabilities => "capabilities",
             NoNewPrivs => "no_new_privs",
+            Seccomp => "seccomp",
+            Landlock => "landlock",
             Exec => "exec",
             Init => "init",
         }

@@ -465,6 +465,13 @@ unsafe extern "C" fn payload_main(arg: *mut c_void) -> c_int {
     sys::exit(127)
 }
 
+/// struct landlock_path_beneath_attr (packed).
+#[repr(C, packed)]
+struct LandlockPathBeneath {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
 #[repr(C)]
 struct CapHeader {
     version: u32,
@@ -499,15 +506,15 @@ unsafe fn run_payload_op(plan: &Plan, op: &PayloadOp) -> Result<(), Errno> {
         PayloadOp::SetGroups { list, n } => sys::setgroups(n, list).map(|_| ()),
         PayloadOp::SetGid { gid } => sys::setresgid(gid, gid, gid).map(|_| ()),
         PayloadOp::SetUid { uid } => sys::setresuid(uid, uid, uid).map(|_| ()),
-        PayloadOp::CapSet { keep } => {
+        PayloadOp::CapSet { keep, inheritable } => {
             let mut hdr = CapHeader { version: 0x2008_0522, pid: 0 };
             let mut cur = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
             sys::capget(&mut hdr as *mut CapHeader as *mut c_void, cur.as_mut_ptr() as *mut c_void)?;
             let lo = keep as u32;
             let hi = (keep >> 32) as u32;
             let data = [
-                CapData { effective: cur[0].permitted & lo, permitted: cur[0].permitted & lo, inheritable: 0 },
-                CapData { effective: cur[1].permitted & hi, permitted: cur[1].permitted & hi, inheritable: 0 },
+                CapData { effective: cur[0].permitted & lo, permitted: cur[0].permitted & lo, inheritable: cur[0].permitted & lo & inheritable as u32 },
+                CapData { effective: cur[1].permitted & hi, permitted: cur[1].permitted & hi, inheritable: cur[1].permitted & hi & (inheritable >> 32) as u32 },
             ];
             let mut hdr = CapHeader { version: 0x2008_0522, pid: 0 };
             sys::capset(&mut hdr as *mut CapHeader as *mut c_void, data.as_ptr() as *const c_void)?;
@@ -515,6 +522,37 @@ unsafe fn run_payload_op(plan: &Plan, op: &PayloadOp) -> Result<(), Errno> {
                 Ok(_) | Err(Errno(libc::EINVAL)) => Ok(()),
                 Err(e) => Err(e),
             }
+        }
+        PayloadOp::KeepCaps => sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0).map(|_| ()),
+        PayloadOp::Ambient { keep, last_cap } => {
+            let mut cap = 0u32;
+            while cap <= last_cap && cap < 64 {
+                if keep & (1u64 << cap) != 0 {
+                    sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as usize, cap as usize, 0, 0)?;
+                }
+                cap += 1;
+            }
+            Ok(())
+        }
+        PayloadOp::Seccomp { fprog } => sys::seccomp_filter(fprog).map(|_| ()),
+        PayloadOp::LandlockCreate { handled } => {
+            let attr = handled; // struct landlock_ruleset_attr { u64 handled_access_fs }
+            let fd = sys::landlock_create_ruleset(&attr as *const u64 as *const c_void, 8, 0)? as c_int;
+            plan.landlock_fd.store(fd, Ordering::Relaxed);
+            Ok(())
+        }
+        PayloadOp::LandlockRule { path, access } => {
+            let fd = sys::openat(libc::AT_FDCWD, path, libc::O_PATH | libc::O_CLOEXEC, 0)? as c_int;
+            let attr = LandlockPathBeneath { allowed_access: access, parent_fd: fd };
+            let r = sys::landlock_add_rule(plan.landlock_fd.load(Ordering::Relaxed), 1, &attr as *const LandlockPathBeneath as *const c_void);
+            let _ = sys::close(fd);
+            r.map(|_| ())
+        }
+        PayloadOp::LandlockRestrict => {
+            let fd = plan.landlock_fd.load(Ordering::Relaxed);
+            let r = sys::landlock_restrict_self(fd);
+            let _ = sys::close(fd);
+            r.map(|_| ())
         }
         PayloadOp::NoNewPrivs => sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).map(|_| ()),
         PayloadOp::Fds { moves, n, high, close, n_close } => unsafe { shuffle_fds(plan, moves, n, high, close, n_close) },

@@ -38,9 +38,11 @@ mod exec;
 mod plan;
 mod probe;
 mod sandbox;
+mod seccomp;
 mod spawn;
 mod spec;
 mod sys;
+mod syscall_table;
 mod units;
 mod verdict;
 
@@ -50,8 +52,10 @@ pub use error::{Error, Result, SetupFailure, Step};
 pub use probe::{CgroupVersion, Probe, probe};
 pub use sandbox::Sandbox;
 pub use spec::{
-    CgroupMode, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, IoMax, Mount, Namespaces, Network, NsMode,
+    CgroupMode, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, IoMax, Landlock, OciSeccomp,
+    OciSyscall, OciSyscallArg, Seccomp, SeccompMode, Mount, Namespaces, Network, NsMode,
     PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio,
 };
+pub use seccomp::DEFAULT_DENIED as DEFAULT_DENIED_SYSCALLS;
 pub use units::{ParseUnitError, Size, parse_duration};
 pub use verdict::{Outcome, Output, Pressure, Report, TimeLimit, Usage, Verdict};

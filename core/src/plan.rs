@@ -5,6 +5,7 @@
 //! comes back as (operation index, errno) turns into a message that names what failed and where.
 
 use crate::caps;
+use crate::seccomp;
 use crate::error::{SetupFailure, Step};
 use crate::spec::{
     DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, Mount, Network, NsMode, SandboxSpec,
@@ -77,7 +78,13 @@ pub(crate) enum PayloadOp {
     SetGroups { list: *const u32, n: usize },
     SetGid { gid: u32 },
     SetUid { uid: u32 },
-    CapSet { keep: u64 },
+    CapSet { keep: u64, inheritable: u64 },
+    KeepCaps,
+    Ambient { keep: u64, last_cap: u32 },
+    Seccomp { fprog: *const libc::sock_fprog },
+    LandlockCreate { handled: u64 },
+    LandlockRule { path: CStr, access: u64 },
+    LandlockRestrict,
     NoNewPrivs,
     /// Put `moves[i].0` at fd `moves[i].1`, then close everything else but the error pipe.
     Fds { moves: *const (i32, i32), n: usize, high: i32, close: *const (u32, u32), n_close: usize },
@@ -122,6 +129,9 @@ pub(crate) struct Plan {
     ranges: Vec<Box<[(u32, u32)]>>,
     groups: Vec<Box<[u32]>>,
     bufs: Vec<Box<UnsafeCell<[u8; PATH_BUF]>>>,
+    filters: Vec<crate::seccomp::Filter>,
+    /// The Landlock ruleset fd, created by the payload.
+    pub landlock_fd: AtomicI32,
     /// The payload's stack top, set by the spawner before clone.
     pub payload_stack_top: *mut u8,
 }
@@ -201,6 +211,8 @@ impl Plan {
             ranges: Vec::new(),
             groups: Vec::new(),
             bufs: Vec::new(),
+            filters: Vec::new(),
+            landlock_fd: AtomicI32::new(-1),
             payload_stack_top: std::ptr::null_mut(),
         }
     }
@@ -862,16 +874,49 @@ impl Compiler<'_> {
         Ok(())
     }
 
+    /// Landlock: everything read-only and executable, the writable paths (and /dev) fully
+    /// allowed. The handled rights follow the kernel's ABI version; no Landlock is an error.
+    fn landlock(&mut self, ll: &crate::spec::Landlock) -> Result<(), SetupFailure> {
+        let abi = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, 0usize, 0usize, 1u32) };
+        if abi < 1 {
+            let e = std::io::Error::last_os_error().raw_os_error();
+            return Err(SetupFailure::new(Step::Landlock, e, None, "Landlock rules were asked for, but this kernel has no Landlock")
+                .hint("boot a kernel with CONFIG_SECURITY_LANDLOCK and lsm=...,landlock, or drop the landlock option (`cagette probe` tells)"));
+        }
+        const READ: u64 = 1 | (1 << 2) | (1 << 3); // execute, read file, read dir
+        let mut handled: u64 = (1 << 13) - 1; // ABI 1: bits 0-12
+        if abi >= 2 {
+            handled |= 1 << 13; // refer
+        }
+        if abi >= 3 {
+            handled |= 1 << 14; // truncate
+        }
+        self.plan.pop(PayloadOp::LandlockCreate { handled }, Step::Landlock, format!("create a Landlock ruleset (ABI {abi})"), None);
+        let root = self.plan.cs("/")?;
+        self.plan.pop(PayloadOp::LandlockRule { path: root, access: READ }, Step::Landlock, "allow reading everywhere", Some(Path::new("/")));
+        let mut writable: Vec<String> = vec!["/dev".into()];
+        writable.extend(ll.writable.iter().cloned());
+        for w in writable {
+            sandbox_components(&w, Step::Landlock)?;
+            let p = self.plan.cs(&w)?;
+            self.plan.pop(PayloadOp::LandlockRule { path: p, access: handled }, Step::Landlock, format!("allow writing under {w}"), Some(Path::new(&w)));
+        }
+        self.plan.pop(PayloadOp::LandlockRestrict, Step::Landlock, "enforce the Landlock ruleset", None);
+        Ok(())
+    }
+
     fn payload(&mut self, fds: &Fds) -> Result<(), SetupFailure> {
         let spec = self.spec;
         self.plan.pop(PayloadOp::DeathSignal, Step::Init, "set the payload's parent-death signal", None);
 
         // Capabilities: drop the bounding set while we still may, then switch user, then trim
         // the remaining sets.
-        let keep_caps = match &spec.capabilities {
+        let keep_caps = (match &spec.capabilities {
             Some(c) => caps::mask(c),
             None => caps::mask(caps::DEFAULT_CAPABILITIES),
-        };
+        } | caps::mask(&spec.cap_add))
+            & !caps::mask(&spec.cap_drop);
+        let ambient = spec.ambient_capabilities && keep_caps != 0;
         let last_cap = last_cap();
         if spec.namespaces.user != NsMode::Host || unsafe { libc::geteuid() } == 0 {
             self.plan.pop(PayloadOp::DropBounding { keep: keep_caps, last_cap }, Step::Capabilities, "drop capabilities from the bounding set", None);
@@ -891,11 +936,21 @@ impl Compiler<'_> {
         if self.plan.user_ns || spec.group.is_some() {
             self.plan.pop(PayloadOp::SetGid { gid }, Step::User, format!("switch to gid {gid}"), None);
         }
+        if ambient && uid != 0 {
+            // Keep the permitted set across the switch to a non-zero uid.
+            self.plan.pop(PayloadOp::KeepCaps, Step::Capabilities, "keep capabilities across the uid switch", None);
+        }
         if self.plan.user_ns || spec.user.is_some() {
             self.plan.pop(PayloadOp::SetUid { uid }, Step::User, format!("switch to uid {uid}"), None);
         }
         if spec.namespaces.user != NsMode::Host || unsafe { libc::geteuid() } == 0 {
-            self.plan.pop(PayloadOp::CapSet { keep: if uid == 0 { keep_caps } else { 0 } }, Step::Capabilities, "set the payload's capabilities", None);
+            let keep = if uid == 0 || ambient { keep_caps } else { 0 };
+            self.plan.pop(PayloadOp::CapSet { keep, inheritable: if ambient { keep } else { 0 } }, Step::Capabilities, "set the payload's capabilities", None);
+            if ambient {
+                self.plan.pop(PayloadOp::Ambient { keep, last_cap }, Step::Capabilities, "raise the ambient capabilities", None);
+            }
+        } else if ambient {
+            return Err(fail(Step::Capabilities, None, "ambient capabilities need a user namespace or root"));
         }
         if spec.no_new_privs {
             self.plan.pop(PayloadOp::NoNewPrivs, Step::NoNewPrivs, "set no_new_privs", None);
@@ -968,6 +1023,19 @@ impl Compiler<'_> {
         let candidates_p = self.plan.arr(cands);
         let argv_p = self.plan.arr(argv);
         let envp_p = self.plan.arr(envp);
+        // Landlock, then seccomp, as late as possible (a profile could deny what setup needs).
+        if let Some(ll) = &spec.landlock {
+            self.landlock(ll)?;
+        }
+        if let Some(filter) = seccomp::compile(spec)? {
+            if !spec.no_new_privs {
+                return Err(fail(Step::Seccomp, None, "a seccomp filter needs no_new_privs (the payload has no CAP_SYS_ADMIN to load one without it)")
+                    .hint("keep no_new_privs = true, or set seccomp = \"none\""));
+            }
+            let fprog: *const libc::sock_fprog = &*filter.fprog;
+            self.plan.filters.push(filter);
+            self.plan.pop(PayloadOp::Seccomp { fprog }, Step::Seccomp, "load the seccomp filter", None);
+        }
         self.plan.pop(PayloadOp::UnblockSignals, Step::Exec, "unblock signals", None);
         let what = if cmd.contains('/') { format!("execute {cmd}") } else { format!("execute {cmd} (searched in PATH={path_var})") };
         self.plan.pop(PayloadOp::Exec { candidates: candidates_p, n, argv: argv_p, envp: envp_p }, Step::Exec, what, Some(Path::new(cmd)));

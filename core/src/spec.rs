@@ -72,8 +72,30 @@ pub struct SandboxSpec {
     pub rlimits: Vec<Rlimit>,
     /// The capabilities the payload keeps; `None` means [`crate::DEFAULT_CAPABILITIES`].
     pub capabilities: Option<Vec<Capability>>,
+    /// Capabilities added to `capabilities` (or to the default set).
+    pub cap_add: Vec<Capability>,
+    /// Capabilities removed from `capabilities` (or from the default set).
+    pub cap_drop: Vec<Capability>,
+    /// Also raise the kept capabilities as *ambient* ones, so that a payload running as a
+    /// non-zero uid keeps them across exec (off by default).
+    pub ambient_capabilities: bool,
     /// Set `no_new_privs` (default true): setuid binaries and file capabilities grant nothing.
     pub no_new_privs: bool,
+    /// System-call filter: `"default"` (cagette's profile, with the effect of Docker's default),
+    /// `"none"`, or an OCI `linux.seccomp` object.
+    pub seccomp: Seccomp,
+    /// System calls allowed although the default profile denies them.
+    pub seccomp_allow: Vec<String>,
+    /// System calls denied on top of the profile.
+    pub seccomp_deny: Vec<String>,
+    /// Kill the process on a denied system call (SIGSYS) instead of failing it with EPERM.
+    pub seccomp_kill: bool,
+    /// Let the payload create user namespaces (the default profile refuses them: they are the
+    /// usual way to regain capabilities inside).
+    pub allow_user_namespaces: bool,
+    /// Landlock file-system rules, enforced on top of the mounts (fails closed when the kernel
+    /// has no Landlock).
+    pub landlock: Option<Landlock>,
     /// Standard input of the payload (default `inherit`).
     pub stdin: Stdio,
     /// Standard output of the payload (default `inherit`).
@@ -117,6 +139,86 @@ pub struct SandboxSpec {
     /// one subdirectory per controller). Default: `/sys/fs/cgroup/cagette` as root (v2),
     /// `/sys/fs/cgroup/<controller>/cagette` (v1), or the caller's delegated cgroup.
     pub cgroup_parent: Option<PathBuf>,
+}
+
+/// The system-call filter.
+///
+/// Serialized as `"default"`, `"none"`, or an OCI `linux.seccomp` object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Seccomp {
+    /// A named profile.
+    Mode(SeccompMode),
+    /// An OCI runtime-spec `linux.seccomp` profile.
+    Profile(OciSeccomp),
+}
+
+impl Default for Seccomp {
+    fn default() -> Self {
+        Seccomp::Mode(SeccompMode::Default)
+    }
+}
+
+/// Named seccomp profiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeccompMode {
+    /// cagette's default profile (see [`crate::DEFAULT_DENIED_SYSCALLS`]).
+    Default,
+    /// No filter.
+    None,
+}
+
+/// An OCI `linux.seccomp` profile (runtime-spec `config-linux.md`).
+#[allow(missing_docs)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciSeccomp {
+    pub default_action: String,
+    #[serde(default)]
+    pub default_errno_ret: Option<u32>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(default)]
+    pub syscalls: Vec<OciSyscall>,
+}
+
+/// One rule of an OCI seccomp profile.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciSyscall {
+    pub names: Vec<String>,
+    pub action: String,
+    #[serde(default)]
+    pub errno_ret: Option<u32>,
+    #[serde(default)]
+    pub args: Vec<OciSyscallArg>,
+}
+
+/// An argument condition of an OCI seccomp rule.
+#[allow(missing_docs)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciSyscallArg {
+    pub index: u32,
+    pub value: u64,
+    #[serde(default)]
+    pub value_two: u64,
+    pub op: String,
+}
+
+/// Landlock rules: everything is read-only (and executable) except the `writable` paths.
+///
+/// ```
+/// let l: cagette::Landlock = serde_json::from_str(r#"{"writable": ["/tmp", "/out"]}"#).unwrap();
+/// assert_eq!(l.writable.len(), 2);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Landlock {
+    /// Paths inside the sandbox where writing is allowed (with everything else).
+    pub writable: Vec<String>,
 }
 
 /// I/O limits on one block device.
@@ -183,7 +285,16 @@ impl Default for SandboxSpec {
             readonly_paths: None,
             rlimits: Vec::new(),
             capabilities: None,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            ambient_capabilities: false,
             no_new_privs: true,
+            seccomp: Seccomp::Mode(SeccompMode::Default),
+            seccomp_allow: Vec::new(),
+            seccomp_deny: Vec::new(),
+            seccomp_kill: false,
+            allow_user_namespaces: false,
+            landlock: None,
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,

@@ -296,6 +296,19 @@ pub fn rt_sigaction(sig: c_int, act: *const c_void, old: *mut c_void) -> SysResu
 pub fn rt_sigprocmask(how: c_int, set: *const u64, old: *mut u64) -> SysResult {
     sc!(SYS_rt_sigprocmask, how, set, old, 8)
 }
+pub fn seccomp_filter(prog: *const libc::sock_fprog) -> SysResult {
+    // seccomp(SECCOMP_SET_MODE_FILTER, 0, prog)
+    sc!(libc::SYS_seccomp, 1, 0, prog)
+}
+pub fn landlock_create_ruleset(attr: *const c_void, size: usize, flags: u32) -> SysResult {
+    sc!(libc::SYS_landlock_create_ruleset, attr, size, flags)
+}
+pub fn landlock_add_rule(ruleset: c_int, rule_type: u32, attr: *const c_void) -> SysResult {
+    sc!(libc::SYS_landlock_add_rule, ruleset, rule_type, attr, 0)
+}
+pub fn landlock_restrict_self(ruleset: c_int) -> SysResult {
+    sc!(libc::SYS_landlock_restrict_self, ruleset, 0)
+}
 pub fn wait4(pid: c_int, status: *mut c_int, options: c_int) -> SysResult { sc!(SYS_wait4, pid, status, options, 0) }
 
 /// Ends the calling task (not the thread group: the setup child is its own process).

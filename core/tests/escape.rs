@@ -1,0 +1,263 @@
+//! The escape suite: each test tries one way out of a default sandbox and asserts the specific
+//! failure (errno, or what the payload can see), not just "non-zero exit". The attacks run as
+//! root inside the sandbox, with the default capabilities, from Python (ctypes for raw calls).
+mod common;
+use cagette::{Mount, NsMode, Sandbox, SandboxSpec, Stdio, Verdict};
+use common::*;
+
+/// Runs a Python snippet (with helpers `sc(name, *args)` -> "ok" or the errno name, and
+/// `try_(fn)` -> "ok" or the errno name) in a sandbox; returns its stdout lines.
+fn attack(spec: SandboxSpec, code: &str) -> Vec<String> {
+    let prelude = r#"
+import ctypes, errno, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+NR = {"keyctl": 250, "bpf": 321, "perf_event_open": 298, "init_module": 175, "finit_module": 313,
+      "setns": 308, "unshare": 272, "mount": 165, "umount2": 166, "ptrace": 101, "mknod": 133,
+      "sethostname": 170, "clone3": 435, "open_tree": 428, "kexec_load": 246, "userfaultfd": 323,
+      "chroot": 161, "swapon": 167, "reboot": 169, "settimeofday": 164, "clock_settime": 227,
+      "open_by_handle_at": 304, "add_key": 248, "pivot_root": 155}
+def sc(name, *args):
+    conv = [ctypes.c_char_p(a) if isinstance(a, bytes) else ctypes.c_long(a) for a in args]
+    r = libc.syscall(NR[name], *conv)
+    return "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]
+def try_(f):
+    try:
+        f()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+"#;
+    let mut spec = spec;
+    spec.argv = vec!["python3".into(), "-c".into(), format!("{prelude}\n{code}")];
+    spec.stdin = Stdio::Null;
+    spec.stdout = Stdio::Piped;
+    spec.stderr = Stdio::Piped;
+    let o = Sandbox::from_spec(spec).output().expect("spawn");
+    assert_eq!(o.status, Verdict::Exited(0), "attack script failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+}
+
+fn default() -> SandboxSpec {
+    SandboxSpec::default()
+}
+
+#[test]
+fn cannot_see_or_signal_host_processes() {
+    // Attack: signal the host process that started the sandbox, by its host pid.
+    let host = std::process::id();
+    let out = attack(default(), &format!("print(try_(lambda: os.kill({host}, 0)))\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]))"));
+    assert_eq!(out[0], "ESRCH");
+    let n: usize = out[1].parse().unwrap();
+    assert!(n <= 3, "the sandbox sees {n} processes");
+}
+
+#[test]
+fn cannot_ptrace_a_host_process() {
+    // Attack: PTRACE_ATTACH to the host process. Own pid namespace: it does not exist there.
+    let host = std::process::id();
+    let out = attack(default(), &format!("print(sc('ptrace', 16, {host}, 0, 0))"));
+    assert_eq!(out, ["ESRCH"]);
+    // Sharing the host's pid namespace: ptrace is filtered (seccomp).
+    let spec = SandboxSpec { namespaces: cagette::Namespaces { pid: NsMode::Host, ..Default::default() }, ..default() };
+    let out = attack(spec, &format!("print(sc('ptrace', 16, {host}, 0, 0))"));
+    assert_eq!(out, ["EPERM"]);
+}
+
+#[test]
+fn proc_root_and_fds_lead_nowhere_on_the_host() {
+    // Attack: reach the host's files through /proc/<pid>/root, /proc/self/fd of a leaked fd, or
+    // the working directory.
+    let marker = std::env::temp_dir().join(format!("cagette-escape-marker-{}", std::process::id()));
+    std::fs::write(&marker, "host secret").unwrap();
+    // A host fd that is not close-on-exec, open while the sandbox starts.
+    let leaky = std::fs::File::open(&marker).unwrap();
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&leaky), libc::F_SETFD, 0) };
+    let m = marker.display();
+    let out = attack(
+        default(),
+        &format!(
+            "print(try_(lambda: open('/proc/self/root{m}')))\n\
+             print(try_(lambda: open('{m}')))\n\
+             print(try_(lambda: os.listdir('/proc/1/root')))\n\
+             print(sorted(int(f) for f in os.listdir('/proc/self/fd') if int(f) > 3))\n\
+             print(os.readlink('/proc/self/cwd'), os.readlink('/proc/self/root'))"
+        ),
+    );
+    std::fs::remove_file(&marker).unwrap();
+    drop(leaky);
+    // init (pid 1) keeps capabilities the payload lacks: the kernel refuses to let the payload
+    // look into it (EACCES), so it cannot borrow init's root or namespaces either.
+    assert_eq!(out, ["ENOENT", "ENOENT", "EACCES", "[]", "/ /"]);
+}
+
+#[test]
+fn cannot_remount_or_mount_or_unmount() {
+    // Attack: remount / or a read-only bind read-write; mount a new proc or sysfs; unmount a
+    // masked path to reveal what it hides.
+    let d = TempDir::new("ro");
+    let spec = SandboxSpec { mounts: vec![Mount::bind(d.path(), "/ro").read_only()], ..default() };
+    let out = attack(
+        spec,
+        "MS_REMOUNT, MS_BIND, MS_RDONLY = 32, 4096, 1\n\
+         print(sc('mount', 0, b'/', 0, MS_REMOUNT, 0))\n\
+         print(sc('mount', 0, b'/ro', 0, MS_REMOUNT | MS_BIND, 0))\n\
+         print(sc('mount', b'proc', b'/tmp', b'proc', 0, 0))\n\
+         print(sc('mount', b'sysfs', b'/tmp', b'sysfs', 0, 0))\n\
+         print(sc('umount2', b'/sys/firmware', 2))\n\
+         print(sc('open_tree', -100, b'/', 1))\n\
+         print(try_(lambda: open('/ro/x', 'w')))",
+    );
+    assert_eq!(out, ["EPERM", "EPERM", "EPERM", "EPERM", "EPERM", "EPERM", "EROFS"]);
+}
+
+#[test]
+fn kernel_knobs_are_out_of_reach() {
+    // Attack: write /proc/sysrq-trigger and /proc/sys/kernel/*; raise our own cgroup limits.
+    let out = attack(
+        default(),
+        "print(try_(lambda: open('/proc/sysrq-trigger', 'w').write('b')))\n\
+         print(try_(lambda: open('/proc/sys/kernel/hostname', 'w').write('pwned')))\n\
+         print(try_(lambda: open('/sys/fs/cgroup/memory/memory.limit_in_bytes', 'w')))\n\
+         print(try_(lambda: open('/sys/fs/cgroup/memory.max', 'w')))\n\
+         print(try_(lambda: open('/sys/kernel/mm/transparent_hugepage/enabled', 'w')))",
+    );
+    // The sandbox's /sys is a fresh read-only sysfs with no cgroup file system mounted in it.
+    // (Some kernels have no /proc/sysrq-trigger at all.)
+    let sysrq = if std::path::Path::new("/proc/sysrq-trigger").exists() { "EROFS" } else { "ENOENT" };
+    assert_eq!(out, [sysrq, "EROFS", "ENOENT", "ENOENT", "EROFS"]);
+}
+
+#[test]
+fn no_raw_devices() {
+    // Attack: open /dev/mem or a block device, or make one with mknod.
+    let out = attack(
+        default(),
+        "S_IFBLK = 0o060000\n\
+         print(try_(lambda: open('/dev/mem', 'rb')))\n\
+         print(try_(lambda: open('/dev/vda', 'rb')))\n\
+         print(try_(lambda: open('/dev/sda', 'rb')))\n\
+         print(sc('mknod', b'/tmp/sda', S_IFBLK | 0o600, os.makedev(8, 0)))",
+    );
+    assert_eq!(out, ["ENOENT", "ENOENT", "ENOENT", "EPERM"]);
+}
+
+#[test]
+fn dangerous_kernel_interfaces_are_filtered() {
+    // Attack: load a kernel module, kexec, keyrings, bpf, perf, userfaultfd, swap, reboot,
+    // clocks, and the open_by_handle_at "shocker" escape.
+    let out = attack(
+        default(),
+        "fd = os.open('/etc/hostname', os.O_RDONLY)\n\
+         for name, args in [('finit_module', (fd, b'', 0)), ('init_module', (0, 0, b'')), ('kexec_load', (0, 0, 0, 0)),\n\
+                            ('keyctl', (0, 0, 0, 0, 0)), ('add_key', (b'user', b'x', 0, 0, -2)), ('bpf', (0, 0, 0)),\n\
+                            ('perf_event_open', (0, 0, -1, -1, 0)), ('userfaultfd', (0,)), ('swapon', (b'/tmp/x', 0)),\n\
+                            ('reboot', (0, 0, 0, 0)), ('settimeofday', (0, 0)), ('clock_settime', (0, 0)),\n\
+                            ('open_by_handle_at', (fd, 0, 0)), ('pivot_root', (b'/', b'/'))]: print(name, sc(name, *args))",
+    );
+    for line in &out {
+        assert!(line.ends_with(" EPERM"), "{line}: expected EPERM (all: {out:?})");
+    }
+    assert_eq!(out.len(), 14);
+}
+
+#[test]
+fn cannot_join_other_namespaces_or_rename_the_host() {
+    // Attack: setns into pid 1's namespaces; change the hostname (of the host, hopefully).
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let out = attack(
+        default(),
+        "print(try_(lambda: os.open('/proc/1/ns/net', os.O_RDONLY)))\n\
+         fd = os.open('/proc/self/ns/net', os.O_RDONLY)\n\
+         print(sc('setns', fd, 0))\n\
+         print(sc('sethostname', b'pwned', 5))",
+    );
+    assert_eq!(out, ["EACCES", "EPERM", "EPERM"]);
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), host);
+}
+
+#[test]
+fn cannot_regain_capabilities_with_a_new_user_namespace() {
+    // Attack: unshare a user namespace (full capabilities inside it) to mount a host path.
+    let out = attack(
+        default(),
+        "CLONE_NEWUSER, CLONE_NEWNS = 0x10000000, 0x20000\n\
+         print(sc('unshare', CLONE_NEWUSER | CLONE_NEWNS))\n\
+         print(sc('clone3', 0, 0))",
+    );
+    assert_eq!(out, ["EPERM", "ENOSYS"]);
+    // Allowed on request: then it works, but the host is still out of reach (read-only).
+    let spec = SandboxSpec { allow_user_namespaces: true, ..default() };
+    let out = attack(
+        spec,
+        "print(sc('unshare', 0x10000000 | 0x20000))\n\
+         print(try_(lambda: open('/usr/cagette-pwned', 'w')))",
+    );
+    assert_eq!(out, ["ok", "EROFS"]);
+}
+
+#[test]
+fn chroot_and_dirfd_breakouts_stay_inside() {
+    // Attack: the classic chroot escape (chroot into a subdirectory while keeping a cwd or a
+    // directory fd outside it, then walk up with ".."), looking for a host-only file.
+    let marker = std::env::temp_dir().join(format!("cagette-chroot-marker-{}", std::process::id()));
+    std::fs::write(&marker, "host").unwrap();
+    let m = marker.display();
+    let out = attack(
+        default(),
+        &format!(
+            "before = sorted(os.listdir('/'))\n\
+             os.mkdir('/tmp/jail')\n\
+             dfd = os.open('/', os.O_PATH)\n\
+             os.chroot('/tmp/jail')\n\
+             os.fchdir(dfd)\n\
+             for _ in range(64): os.chdir('..')\n\
+             os.chroot('.')\n\
+             print(try_(lambda: open('{m}')))\n\
+             print(try_(lambda: os.open('../../../..{m}', os.O_RDONLY, dir_fd=dfd)))\n\
+             print(sorted(os.listdir('/')) == before)"
+        ),
+    );
+    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(out, ["ENOENT", "ENOENT", "True"]);
+}
+
+#[test]
+fn symlink_swap_during_setup_never_redirects_a_mount() {
+    // Attack: while sandboxes are being set up, flip a rootfs path between a directory and a
+    // symlink to the host's / (the kind of race CVE-2021-30465 won against runc).
+    let d = TempDir::new("swap");
+    let root = d.path().join("root");
+    let bb = busybox_rootfs();
+    assert!(std::process::Command::new("cp").arg("-a").arg(&bb).arg(&root).status().unwrap().success());
+    let target = root.join("target");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (target, stop) = (target.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let tmp = target.with_extension("new");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = std::fs::remove_file(&tmp);
+                let _ = std::os::unix::fs::symlink("/", &tmp);
+                let _ = std::fs::rename(&tmp, &target); // now a symlink to /
+                let _ = std::fs::remove_file(&target);
+                let _ = std::fs::create_dir(&target); // now a directory
+            }
+        })
+    };
+    let before = host_mounts();
+    let name = format!("cagette-swap-{}", std::process::id());
+    for _ in 0..40 {
+        let spec = SandboxSpec {
+            rootfs: Some(root.clone()),
+            mounts: vec![Mount::tmpfs(format!("/target/{name}"))],
+            argv: vec!["/bin/true".into()],
+            ..Default::default()
+        };
+        // Setup may fail when the path is mid-swap; it must never escape.
+        let _ = Sandbox::from_spec(spec).status();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert_eq!(host_mounts(), before, "a mount landed on the host");
+    assert!(!std::path::Path::new(&format!("/{name}")).exists(), "a mount point was created at the host's root");
+}
