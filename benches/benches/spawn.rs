@@ -65,12 +65,21 @@ fn cases() -> Vec<(&'static str, Sandbox)> {
         cpus: Some(1.0),
         ..Default::default()
     });
+    let no_seccomp = quiet(SandboxSpec {
+        argv: vec!["/bin/true".into()],
+        rootfs: Some(root.clone()),
+        tmp: false,
+        sys: false,
+        seccomp: cagette::Seccomp::Mode(cagette::SeccompMode::None),
+        ..Default::default()
+    });
     vec![
         ("namespaces_only", ns_only),
         ("busybox_rootfs_proc_dev", busybox),
         ("busybox_rootfs_overlay", overlay),
         ("host_root_defaults", host_root),
         ("busybox_rootfs_memory_pids_cpu_limits", limits),
+        ("busybox_rootfs_without_seccomp", no_seccomp),
     ]
 }
 
