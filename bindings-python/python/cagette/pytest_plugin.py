@@ -101,9 +101,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         # test files and the Python installation if they live there.
         hidden = ("/tmp/", "/dev/", "/run/", "/proc/", "/sys/")
         seen = set()
-        for p in (rootdir, str(pyfuncitem.path.parent), sys.prefix, sys.base_prefix):
+        package_dir = os.path.dirname(os.path.dirname(os.path.abspath(cagette.__file__)))
+        candidates = [rootdir, str(pyfuncitem.path.parent), sys.prefix, sys.base_prefix, package_dir]
+        candidates += [p for p in sys.path if p and os.path.isdir(p)]
+        for p in candidates:
             p = os.path.realpath(p)
-            if p.startswith(hidden) and p not in seen:
+            if p.startswith(hidden) and p not in seen and not any(p.startswith(q + "/") for q in seen):
                 seen.add(p)
                 mounts.append(cagette.bind(p, p, read_only=True))
         mounts.append(cagette.bind(d, d))  # the worker writes its result here
