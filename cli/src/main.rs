@@ -27,12 +27,49 @@ enum Cmd {
     /// timeout; 125 if the sandbox could not be set up; 126 if the command could not be executed;
     /// 127 if it was not found.
     Run(Box<RunArgs>),
+    /// Manage OCI images in the store (--store DIR or CAGETTE_STORE; default /var/lib/cagette
+    /// as root, ~/.local/share/cagette otherwise).
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+        /// The image store.
+        #[arg(long, global = true, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
     /// Show what this host supports (user namespaces, cgroups, overlayfs, ...).
     Probe {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Import an OCI image layout directory (verifying every blob and layer).
+    Import {
+        /// The OCI image layout (a directory with oci-layout and index.json).
+        dir: PathBuf,
+        /// The name to give it (name:tag).
+        #[arg(long)]
+        name: String,
+    },
+    /// List the images.
+    Ls,
+    /// Write an image as a flat rootfs directory.
+    Unpack {
+        /// name:tag
+        name: String,
+        /// The directory to write (created).
+        dest: PathBuf,
+    },
+    /// Remove an image (its layers stay until gc).
+    Rm {
+        /// name:tag
+        name: String,
+    },
+    /// Remove layers no image uses.
+    Gc,
 }
 
 #[derive(clap::Args)]
@@ -43,6 +80,12 @@ struct RunArgs {
     /// Print the resulting spec as JSON and exit without running anything.
     #[arg(long)]
     print_spec: bool,
+    /// Run from an image of the store (name:tag): its layers are the root, its config the defaults.
+    #[arg(long, value_name = "NAME")]
+    image: Option<String>,
+    /// The image store (default: CAGETTE_STORE, /var/lib/cagette as root, ~/.local/share/cagette).
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
     /// Use DIR as the root file system (default: the host's / read-only).
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
@@ -193,6 +236,12 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
     }
     if let Some(r) = &a.rootfs {
         spec.rootfs = Some(r.clone());
+    }
+    if a.image.is_some() {
+        spec.image = a.image.clone();
+    }
+    if a.store.is_some() {
+        spec.image_store = a.store.clone();
     }
     spec.rootfs_writable |= a.rootfs_rw;
     for b in &a.bind {
@@ -364,7 +413,7 @@ fn run(a: &RunArgs) -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&spec).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
-    if spec.argv.is_empty() {
+    if spec.argv.is_empty() && spec.image.is_none() {
         die("no command given: cagette run [OPTIONS] -- CMD [ARGS...]");
     }
     let sigfd = forward_signals();
@@ -444,6 +493,32 @@ fn print_probe(json: bool) {
     println!("cgroup            {:?} ({})", p.cgroup, p.cgroup_controllers.join(" "));
 }
 
+fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
+    let dir = store.unwrap_or_else(cagette::ImageStore::default_dir);
+    let store = cagette::ImageStore::open(&dir).unwrap_or_else(|e| die(e));
+    let r: Result<(), cagette::ImageError> = match cmd {
+        ImageCmd::Import { dir: src, name } => store.import(&src, &name).map(|i| {
+            println!("imported {} ({} layers, manifest {})", i.name, i.layers.len(), i.manifest);
+        }),
+        ImageCmd::Ls => store.list().map(|l| {
+            println!("{:<32} {:<8} MANIFEST", "NAME", "LAYERS");
+            for i in l {
+                println!("{:<32} {:<8} {}", i.name, i.layers.len(), i.manifest);
+            }
+        }),
+        ImageCmd::Unpack { name, dest } => store.unpack(&name, &dest),
+        ImageCmd::Rm { name } => store.remove(&name),
+        ImageCmd::Gc => store.gc().map(|n| println!("removed {n} unused layers")),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cagette: {e}");
+            ExitCode::from(125)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -455,6 +530,7 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Run(a) => run(&a),
+        Cmd::Image { cmd, store } => image(cmd, store),
         Cmd::Probe { json } => {
             print_probe(json);
             ExitCode::SUCCESS

@@ -25,6 +25,8 @@ pub enum Step {
     Hostname,
     /// Setting up the network (loopback).
     Network,
+    /// Finding the image and its layers in the store.
+    Image,
     /// Creating or attaching a mount (including the root).
     Mount,
     /// Masking a path.
@@ -67,6 +69,7 @@ impl Step {
             Cgroup => "cgroup",
             Hostname => "hostname",
             Network => "network",
+            Image => "image",
             Mount => "mount",
             Mask => "mask",
             ReadonlyPath => "readonly_path",

@@ -35,6 +35,7 @@ mod cgroup;
 mod child;
 mod error;
 mod exec;
+mod image;
 mod plan;
 mod probe;
 mod sandbox;
@@ -49,6 +50,7 @@ mod verdict;
 pub use caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
 pub use child::Child;
 pub use error::{Error, Result, SetupFailure, Step};
+pub use image::{ImageError, ImageInfo, ImageStore, Limits as ImageLimits, RunConfig};
 pub use probe::{CgroupVersion, Probe, probe};
 pub use sandbox::Sandbox;
 pub use spec::{

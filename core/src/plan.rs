@@ -152,6 +152,8 @@ pub(crate) struct Fds {
     pub passed: Vec<(RawFd, i32)>,
     /// (fd, CLONE_NEW* type) of namespaces to join.
     pub joins: Vec<(RawFd, i32)>,
+    /// An image's unpacked layers, topmost first: the root is their overlay.
+    pub root_layers: Vec<PathBuf>,
     /// cgroup v1 `tasks` files the child joins itself.
     pub cgroup_tasks: Vec<PathBuf>,
 }
@@ -429,7 +431,7 @@ impl Compiler<'_> {
 
         // 4. File system.
         if mount_new {
-            self.filesystem(cwd_host)?;
+            self.filesystem(fds, cwd_host)?;
         } else if spec.rootfs.is_some() || !spec.mounts.is_empty() {
             return Err(fail(Step::Mount, None, "mounts and a rootfs need a new mount namespace")
                 .hint("leave namespaces.mount = new"));
@@ -460,16 +462,24 @@ impl Compiler<'_> {
         Ok(())
     }
 
-    fn filesystem(&mut self, cwd_host: &Path) -> Result<(), SetupFailure> {
+    fn filesystem(&mut self, fds: &Fds, cwd_host: &Path) -> Result<(), SetupFailure> {
         let spec = self.spec;
         self.plan.op(Op::MakePrivate, Step::Mount, "make the mount tree private", None);
 
         // Sources first, while every host path is still reachable.
-        let root = self.slot();
+        let host_root = spec.rootfs.is_none() && fds.root_layers.is_empty();
+        let root = if fds.root_layers.is_empty() {
+            self.slot()
+        } else {
+            // An image: its layers under an ephemeral upper layer (the store never changes).
+            let m = Mount::overlay(fds.root_layers.iter().cloned(), "/");
+            self.source(&m, cwd_host, false)?
+        };
         self.root_slot = root;
-        let host_root = spec.rootfs.is_none();
         let mut top_level: Vec<(Vec<String>, TopKind, usize)> = Vec::new();
-        if let Some(dir) = &spec.rootfs {
+        if !fds.root_layers.is_empty() {
+            // The overlay root was planned above.
+        } else if let Some(dir) = &spec.rootfs {
             let dir = absolute(dir, cwd_host);
             match std::fs::metadata(&dir) {
                 Ok(m) if m.is_dir() => {}
@@ -612,7 +622,7 @@ impl Compiler<'_> {
             self.plan.op(Op::ReadOnly { root, path: rp }, Step::ReadonlyPath, format!("make {p} read-only"), Some(Path::new(&p)));
         }
 
-        if host_root || !spec.rootfs_writable {
+        if host_root || (fds.root_layers.is_empty() && !spec.rootfs_writable) {
             self.plan.op(Op::SetAttr { slot: root, set: sys::MOUNT_ATTR_RDONLY, recursive: false }, Step::Mount, "make the root read-only", None);
         }
         self.plan.op(Op::Pivot { root }, Step::PivotRoot, "switch to the new root (pivot_root)", spec.rootfs.as_deref());
@@ -741,12 +751,21 @@ impl Compiler<'_> {
                     return Err(fail(Step::Mount, Some(&dpath), format!("overlay at {dest} has no lower directory")));
                 }
                 let mut opts: Vec<(String, Option<String>)> = Vec::new();
+                let mut lowers = Vec::new();
                 for l in lower {
                     let l = absolute(l, cwd_host);
                     if let Err(e) = std::fs::metadata(&l) {
                         return Err(SetupFailure::new(Step::Mount, e.raw_os_error(), Some(l.clone()), &format!("overlay lower directory {} for {dest}", l.display())));
                     }
-                    opts.push(("lowerdir+".into(), Some(l.to_string_lossy().into_owned())));
+                    lowers.push(l.to_string_lossy().into_owned());
+                }
+                if kernel_at_least(6, 8) {
+                    // One option per layer: any path works.
+                    opts.extend(lowers.into_iter().map(|l| ("lowerdir+".to_string(), Some(l))));
+                } else if lowers.iter().any(|l| l.contains(':') || l.contains(',')) {
+                    return Err(fail(Step::Mount, Some(&dpath), format!("overlay at {dest}: a lower directory path contains ':' or ',', which kernels before 6.8 cannot take")));
+                } else {
+                    opts.push(("lowerdir".into(), Some(lowers.join(":"))));
                 }
                 match (upper, work) {
                     (Some(u), Some(w)) => {
@@ -767,6 +786,10 @@ impl Compiler<'_> {
                     }
                     _ => return Err(fail(Step::Mount, Some(&dpath), format!("overlay at {dest}: give both upper and work, or neither"))),
                 }
+                if self.plan.user_ns {
+                    // Mounted in a user namespace: overlayfs can only use user.overlay.* xattrs.
+                    opts.push(("userxattr".into(), None));
+                }
                 self.overlay(&opts, slot, &dest, &dpath)?;
             }
         }
@@ -785,6 +808,8 @@ impl Compiler<'_> {
                 let sp = self.plan.cs(suffix)?;
                 let buf = self.plan.buf();
                 self.plan.op(Op::FsStringFdPath { slot: ctx, key: kp, dir, suffix: sp, buf }, Step::Mount, format!("set overlay {k} for {dest}"), Some(dpath));
+            } else if v.is_empty() && k == "userxattr" {
+                self.plan.op(Op::FsFlag { slot: ctx, key: kp }, Step::Mount, format!("set overlay option {k} for {dest}"), Some(dpath));
             } else {
                 let vp = self.plan.cs(&v)?;
                 self.plan.op(Op::FsString { slot: ctx, key: kp, value: vp }, Step::Mount, format!("set overlay {k}={v} for {dest}"), Some(Path::new(&v)));
@@ -1109,6 +1134,17 @@ pub(crate) fn payload_env(spec: &SandboxSpec) -> Vec<(String, String)> {
         env.insert(k.clone(), v.clone());
     }
     env.into_iter().collect()
+}
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    static V: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    let v = *V.get_or_init(|| {
+        let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut it = r.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse::<u32>().ok());
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    });
+    v >= (major, minor)
 }
 
 fn last_cap() -> u32 {

@@ -160,7 +160,55 @@ struct ChildSide {
     keep: Vec<OwnedFd>,
 }
 
+/// For `image`: the spec with the image config's defaults applied, and the layers (topmost
+/// first) that make its root.
+fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(SandboxSpec, Vec<PathBuf>), SetupFailure> {
+    let dir = spec.image_store.clone().unwrap_or_else(crate::ImageStore::default_dir);
+    let fail = |e: crate::ImageError| SetupFailure::new(Step::Image, None, Some(dir.clone()), &format!("image {name:?}: {e}")).hint("import it first: cagette image import DIR --name NAME; `cagette image ls` lists the store");
+    if spec.rootfs.is_some() {
+        return Err(SetupFailure::new(Step::Image, Some(libc::EINVAL), None, "image and rootfs are exclusive: the image is the root"));
+    }
+    let store = crate::ImageStore::open(&dir).map_err(fail)?;
+    let info = store.get(name).map_err(fail)?;
+    let mut layers = Vec::new();
+    for d in info.layers.iter().rev() {
+        layers.push(store.layer_dir(d).map_err(fail)?);
+    }
+    let mut out = spec.clone();
+    let c = &info.config;
+    let ep = c.entrypoint.clone().unwrap_or_default();
+    let args = if spec.argv.is_empty() { c.cmd.clone().unwrap_or_default() } else { spec.argv.clone() };
+    out.argv = ep.into_iter().chain(args).collect();
+    for kv in c.env.iter().flatten() {
+        if let Some((k, v)) = kv.split_once('=') {
+            out.env.entry(k.to_string()).or_insert_with(|| v.to_string());
+        }
+    }
+    if out.cwd.is_none() {
+        out.cwd = c.working_dir.as_ref().filter(|w| !w.is_empty()).map(PathBuf::from);
+    }
+    if out.user.is_none() {
+        if let Some(u) = c.user.as_ref().filter(|u| !u.is_empty()) {
+            let (user, group) = u.split_once(':').map(|(a, b)| (a, Some(b))).unwrap_or((u.as_str(), None));
+            let num = |s: &str| if s == "root" { Some(0) } else { s.parse::<u32>().ok() };
+            out.user = Some(num(user).ok_or_else(|| SetupFailure::new(Step::Image, Some(libc::EINVAL), None, &format!("the image's USER {u:?} is a name: only numeric users are supported so far")).hint("pass user (and group) as numbers"))?);
+            if let Some(g) = group {
+                out.group = Some(num(g).ok_or_else(|| SetupFailure::new(Step::Image, Some(libc::EINVAL), None, &format!("the image's USER {u:?} has a group name: only numeric groups are supported so far")))?);
+            }
+        }
+    }
+    Ok((out, layers))
+}
+
 pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
+    let resolved;
+    let (spec, root_layers) = match &spec.image {
+        Some(name) => {
+            resolved = resolve_image(spec, name)?;
+            (&resolved.0, resolved.1.clone())
+        }
+        None => (spec, Vec::new()),
+    };
     let started = Instant::now();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let io_err = |what: &str| {
@@ -256,6 +304,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         passed: spec.pass_fds.iter().map(|p| (p.host, p.sandbox)).collect(),
         joins,
         cgroup_tasks: cgroup.as_ref().map(|c| c.self_join_files()).unwrap_or_default(),
+        root_layers,
     };
     let mut plan = plan::compile(spec, &fds, &cwd)?;
     let stacks = Stacks::new().map_err(io_err("allocate the setup stacks"))?;

@@ -54,6 +54,12 @@ pub struct SandboxSpec {
     pub rootfs: Option<PathBuf>,
     /// Leave the rootfs writable (default: read-only; add tmpfs or overlay mounts for scratch).
     pub rootfs_writable: bool,
+    /// Run from this image of the store (`name:tag`): its layers are the root (overlayfs, with an
+    /// ephemeral upper layer: the job may write, the store never changes), and its config's
+    /// Entrypoint, Cmd, Env, WorkingDir and User are the defaults.
+    pub image: Option<String>,
+    /// The image store (default: [`crate::ImageStore::default_dir`]).
+    pub image_store: Option<PathBuf>,
     /// Extra mounts, applied in order after the default ones.
     pub mounts: Vec<Mount>,
     /// Mount a fresh `/proc` (default true).
@@ -276,6 +282,8 @@ impl Default for SandboxSpec {
             supplementary_groups: Vec::new(),
             rootfs: None,
             rootfs_writable: false,
+            image: None,
+            image_store: None,
             mounts: Vec::new(),
             proc: true,
             dev: true,
