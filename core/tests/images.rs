@@ -339,3 +339,55 @@ fn unpack_matches_umoci_raw_unpack() {
         assert_eq!(std::fs::read(ours.join(f)).unwrap(), std::fs::read(theirs.join(f)).unwrap(), "{f}");
     }
 }
+
+#[test]
+fn docker_archive_from_skopeo_and_zstd_layers() {
+    if std::process::Command::new("skopeo").arg("--version").output().is_err() {
+        panic!("skopeo is needed for this test (apt-get install skopeo)");
+    }
+    let d = TempDir::new("docker");
+    let lay = layout(d.path(), &[busybox_layer(), tar_of(&[E::Dir("etc", 0o755), E::File("etc/motd", b"hello from docker-archive\n", 0o644)])], &["/bin/cat", "/etc/motd"]);
+    // Name the manifest in the index so skopeo can address it.
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
+    v["manifests"][0]["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "t"});
+    std::fs::write(lay.join("index.json"), v.to_string()).unwrap();
+    let archive = d.path().join("image.tar");
+    let st = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:t", lay.display()))
+        .arg(format!("docker-archive:{}:test/bb:1", archive.display()))
+        .status()
+        .unwrap();
+    assert!(st.success(), "skopeo copy failed");
+    let store_dir = d.path().join("store");
+    let store = ImageStore::open(&store_dir).unwrap();
+    let info = store.import(&archive, "bb:docker").unwrap();
+    assert_eq!(info.layers.len(), 2);
+    let o = Sandbox::from_spec(SandboxSpec { image: Some("bb:docker".into()), image_store: Some(store_dir.clone()), ..Default::default() }).output().unwrap();
+    assert_eq!(stdout(&o), "hello from docker-archive\n", "{o:?}");
+    assert_eq!(std::fs::read_dir(store_dir.join("tmp")).unwrap().count(), 0);
+
+    // zstd-compressed layers, by media type, checked against the magic bytes.
+    let z = TempDir::new("zstd");
+    let lay = layout(z.path(), &[tar_of(&[E::File("z", b"zstd!", 0o644)])], &["/bin/true"]);
+    let blobs = lay.join("blobs/sha256");
+    let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
+    let mhex = idx["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&mhex)).unwrap()).unwrap();
+    let tar = tar_of(&[E::File("z", b"zstd!", 0o644)]);
+    let zst = zstd::encode_all(&tar[..], 3).unwrap();
+    let zd = sha(&zst);
+    std::fs::write(blobs.join(&zd[7..]), &zst).unwrap();
+    manifest["layers"][0] = serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": zd, "size": zst.len()});
+    let mbytes = manifest.to_string().into_bytes();
+    let md = sha(&mbytes);
+    std::fs::write(blobs.join(&md[7..]), &mbytes).unwrap();
+    let mut idx = idx;
+    idx["manifests"][0]["digest"] = serde_json::json!(md);
+    idx["manifests"][0]["size"] = serde_json::json!(mbytes.len());
+    std::fs::write(lay.join("index.json"), idx.to_string()).unwrap();
+    let store = ImageStore::open(z.path().join("store")).unwrap();
+    store.import(&lay, "z:1").unwrap();
+    store.unpack("z:1", &z.path().join("flat")).unwrap();
+    assert_eq!(std::fs::read(z.path().join("flat/z")).unwrap(), b"zstd!");
+}

@@ -84,6 +84,7 @@ fn open_in_root(root: RawFd, rel: &Path, flags: i32) -> io::Result<OwnedFd> {
 /// The entry's path as normal components (absolute names are relative to the root); `..` is
 /// refused.
 pub(crate) fn clean(path: &Path, limits: &Limits) -> Result<PathBuf, ImageError> {
+    // (also used for paths inside a docker archive's manifest.json)
     if path.as_os_str().len() > limits.max_path {
         return Err(ImageError::limit(format!("a path of {} bytes (limit {})", path.as_os_str().len(), limits.max_path)));
     }
