@@ -31,6 +31,16 @@ cargo build --workspace --all-targets --quiet
 echo "== tests (library, CLI, doc examples)"
 cargo test --workspace
 
+if [ "$(id -u)" -eq 0 ]; then
+  echo "== escape suite again, rootless (as nobody, through an unprivileged user namespace)"
+  bin=$(cargo test -q -p cagette --test escape --no-run --message-format=json 2>/dev/null \
+        | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+  tmpbin=$(mktemp -d /tmp/cagette-rootless.XXXXXX)
+  cp "$bin" "$tmpbin/escape" && chmod -R a+rX "$tmpbin" target/tmp
+  (cd / && setpriv --reuid=65534 --regid=65534 --clear-groups "$tmpbin/escape" --test-threads=2)
+  rm -rf "$tmpbin"
+fi
+
 echo "== Python bindings (fresh venv, maturin develop, pytest, mypy --strict)"
 rm -rf .venv
 python3 -m venv .venv
