@@ -178,18 +178,24 @@ async function run(argv, options = {}) {
   if (signal && signal.aborted) throw abortError(signal);
   const hasInput = options.input !== undefined && options.input !== null;
   const { json, renames } = buildSpec(argv, options, [hasInput ? 'pipe' : 'ignore', 'pipe', 'pipe']);
-  const child = nativeSpawn(json, renames);
+  let job;
+  try {
+    job = native.startRun(json); // checks the options now
+  } catch (e) {
+    throw cagetteError(e, renames);
+  }
   let aborted = false;
   const onAbort = () => {
     aborted = true;
-    child.kill(SIGNAL_NUMBERS.SIGKILL);
+    job.kill(SIGNAL_NUMBERS.SIGKILL);
   };
   if (signal) signal.addEventListener('abort', onAbort, { once: true });
   try {
     const input = hasInput ? (Buffer.isBuffer(options.input) ? options.input : Buffer.from(String(options.input))) : undefined;
-    const out = await child.output(input).catch((e) => {
-      throw cagetteError(e);
-    }).finally(() => child.release());
+    // Spawning, feeding, collecting and waiting all happen on a thread of the job's own.
+    const out = await job.output(input).catch((e) => {
+      throw cagetteError(e, renames);
+    });
     const result = makeResult(out.report, out.stdout, out.stderr);
     if (aborted) throw abortError(signal, result);
     return result;

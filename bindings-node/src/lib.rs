@@ -161,6 +161,87 @@ impl NativeChild {
     }
 }
 
+/// A job run entirely off the JS thread: spawned, fed, collected and waited for on a thread of
+/// its own (what `run()` uses).
+#[napi]
+pub struct NativeRun {
+    spec: Mutex<Option<cagette::SandboxSpec>>,
+    /// The job's pidfd once spawned; a signal asked for before that, kept for then.
+    state: Arc<Mutex<RunState>>,
+}
+
+#[derive(Default)]
+struct RunState {
+    pidfd: Option<OwnedFd>,
+    pending_signal: Option<i32>,
+    done: bool,
+}
+
+fn send(fd: &OwnedFd, signal: i32) {
+    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal, 0, 0) };
+}
+
+#[napi]
+impl NativeRun {
+    /// Starts the job and resolves with its report and captured output. Call once.
+    #[napi(ts_return_type = "Promise<NativeOutput>")]
+    pub fn output<'env>(&self, env: &'env Env, input: Option<Buffer>) -> Result<Object<'env>> {
+        let spec = self.spec.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| err("error", serde_json::json!({"message": "output() was already called"})))?;
+        let (deferred, promise) = env.create_deferred()?;
+        let state = self.state.clone();
+        let input: Option<Vec<u8>> = input.map(|b| b.to_vec());
+        std::thread::Builder::new()
+            .name("cagette-run".into())
+            .spawn(move || {
+                let r = (|| {
+                    let mut child = cagette::Sandbox::from_spec(spec).spawn().map_err(to_napi_err)?;
+                    {
+                        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                        let fd = child.pidfd().try_clone_to_owned().map_err(|e| Error::new(Status::GenericFailure, format!("duplicate the sandbox's pidfd: {e}")))?;
+                        if let Some(sig) = st.pending_signal.take() {
+                            send(&fd, sig);
+                        }
+                        st.pidfd = Some(fd);
+                    }
+                    let piped = (child.stdout.is_some(), child.stderr.is_some());
+                    let (out, errb) = child.communicate(input.as_deref().or(Some(&[]))).map_err(to_napi_err)?;
+                    let o = child.wait().map_err(to_napi_err)?;
+                    Ok((report_json(&o), piped, out, errb))
+                })();
+                {
+                    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                    st.pidfd = None;
+                    st.done = true;
+                }
+                match r {
+                    Ok((report, (po, pe), out, errb)) => deferred.resolve(move |_| Ok(NativeOutput { report, stdout: po.then(|| out.into()), stderr: pe.then(|| errb.into()) })),
+                    Err(e) => deferred.reject(e),
+                }
+            })
+            .map_err(|e| Error::new(Status::GenericFailure, format!("start a run thread: {e}")))?;
+        Ok(promise)
+    }
+
+    /// Sends a signal to the job (kept for when it starts, if it has not yet); a no-op once it
+    /// has ended.
+    #[napi]
+    pub fn kill(&self, signal: i32) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &st.pidfd {
+            Some(fd) => send(fd, signal),
+            None if !st.done => st.pending_signal = Some(signal),
+            None => {}
+        }
+    }
+}
+
+/// Prepares a job from a JSON `SandboxSpec` (checked now: a bad option throws here).
+#[napi]
+pub fn start_run(spec_json: String) -> Result<NativeRun> {
+    let spec = parse_spec(&spec_json)?;
+    Ok(NativeRun { spec: Mutex::new(Some(spec)), state: Arc::new(Mutex::new(RunState::default())) })
+}
+
 /// Starts a sandbox from a JSON `SandboxSpec` (synchronously, like child_process.spawn: it
 /// returns once the command was executed, in about as long).
 #[napi]
