@@ -148,3 +148,33 @@ test('probe', () => {
   assert.equal(p.userNamespaces, true);
   assert.ok(['v1', 'v2'].includes(p.cgroup));
 });
+
+test('image store: import, run from it, remove, gc', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const { mkdtempSync, rmSync, existsSync } = await import('node:fs');
+  const path = (await import('node:path')).default;
+  const { tmpdir } = await import('node:os');
+  const { ImageStore } = require('../lib/index.js');
+  const dir = mkdtempSync(path.join(tmpdir(), 'cagette-node-img-'));
+  try {
+    const script = new URL('../../scripts/make-busybox-rootfs.sh', import.meta.url).pathname;
+    execFileSync('sh', [script, `${dir}/rootfs`]);
+    execFileSync('umoci', ['init', '--layout', `${dir}/oci`]);
+    execFileSync('umoci', ['new', '--image', `${dir}/oci:t`]);
+    execFileSync('umoci', ['unpack', '--image', `${dir}/oci:t`, `${dir}/bundle`]);
+    execFileSync('cp', ['-a', `${dir}/rootfs/.`, `${dir}/bundle/rootfs`]);
+    execFileSync('umoci', ['repack', '--image', `${dir}/oci:t`, `${dir}/bundle`]);
+    const store = new ImageStore(`${dir}/store`);
+    const info = await store.importImage(`${dir}/oci`, 'bb:1');
+    assert.equal(info.layers.length, 1);
+    const r = await run(['/bin/sh', '-c', 'echo from-image'], { image: 'bb:1', imageStore: `${dir}/store` });
+    assert.equal(r.stdout.toString(), 'from-image\n');
+    await store.unpack('bb:1', `${dir}/flat`);
+    assert.ok(existsSync(`${dir}/flat/bin/busybox`));
+    await store.remove('bb:1');
+    await assert.rejects(store.get('bb:1'), (e) => e.code === 'ERR_CAGETTE_IMAGE' && /no image named/.test(e.message));
+    assert.equal(await store.gc(), 1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

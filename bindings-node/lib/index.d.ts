@@ -79,6 +79,10 @@ export interface Options {
   cgroup?: 'auto' | 'always' | 'never';
   cgroupParent?: string;
   mounts?: Mount[];
+  /** Run from this image of the store (name:tag): its layers are the root. */
+  image?: string;
+  /** The image store (default /var/lib/cagette as root, ~/.local/share/cagette otherwise). */
+  imageStore?: string;
   /** A directory to use as the root file system (default: the host's / read-only). */
   rootfs?: string;
   rootfsWritable?: boolean;
@@ -136,7 +140,7 @@ export interface Result {
  * ERR_CAGETTE_LIMIT_UNSUPPORTED, ERR_CAGETTE_INVALID_OPTION (a TypeError), ERR_CAGETTE, and
  * ABORT_ERR (an AbortError, with the result). */
 export interface CagetteError extends Error {
-  code: 'ERR_CAGETTE_SETUP' | 'ERR_CAGETTE_LIMIT_UNSUPPORTED' | 'ERR_CAGETTE_INVALID_OPTION' | 'ERR_CAGETTE' | 'ABORT_ERR';
+  code: 'ERR_CAGETTE_SETUP' | 'ERR_CAGETTE_LIMIT_UNSUPPORTED' | 'ERR_CAGETTE_INVALID_OPTION' | 'ERR_CAGETTE_IMAGE' | 'ERR_CAGETTE' | 'ABORT_ERR';
   step?: string;
   errno?: number | null;
   path?: string | null;
@@ -178,3 +182,22 @@ export interface Probe {
 }
 export declare function probe(): Probe;
 export declare function validate(options?: Options): Record<string, unknown>;
+
+export interface ImageInfo {
+  name: string;
+  manifest: string;
+  configDigest: string;
+  /** Layer diff_ids, bottom first. */
+  layers: string[];
+  config: { Entrypoint?: string[] | null; Cmd?: string[] | null; Env?: string[] | null; WorkingDir?: string | null; User?: string | null };
+}
+export declare class ImageStore {
+  constructor(path?: string);
+  readonly path: string | null;
+  importImage(source: string, name: string): Promise<ImageInfo>;
+  list(): Promise<ImageInfo[]>;
+  get(name: string): Promise<ImageInfo>;
+  remove(name: string): Promise<void>;
+  gc(): Promise<number>;
+  unpack(name: string, dest: string): Promise<void>;
+}

@@ -64,7 +64,7 @@ function cagetteError(e, renames) {
     return err;
   }
   const err = new Error(msg);
-  err.code = 'ERR_CAGETTE';
+  err.code = payload.kind === 'image' ? 'ERR_CAGETTE_IMAGE' : 'ERR_CAGETTE';
   return err;
 }
 
@@ -289,4 +289,26 @@ function validate(options = {}) {
   }
 }
 
-module.exports = { run, spawn, SandboxProcess, bind, tmpfs, overlay, probe, validate };
+/** cagette's image store (OCI image layouts and docker-save archives, verified). Run from an
+ * image with run(argv, { image: 'name:tag', imageStore: store.path }). All methods return
+ * promises; the work happens off the event loop. */
+class ImageStore {
+  constructor(path) {
+    this.path = path === undefined ? null : String(path);
+  }
+  async _op(op, a, b) {
+    try {
+      return JSON.parse(await native.image(op, this.path, a ?? null, b ?? null));
+    } catch (e) {
+      throw cagetteError(e);
+    }
+  }
+  importImage(source, name) { return this._op('import', String(source), name).then(camel); }
+  list() { return this._op('list').then(camel); }
+  get(name) { return this._op('get', name).then(camel); }
+  async remove(name) { await this._op('remove', name); }
+  gc() { return this._op('gc'); }
+  async unpack(name, dest) { await this._op('unpack', name, String(dest)); }
+}
+
+module.exports = { run, spawn, SandboxProcess, bind, tmpfs, overlay, probe, validate, ImageStore };

@@ -253,6 +253,38 @@ pub fn spawn(spec_json: String) -> Result<NativeChild> {
     Ok(NativeChild { child: Arc::new(Mutex::new(Some(child))), pid, pidfd: Mutex::new(Some(pidfd)) })
 }
 
+/// Image store operations, on a thread of their own (imports can take long): `op` is import,
+/// list, get, remove, gc or unpack; resolves with JSON.
+#[napi(ts_return_type = "Promise<string>")]
+pub fn image<'env>(env: &'env Env, op: String, store_dir: Option<String>, a: Option<String>, b: Option<String>) -> Result<Object<'env>> {
+    let (deferred, promise) = env.create_deferred()?;
+    std::thread::Builder::new()
+        .name("cagette-image".into())
+        .spawn(move || {
+            let r = (|| -> std::result::Result<serde_json::Value, cagette::ImageError> {
+                let dir = store_dir.map(std::path::PathBuf::from).unwrap_or_else(cagette::ImageStore::default_dir);
+                let st = cagette::ImageStore::open(dir)?;
+                let a = a.unwrap_or_default();
+                let b = b.unwrap_or_default();
+                Ok(match op.as_str() {
+                    "import" => serde_json::to_value(st.import(std::path::Path::new(&a), &b)?).unwrap_or_default(),
+                    "list" => serde_json::to_value(st.list()?).unwrap_or_default(),
+                    "get" => serde_json::to_value(st.get(&a)?).unwrap_or_default(),
+                    "remove" => st.remove(&a).map(|_| serde_json::Value::Null)?,
+                    "gc" => serde_json::to_value(st.gc()?).unwrap_or_default(),
+                    "unpack" => st.unpack(&a, std::path::Path::new(&b)).map(|_| serde_json::Value::Null)?,
+                    other => serde_json::json!({"unknown_op": other}),
+                })
+            })();
+            match r {
+                Ok(v) => deferred.resolve(move |_| Ok(v.to_string())),
+                Err(e) => deferred.reject(err("image", serde_json::json!({"message": e.to_string()}))),
+            }
+        })
+        .map_err(|e| Error::new(Status::GenericFailure, format!("start an image thread: {e}")))?;
+    Ok(promise)
+}
+
 /// Checks a JSON `SandboxSpec`; returns it complete (defaults filled in).
 #[napi]
 pub fn validate(spec_json: String) -> Result<String> {

@@ -140,6 +140,39 @@ fn validate(spec_json: &str) -> PyResult<String> {
     serde_json::to_string(&spec).map_err(|e| native_err("error", serde_json::json!({"message": e.to_string()})))
 }
 
+fn image_err(e: cagette::ImageError) -> PyErr {
+    native_err("image", serde_json::json!({ "message": e.to_string() }))
+}
+
+fn store(dir: Option<&str>) -> PyResult<cagette::ImageStore> {
+    let d = dir.map(std::path::PathBuf::from).unwrap_or_else(cagette::ImageStore::default_dir);
+    cagette::ImageStore::open(d).map_err(image_err)
+}
+
+/// Image store operations (GIL released). `op` is import, list, get, remove, gc or unpack;
+/// returns JSON.
+#[pyfunction]
+#[pyo3(signature = (op, store_dir=None, a=None, b=None))]
+fn image(py: Python<'_>, op: &str, store_dir: Option<&str>, a: Option<&str>, b: Option<&str>) -> PyResult<String> {
+    let (a, b) = (a.map(str::to_string), b.map(str::to_string));
+    let op = op.to_string();
+    let store_dir = store_dir.map(str::to_string);
+    py.detach(move || -> PyResult<String> {
+        let st = store(store_dir.as_deref())?;
+        let a_ = || a.clone().ok_or_else(|| pyo3::exceptions::PyTypeError::new_err(format!("{op} needs an image name or path")));
+        let v = match op.as_str() {
+            "import" => serde_json::to_value(st.import(std::path::Path::new(&a_()?), &b.clone().ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("import needs a name"))?).map_err(image_err)?),
+            "list" => serde_json::to_value(st.list().map_err(image_err)?),
+            "get" => serde_json::to_value(st.get(&a_()?).map_err(image_err)?),
+            "remove" => st.remove(&a_()?).map(|_| serde_json::Value::Null).map_err(image_err).map(Ok)?,
+            "gc" => serde_json::to_value(st.gc().map_err(image_err)?),
+            "unpack" => st.unpack(&a_()?, std::path::Path::new(&b.clone().ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("unpack needs a destination"))?)).map(|_| serde_json::Value::Null).map_err(image_err).map(Ok)?,
+            other => return Err(pyo3::exceptions::PyValueError::new_err(format!("unknown image operation {other:?}"))),
+        };
+        v.map(|v| v.to_string()).map_err(|e| native_err("error", serde_json::json!({"message": e.to_string()})))
+    })
+}
+
 /// What this host supports, as JSON.
 #[pyfunction]
 fn probe(py: Python<'_>) -> String {
@@ -152,7 +185,7 @@ mod _native {
     #[pymodule_export]
     use super::NativeError;
     #[pymodule_export]
-    use super::{NativeChild, probe, spawn, validate};
+    use super::{NativeChild, image, probe, spawn, validate};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

@@ -186,3 +186,32 @@ def test_probe():
     p = cagette.probe()
     assert p["user_namespaces"] is True
     assert p["cgroup"] in ("v1", "v2")
+
+
+def test_image_store(tmp_path):
+    # An OCI layout made with umoci from a busybox rootfs (built by the Rust tests' script).
+    import shutil
+
+    if shutil.which("umoci") is None:
+        pytest.fail("umoci is needed (apt-get install umoci)")
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    rootfs = tmp_path / "rootfs"
+    subprocess.run(["sh", os.path.join(root, "scripts", "make-busybox-rootfs.sh"), str(rootfs)], check=True)
+    lay = tmp_path / "oci"
+    subprocess.run(["umoci", "init", "--layout", str(lay)], check=True)
+    subprocess.run(["umoci", "new", "--image", f"{lay}:t"], check=True)
+    subprocess.run(["umoci", "unpack", "--image", f"{lay}:t", str(tmp_path / "bundle")], check=True, capture_output=True)
+    subprocess.run(["cp", "-a", f"{rootfs}/.", str(tmp_path / "bundle" / "rootfs")], check=True)
+    subprocess.run(["umoci", "repack", "--image", f"{lay}:t", str(tmp_path / "bundle")], check=True)
+    store = cagette.ImageStore(tmp_path / "store")
+    info = store.import_image(lay, "bb:1")
+    assert len(info["layers"]) == 1
+    assert [i["name"] for i in store.list()] == ["bb:1"]
+    r = cagette.run(["/bin/sh", "-c", "echo from-image"], image="bb:1", image_store=str(tmp_path / "store"), capture_output=True)
+    assert r.stdout == b"from-image\n"
+    store.unpack("bb:1", tmp_path / "flat")
+    assert (tmp_path / "flat" / "bin" / "busybox").exists()
+    store.remove("bb:1")
+    with pytest.raises(cagette.ImageError, match="no image named"):
+        store.get("bb:1")
+    assert store.gc() == 1

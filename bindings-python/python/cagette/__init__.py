@@ -49,6 +49,7 @@ __all__ = [
     "overlay",
     "probe",
     "validate",
+    "ImageStore",
 ]
 
 PIPE: int = subprocess.PIPE
@@ -135,6 +136,8 @@ def _raise_native(e: "_native.NativeError") -> NoReturn:
         cls = LimitUnsupported if payload.get("step") == "cgroup" else SetupError
         path = payload.get("path")
         raise cls(payload["message"], payload["step"], payload.get("errno"), None if path is None else str(path), payload.get("hint")) from None
+    if kind == "image":
+        raise ImageError(payload["message"]) from None
     raise Error(payload.get("message", str(e))) from None
 
 
@@ -619,3 +622,46 @@ class Sandbox:
             if p.poll() is None:
                 p.kill()
             p.close()
+
+
+class ImageStore:
+    """cagette's image store: import OCI image layouts or ``docker save`` archives (verified),
+    list, remove, garbage-collect, unpack. Run from an image with ``run(..., image="name:tag",
+    image_store=store.path)``.
+
+    >>> store = cagette.ImageStore("/var/lib/cagette")
+    >>> store.import_image("./alpine-oci", "alpine:3")["layers"]
+    """
+
+    def __init__(self, path: Optional[StrPath] = None) -> None:
+        self.path: Optional[str] = None if path is None else os.fspath(path)
+
+    def _op(self, op: str, a: Optional[str] = None, b: Optional[str] = None) -> Any:
+        try:
+            return json.loads(_native.image(op, self.path, a, b))
+        except _native.NativeError as e:
+            _raise_native(e)
+
+    def import_image(self, source: StrPath, name: str) -> Dict[str, Any]:
+        """Imports an OCI image layout directory or a docker-save archive as ``name``."""
+        return dict(self._op("import", os.fspath(source), name))
+
+    def list(self) -> List[Dict[str, Any]]:
+        """The images: name, manifest, config_digest, layers, config."""
+        return list(self._op("list"))
+
+    def get(self, name: str) -> Dict[str, Any]:
+        """One image (raises ImageError if there is none by that name)."""
+        return dict(self._op("get", name))
+
+    def remove(self, name: str) -> None:
+        """Removes an image (its layers stay until gc)."""
+        self._op("remove", name)
+
+    def gc(self) -> int:
+        """Removes unused layers; returns how many."""
+        return int(self._op("gc"))
+
+    def unpack(self, name: str, dest: StrPath) -> None:
+        """Writes the image as one flat rootfs directory."""
+        self._op("unpack", name, os.fspath(dest))
