@@ -106,37 +106,6 @@ impl NativeChild {
         Ok(promise)
     }
 
-    /// Feeds `input` to piped stdin, collects piped stdout/stderr and waits, on a thread of its
-    /// own; resolves with the report and the captured output.
-    #[napi(ts_return_type = "Promise<NativeOutput>")]
-    pub fn output<'env>(&self, env: &'env Env, input: Option<Buffer>) -> Result<Object<'env>> {
-        let (deferred, promise) = env.create_deferred()?;
-        let child = self.child.clone();
-        let input: Option<Vec<u8>> = input.map(|b| b.to_vec());
-        std::thread::Builder::new()
-            .name("cagette-output".into())
-            .spawn(move || {
-                let mut guard = child.lock().unwrap_or_else(|e| e.into_inner());
-                let r = match guard.as_mut() {
-                    Some(c) => {
-                        let piped = (c.stdout.is_some(), c.stderr.is_some());
-                        c.communicate(input.as_deref().or(Some(&[]))).and_then(|(out, errb)| c.wait().map(|o| (report_json(&o), piped, out, errb))).map_err(to_napi_err)
-                    }
-                    None => Err(err("error", serde_json::json!({"message": "the sandbox was already released"}))),
-                };
-                guard.take();
-                drop(guard);
-                match r {
-                    Ok((report, (po, pe), out, errb)) => deferred.resolve(move |_| {
-                        Ok(NativeOutput { report, stdout: po.then(|| out.into()), stderr: pe.then(|| errb.into()) })
-                    }),
-                    Err(e) => deferred.reject(e),
-                }
-            })
-            .map_err(|e| Error::new(Status::GenericFailure, format!("start an output thread: {e}")))?;
-        Ok(promise)
-    }
-
     /// Releases what is left (the pidfd; the sandbox itself is released when it ends). Call
     /// once the job has ended; `kill` is a no-op afterwards.
     #[napi]

@@ -151,20 +151,31 @@ fn set_attr(fd: c_int, set: u64, recursive: bool) -> Result<(), Errno> {
     sys::mount_setattr(fd, EMPTY, flags, &attr).map(|_| ())
 }
 
-/// Writes "/proc/self/fd/<fd>/<suffix>\0" into `buf` (PATH_BUF bytes).
-unsafe fn render_fd_path(buf: *mut u8, fd: c_int, suffix: *const libc::c_char) -> Result<(), Errno> {
-    let prefix = b"/proc/self/fd/";
-    let mut digits = [0u8; 12];
-    let mut nd = 0;
-    let mut v = fd as u32;
+/// Decimal digits of `v` into `out` (most significant first); returns how many.
+fn itoa(mut v: u64, out: &mut [u8; 20]) -> usize {
+    let mut tmp = [0u8; 20];
+    let mut n = 0;
     loop {
-        digits[nd % 12] = b'0' + (v % 10) as u8;
-        nd += 1;
+        tmp[n % 20] = b'0' + (v % 10) as u8;
+        n += 1;
         v /= 10;
-        if v == 0 || nd >= 12 {
+        if v == 0 || n >= 20 {
             break;
         }
     }
+    let mut i = 0;
+    while i < n {
+        out[i % 20] = tmp[(n - 1 - i) % 20];
+        i += 1;
+    }
+    n
+}
+
+/// Writes "/proc/self/fd/<fd>/<suffix>\0" into `buf` (PATH_BUF bytes).
+unsafe fn render_fd_path(buf: *mut u8, fd: c_int, suffix: *const libc::c_char) -> Result<(), Errno> {
+    let prefix = b"/proc/self/fd/";
+    let mut digits = [0u8; 20];
+    let nd = itoa(fd as u64, &mut digits);
     let mut len = 0usize;
     let mut s = suffix as *const u8;
     while unsafe { *s } != 0 {
@@ -175,13 +186,8 @@ unsafe fn render_fd_path(buf: *mut u8, fd: c_int, suffix: *const libc::c_char) -
         return Err(Errno(libc::ENAMETOOLONG));
     }
     let mut o = 0usize;
-    for &b in prefix {
+    for &b in prefix.iter().chain(digits[..nd].iter()) {
         unsafe { *buf.add(o) = b };
-        o += 1;
-    }
-    while nd > 0 {
-        nd -= 1;
-        unsafe { *buf.add(o) = digits[nd] };
         o += 1;
     }
     unsafe { *buf.add(o) = b'/' };
@@ -295,22 +301,13 @@ fn pivot(root: c_int) -> Result<(), Errno> {
     sys::chdir(c"/".as_ptr()).map(|_| ())
 }
 
+/// Writes `pid` as a NUL-terminated decimal into `buf` (16 bytes).
 fn write_pid(buf: *mut u8, pid: usize) {
-    let mut digits = [0u8; 12];
-    let mut n = 0;
-    let mut v = pid;
-    loop {
-        digits[n % 12] = b'0' + (v % 10) as u8;
-        n += 1;
-        v /= 10;
-        if v == 0 || n >= 12 {
-            break;
-        }
-    }
+    let mut digits = [0u8; 20];
+    let n = itoa(pid as u64, &mut digits).min(15);
     let mut o = 0;
-    while n > 0 {
-        n -= 1;
-        unsafe { *buf.add(o) = digits[n] };
+    while o < n {
+        unsafe { *buf.add(o) = digits[o] };
         o += 1;
     }
     unsafe { *buf.add(o) = 0 };

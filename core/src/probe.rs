@@ -43,29 +43,15 @@ pub struct Probe {
     pub cgroup_controllers: Vec<String>,
 }
 
-fn cgroups() -> (CgroupVersion, Vec<String>) {
+fn cgroup_version() -> CgroupVersion {
     let base = Path::new("/sys/fs/cgroup");
-    if let Ok(s) = std::fs::read_to_string(base.join("cgroup.controllers")) {
-        return (CgroupVersion::V2, s.split_whitespace().map(str::to_string).collect());
+    if base.join("cgroup.controllers").exists() {
+        CgroupVersion::V2
+    } else if ["memory", "pids", "cpu", "cpuacct", "freezer"].iter().any(|c| base.join(c).join("cgroup.procs").exists()) {
+        CgroupVersion::V1
+    } else {
+        CgroupVersion::None
     }
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let mut ctrls: Vec<String> = Vec::new();
-    for line in mounts.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() > 3 && f[2] == "cgroup" {
-            for o in f[3].split(',') {
-                if ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "blkio", "devices", "io", "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc"].contains(&o) {
-                    ctrls.push(o.to_string());
-                }
-            }
-        }
-    }
-    if ctrls.is_empty() {
-        return (CgroupVersion::None, ctrls);
-    }
-    ctrls.sort();
-    ctrls.dedup();
-    (CgroupVersion::V1, ctrls)
 }
 
 fn syscall_exists(nr: libc::c_long, args: [usize; 3]) -> bool {
@@ -84,7 +70,7 @@ pub fn probe() -> Probe {
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     unsafe { libc::uname(&mut uts) };
     let kernel = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned();
-    let (cgroup, _) = cgroups();
+    let cgroup = cgroup_version();
     let cgroup_controllers = crate::cgroup::usable_controllers();
     // clone3 with an invalid size answers EINVAL when it exists, ENOSYS when it does not.
     let clone3 = syscall_exists(libc::SYS_clone3, [0, 0, 0]);

@@ -37,7 +37,12 @@ fn job_parents() -> Vec<PathBuf> {
 
 /// Job cgroups of this process still present.
 fn my_job_cgroups() -> Vec<PathBuf> {
-    let prefix = format!("job-{}-", std::process::id());
+    job_cgroups_of(std::process::id())
+}
+
+/// Job cgroups whose host is `pid`.
+fn job_cgroups_of(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("job-{pid}-");
     job_parents()
         .into_iter()
         .filter_map(|p| std::fs::read_dir(p).ok())
@@ -250,15 +255,7 @@ fn stale_cgroups_of_a_dead_host_are_swept() {
         assert!(n > 0, "helper ended early: {}", String::from_utf8_lossy(&buf));
         buf.extend_from_slice(&b[..n]);
     }
-    let prefix = format!("job-{host_pid}-");
-    let stale = || -> Vec<PathBuf> {
-        job_parents()
-            .into_iter()
-            .filter_map(|p| std::fs::read_dir(p).ok())
-            .flat_map(|d| d.flatten().map(|e| e.path()))
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
-            .collect()
-    };
+    let stale = || job_cgroups_of(host_pid);
     assert!(!stale().is_empty(), "the helper's job has no cgroup");
     host.kill().unwrap();
     host.wait().unwrap();

@@ -235,7 +235,7 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
         if let Some(target) = name_bytes.strip_prefix(b".wh.") {
             let parent = parent_dir(root_fd, &parent_rel)?;
             if target == b".wh..opq" {
-                opaque(parent.as_raw_fd(), &parent_rel, &written, mode, root_fd)?;
+                opaque(&parent_rel, &written, mode, root_fd)?;
                 continue;
             }
             if target.is_empty() || target == b"." || target == b".." || target.starts_with(b".wh.") {
@@ -344,7 +344,7 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
 }
 
 /// An opaque directory: hide everything lower layers put in it.
-fn opaque(dir: RawFd, rel: &Path, written: &HashSet<PathBuf>, mode: Mode, root: RawFd) -> Result<(), ImageError> {
+fn opaque(rel: &Path, written: &HashSet<PathBuf>, mode: Mode, root: RawFd) -> Result<(), ImageError> {
     match mode {
         Mode::Flatten => {
             let d = open_in_root(root, rel, libc::O_RDONLY | libc::O_DIRECTORY).map_err(os_err("open".into(), rel))?;
@@ -354,7 +354,6 @@ fn opaque(dir: RawFd, rel: &Path, written: &HashSet<PathBuf>, mode: Mode, root: 
                     remove_at(d.as_raw_fd(), &child).map_err(os_err("apply an opaque whiteout to".into(), &cpath))?;
                 }
             }
-            let _ = dir;
             Ok(())
         }
         Mode::Overlay => {
