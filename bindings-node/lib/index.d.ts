@@ -3,7 +3,7 @@
 import type { Readable, Writable } from 'node:stream';
 
 /** How a job ended: the same strings as `cagette run --report`. */
-export type Verdict = 'exited' | 'signaled' | 'oom_killed' | 'timed_out';
+export type Verdict = 'exited' | 'signaled' | 'oom_killed' | 'seccomp_killed' | 'timed_out';
 
 /** A standard stream: a pipe (default for spawn), /dev/null, the parent's, or an fd. */
 export type StdioOption = 'pipe' | 'ignore' | 'inherit' | number;
@@ -129,6 +129,8 @@ export interface Result {
   verdict: Verdict;
   /** For 'timed_out': which limit ran out. */
   timeoutLimit: 'wall' | 'cpu' | null;
+  /** For 'seccomp_killed': the denied system call, when the kernel told it. */
+  syscall: string | null;
   usage: Usage;
   /** Captured stdout (run() with stdout 'pipe', the default), else null. */
   stdout: Buffer | null;

@@ -125,7 +125,7 @@ function buildSpec(argv, options, defaults) {
 function makeResult(reportJson, stdout, stderr) {
   const report = JSON.parse(reportJson);
   let signal = null;
-  if (report.verdict === 'signaled') signal = SIGNAL_NAMES[report.signal] || null;
+  if (report.verdict === 'signaled' || report.verdict === 'seccomp_killed') signal = SIGNAL_NAMES[report.signal] || null;
   else if (report.verdict === 'oom_killed' || report.verdict === 'timed_out') signal = 'SIGKILL';
   const usage = camel({
     wall_time_s: report.wall_time_s,
@@ -144,6 +144,7 @@ function makeResult(reportJson, stdout, stderr) {
     signal,
     verdict: report.verdict,
     timeoutLimit: report.limit ?? null,
+    syscall: report.syscall ?? null,
     usage,
     stdout: stdout ?? null,
     stderr: stderr ?? null,

@@ -41,6 +41,8 @@ pub struct Child {
     timed_out: Option<TimeLimit>,
     outcome: Option<Outcome>,
     cgroup: Option<JobCgroup>,
+    /// The payload's host pid, kept when seccomp kills (to find its audit record).
+    payload_pid: Option<i32>,
 }
 
 /// How often a CPU-time limit is checked.
@@ -61,6 +63,36 @@ pub(crate) fn reap_raw(pidfd: RawFd) -> Option<(libc::siginfo_t, libc::rusage)> 
         if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
             return None;
         }
+    }
+}
+
+/// The syscall of the kernel's audit record of a seccomp kill of `pid` (type 1326), if the log
+/// is readable (root) and has it.
+fn seccomp_audit_syscall(pid: i32) -> Option<String> {
+    use std::io::Read;
+    let mut f = File::options().read(true).custom_flags_nonblock().open("/dev/kmsg").ok()?;
+    let needle = format!(" pid={pid} ");
+    let mut found = None;
+    let mut buf = vec![0u8; 8192];
+    // Each read returns one record; EAGAIN at the end.
+    while let Ok(n) = f.read(&mut buf) {
+        let rec = String::from_utf8_lossy(&buf[..n]);
+        if rec.contains("type=1326") && rec.contains(&needle) && rec.contains(" sig=31 ") {
+            found = rec.split_whitespace().find_map(|w| w.strip_prefix("syscall=")?.parse::<u32>().ok());
+        }
+    }
+    let nr = found?;
+    Some(crate::seccomp::name(nr).map(str::to_string).unwrap_or_else(|| format!("#{nr}")))
+}
+
+trait NonBlock {
+    fn custom_flags_nonblock(&mut self) -> &mut Self;
+}
+
+impl NonBlock for std::fs::OpenOptions {
+    fn custom_flags_nonblock(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_NONBLOCK)
     }
 }
 
@@ -87,7 +119,14 @@ impl Child {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(pid: i32, pidfd: OwnedFd, status: OwnedFd, ends: [Option<File>; 3], started: Instant, timeout: Option<Duration>, pid_ns: bool, cgroup: Option<JobCgroup>) -> Child {
         let [stdin, stdout, stderr] = ends;
-        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline: timeout.map(|t| started + t), pid_ns, timed_out: None, outcome: None, cgroup }
+        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline: timeout.map(|t| started + t), pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None }
+    }
+
+    /// Remembers the payload's host pid (the init's only child right after spawn), so that a
+    /// seccomp kill can be matched with the kernel's audit record.
+    pub(crate) fn track_payload(&mut self) {
+        let p = format!("/proc/{0}/task/{0}/children", self.pid);
+        self.payload_pid = std::fs::read_to_string(p).ok().and_then(|s| s.split_whitespace().next()?.parse().ok());
     }
 
     /// Whether the job has a cgroup of its own (then killing it kills every process of the job,
@@ -253,6 +292,11 @@ impl Child {
         // A SIGKILL while the cgroup counted an OOM kill is the OOM killer's (a limit we set).
         if killed_by_9(&verdict) && cg.oom_kills > 0 && self.timed_out.is_none() {
             verdict = Verdict::OomKilled;
+        }
+        if verdict == Verdict::Signaled(libc::SIGSYS) {
+            if let Some(pid) = self.payload_pid {
+                verdict = Verdict::SeccompKilled { syscall: seccomp_audit_syscall(pid) };
+            }
         }
         let usage = Usage {
             wall_time: wall,

@@ -36,6 +36,11 @@ fn table() -> &'static [(&'static str, u32)] {
     crate::syscall_table::AARCH64
 }
 
+/// The name of syscall `nr` on this architecture, if known.
+pub(crate) fn name(nr: u32) -> Option<&'static str> {
+    table().iter().find(|(_, v)| *v == nr).map(|(n, _)| *n)
+}
+
 /// The syscall number of `name` on this architecture, if it has one.
 pub(crate) fn number(name: &str) -> Option<u32> {
     table().iter().find(|(n, _)| *n == name).map(|(_, v)| *v)

@@ -430,7 +430,11 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     }
     drop(plan);
 
-    Ok(Child::new(pid, pidfd, status_host, host_ends, started, spec.timeout, spec.namespaces.pid == NsMode::New, cgroup))
+    let mut child = Child::new(pid, pidfd, status_host, host_ends, started, spec.timeout, spec.namespaces.pid == NsMode::New, cgroup);
+    if spec.seccomp_kill {
+        child.track_payload();
+    }
+    Ok(child)
 }
 
 fn map_text(maps: &[IdMap]) -> String {

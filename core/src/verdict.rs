@@ -34,18 +34,26 @@ pub enum Verdict {
     /// The kernel's OOM killer killed the payload: the job went over its memory limit. (A
     /// SIGKILL from anyone else is `Signaled(9)`.)
     OomKilled,
+    /// The seccomp filter killed the payload (SIGSYS, with `seccomp_kill`); `syscall` is the
+    /// denied system call's name where the kernel tells it (its audit record, readable by root).
+    SeccompKilled {
+        /// The system call, when known.
+        syscall: Option<String>,
+    },
     /// The sandbox could not be set up (only in reports: the API returns it as an error).
     SetupFailed(SetupFailure),
 }
 
 impl Verdict {
-    /// The report's name: `exited`, `signaled`, `oom_killed`, `timed_out` or `setup_failed`.
+    /// The report's name: `exited`, `signaled`, `oom_killed`, `seccomp_killed`, `timed_out` or
+    /// `setup_failed`.
     pub fn name(&self) -> &'static str {
         match self {
             Verdict::Exited(_) => "exited",
             Verdict::Signaled(_) => "signaled",
             Verdict::TimedOut(_) => "timed_out",
             Verdict::OomKilled => "oom_killed",
+            Verdict::SeccompKilled { .. } => "seccomp_killed",
             Verdict::SetupFailed(_) => "setup_failed",
         }
     }
@@ -67,6 +75,7 @@ impl Verdict {
     pub fn signal(&self) -> Option<i32> {
         match self {
             Verdict::Signaled(s) => Some(*s),
+            Verdict::SeccompKilled { .. } => Some(libc::SIGSYS),
             _ => None,
         }
     }
@@ -80,6 +89,7 @@ impl Verdict {
             Verdict::Signaled(s) => 128 + s,
             Verdict::TimedOut(_) => 124,
             Verdict::OomKilled => 128 + libc::SIGKILL,
+            Verdict::SeccompKilled { .. } => 128 + libc::SIGSYS,
             Verdict::SetupFailed(f) => f.exit_code(),
         }
     }
@@ -171,7 +181,7 @@ pub struct Output {
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// `exited`, `signaled`, `oom_killed`, `timed_out` or `setup_failed`.
+    /// `exited`, `signaled`, `oom_killed`, `seccomp_killed`, `timed_out` or `setup_failed`.
     pub verdict: String,
     /// The exit code, when the payload exited.
     pub exit_code: Option<i32>,
@@ -179,6 +189,8 @@ pub struct Report {
     pub signal: Option<i32>,
     /// Which limit ran out, when timed out (`wall` or `cpu`).
     pub limit: Option<TimeLimit>,
+    /// For `seccomp_killed`: the denied system call, when the kernel told it.
+    pub syscall: Option<String>,
     /// Wall time in seconds.
     pub wall_time_s: f64,
     /// User CPU seconds.
@@ -222,6 +234,10 @@ impl Report {
             signal: verdict.signal(),
             limit: match verdict {
                 Verdict::TimedOut(l) => Some(*l),
+                _ => None,
+            },
+            syscall: match verdict {
+                Verdict::SeccompKilled { syscall } => syscall.clone(),
                 _ => None,
             },
             wall_time_s: usage.wall_time.as_secs_f64(),

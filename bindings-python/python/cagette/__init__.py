@@ -212,7 +212,8 @@ class Usage:
 class CompletedProcess(subprocess.CompletedProcess):  # type: ignore[type-arg]
     """subprocess.CompletedProcess plus ``verdict`` and ``usage``.
 
-    ``verdict`` is one of ``"exited"``, ``"signaled"``, ``"oom_killed"``, ``"timed_out"`` (the
+    ``verdict`` is one of ``"exited"``, ``"signaled"``, ``"oom_killed"``, ``"seccomp_killed"``,
+    ``"timed_out"`` (the
     same strings as ``cagette run --report``); ``returncode`` is negative for a signal, as in
     subprocess (-9 for an OOM kill).
     """
@@ -236,7 +237,7 @@ def _returncode(report: Mapping[str, Any]) -> int:
     v = report["verdict"]
     if v == "exited":
         return int(report["exit_code"])
-    if v == "signaled":
+    if v in ("signaled", "seccomp_killed"):
         return -int(report["signal"])
     return -_signal.SIGKILL  # oom_killed, timed_out: killed with SIGKILL
 
