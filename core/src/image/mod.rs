@@ -464,10 +464,13 @@ impl ImageStore {
             Box::new(stream)
         };
         let mut tar_stream = Hashing::new(decoded, self.limits.max_layer_bytes);
-        apply::apply(dest, &mut tar_stream, mode, &self.limits).map_err(|e| match e {
-            ImageError::Tar(m) if m.contains("more than") => ImageError::limit(format!("layer {} decompresses to more than {} bytes", d.digest, self.limits.max_layer_bytes)),
-            other => other,
-        })?;
+        let applied = apply::apply(dest, &mut tar_stream, mode, &self.limits);
+        // The counting reader refused to go past the limit: that, not the tar error it caused,
+        // is what to report.
+        if tar_stream.count > self.limits.max_layer_bytes {
+            return Err(ImageError::limit(format!("layer {} decompresses to more than {} bytes", d.digest, self.limits.max_layer_bytes)));
+        }
+        applied?;
         // Hash to the end: the diff_id covers the whole uncompressed stream.
         io::copy(&mut tar_stream, &mut io::sink()).map_err(|e| ImageError::Tar(format!("layer {}: {e}", d.digest)))?;
         let actual = tar_stream.digest();
