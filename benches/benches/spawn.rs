@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn rootfs() -> PathBuf {
-    let dir = std::env::temp_dir().join("cagette-bench-rootfs");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-rootfs");
     if !dir.join("bin/busybox").exists() {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/make-busybox-rootfs.sh");
         assert!(Command::new("sh").arg(script).arg(&dir).status().unwrap().success());
@@ -44,7 +44,7 @@ fn cases() -> Vec<(&'static str, Sandbox)> {
         sys: false,
         ..Default::default()
     });
-    let overlay_dir = std::env::temp_dir().join("cagette-bench-lower");
+    let overlay_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-lower");
     std::fs::create_dir_all(&overlay_dir).unwrap();
     let overlay = quiet(SandboxSpec {
         argv: vec!["/bin/true".into()],

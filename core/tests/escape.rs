@@ -37,6 +37,23 @@ def try_(f):
     String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
 }
 
+/// A host file that exists for one test and is removed even when the test fails.
+struct Marker(std::path::PathBuf);
+
+impl Marker {
+    fn new(tag: &str) -> Marker {
+        let p = std::env::temp_dir().join(format!("cagette-{tag}-marker-{}", std::process::id()));
+        std::fs::write(&p, "host secret").unwrap();
+        Marker(p)
+    }
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn default() -> SandboxSpec {
     SandboxSpec::default()
 }
@@ -67,8 +84,8 @@ fn cannot_ptrace_a_host_process() {
 fn proc_root_and_fds_lead_nowhere_on_the_host() {
     // Attack: reach the host's files through /proc/<pid>/root, /proc/self/fd of a leaked fd, or
     // the working directory.
-    let marker = std::env::temp_dir().join(format!("cagette-escape-marker-{}", std::process::id()));
-    std::fs::write(&marker, "host secret").unwrap();
+    let guard = Marker::new("escape");
+    let marker = guard.0.clone();
     // A host fd that is not close-on-exec, open while the sandbox starts.
     let leaky = std::fs::File::open(&marker).unwrap();
     unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&leaky), libc::F_SETFD, 0) };
@@ -83,7 +100,6 @@ fn proc_root_and_fds_lead_nowhere_on_the_host() {
              print(os.readlink('/proc/self/cwd'), os.readlink('/proc/self/root'))"
         ),
     );
-    std::fs::remove_file(&marker).unwrap();
     drop(leaky);
     // init (pid 1) keeps capabilities the payload lacks: the kernel refuses to let the payload
     // look into it (EACCES), so it cannot borrow init's root or namespaces either.
@@ -199,9 +215,8 @@ fn cannot_regain_capabilities_with_a_new_user_namespace() {
 fn chroot_and_dirfd_breakouts_stay_inside() {
     // Attack: the classic chroot escape (chroot into a subdirectory while keeping a cwd or a
     // directory fd outside it, then walk up with ".."), looking for a host-only file.
-    let marker = std::env::temp_dir().join(format!("cagette-chroot-marker-{}", std::process::id()));
-    std::fs::write(&marker, "host").unwrap();
-    let m = marker.display();
+    let guard = Marker::new("chroot");
+    let m = guard.0.display();
     let out = attack(
         default(),
         &format!(
@@ -217,7 +232,6 @@ fn chroot_and_dirfd_breakouts_stay_inside() {
              print(sorted(os.listdir('/')) == before)"
         ),
     );
-    std::fs::remove_file(&marker).unwrap();
     assert_eq!(out, ["ENOENT", "ENOENT", "True"]);
 }
 
