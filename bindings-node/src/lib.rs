@@ -25,12 +25,7 @@ fn to_napi_err(e: cagette::Error) -> Error {
 }
 
 fn parse_spec(spec_json: &str) -> Result<cagette::SandboxSpec> {
-    serde_json::from_str(spec_json).map_err(|e| {
-        let full = e.to_string();
-        let msg = full.rfind(" at line ").map(|i| full[..i].to_string()).unwrap_or(full);
-        let kind = if msg.starts_with("unknown field") { "spec_key" } else { "spec_value" };
-        err(kind, serde_json::json!({ "message": msg }))
-    })
+    cagette::SandboxSpec::from_json(spec_json).map_err(|e| err(if e.unknown_key { "spec_key" } else { "spec_value" }, serde_json::json!({ "message": e.message })))
 }
 
 fn report_json(o: &cagette::Outcome) -> String {

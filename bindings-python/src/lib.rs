@@ -24,16 +24,7 @@ fn to_py_err(e: cagette::Error) -> PyErr {
 }
 
 fn parse_spec(spec_json: &str) -> PyResult<cagette::SandboxSpec> {
-    serde_json::from_str(spec_json).map_err(|e| {
-        // serde_json appends " at line L column C": meaningless for keyword arguments.
-        let full = e.to_string();
-        let msg = match full.rfind(" at line ") {
-            Some(i) => full[..i].to_string(),
-            None => full,
-        };
-        let kind = if msg.starts_with("unknown field") { "spec_key" } else { "spec_value" };
-        native_err(kind, serde_json::json!({ "message": msg }))
-    })
+    cagette::SandboxSpec::from_json(spec_json).map_err(|e| native_err(if e.unknown_key { "spec_key" } else { "spec_value" }, serde_json::json!({ "message": e.message })))
 }
 
 fn outcome_json(o: &cagette::Outcome) -> String {

@@ -227,7 +227,7 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
     let mut spec: SandboxSpec = match &a.spec {
         Some(p) => {
             let text = std::fs::read_to_string(p).unwrap_or_else(|e| die(format!("cannot read spec {}: {e}", p.display())));
-            serde_json::from_str(&text).unwrap_or_else(|e| die(format!("invalid spec {}: {e}", p.display())))
+            SandboxSpec::from_json(&text).unwrap_or_else(|e| die(format!("invalid spec {}: {e}", p.display())))
         }
         None => SandboxSpec::default(),
     };

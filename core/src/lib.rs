@@ -55,7 +55,7 @@ pub use probe::{CgroupVersion, Probe, probe};
 pub use sandbox::Sandbox;
 pub use spec::{
     CgroupMode, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, IoMax, Landlock, OciSeccomp,
-    OciSyscall, OciSyscallArg, Seccomp, SeccompMode, Mount, Namespaces, Network, NsMode,
+    OciSyscall, OciSyscallArg, Seccomp, SeccompMode, SpecError, Mount, Namespaces, Network, NsMode,
     PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio,
 };
 pub use seccomp::DEFAULT_DENIED as DEFAULT_DENIED_SYSCALLS;

@@ -325,6 +325,35 @@ impl Default for SandboxSpec {
     }
 }
 
+/// A spec given as JSON that does not fit: an unknown key (`unknown_key`) or a bad value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SpecError {
+    /// True for a key the spec does not have (a type error in the bindings' terms), false for
+    /// a bad value.
+    pub unknown_key: bool,
+    /// What is wrong, naming the key or value (without serde's line/column position).
+    pub message: String,
+}
+
+impl SandboxSpec {
+    /// Parses a spec from JSON, as the bindings and `cagette run --spec` give it.
+    ///
+    /// ```
+    /// let e = cagette::SandboxSpec::from_json(r#"{"memry": "1G"}"#).unwrap_err();
+    /// assert!(e.unknown_key && e.message.contains("memry"));
+    /// assert!(cagette::SandboxSpec::from_json(r#"{"memory": "1G"}"#).is_ok());
+    /// ```
+    pub fn from_json(json: &str) -> Result<SandboxSpec, SpecError> {
+        serde_json::from_str(json).map_err(|e| {
+            // serde_json appends " at line L column C": meaningless for keyword arguments.
+            let full = e.to_string();
+            let message = full.rfind(" at line ").map(|i| full[..i].to_string()).unwrap_or(full);
+            SpecError { unknown_key: message.starts_with("unknown field"), message }
+        })
+    }
+}
+
 /// Paths masked by default, as runc does: a file is covered with `/dev/null`, a directory with an
 /// empty read-only tmpfs. Paths that do not exist are skipped.
 pub const DEFAULT_MASKED_PATHS: &[&str] = &[
