@@ -46,13 +46,20 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ImageCmd {
-    /// Import an OCI image layout directory (verifying every blob and layer).
+    /// Import an image (verifying every blob and layer): an OCI image layout directory, a
+    /// `docker save` archive, or a plain layer tar (.tar, .tar.gz, .tar.zst).
     Import {
-        /// The OCI image layout (a directory with oci-layout and index.json).
+        /// The OCI image layout (a directory with oci-layout and index.json), or a tar file.
         dir: PathBuf,
         /// The name to give it (name:tag).
         #[arg(long)]
         name: String,
+        /// Show a progress bar even when stderr is not a terminal (one line a second).
+        #[arg(long)]
+        progress: bool,
+        /// No progress bar.
+        #[arg(long, short, conflicts_with = "progress")]
+        quiet: bool,
     },
     /// List the images.
     Ls,
@@ -493,20 +500,82 @@ fn print_probe(json: bool) {
     println!("cgroup            {:?} ({})", p.cgroup, p.cgroup_controllers.join(" "));
 }
 
+/// The import progress bar: redrawn in place on a terminal, one line a second otherwise.
+struct ProgressBar {
+    tty: bool,
+    show: bool,
+    started: std::time::Instant,
+    last: Option<std::time::Instant>,
+}
+
+impl ProgressBar {
+    fn update(&mut self, p: &cagette::ImportProgress) {
+        if !self.show || p.layers == 0 {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if !self.tty && self.last.is_some_and(|l| now.duration_since(l).as_secs() < 1) && p.layers_done < p.layers {
+            return;
+        }
+        self.last = Some(now);
+        let frac = if p.bytes == 0 { 1.0 } else { p.bytes_done as f64 / p.bytes as f64 };
+        let width = 30;
+        let filled = ((frac * width as f64) as usize).min(width);
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let line = format!(
+            "[{}{}] {:>3.0}%  {}/{} layers  {:.1}/{:.1} MB  {:.0} MB/s",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            frac * 100.0,
+            p.layers_done,
+            p.layers,
+            p.bytes_done as f64 / 1e6,
+            p.bytes as f64 / 1e6,
+            p.bytes_done as f64 / 1e6 / secs
+        );
+        if self.tty {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    fn finish(&self) {
+        if self.show && self.tty && self.last.is_some() {
+            eprintln!();
+        }
+    }
+}
+
 fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
     let dir = store.unwrap_or_else(cagette::ImageStore::default_dir);
     let store = cagette::ImageStore::open(&dir).unwrap_or_else(|e| die(e));
     let r: Result<(), cagette::ImageError> = match cmd {
-        ImageCmd::Import { dir: src, name } => store.import(&src, &name).map(|i| {
-            println!("imported {} ({} layers, manifest {})", i.name, i.layers.len(), i.manifest);
-        }),
+        ImageCmd::Import { dir: src, name, progress, quiet } => {
+            let tty = unsafe { libc::isatty(2) } == 1;
+            let mut bar = ProgressBar { tty, show: !quiet && (tty || progress), started: std::time::Instant::now(), last: None };
+            let r = store.import_with(&src, &name, &mut |p| {
+                bar.update(p);
+                std::ops::ControlFlow::Continue(())
+            });
+            bar.finish();
+            r.map(|i| {
+                for n in &i.notes {
+                    eprintln!("cagette: note: {n}");
+                }
+                println!("imported {} ({} layers, manifest {})", i.name, i.layers.len(), i.manifest);
+            })
+        }
         ImageCmd::Ls => store.list().map(|l| {
             println!("{:<32} {:<8} MANIFEST", "NAME", "LAYERS");
             for i in l {
                 println!("{:<32} {:<8} {}", i.name, i.layers.len(), i.manifest);
             }
         }),
-        ImageCmd::Unpack { name, dest } => store.unpack(&name, &dest),
+        ImageCmd::Unpack { name, dest } => store.unpack(&name, &dest).map(|notes| {
+            for n in notes {
+                eprintln!("cagette: note: {n}");
+            }
+        }),
         ImageCmd::Rm { name } => store.remove(&name),
         ImageCmd::Gc => store.gc().map(|n| println!("removed {n} unused layers")),
     };

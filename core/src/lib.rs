@@ -50,7 +50,7 @@ mod verdict;
 pub use caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
 pub use child::Child;
 pub use error::{Error, Result, SetupFailure, Step};
-pub use image::{ImageError, ImageInfo, ImageStore, Limits as ImageLimits, RunConfig};
+pub use image::{ImageError, ImageInfo, ImageStore, Limits as ImageLimits, Progress as ImportProgress, RunConfig};
 pub use probe::{CgroupVersion, Probe, probe};
 pub use sandbox::Sandbox;
 pub use spec::{

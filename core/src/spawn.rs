@@ -189,11 +189,13 @@ fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(Sandbox
     }
     if out.user.is_none() {
         if let Some(u) = c.user.as_ref().filter(|u| !u.is_empty()) {
-            let (user, group) = u.split_once(':').map(|(a, b)| (a, Some(b))).unwrap_or((u.as_str(), None));
-            let num = |s: &str| if s == "root" { Some(0) } else { s.parse::<u32>().ok() };
-            out.user = Some(num(user).ok_or_else(|| SetupFailure::new(Step::Image, Some(libc::EINVAL), None, &format!("the image's USER {u:?} is a name: only numeric users are supported so far")).hint("pass user (and group) as numbers"))?);
-            if let Some(g) = group {
-                out.group = Some(num(g).ok_or_else(|| SetupFailure::new(Step::Image, Some(libc::EINVAL), None, &format!("the image's USER {u:?} has a group name: only numeric groups are supported so far")))?);
+            // Names were resolved against the image's /etc/passwd and /etc/group at import.
+            let (uid, gid) = info.user_ids.ok_or_else(|| {
+                SetupFailure::new(Step::Image, Some(libc::ENOENT), None, &format!("the image's USER {u:?} is not in its /etc/passwd (or its group is not in /etc/group)")).hint("pass user (and group) as numbers to override the image's USER")
+            })?;
+            out.user = Some(uid);
+            if out.group.is_none() {
+                out.group = Some(gid);
             }
         }
     }

@@ -18,7 +18,8 @@
 
 use super::{ImageError, Limits};
 use std::collections::HashSet;
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -38,8 +39,35 @@ pub(crate) enum Mode {
 #[derive(Debug, Default)]
 pub(crate) struct Applied {
     pub entries: u64,
-    /// Device nodes skipped (not root).
-    pub skipped_devices: Vec<PathBuf>,
+    /// What was not kept, and why (device nodes and xattrs a non-root importer cannot create,
+    /// xattrs off the allow-list); at most 20 lines, then a count.
+    pub notes: Vec<String>,
+    notes_dropped: usize,
+    /// Entries whose owner was not root but which a non-root importer had to keep as its own.
+    pub not_owned: u64,
+    /// Hardlinks to files of lower layers: (link, target, name in the tar).
+    pub lower_links: Vec<(PathBuf, PathBuf, PathBuf)>,
+}
+
+impl Applied {
+    fn note(&mut self, s: String) {
+        if self.notes.len() < 20 {
+            self.notes.push(s);
+        } else {
+            self.notes_dropped += 1;
+        }
+    }
+    /// The notes, with a count of those left out.
+    pub fn summary(&self) -> Vec<String> {
+        let mut v = self.notes.clone();
+        if self.notes_dropped > 0 {
+            v.push(format!("... and {} more", self.notes_dropped));
+        }
+        if self.not_owned > 0 {
+            v.push(format!("{} entries owned by other users than root belong to the importing user (ownership needs root)", self.not_owned));
+        }
+        v
+    }
 }
 
 fn cstr(p: &Path) -> Result<CString, ImageError> {
@@ -65,7 +93,7 @@ const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 
 /// openat2 inside `root`, retrying the EAGAIN the kernel answers when a ".." raced with a rename.
-fn open_in_root(root: RawFd, rel: &Path, flags: i32) -> io::Result<OwnedFd> {
+pub(crate) fn open_in_root(root: RawFd, rel: &Path, flags: i32) -> io::Result<OwnedFd> {
     let c = CString::new(if rel.as_os_str().is_empty() { ".".as_bytes() } else { rel.as_os_str().as_bytes() }).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
     for _ in 0..128 {
@@ -181,171 +209,487 @@ fn list_dir(fd: RawFd) -> io::Result<Vec<CString>> {
 
 struct DirMeta {
     path: PathBuf,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: i64,
+    meta: Meta,
 }
 
-fn set_owner_mode_time(dir: RawFd, name: &CString, uid: u32, gid: u32, mode: Option<u32>, mtime: i64, as_root: bool, path: &Path) -> Result<(), ImageError> {
-    if as_root && unsafe { libc::fchownat(dir, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
-        return Err(ImageError::Io { context: format!("chown {}", path.display()), source: last_err() });
-    }
-    // Mode after ownership, so that setuid/setgid bits survive.
-    if let Some(m) = mode {
-        if unsafe { libc::fchmodat(dir, name.as_ptr(), m & 0o7777, 0) } != 0 {
-            return Err(ImageError::Io { context: format!("chmod {}", path.display()), source: last_err() });
+/// One entry's metadata, after GNU long names and PAX records are applied.
+#[derive(Default)]
+struct Meta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: i64,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What an image xattr becomes on disk, or None to drop it (`why` says why for the report).
+///
+/// Overlay mode escapes overlayfs's own namespaces (`trusted.overlay.X` ->
+/// `trusted.overlay.overlay.X`, same for `user.overlay.`), so that an image cannot plant
+/// overlay metadata (redirects, opaque marks, metacopy) in a layer; the kernel (>= 6.7) shows
+/// the escaped name unescaped through the mount. A flat rootfs may itself become a lower layer
+/// later, so there overlay xattrs are dropped.
+pub(crate) fn map_xattr(name: &[u8], mode: Mode, as_root: bool) -> Result<Vec<u8>, &'static str> {
+    for ns in [&b"trusted.overlay."[..], b"user.overlay."] {
+        if let Some(rest) = name.strip_prefix(ns) {
+            return match mode {
+                Mode::Overlay if ns.starts_with(b"trusted") && !as_root => Err("trusted.* xattrs need root"),
+                Mode::Overlay => Ok([ns, b"overlay.", rest].concat()),
+                Mode::Flatten => Err("overlayfs xattrs are not kept in a flat rootfs"),
+            };
         }
     }
-    let ts = [libc::timespec { tv_sec: mtime, tv_nsec: 0 }, libc::timespec { tv_sec: mtime, tv_nsec: 0 }];
+    if name == b"security.selinux" {
+        return Err("SELinux labels are the host's business");
+    }
+    if name.starts_with(b"user.") || name == b"system.posix_acl_access" || name == b"system.posix_acl_default" {
+        return Ok(name.to_vec());
+    }
+    if name == b"security.capability" || name.starts_with(b"trusted.") {
+        return if as_root { Ok(name.to_vec()) } else { Err("needs root") };
+    }
+    Err("not on the allow-list (user.*, trusted.*, security.capability, POSIX ACLs)")
+}
+
+/// Sets ownership, mode, xattrs and mtime on an open file or directory, in that order: mode
+/// after ownership (chown clears setuid), file capabilities after chown (chown clears them too).
+fn finish_fd(fd: RawFd, m: &Meta, st: &mut State, path: &Path) -> Result<(), ImageError> {
+    if st.as_root {
+        if st.born_ours.is_some_and(|ids| ids == (m.uid, m.gid)) {
+            // Created by this process in a directory tree without setgid: already owned so.
+        } else if unsafe { libc::fchown(fd, m.uid, m.gid) } != 0 {
+            return Err(ImageError::Io { context: format!("chown {}", path.display()), source: last_err() });
+        }
+    } else if m.uid != 0 || m.gid != 0 {
+        st.applied.not_owned += 1;
+    }
+    if unsafe { libc::fchmod(fd, m.mode & 0o7777) } != 0 {
+        return Err(ImageError::Io { context: format!("chmod {}", path.display()), source: last_err() });
+    }
+    for (name, value) in &m.xattrs {
+        match map_xattr(name, st.mode, st.as_root) {
+            Ok(n) => {
+                let c = CString::new(n).map_err(|_| ImageError::unsafe_entry(path, "a NUL byte in an xattr name"))?;
+                if unsafe { libc::fsetxattr(fd, c.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0) } != 0 {
+                    return Err(ImageError::Io { context: format!("set xattr {} on {}", String::from_utf8_lossy(name), path.display()), source: last_err() });
+                }
+            }
+            Err(why) => st.applied.note(format!("xattr {} on /{} dropped: {why}", String::from_utf8_lossy(name), path.display())),
+        }
+    }
+    let ts = [libc::timespec { tv_sec: m.mtime, tv_nsec: 0 }, libc::timespec { tv_sec: m.mtime, tv_nsec: 0 }];
+    unsafe { libc::futimens(fd, ts.as_ptr()) };
+    Ok(())
+}
+
+/// Ownership and mtime of what cannot be opened (symlinks, device nodes), by name; devices also
+/// get their mode.
+fn finish_at(dir: RawFd, name: &CString, m: &Meta, chmod: bool, st: &mut State, path: &Path) -> Result<(), ImageError> {
+    if st.as_root {
+        if unsafe { libc::fchownat(dir, name.as_ptr(), m.uid, m.gid, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+            return Err(ImageError::Io { context: format!("chown {}", path.display()), source: last_err() });
+        }
+    } else if m.uid != 0 || m.gid != 0 {
+        st.applied.not_owned += 1;
+    }
+    if chmod && unsafe { libc::fchmodat(dir, name.as_ptr(), m.mode & 0o7777, 0) } != 0 {
+        return Err(ImageError::Io { context: format!("chmod {}", path.display()), source: last_err() });
+    }
+    if !m.xattrs.is_empty() {
+        st.applied.note(format!("xattrs on /{} dropped: only files and directories carry them here", path.display()));
+    }
+    let ts = [libc::timespec { tv_sec: m.mtime, tv_nsec: 0 }, libc::timespec { tv_sec: m.mtime, tv_nsec: 0 }];
     unsafe { libc::utimensat(dir, name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     Ok(())
 }
 
+/// Per-layer state shared by the helpers.
+struct State {
+    mode: Mode,
+    as_root: bool,
+    applied: Applied,
+    /// The (uid, gid) new files get, when no directory on the way can be setgid (overlay mode:
+    /// every directory is created by this layer with mode 0700; its own mode comes last).
+    born_ours: Option<(u32, u32)>,
+}
+
+fn tar_err(what: &str) -> impl FnOnce(io::Error) -> ImageError + '_ {
+    move |e| ImageError::Tar(format!("{what}: {e}"))
+}
+
+fn parse_num(v: &[u8], key: &str, path: &Path) -> Result<u64, ImageError> {
+    std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| ImageError::unsafe_entry(path, &format!("a malformed PAX {key} record")))
+}
+
+/// Writes all of `r` to `fd` through `buf`.
+fn copy_to_fd<R: Read>(r: &mut R, fd: RawFd, buf: &mut [u8], path: &Path) -> Result<(), ImageError> {
+    loop {
+        let n = match r.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ImageError::Tar(format!("read {}: {e}", path.display()))),
+        };
+        let mut off = 0;
+        while off < n {
+            let w = unsafe { libc::write(fd, buf[off..n].as_ptr() as *const libc::c_void, n - off) };
+            if w < 0 {
+                let e = last_err();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(ImageError::Io { context: format!("write {}", path.display()), source: e });
+            }
+            off += w as usize;
+        }
+    }
+}
+
 /// Applies one layer's tar stream to `root` (an open directory).
-pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits) -> Result<Applied, ImageError> {
+///
+/// The tar is read in raw mode: GNU long names and PAX records are handled here, so that each
+/// is bounded (`Limits::max_header`), a PAX `size` that disagrees with the header's is refused
+/// (two readers must never see two different archives), and PAX xattrs are available.
+pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits, cancel: &AtomicBool) -> Result<Applied, ImageError> {
     let root_fd: OwnedFd = std::fs::File::open(root).map_err(os_err("open the unpack directory".into(), root))?.into();
     let root_fd = root_fd.as_raw_fd();
-    let as_root = unsafe { libc::geteuid() } == 0;
+    let root_setgid = lstat_at(root_fd, &CString::from(c".")).is_none_or(|s| s.st_mode & libc::S_ISGID != 0);
+    let born_ours = (mode == Mode::Overlay && !root_setgid).then(|| unsafe { (libc::geteuid(), libc::getegid()) });
+    let mut st = State { mode, as_root: unsafe { libc::geteuid() } == 0, applied: Applied::default(), born_ours };
     let mut archive = tar::Archive::new(reader);
-    let mut applied = Applied::default();
     let mut written: HashSet<PathBuf> = HashSet::new();
     let mut dirs: Vec<DirMeta> = Vec::new();
-    let entries = archive.entries().map_err(|e| ImageError::Tar(format!("read the layer: {e}")))?;
+    let mut buf = vec![0u8; 256 << 10];
+    let mut cached: Option<(PathBuf, OwnedFd)> = None;
+    let mut drop_cache = false;
+    let (mut pax, mut long_name, mut long_link): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) = (None, None, None);
+    let entries = archive.entries().map_err(tar_err("read the layer"))?.raw(true);
     for entry in entries {
-        let mut entry = entry.map_err(|e| ImageError::Tar(format!("read a tar entry: {e}")))?;
-        applied.entries += 1;
-        if applied.entries > limits.max_entries {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(ImageError::Cancelled);
+        }
+        let mut entry = entry.map_err(tar_err("read a tar entry"))?;
+        st.applied.entries += 1;
+        if st.applied.entries > limits.max_entries {
             return Err(ImageError::limit(format!("more than {} entries in a layer", limits.max_entries)));
         }
-        let raw_path = entry.path().map_err(|e| ImageError::Tar(format!("read an entry's name: {e}")))?.into_owned();
+        let etype = entry.header().entry_type();
+        let size = entry.header().size().map_err(tar_err("read an entry's size"))?;
+        let is_ext = [tar::EntryType::XHeader, tar::EntryType::XGlobalHeader, tar::EntryType::GNULongName, tar::EntryType::GNULongLink].contains(&etype);
+        if is_ext {
+            if size > limits.max_header as u64 {
+                return Err(ImageError::limit(format!("a {etype:?} header of {size} bytes (limit {})", limits.max_header)));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut data).map_err(tar_err("read an extension header"))?;
+            let slot = match etype {
+                tar::EntryType::XHeader => &mut pax,
+                tar::EntryType::GNULongName => &mut long_name,
+                tar::EntryType::GNULongLink => &mut long_link,
+                _ => continue, // global PAX records: nothing in them applies to a layer
+            };
+            if slot.replace(data).is_some() {
+                return Err(ImageError::Tar(format!("two {etype:?} headers for one entry")));
+            }
+            continue;
+        }
+        let strip = |mut v: Vec<u8>| {
+            while v.last() == Some(&0) {
+                v.pop();
+            }
+            v
+        };
+        let header = entry.header();
+        let mut raw_name = long_name.take().map(strip).unwrap_or_else(|| header.path_bytes().into_owned());
+        let mut link = long_link.take().map(strip).or_else(|| header.link_name_bytes().map(|c| c.into_owned()));
+        let mut meta = Meta {
+            uid: header.uid().unwrap_or(0) as u32,
+            gid: header.gid().unwrap_or(0) as u32,
+            mode: header.mode().unwrap_or(0o644),
+            mtime: header.mtime().unwrap_or(0) as i64,
+            xattrs: Vec::new(),
+        };
+        if let Some(p) = pax.take() {
+            for ext in tar::PaxExtensions::new(&p) {
+                let ext = ext.map_err(tar_err("read a PAX record"))?;
+                let key = ext.key().map_err(|_| ImageError::Tar("a PAX key that is not UTF-8".into()))?;
+                let v = ext.value_bytes();
+                let here = Path::new(OsStr::from_bytes(&raw_name));
+                match key {
+                    "path" => raw_name = v.to_vec(),
+                    "linkpath" => link = Some(v.to_vec()),
+                    "uid" => meta.uid = u32::try_from(parse_num(v, key, here)?).map_err(|_| ImageError::unsafe_entry(here, "a uid beyond 32 bits"))?,
+                    "gid" => meta.gid = u32::try_from(parse_num(v, key, here)?).map_err(|_| ImageError::unsafe_entry(here, "a gid beyond 32 bits"))?,
+                    "mtime" => {
+                        let whole = v.split(|&b| b == b'.').next().unwrap_or(b"0");
+                        meta.mtime = std::str::from_utf8(whole).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    }
+                    "size" => {
+                        let pax_size = parse_num(v, key, here)?;
+                        if pax_size != size {
+                            return Err(ImageError::unsafe_entry(here, &format!("a PAX size ({pax_size}) that differs from the header's size ({size}): readers would disagree on where the next entry starts")));
+                        }
+                    }
+                    k if k.starts_with("GNU.sparse.") => return Err(ImageError::unsafe_entry(here, "a sparse file (not supported)")),
+                    k if k.starts_with("SCHILY.xattr.") => {
+                        if v.len() > 65536 {
+                            return Err(ImageError::limit(format!("an xattr value of {} bytes on {}", v.len(), here.display())));
+                        }
+                        meta.xattrs.push((k["SCHILY.xattr.".len()..].as_bytes().to_vec(), v.to_vec()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let raw_path = PathBuf::from(OsStr::from_bytes(&raw_name));
         let path = clean(&raw_path, limits)?;
         let Some(name_os) = path.file_name() else {
             continue; // the root itself: its metadata is the store's
         };
         let parent_rel = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let name_bytes = name_os.as_bytes();
-        let header = entry.header().clone();
-        let uid = header.uid().unwrap_or(0) as u32;
-        let gid = header.gid().unwrap_or(0) as u32;
-        let hmode = header.mode().unwrap_or(0o644);
-        let mtime = header.mtime().unwrap_or(0) as i64;
 
+        if drop_cache {
+            cached = None;
+            drop_cache = false;
+        }
         // Whiteouts.
         if let Some(target) = name_bytes.strip_prefix(b".wh.") {
+            cached = None;
             let parent = parent_dir(root_fd, &parent_rel)?;
             if target == b".wh..opq" {
-                opaque(&parent_rel, &written, mode, root_fd)?;
+                opaque(&parent_rel, &written, &st, root_fd)?;
                 continue;
             }
             if target.is_empty() || target == b"." || target == b".." || target.starts_with(b".wh.") {
                 return Err(ImageError::unsafe_entry(&raw_path, "a malformed whiteout"));
             }
-            let tpath = parent_rel.join(std::ffi::OsStr::from_bytes(target));
-            let tname = cstr(Path::new(std::ffi::OsStr::from_bytes(target)))?;
+            let tpath = parent_rel.join(OsStr::from_bytes(target));
+            let tname = cstr(Path::new(OsStr::from_bytes(target)))?;
             if written.contains(&tpath) {
                 continue; // only against lower layers
             }
-            match mode {
-                Mode::Flatten => remove_at(parent.as_raw_fd(), &tname).map_err(os_err("apply a whiteout to".into(), &tpath))?,
-                Mode::Overlay => {
-                    remove_at(parent.as_raw_fd(), &tname).map_err(os_err("replace".into(), &tpath))?;
-                    if unsafe { libc::mknodat(parent.as_raw_fd(), tname.as_ptr(), libc::S_IFCHR, 0) } != 0 {
-                        return Err(ImageError::Io { context: format!("create the whiteout for {} (needs root)", tpath.display()), source: last_err() });
-                    }
-                }
+            remove_at(parent.as_raw_fd(), &tname).map_err(os_err("apply a whiteout to".into(), &tpath))?;
+            if mode == Mode::Overlay && unsafe { libc::mknodat(parent.as_raw_fd(), tname.as_ptr(), libc::S_IFCHR, 0) } != 0 {
+                return Err(ImageError::Io { context: format!("create the whiteout for {}", tpath.display()), source: last_err() });
             }
             continue;
         }
 
-        let parent = parent_dir(root_fd, &parent_rel)?;
-        let pfd = parent.as_raw_fd();
+        // The parent, resolved inside the root. The last one is reused while only regular files
+        // and hardlinks are created in it: creating a file cannot change what a directory path
+        // resolves to. Anything else (a directory, a symlink, a removal) drops it.
+        if cached.as_ref().is_none_or(|(p, _)| *p != parent_rel) {
+            cached = Some((parent_rel.clone(), parent_dir(root_fd, &parent_rel)?));
+        }
+        let pfd = cached.as_ref().map(|(_, fd)| fd.as_raw_fd()).unwrap_or(root_fd);
+        let keep_cache = etype.is_file() || etype == tar::EntryType::Continuous || etype.is_hard_link();
         let name = cstr(Path::new(name_os))?;
-        let etype = header.entry_type();
         // Replace what is there (never write through it), except a directory onto a directory.
-        if let Some(st) = lstat_at(pfd, &name) {
-            if !(etype.is_dir() && is_dir(&st)) {
+        // Regular files and directories try to create first (one system call less for the
+        // usual case, nothing there yet).
+        let create_file = || unsafe { libc::openat(pfd, name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
+        let mut file_fd = -1;
+        let mut removed = false;
+        if etype.is_file() || etype == tar::EntryType::Continuous {
+            file_fd = create_file();
+            if file_fd < 0 && last_err().raw_os_error() == Some(libc::EEXIST) {
                 remove_at(pfd, &name).map_err(os_err("replace".into(), &path))?;
+                removed = true;
+                file_fd = create_file();
             }
+        } else if etype.is_dir() {
+            if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } != 0 {
+                let e = last_err();
+                match lstat_at(pfd, &name) {
+                    Some(old) if e.raw_os_error() == Some(libc::EEXIST) && is_dir(&old) => {}
+                    Some(_) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        remove_at(pfd, &name).map_err(os_err("replace".into(), &path))?;
+                        if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } != 0 {
+                            return Err(ImageError::Io { context: format!("create directory {}", path.display()), source: last_err() });
+                        }
+                    }
+                    _ => return Err(ImageError::Io { context: format!("create directory {}", path.display()), source: e }),
+                }
+            }
+        } else if lstat_at(pfd, &name).is_some() {
+            remove_at(pfd, &name).map_err(os_err("replace".into(), &path))?;
+            removed = true;
+        }
+        if removed || !keep_cache {
+            // (after this entry: pfd stays valid while it is used below)
+            drop_cache = true;
         }
         match etype {
             t if t.is_dir() => {
-                if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } != 0 && last_err().raw_os_error() != Some(libc::EEXIST) {
-                    return Err(ImageError::Io { context: format!("create directory {}", path.display()), source: last_err() });
-                }
-                dirs.push(DirMeta { path: path.clone(), mode: hmode, uid, gid, mtime });
+                dirs.push(DirMeta { path: path.clone(), meta });
             }
             t if t.is_file() || t == tar::EntryType::Continuous => {
-                let fd = unsafe { libc::openat(pfd, name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
-                if fd < 0 {
+                if file_fd < 0 {
                     return Err(ImageError::Io { context: format!("create {}", path.display()), source: last_err() });
                 }
-                let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
-                io::copy(&mut entry, &mut f).map_err(|e| ImageError::Tar(format!("write {}: {e}", path.display())))?;
-                drop(f);
-                set_owner_mode_time(pfd, &name, uid, gid, Some(hmode), mtime, as_root, &path)?;
+                let f = unsafe { OwnedFd::from_raw_fd(file_fd) };
+                copy_to_fd(&mut entry, f.as_raw_fd(), &mut buf, &path)?;
+                finish_fd(f.as_raw_fd(), &meta, &mut st, &path)?;
             }
             t if t.is_symlink() => {
-                let target = entry.link_name().map_err(|e| ImageError::Tar(format!("read a link target: {e}")))?.ok_or_else(|| ImageError::unsafe_entry(&raw_path, "a symlink without a target"))?;
-                let ct = CString::new(target.as_os_str().as_bytes()).map_err(|_| ImageError::unsafe_entry(&raw_path, "a NUL byte in a link target"))?;
+                let target = link.ok_or_else(|| ImageError::unsafe_entry(&raw_path, "a symlink without a target"))?;
+                let ct = CString::new(target).map_err(|_| ImageError::unsafe_entry(&raw_path, "a NUL byte in a link target"))?;
                 if unsafe { libc::symlinkat(ct.as_ptr(), pfd, name.as_ptr()) } != 0 {
                     return Err(ImageError::Io { context: format!("create symlink {}", path.display()), source: last_err() });
                 }
-                set_owner_mode_time(pfd, &name, uid, gid, None, mtime, as_root, &path)?;
+                finish_at(pfd, &name, &meta, false, &mut st, &path)?;
             }
             t if t.is_hard_link() => {
-                let target = entry.link_name().map_err(|e| ImageError::Tar(format!("read a link target: {e}")))?.ok_or_else(|| ImageError::unsafe_entry(&raw_path, "a hardlink without a target"))?;
-                let tpath = clean(&target, limits)?;
+                let target = link.ok_or_else(|| ImageError::unsafe_entry(&raw_path, "a hardlink without a target"))?;
+                let tpath = clean(Path::new(OsStr::from_bytes(&target)), limits)?;
                 let (Some(tname_os), tparent_rel) = (tpath.file_name(), tpath.parent().unwrap_or(Path::new(""))) else {
                     return Err(ImageError::unsafe_entry(&raw_path, "a hardlink to the root"));
                 };
-                let tparent = open_in_root(root_fd, tparent_rel, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| ImageError::Io { context: format!("find the hardlink target {}", tpath.display()), source: e })?;
                 let tname = cstr(Path::new(tname_os))?;
-                match lstat_at(tparent.as_raw_fd(), &tname) {
-                    None => return Err(ImageError::unsafe_entry(&raw_path, &format!("a hardlink to {} which does not exist (in this layer)", tpath.display()))),
-                    Some(st) if is_dir(&st) => return Err(ImageError::unsafe_entry(&raw_path, "a hardlink to a directory")),
-                    Some(_) => {}
-                }
-                if unsafe { libc::linkat(tparent.as_raw_fd(), tname.as_ptr(), pfd, name.as_ptr(), 0) } != 0 {
-                    return Err(ImageError::Io { context: format!("create hardlink {}", path.display()), source: last_err() });
+                let tparent = match open_in_root(root_fd, tparent_rel, libc::O_PATH | libc::O_DIRECTORY) {
+                    Ok(fd) => Some(fd),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+                    Err(e) => return Err(ImageError::Io { context: format!("find the hardlink target {}", tpath.display()), source: e }),
+                };
+                match tparent.as_ref().and_then(|p| lstat_at(p.as_raw_fd(), &tname)) {
+                    Some(s) if is_dir(&s) => return Err(ImageError::unsafe_entry(&raw_path, "a hardlink to a directory")),
+                    Some(s) if is_whiteout(&s) => return Err(ImageError::unsafe_entry(&raw_path, &format!("a hardlink to {}, which this layer deletes", tpath.display()))),
+                    Some(_) => {
+                        let tp = tparent.as_ref().map(|p| p.as_raw_fd()).unwrap_or(root_fd);
+                        if unsafe { libc::linkat(tp, tname.as_ptr(), pfd, name.as_ptr(), 0) } != 0 {
+                            return Err(ImageError::Io { context: format!("create hardlink {}", path.display()), source: last_err() });
+                        }
+                    }
+                    // A link to a lower layer's file: resolved once the lower layers are there.
+                    None if mode == Mode::Overlay => {
+                        st.applied.lower_links.push((path.clone(), tpath, raw_path.clone()));
+                    }
+                    None => return Err(ImageError::unsafe_entry(&raw_path, &format!("a hardlink to {}, which does not exist", tpath.display()))),
                 }
             }
-            t if t == tar::EntryType::Char && mode == Mode::Flatten && header.device_major().ok().flatten() == Some(0) && header.device_minor().ok().flatten() == Some(0) => {
+            t if t == tar::EntryType::Char && mode == Mode::Flatten && entry.header().device_major().ok().flatten() == Some(0) && entry.header().device_minor().ok().flatten() == Some(0) => {
                 continue; // an overlay whiteout: what it hides is already removed above
             }
             t if t == tar::EntryType::Char || t == tar::EntryType::Block || t == tar::EntryType::Fifo => {
                 let kind = if t == tar::EntryType::Char { libc::S_IFCHR } else if t == tar::EntryType::Block { libc::S_IFBLK } else { libc::S_IFIFO };
-                if kind != libc::S_IFIFO && !as_root {
-                    applied.skipped_devices.push(path.clone());
+                if kind != libc::S_IFIFO && !st.as_root {
+                    st.applied.note(format!("device node /{} skipped: creating devices needs root", path.display()));
                     continue;
                 }
-                let dev = libc::makedev(header.device_major().ok().flatten().unwrap_or(0), header.device_minor().ok().flatten().unwrap_or(0));
+                let h = entry.header();
+                let dev = libc::makedev(h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0));
                 if unsafe { libc::mknodat(pfd, name.as_ptr(), kind | 0o600, dev) } != 0 {
                     return Err(ImageError::Io { context: format!("create device {}", path.display()), source: last_err() });
                 }
-                set_owner_mode_time(pfd, &name, uid, gid, Some(hmode), mtime, as_root, &path)?;
+                finish_at(pfd, &name, &meta, true, &mut st, &path)?;
             }
-            t if t == tar::EntryType::XGlobalHeader || t == tar::EntryType::XHeader || t == tar::EntryType::GNULongName || t == tar::EntryType::GNULongLink => continue,
             other => return Err(ImageError::unsafe_entry(&raw_path, &format!("an unsupported entry type {other:?}"))),
         }
         written.insert(path);
     }
+    if pax.is_some() || long_name.is_some() || long_link.is_some() {
+        return Err(ImageError::Tar("an extension header at the end, describing no entry".into()));
+    }
     // Directories' metadata last, deepest first (creating entries in them changed their mtime).
     dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
     for d in dirs {
-        let parent = open_in_root(root_fd, d.path.parent().unwrap_or(Path::new("")), libc::O_PATH | libc::O_DIRECTORY).map_err(os_err("reopen".into(), &d.path))?;
-        let name = cstr(Path::new(d.path.file_name().unwrap_or_default()))?;
-        match lstat_at(parent.as_raw_fd(), &name) {
-            Some(st) if is_dir(&st) => set_owner_mode_time(parent.as_raw_fd(), &name, d.uid, d.gid, Some(d.mode), d.mtime, as_root, &d.path)?,
-            _ => {} // replaced later in the layer
+        match open_in_root(root_fd, &d.path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW) {
+            Ok(fd) => finish_fd(fd.as_raw_fd(), &d.meta, &mut st, &d.path)?,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => {} // replaced later in the layer
+            Err(e) => return Err(ImageError::Io { context: format!("reopen {}", d.path.display()), source: e }),
         }
     }
-    Ok(applied)
+    Ok(st.applied)
+}
+
+fn is_whiteout(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
+}
+
+/// Resolves the hardlinks of a layer (unpacked in overlay form at `layer`) whose targets are in
+/// lower layers (`lowers`, nearest first): the target's nearest version is copied into the
+/// layer under the link's name (an overlay cannot share an inode across layers).
+pub(crate) fn resolve_lower_links(layer: &Path, lowers: &[PathBuf], links: &[(PathBuf, PathBuf, PathBuf)], limits: &Limits) -> Result<(), ImageError> {
+    let root: OwnedFd = std::fs::File::open(layer).map_err(os_err("open".into(), layer))?.into();
+    'links: for (path, target, raw) in links {
+        let tname = cstr(Path::new(target.file_name().unwrap_or_default()))?;
+        for lower in lowers {
+            let lroot: OwnedFd = std::fs::File::open(lower).map_err(os_err("open".into(), lower))?.into();
+            let Ok(tparent) = open_in_root(lroot.as_raw_fd(), target.parent().unwrap_or(Path::new("")), libc::O_PATH | libc::O_DIRECTORY) else { continue };
+            let Some(s) = lstat_at(tparent.as_raw_fd(), &tname) else { continue };
+            if is_whiteout(&s) || is_dir(&s) || s.st_mode & libc::S_IFMT != libc::S_IFREG {
+                return Err(ImageError::unsafe_entry(raw, &format!("a hardlink to {}, which is not a regular file in the lower layers", target.display())));
+            }
+            let src = unsafe { libc::openat(tparent.as_raw_fd(), tname.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+            if src < 0 {
+                return Err(ImageError::Io { context: format!("open the hardlink target {}", target.display()), source: last_err() });
+            }
+            let src = unsafe { std::fs::File::from_raw_fd(src) };
+            let parent = parent_dir(root.as_raw_fd(), path.parent().unwrap_or(Path::new("")))?;
+            let name = cstr(Path::new(path.file_name().unwrap_or_default()))?;
+            remove_at(parent.as_raw_fd(), &name).map_err(os_err("replace".into(), path))?;
+            let fd = unsafe { libc::openat(parent.as_raw_fd(), name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
+            if fd < 0 {
+                return Err(ImageError::Io { context: format!("create {}", path.display()), source: last_err() });
+            }
+            let mut dst = unsafe { std::fs::File::from_raw_fd(fd) };
+            let copied = io::copy(&mut (&src).take(limits.max_layer_bytes), &mut dst).map_err(os_err("copy the hardlink target to".into(), path))?;
+            let _ = copied;
+            let as_root = unsafe { libc::geteuid() } == 0;
+            if as_root && unsafe { libc::fchown(dst.as_raw_fd(), s.st_uid, s.st_gid) } != 0 {
+                return Err(ImageError::Io { context: format!("chown {}", path.display()), source: last_err() });
+            }
+            unsafe { libc::fchmod(dst.as_raw_fd(), s.st_mode & 0o7777) };
+            copy_xattrs(src.as_raw_fd(), dst.as_raw_fd()).map_err(os_err("copy the xattrs of the hardlink target to".into(), path))?;
+            let ts = [s.st_atime, s.st_mtime].map(|t| libc::timespec { tv_sec: t, tv_nsec: 0 });
+            unsafe { libc::futimens(dst.as_raw_fd(), ts.as_ptr()) };
+            continue 'links;
+        }
+        return Err(ImageError::unsafe_entry(raw, &format!("a hardlink to {}, which does not exist", target.display())));
+    }
+    Ok(())
+}
+
+/// The names of the xattrs on an open file.
+fn list_xattrs(fd: RawFd) -> io::Result<Vec<CString>> {
+    let n = unsafe { libc::flistxattr(fd, std::ptr::null_mut(), 0) };
+    if n < 0 {
+        return Err(last_err());
+    }
+    let mut names = vec![0u8; n as usize];
+    let n = unsafe { libc::flistxattr(fd, names.as_mut_ptr() as *mut libc::c_char, names.len()) };
+    if n < 0 {
+        return Err(last_err());
+    }
+    names.truncate(n as usize);
+    Ok(names.split(|&b| b == 0).filter(|s| !s.is_empty()).filter_map(|s| CString::new(s).ok()).collect())
+}
+
+fn get_xattr(fd: RawFd, name: &CString) -> io::Result<Vec<u8>> {
+    let mut v = vec![0u8; 65536];
+    let n = unsafe { libc::fgetxattr(fd, name.as_ptr(), v.as_mut_ptr() as *mut libc::c_void, v.len()) };
+    if n < 0 {
+        return Err(last_err());
+    }
+    v.truncate(n as usize);
+    Ok(v)
+}
+
+/// Copies every xattr of `src` to `dst` (both store files: already filtered and escaped).
+fn copy_xattrs(src: RawFd, dst: RawFd) -> io::Result<()> {
+    for name in list_xattrs(src)? {
+        let v = get_xattr(src, &name)?;
+        if unsafe { libc::fsetxattr(dst, name.as_ptr(), v.as_ptr() as *const libc::c_void, v.len(), 0) } != 0 {
+            return Err(last_err());
+        }
+    }
+    Ok(())
 }
 
 /// An opaque directory: hide everything lower layers put in it.
-fn opaque(rel: &Path, written: &HashSet<PathBuf>, mode: Mode, root: RawFd) -> Result<(), ImageError> {
-    match mode {
+fn opaque(rel: &Path, written: &HashSet<PathBuf>, st: &State, root: RawFd) -> Result<(), ImageError> {
+    match st.mode {
         Mode::Flatten => {
             let d = open_in_root(root, rel, libc::O_RDONLY | libc::O_DIRECTORY).map_err(os_err("open".into(), rel))?;
             for child in list_dir(d.as_raw_fd()).map_err(os_err("list".into(), rel))? {
@@ -360,9 +704,11 @@ fn opaque(rel: &Path, written: &HashSet<PathBuf>, mode: Mode, root: RawFd) -> Re
             let d = open_in_root(root, rel, libc::O_RDONLY | libc::O_DIRECTORY).map_err(os_err("open".into(), rel))?;
             // trusted.* for overlays mounted by the host's root, user.* for those mounted in a
             // user namespace (the `userxattr` option, which cagette's sandboxes use).
-            for name in [c"trusted.overlay.opaque", c"user.overlay.opaque"] {
+            // (A non-root importer cannot set trusted.*: its layers serve user-namespace mounts.)
+            let names: &[&std::ffi::CStr] = if st.as_root { &[c"trusted.overlay.opaque", c"user.overlay.opaque"] } else { &[c"user.overlay.opaque"] };
+            for name in names {
                 if unsafe { libc::fsetxattr(d.as_raw_fd(), name.as_ptr(), b"y".as_ptr() as *const libc::c_void, 1, 0) } != 0 {
-                    return Err(ImageError::Io { context: format!("mark {} opaque (needs root)", rel.display()), source: last_err() });
+                    return Err(ImageError::Io { context: format!("mark {} opaque", rel.display()), source: last_err() });
                 }
             }
             Ok(())
@@ -370,33 +716,139 @@ fn opaque(rel: &Path, written: &HashSet<PathBuf>, mode: Mode, root: RawFd) -> Re
     }
 }
 
-/// Clears, in `dest`, the directories that a stored layer marks opaque (what lower layers put
-/// there), before the layer itself is applied.
-pub(crate) fn clear_opaque_dirs(layer: &Path, dest: &Path) -> Result<(), ImageError> {
-    fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
-        for e in std::fs::read_dir(dir)? {
-            let e = e?;
-            if e.file_type()?.is_dir() {
-                let p = e.path();
-                let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-                let mut v = [0u8; 2];
-                let n = unsafe { libc::lgetxattr(c.as_ptr(), c"user.overlay.opaque".as_ptr(), v.as_mut_ptr() as *mut libc::c_void, 2) };
-                let r = rel.join(e.file_name());
-                if n == 1 && v[0] == b'y' {
-                    out.push(r.clone());
-                }
-                walk(&p, &r, out)?;
+/// The xattrs of an open file as the image had them, without overlayfs's (the store's opaque
+/// marks, and image overlay xattrs, which a flat rootfs does not keep).
+fn image_xattrs(fd: RawFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for name in list_xattrs(fd)? {
+        let b = name.as_bytes();
+        if b.starts_with(b"user.overlay.") || b.starts_with(b"trusted.overlay.") {
+            continue;
+        }
+        out.push((b.to_vec(), get_xattr(fd, &name)?));
+    }
+    Ok(out)
+}
+
+fn meta_of(st: &libc::stat, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Meta {
+    Meta { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777, mtime: st.st_mtime, xattrs }
+}
+
+/// Applies a stored layer (overlay form, at `layer`) onto the flat rootfs `dest`: whiteouts
+/// delete, opaque directories are emptied first, everything else replaces what is there
+/// (never written through). Files linked together inside the layer stay linked. Every path in
+/// `dest` is resolved inside it. Returns what could not be kept.
+pub(crate) fn flatten_layer(layer: &Path, dest: &Path) -> Result<Vec<String>, ImageError> {
+    let src: OwnedFd = std::fs::File::open(layer).map_err(os_err("open the layer".into(), layer))?.into();
+    let dst: OwnedFd = std::fs::File::open(dest).map_err(os_err("open".into(), dest))?.into();
+    let mut st = State { mode: Mode::Flatten, as_root: unsafe { libc::geteuid() } == 0, applied: Applied::default(), born_ours: None };
+    let mut links = std::collections::HashMap::new();
+    let mut dirs = Vec::new();
+    flatten_dir(src.as_raw_fd(), Path::new(""), dst.as_raw_fd(), &mut st, &mut links, &mut dirs)?;
+    dirs.sort_by_key(|d: &DirMeta| std::cmp::Reverse(d.path.components().count()));
+    for d in dirs {
+        let fd = open_in_root(dst.as_raw_fd(), &d.path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW).map_err(os_err("reopen".into(), &d.path))?;
+        finish_fd(fd.as_raw_fd(), &d.meta, &mut st, &d.path)?;
+    }
+    Ok(st.applied.summary())
+}
+
+fn flatten_dir(src: RawFd, rel: &Path, dst_root: RawFd, st: &mut State, links: &mut std::collections::HashMap<(u64, u64), PathBuf>, dirs: &mut Vec<DirMeta>) -> Result<(), ImageError> {
+    let dparent = parent_dir(dst_root, rel)?;
+    let dp = dparent.as_raw_fd();
+    let mut names = list_dir(src).map_err(os_err("list the layer at".into(), rel))?;
+    names.sort();
+    for name in names {
+        let path = rel.join(OsStr::from_bytes(name.as_bytes()));
+        let Some(s) = lstat_at(src, &name) else { continue };
+        if is_whiteout(&s) {
+            remove_at(dp, &name).map_err(os_err("apply a whiteout to".into(), &path))?;
+            continue;
+        }
+        let kind = s.st_mode & libc::S_IFMT;
+        if let Some(old) = lstat_at(dp, &name) {
+            if !(kind == libc::S_IFDIR && is_dir(&old)) {
+                remove_at(dp, &name).map_err(os_err("replace".into(), &path))?;
             }
         }
-        Ok(())
-    }
-    let mut opaque = Vec::new();
-    walk(layer, Path::new(""), &mut opaque).map_err(os_err("read the layer".into(), layer))?;
-    let root: OwnedFd = std::fs::File::open(dest).map_err(os_err("open".into(), dest))?.into();
-    for rel in opaque {
-        if let Ok(d) = open_in_root(root.as_raw_fd(), &rel, libc::O_RDONLY | libc::O_DIRECTORY) {
-            for child in list_dir(d.as_raw_fd()).map_err(os_err("list".into(), &rel))? {
-                remove_at(d.as_raw_fd(), &child).map_err(os_err("clear".into(), &rel))?;
+        let open_src = |flags: i32| {
+            let fd = unsafe { libc::openat(src, name.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+            if fd < 0 { Err(ImageError::Io { context: format!("open the layer's {}", path.display()), source: last_err() }) } else { Ok(unsafe { OwnedFd::from_raw_fd(fd) }) }
+        };
+        match kind {
+            libc::S_IFDIR => {
+                if unsafe { libc::mkdirat(dp, name.as_ptr(), 0o700) } != 0 && last_err().raw_os_error() != Some(libc::EEXIST) {
+                    return Err(ImageError::Io { context: format!("create directory {}", path.display()), source: last_err() });
+                }
+                let sub = open_src(libc::O_RDONLY | libc::O_DIRECTORY)?;
+                let mut v = [0u8; 2];
+                let n = unsafe { libc::fgetxattr(sub.as_raw_fd(), c"user.overlay.opaque".as_ptr(), v.as_mut_ptr() as *mut libc::c_void, 2) };
+                if n == 1 && v[0] == b'y' {
+                    let d = open_in_root(dst_root, &path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(os_err("open".into(), &path))?;
+                    for child in list_dir(d.as_raw_fd()).map_err(os_err("list".into(), &path))? {
+                        remove_at(d.as_raw_fd(), &child).map_err(os_err("clear the opaque directory".into(), &path))?;
+                    }
+                }
+                let xattrs = image_xattrs(sub.as_raw_fd()).map_err(os_err("read the xattrs of".into(), &path))?;
+                flatten_dir(sub.as_raw_fd(), &path, dst_root, st, links, dirs)?;
+                dirs.push(DirMeta { path, meta: meta_of(&s, xattrs) });
+            }
+            libc::S_IFREG => {
+                if s.st_nlink > 1 {
+                    if let Some(first) = links.get(&(s.st_dev, s.st_ino)) {
+                        let first: &PathBuf = first;
+                        let fparent = open_in_root(dst_root, first.parent().unwrap_or(Path::new("")), libc::O_PATH | libc::O_DIRECTORY).map_err(os_err("find".into(), first))?;
+                        let fname = cstr(Path::new(first.file_name().unwrap_or_default()))?;
+                        if unsafe { libc::linkat(fparent.as_raw_fd(), fname.as_ptr(), dp, name.as_ptr(), 0) } != 0 {
+                            return Err(ImageError::Io { context: format!("create hardlink {}", path.display()), source: last_err() });
+                        }
+                        continue;
+                    }
+                    links.insert((s.st_dev, s.st_ino), path.clone());
+                }
+                let from = open_src(libc::O_RDONLY)?;
+                let fd = unsafe { libc::openat(dp, name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
+                if fd < 0 {
+                    return Err(ImageError::Io { context: format!("create {}", path.display()), source: last_err() });
+                }
+                let to = unsafe { OwnedFd::from_raw_fd(fd) };
+                let mut left = s.st_size as usize;
+                while left > 0 {
+                    let n = unsafe { libc::copy_file_range(from.as_raw_fd(), std::ptr::null_mut(), to.as_raw_fd(), std::ptr::null_mut(), left, 0) };
+                    if n <= 0 {
+                        // Across file systems on old kernels, or a file that shrank: plain copy.
+                        let mut r = std::fs::File::from(from.try_clone().map_err(os_err("copy".into(), &path))?);
+                        let mut buf = vec![0u8; 1 << 16];
+                        copy_to_fd(&mut r, to.as_raw_fd(), &mut buf, &path)?;
+                        break;
+                    }
+                    left -= n as usize;
+                }
+                let xattrs = image_xattrs(from.as_raw_fd()).map_err(os_err("read the xattrs of".into(), &path))?;
+                finish_fd(to.as_raw_fd(), &meta_of(&s, xattrs), st, &path)?;
+            }
+            libc::S_IFLNK => {
+                let mut target = vec![0u8; 4097];
+                let n = unsafe { libc::readlinkat(src, name.as_ptr(), target.as_mut_ptr() as *mut libc::c_char, target.len()) };
+                if n < 0 || n as usize >= target.len() {
+                    return Err(ImageError::Io { context: format!("read the link {}", path.display()), source: last_err() });
+                }
+                target.truncate(n as usize);
+                let ct = CString::new(target).map_err(|_| ImageError::unsafe_entry(&path, "a NUL byte in a link target"))?;
+                if unsafe { libc::symlinkat(ct.as_ptr(), dp, name.as_ptr()) } != 0 {
+                    return Err(ImageError::Io { context: format!("create symlink {}", path.display()), source: last_err() });
+                }
+                finish_at(dp, &name, &meta_of(&s, Vec::new()), false, st, &path)?;
+            }
+            _ => {
+                if kind != libc::S_IFIFO && !st.as_root {
+                    st.applied.note(format!("device node /{} skipped: creating devices needs root", path.display()));
+                    continue;
+                }
+                if unsafe { libc::mknodat(dp, name.as_ptr(), kind | 0o600, s.st_rdev) } != 0 {
+                    return Err(ImageError::Io { context: format!("create device {}", path.display()), source: last_err() });
+                }
+                finish_at(dp, &name, &meta_of(&s, Vec::new()), true, st, &path)?;
             }
         }
     }

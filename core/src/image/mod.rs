@@ -16,13 +16,17 @@
 //! same layer do the work once).
 
 mod apply;
+mod gz;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
+use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
 
 /// Errors of the image code.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,10 @@ pub enum ImageError {
     /// The tar stream could not be read.
     #[error("malformed layer: {0}")]
     Tar(String),
+    /// The import was cancelled (its progress callback returned `ControlFlow::Break`); nothing
+    /// of it stays in the store.
+    #[error("import cancelled")]
+    Cancelled,
     /// No image by that name.
     #[error("no image named {0:?} in the store (see `cagette image ls`)")]
     NotFound(String),
@@ -95,11 +103,15 @@ pub struct Limits {
     pub max_json: u64,
     /// Layers in one image.
     pub max_layers: usize,
+    /// Uncompressed bytes of all the layers of one image.
+    pub max_image_bytes: u64,
+    /// Bytes of one PAX extended header or GNU long name (names, link targets, xattrs).
+    pub max_header: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_layer_bytes: 16 << 30, max_entries: 2_000_000, max_path: 4096, max_json: 4 << 20, max_layers: 256 }
+        Limits { max_layer_bytes: 16 << 30, max_entries: 2_000_000, max_path: 4096, max_json: 4 << 20, max_layers: 256, max_image_bytes: 64 << 30, max_header: 1 << 20 }
     }
 }
 
@@ -116,6 +128,28 @@ pub struct ImageInfo {
     pub layers: Vec<String>,
     /// The runtime part of the config.
     pub config: RunConfig,
+    /// The config's USER resolved against the image's own /etc/passwd and /etc/group at
+    /// import: (uid, gid). None when the image names no user, or a name its files lack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_ids: Option<(u32, u32)>,
+    /// What the import could not keep, and why (for example device nodes or file capabilities
+    /// when imported without root). Empty for an exact import.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// How far an import is, passed to the callback of [`ImageStore::import_with`] about ten
+/// times a second and once at the end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Layers the store did not have yet (what this import unpacks).
+    pub layers: usize,
+    /// Of those, how many are done.
+    pub layers_done: usize,
+    /// Compressed bytes of those layers.
+    pub bytes: u64,
+    /// Of those, how many were read so far.
+    pub bytes_done: u64,
 }
 
 /// The image config's runtime settings (`config` in the OCI image config).
@@ -263,6 +297,7 @@ impl ImageStore {
         for d in ["layers/sha256", "images", "tmp", "locks"] {
             fs::create_dir_all(root.join(d)).map_err(ImageError::io(format!("create the image store at {}", root.display())))?;
         }
+        sweep_tmp(&root.join("tmp"));
         Ok(ImageStore { root, limits: Limits::default() })
     }
 
@@ -320,14 +355,45 @@ impl ImageStore {
         fallback.ok_or_else(|| ImageError::Invalid(format!("no manifest for linux/{} in the index", go_arch())))
     }
 
-    /// Imports an image as `name` (`name:tag`): an OCI image layout directory, or a `docker
-    /// save` archive (a tar file). Verifies every blob and layer; unpacks the layers the store
-    /// does not have yet.
-    pub fn import(&self, layout: &Path, name: &str) -> Result<ImageInfo, ImageError> {
-        if layout.is_file() {
-            return self.import_docker_archive(layout, name);
-        }
+    /// Imports an image as `name` (`name:tag`): an OCI image layout directory, a `docker save`
+    /// archive (a tar file with manifest.json), or a plain layer tar (gzip, zstd or
+    /// uncompressed; the image is that one layer with an empty config). Verifies every blob
+    /// and layer; unpacks the layers the store does not have yet, in parallel.
+    pub fn import(&self, src: &Path, name: &str) -> Result<ImageInfo, ImageError> {
+        self.import_with(src, name, &mut |_| ControlFlow::Continue(()))
+    }
+
+    /// [`import`](Self::import), calling `progress` about ten times a second from the calling
+    /// thread; returning `ControlFlow::Break(())` cancels the import ([`ImageError::Cancelled`]),
+    /// leaving nothing of it in the store.
+    ///
+    /// ```no_run
+    /// use std::ops::ControlFlow;
+    /// let store = cagette::ImageStore::open("/tmp/store")?;
+    /// store.import_with("./alpine-oci".as_ref(), "alpine:3", &mut |p| {
+    ///     eprintln!("{}/{} layers, {} of {} bytes", p.layers_done, p.layers, p.bytes_done, p.bytes);
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// # Ok::<(), cagette::ImageError>(())
+    /// ```
+    pub fn import_with(&self, src: &Path, name: &str, progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>) -> Result<ImageInfo, ImageError> {
         let file = name_file(name)?;
+        if src.is_dir() {
+            let parsed = self.parse_layout(src)?;
+            return self.import_parsed(parsed, name, &file, progress);
+        }
+        match sniff(src)? {
+            Sniffed::Archive => self.import_docker_archive(src, name, &file, progress),
+            Sniffed::Layer => {
+                let size = fs::metadata(src).map_err(ImageError::io(format!("read {}", src.display())))?.len();
+                let layer = LayerSrc { path: src.to_path_buf(), media_type: String::new(), digest: None, size, diff_id: None };
+                self.import_parsed(Parsed { layers: vec![layer], manifest: None, config_digest: None, config: RunConfig::default() }, name, &file, progress)
+            }
+        }
+    }
+
+    /// Reads an OCI image layout: index, platform, manifest, config (each verified).
+    fn parse_layout(&self, layout: &Path) -> Result<Parsed, ImageError> {
         if !layout.join("oci-layout").is_file() {
             return Err(ImageError::Invalid(format!("{} is not an OCI image layout (no oci-layout file)", layout.display())));
         }
@@ -338,73 +404,95 @@ impl ImageStore {
         if manifest.layers.len() != config.rootfs.diff_ids.len() {
             return Err(ImageError::Invalid(format!("{} layers but {} diff_ids", manifest.layers.len(), config.rootfs.diff_ids.len())));
         }
-        if manifest.layers.len() > self.limits.max_layers {
-            return Err(ImageError::limit(format!("{} layers (limit {})", manifest.layers.len(), self.limits.max_layers)));
+        let mut layers = Vec::new();
+        for (d, diff_id) in manifest.layers.into_iter().zip(config.rootfs.diff_ids) {
+            let path = layout.join("blobs/sha256").join(digest_hex(&d.digest)?);
+            layers.push(LayerSrc { path, media_type: d.media_type, digest: Some(d.digest), size: d.size, diff_id: Some(diff_id) });
         }
-        for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-            self.import_layer(layout, layer, diff_id)?;
+        Ok(Parsed { layers, manifest: Some(mdesc.digest), config_digest: Some(manifest.config.digest), config: config.config.unwrap_or_default() })
+    }
+
+    /// Unpacks what the store lacks, resolves the user, commits the record.
+    fn import_parsed(&self, parsed: Parsed, name: &str, file: &str, progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>) -> Result<ImageInfo, ImageError> {
+        if parsed.layers.len() > self.limits.max_layers {
+            return Err(ImageError::limit(format!("{} layers (limit {})", parsed.layers.len(), self.limits.max_layers)));
         }
-        let info = ImageInfo { name: name.to_string(), manifest: mdesc.digest.clone(), config_digest: manifest.config.digest.clone(), layers: config.rootfs.diff_ids.clone(), config: config.config.unwrap_or_default() };
-        self.commit_record(&file, &info)?;
+        for l in &parsed.layers {
+            if let Some(d) = &l.diff_id {
+                digest_hex(d)?;
+            }
+            if let Some(d) = &l.digest {
+                digest_hex(d)?;
+            }
+        }
+        let (diff_ids, notes) = self.unpack_layers(&parsed.layers, progress)?;
+        let config_digest = match parsed.config_digest {
+            Some(d) => d,
+            None => {
+                let synth = serde_json::json!({ "rootfs": { "type": "layers", "diff_ids": diff_ids } });
+                format!("sha256:{}", hex(&Sha256::digest(synth.to_string())))
+            }
+        };
+        let dirs: Vec<PathBuf> = diff_ids.iter().rev().map(|d| self.layer_dir(d)).collect::<Result<_, _>>()?;
+        let user_ids = parsed.config.user.as_deref().filter(|u| !u.is_empty()).and_then(|u| resolve_user(u, &dirs));
+        let info = ImageInfo { name: name.to_string(), manifest: parsed.manifest.unwrap_or_else(|| config_digest.clone()), config_digest, layers: diff_ids, config: parsed.config, user_ids, notes };
+        self.commit_record(file, &info)?;
         Ok(info)
     }
 
     /// A `docker save` archive: extracted (safely) into staging, then its manifest.json is
     /// followed; layer paths resolve inside the staging directory only.
-    fn import_docker_archive(&self, archive: &Path, name: &str) -> Result<ImageInfo, ImageError> {
-        let file = name_file(name)?;
-        let staging = self.root.join("tmp").join(format!("archive-{}-{}", std::process::id(), file));
-        let _ = fs::remove_dir_all(&staging);
-        fs::create_dir_all(&staging).map_err(ImageError::io("create a staging directory"))?;
-        let r = (|| {
-            let f = fs::File::open(archive).map_err(ImageError::io(format!("open {}", archive.display())))?;
-            apply::apply(&staging, BufReader::new(f), apply::Mode::Flatten, &self.limits)?;
-            if staging.join("oci-layout").is_file() {
-                // Newer docker writes an OCI layout inside its archive.
-                return self.import(&staging, name);
+    fn import_docker_archive(&self, archive: &Path, name: &str, file: &str, progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>) -> Result<ImageInfo, ImageError> {
+        let staging = Staging::new(self.root.join("tmp").join(format!("{}-archive-{}-{file}", std::process::id(), unique())))?;
+        let f = fs::File::open(archive).map_err(ImageError::io(format!("open {}", archive.display())))?;
+        apply::apply(&staging.0, BufReader::new(f), apply::Mode::Flatten, &self.limits, &AtomicBool::new(false))?;
+        if staging.0.join("oci-layout").is_file() {
+            // Newer docker writes an OCI layout inside its archive.
+            let parsed = self.parse_layout(&staging.0)?;
+            return self.import_parsed(parsed, name, file, progress);
+        }
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(rename = "Config")]
+            config: String,
+            #[serde(rename = "Layers")]
+            layers: Vec<String>,
+        }
+        let entries: Vec<Entry> = self.read_json(&staging.0.join("manifest.json"), "docker manifest.json")?;
+        let e = entries.into_iter().next().ok_or_else(|| ImageError::Invalid("manifest.json lists no image".into()))?;
+        let inside = |p: &str| -> Result<PathBuf, ImageError> { Ok(staging.0.join(apply::clean(Path::new(p), &self.limits)?)) };
+        let config_path = inside(&e.config)?;
+        let mut config_bytes = Vec::new();
+        fs::File::open(&config_path).and_then(|f| f.take(self.limits.max_json + 1).read_to_end(&mut config_bytes)).map_err(ImageError::io(format!("read the config {}", e.config)))?;
+        if config_bytes.len() as u64 > self.limits.max_json {
+            return Err(ImageError::limit(format!("the config is larger than {} bytes", self.limits.max_json)));
+        }
+        let config_digest = format!("sha256:{}", hex(&Sha256::digest(&config_bytes)));
+        let stem = Path::new(&e.config).file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if stem.len() == 64 && config_digest[7..] != *stem {
+            return Err(ImageError::Digest { what: format!("the config {}", e.config), expected: format!("sha256:{stem}"), actual: config_digest });
+        }
+        let config: ConfigFile = serde_json::from_slice(&config_bytes).map_err(|e| ImageError::Invalid(format!("the config: {e}")))?;
+        if e.layers.len() != config.rootfs.diff_ids.len() {
+            return Err(ImageError::Invalid(format!("{} layers but {} diff_ids", e.layers.len(), config.rootfs.diff_ids.len())));
+        }
+        let mut layers = Vec::new();
+        for (layer, diff_id) in e.layers.iter().zip(config.rootfs.diff_ids) {
+            let path = inside(layer)?;
+            let meta = fs::symlink_metadata(&path).map_err(ImageError::io(format!("find layer {layer}")))?;
+            if !meta.is_file() {
+                return Err(ImageError::Invalid(format!("layer {layer} is not a regular file in the archive")));
             }
-            #[derive(Deserialize)]
-            struct Entry {
-                #[serde(rename = "Config")]
-                config: String,
-                #[serde(rename = "Layers")]
-                layers: Vec<String>,
-            }
-            let entries: Vec<Entry> = self.read_json(&staging.join("manifest.json"), "docker manifest.json")?;
-            let e = entries.into_iter().next().ok_or_else(|| ImageError::Invalid("manifest.json lists no image".into()))?;
-            let inside = |p: &str| -> Result<PathBuf, ImageError> { Ok(staging.join(apply::clean(Path::new(p), &self.limits)?)) };
-            let config_path = inside(&e.config)?;
-            let config_bytes = fs::read(&config_path).map_err(ImageError::io(format!("read the config {}", e.config)))?;
-            let config_digest = format!("sha256:{}", hex(&Sha256::digest(&config_bytes)));
-            let stem = Path::new(&e.config).file_stem().and_then(|s| s.to_str()).unwrap_or("");
-            if stem.len() == 64 && config_digest[7..] != *stem {
-                return Err(ImageError::Digest { what: format!("the config {}", e.config), expected: format!("sha256:{stem}"), actual: config_digest });
-            }
-            let config: ConfigFile = serde_json::from_slice(&config_bytes).map_err(|e| ImageError::Invalid(format!("the config: {e}")))?;
-            if e.layers.len() != config.rootfs.diff_ids.len() {
-                return Err(ImageError::Invalid(format!("{} layers but {} diff_ids", e.layers.len(), config.rootfs.diff_ids.len())));
-            }
-            for (layer, diff_id) in e.layers.iter().zip(&config.rootfs.diff_ids) {
-                let path = inside(layer)?;
-                let size = fs::symlink_metadata(&path).map_err(ImageError::io(format!("find layer {layer}")))?.len();
-                // A docker layer is named by where it is, not by a digest: the diff_id check below
-                // is what verifies it. Hand it to the common path as a pseudo-descriptor.
-                let digest = format!("sha256:{}", hex(&Sha256::digest(fs::read(&path).map_err(ImageError::io(format!("read layer {layer}")))?)));
-                let blob_dir = staging.join("blobs/sha256");
-                fs::create_dir_all(&blob_dir).map_err(ImageError::io("arrange layers"))?;
-                let _ = fs::rename(&path, blob_dir.join(&digest[7..]));
-                self.import_layer(&staging, &Descriptor { media_type: String::new(), digest, size, platform: None }, diff_id)?;
-            }
-            let info = ImageInfo { name: name.to_string(), manifest: config_digest.clone(), config_digest, layers: config.rootfs.diff_ids.clone(), config: config.config.unwrap_or_default() };
-            self.commit_record(&file, &info)?;
-            Ok(info)
-        })();
-        let _ = fs::remove_dir_all(&staging);
-        r
+            // A docker layer is named by where it is, not by a digest: the diff_id is what
+            // verifies it.
+            layers.push(LayerSrc { path, media_type: String::new(), digest: None, size: meta.len(), diff_id: Some(diff_id) });
+        }
+        let parsed = Parsed { layers, manifest: Some(config_digest.clone()), config_digest: Some(config_digest), config: config.config.unwrap_or_default() };
+        self.import_parsed(parsed, name, file, progress)
     }
 
     fn commit_record(&self, file: &str, info: &ImageInfo) -> Result<(), ImageError> {
-        let tmp = self.root.join("tmp").join(format!("{file}.{}.json", std::process::id()));
+        let tmp = self.root.join("tmp").join(format!("{}-record-{}-{file}.json", std::process::id(), unique()));
         fs::write(&tmp, serde_json::to_vec_pretty(info).unwrap_or_default()).map_err(ImageError::io("write the image record"))?;
         fs::rename(&tmp, self.root.join("images").join(format!("{file}.json"))).map_err(ImageError::io("commit the image record"))
     }
@@ -414,73 +502,241 @@ impl ImageStore {
         Ok(self.root.join("layers/sha256").join(digest_hex(diff_id)?))
     }
 
-    fn import_layer(&self, layout: &Path, d: &Descriptor, diff_id: &str) -> Result<(), ImageError> {
-        let hex = digest_hex(diff_id)?.to_string();
-        let dest = self.layer_dir(diff_id)?;
-        if dest.is_dir() {
-            return Ok(());
+    /// Unpacks the layers the store lacks, up to one per CPU at a time, each in two threads
+    /// (decompress and hash the blob / hash and apply the tar); reports progress from this
+    /// thread. Returns the diff_ids (those of plain layers are learnt here) and the notes.
+    fn unpack_layers(&self, layers: &[LayerSrc], progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>) -> Result<(Vec<String>, Vec<String>), ImageError> {
+        let mut todo: Vec<usize> = (0..layers.len()).filter(|&i| layers[i].diff_id.as_ref().is_none_or(|d| self.layer_dir(d).map(|p| !p.is_dir()).unwrap_or(true))).collect();
+        // Largest first: the biggest layer is the critical path.
+        todo.sort_by_key(|&i| std::cmp::Reverse(layers[i].size));
+        let total: u64 = todo.iter().map(|&i| layers[i].size).sum();
+        let job = Job { cancel: AtomicBool::new(false), bytes_done: AtomicU64::new(0), image_bytes: AtomicU64::new(0) };
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<LayerDone, ImageError>>>> = Mutex::new((0..todo.len()).map(|_| None).collect());
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(todo.len()).max(1);
+        let (done_tx, done_rx) = mpsc::channel::<bool>();
+        let mut cancelled = false;
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                let done_tx = done_tx.clone();
+                let (job, next, results, todo) = (&job, &next, &results, &todo);
+                s.spawn(move || {
+                    loop {
+                        let k = next.fetch_add(1, Ordering::SeqCst);
+                        if k >= todo.len() {
+                            break;
+                        }
+                        let r = self.import_layer(layers, todo[k], job);
+                        if r.is_err() {
+                            job.cancel.store(true, Ordering::SeqCst);
+                        }
+                        if let Ok(mut v) = results.lock() {
+                            v[k] = Some(r);
+                        }
+                        let _ = done_tx.send(false);
+                    }
+                    let _ = done_tx.send(true);
+                });
+            }
+            drop(done_tx);
+            let (mut finished, mut layers_done) = (0, 0);
+            let report = |layers_done| Progress { layers: todo.len(), layers_done, bytes: total, bytes_done: job.bytes_done.load(Ordering::Relaxed).min(total) };
+            while finished < workers {
+                match done_rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                    Ok(true) => finished += 1,
+                    Ok(false) => layers_done += 1,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                if !cancelled && progress(&report(layers_done)).is_break() {
+                    cancelled = true;
+                    job.cancel.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+        let mut results = results.into_inner().map_err(|_| ImageError::Invalid("a layer worker panicked".into()))?;
+        // The first real error (others may only say they were cancelled because of it).
+        let mut first_err = None;
+        for r in results.iter_mut() {
+            match r.take() {
+                Some(Err(ImageError::Cancelled)) | None => first_err = first_err.or(Some(ImageError::Cancelled)),
+                Some(Err(e)) => {
+                    if matches!(first_err, None | Some(ImageError::Cancelled)) {
+                        first_err = Some(e);
+                    }
+                }
+                Some(Ok(done)) => *r = Some(Ok(done)),
+            }
         }
+        if let Some(e) = first_err.filter(|e| cancelled || !matches!(e, ImageError::Cancelled)) {
+            return Err(e);
+        }
+        let mut done = results.into_iter().zip(&todo).map(|(r, &i)| (i, r)).collect::<std::collections::HashMap<_, _>>();
+        let mut diff_ids: Vec<String> = Vec::new();
+        let mut notes = Vec::new();
+        for (i, l) in layers.iter().enumerate() {
+            match (done.remove(&i).flatten(), &l.diff_id) {
+                (Some(Ok(d)), _) => {
+                    if let Some((staging, links)) = d.deferred {
+                        // Bottom-up: every lower layer is in the store by now.
+                        let lowers: Vec<PathBuf> = diff_ids.iter().rev().map(|d| self.layer_dir(d)).collect::<Result<_, _>>()?;
+                        apply::resolve_lower_links(&staging.0, &lowers, &links, &self.limits)?;
+                        staging.commit(&self.layer_dir(&d.diff_id)?)?;
+                    }
+                    notes.extend(d.notes);
+                    diff_ids.push(d.diff_id);
+                }
+                (_, Some(d)) => diff_ids.push(d.clone()),
+                (_, None) => return Err(ImageError::Invalid("a layer was not unpacked".into())),
+            }
+        }
+        if !cancelled {
+            let _ = progress(&Progress { layers: todo.len(), layers_done: todo.len(), bytes: total, bytes_done: total });
+        }
+        Ok((diff_ids, notes))
+    }
+
+    /// One layer: lock, unpack into staging, verify, resolve links to lower layers, commit.
+    fn import_layer(&self, layers: &[LayerSrc], i: usize, job: &Job) -> Result<LayerDone, ImageError> {
+        let l = &layers[i];
         // One process does the work; the others wait on the lock and find it done.
-        let lock = fs::File::options().create(true).truncate(false).write(true).open(self.root.join("locks").join(&hex)).map_err(ImageError::io("open a layer lock"))?;
+        let lock = match &l.diff_id {
+            Some(d) => {
+                if self.layer_dir(d)?.is_dir() {
+                    return Ok(LayerDone { diff_id: d.clone(), notes: Vec::new(), deferred: None });
+                }
+                let lock = self.lock(d)?;
+                if self.layer_dir(d)?.is_dir() {
+                    return Ok(LayerDone { diff_id: d.clone(), notes: Vec::new(), deferred: None });
+                }
+                Some(lock)
+            }
+            None => None,
+        };
+        let staging = Staging::new(self.root.join("tmp").join(format!("{}-layer-{i}-{}", std::process::id(), unique())))?;
+        let (applied, actual) = self.unpack_blob(l, &staging.0, apply::Mode::Overlay, job)?;
+        let diff_id = l.diff_id.clone().unwrap_or(actual);
+        let _lock = match lock {
+            Some(lock) => lock,
+            None => {
+                let lock = self.lock(&diff_id)?;
+                if self.layer_dir(&diff_id)?.is_dir() {
+                    return Ok(LayerDone { diff_id, notes: applied.summary(), deferred: None });
+                }
+                lock
+            }
+        };
+        if !applied.lower_links.is_empty() {
+            // Links to lower layers' files: resolved once those are in the store, after the
+            // workers (see unpack_layers). The lock is released meanwhile (waiting with it held
+            // could deadlock two imports); the rename that commits stays atomic.
+            let notes = applied.summary();
+            return Ok(LayerDone { diff_id, notes, deferred: Some((staging, applied.lower_links)) });
+        }
+        staging.commit(&self.layer_dir(&diff_id)?)?;
+        Ok(LayerDone { diff_id, notes: applied.summary(), deferred: None })
+    }
+
+    fn lock(&self, diff_id: &str) -> Result<fs::File, ImageError> {
+        let lock = fs::File::options().create(true).truncate(false).write(true).open(self.root.join("locks").join(digest_hex(diff_id)?)).map_err(ImageError::io("open a layer lock"))?;
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(ImageError::io("lock a layer")(io::Error::last_os_error()));
         }
-        if dest.is_dir() {
-            return Ok(());
-        }
-        let staging = self.root.join("tmp").join(format!("layer-{hex}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&staging);
-        fs::create_dir(&staging).map_err(ImageError::io("create a staging directory"))?;
-        let r = self.unpack_blob(layout, d, diff_id, &staging, apply::Mode::Overlay);
-        if let Err(e) = r {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-        fs::rename(&staging, &dest).map_err(ImageError::io("commit a layer"))?;
-        Ok(())
+        Ok(lock)
     }
 
-    /// Decompresses, applies and verifies one layer blob (blob digest and diff_id).
-    fn unpack_blob(&self, layout: &Path, d: &Descriptor, diff_id: &str, dest: &Path, mode: apply::Mode) -> Result<(), ImageError> {
-        let hex = digest_hex(&d.digest)?;
-        let path = layout.join("blobs/sha256").join(hex);
-        let f = fs::File::open(&path).map_err(ImageError::io(format!("open the layer blob {}", path.display())))?;
-        let mut blob = Hashing::new(BufReader::with_capacity(1 << 20, f), d.size);
-        let mut magic = [0u8; 4];
-        let n = read_full(&mut blob, &mut magic).map_err(ImageError::io("read a layer"))?;
-        let head = io::Cursor::new(magic[..n].to_vec());
-        let stream = head.chain(&mut blob);
-        let gz = magic[..2] == [0x1f, 0x8b];
-        let zst = magic == [0x28, 0xb5, 0x2f, 0xfd];
-        let mt = d.media_type.as_str();
-        if (mt.ends_with("+gzip") || mt.ends_with(".tar.gzip")) && !gz || mt.ends_with("+zstd") && !zst {
-            return Err(ImageError::Invalid(format!("layer {}: media type {mt} but the data is not in that format", d.digest)));
-        }
-        let decoded: Box<dyn Read + '_> = if gz {
-            Box::new(flate2::read::GzDecoder::new(stream))
-        } else if zst {
-            Box::new(zstd::stream::read::Decoder::new(stream).map_err(ImageError::io("start zstd"))?)
-        } else {
-            Box::new(stream)
-        };
-        let mut tar_stream = Hashing::new(decoded, self.limits.max_layer_bytes);
-        let applied = apply::apply(dest, &mut tar_stream, mode, &self.limits);
-        // The counting reader refused to go past the limit: that, not the tar error it caused,
-        // is what to report.
-        if tar_stream.count > self.limits.max_layer_bytes {
-            return Err(ImageError::limit(format!("layer {} decompresses to more than {} bytes", d.digest, self.limits.max_layer_bytes)));
-        }
-        applied?;
-        // Hash to the end: the diff_id covers the whole uncompressed stream.
-        io::copy(&mut tar_stream, &mut io::sink()).map_err(|e| ImageError::Tar(format!("layer {}: {e}", d.digest)))?;
-        let actual = tar_stream.digest();
-        drop(tar_stream);
-        io::copy(&mut blob, &mut io::sink()).map_err(|e| ImageError::Tar(format!("layer {}: {e}", d.digest)))?;
-        verify(&blob, d, "layer blob")?;
-        if actual != diff_id {
-            return Err(ImageError::Digest { what: format!("the uncompressed layer {}", d.digest), expected: diff_id.to_string(), actual });
-        }
-        Ok(())
+    /// Decompresses, applies and verifies one layer blob. A producer thread reads the blob,
+    /// hashes it, decompresses it and hashes the tar stream (the diff_id); this thread applies
+    /// the tar (file-system work, the larger half on layers of many small files). Returns the
+    /// diff_id of what was read (checked against the expected one, if any).
+    fn unpack_blob(&self, l: &LayerSrc, dest: &Path, mode: apply::Mode, job: &Job) -> Result<(apply::Applied, String), ImageError> {
+        const CHUNK: usize = 1 << 20;
+        let f = fs::File::open(&l.path).map_err(ImageError::io(format!("open the layer blob {}", l.path.display())))?;
+        let what = l.digest.clone().unwrap_or_else(|| l.path.display().to_string());
+        let limits = &self.limits;
+        let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+        let what = what.as_str();
+        std::thread::scope(|s| {
+            // Ok(None): the applier stopped first (its error is the one to report).
+            let producer = s.spawn(move || -> Result<Option<(u64, String)>, ImageError> {
+                let counted = Counting { inner: f, done: &job.bytes_done };
+                let mut blob = BufReader::with_capacity(CHUNK, Hashing::new(counted, l.size));
+                let head = blob.fill_buf().map_err(|e| ImageError::Invalid(format!("layer {what}: {e}")))?;
+                let gz = head.starts_with(&[0x1f, 0x8b]);
+                let zst = head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+                let mt = l.media_type.as_str();
+                if (mt.ends_with("+gzip") || mt.ends_with(".tar.gzip")) && !gz || mt.ends_with("+zstd") && !zst {
+                    return Err(ImageError::Invalid(format!("layer {what}: media type {mt} but the data is not in that format")));
+                }
+                let decoder: Box<dyn Read + '_> = if gz {
+                    Box::new(gz::GzMembers::new(&mut blob))
+                } else if zst {
+                    Box::new(zstd::stream::read::Decoder::with_buffer(&mut blob).map_err(ImageError::io("start zstd"))?)
+                } else {
+                    Box::new(&mut blob)
+                };
+                let mut decoded = Hashing::new(decoder, limits.max_layer_bytes);
+                loop {
+                    if job.cancel.load(Ordering::Relaxed) {
+                        return Err(ImageError::Cancelled);
+                    }
+                    let mut buf = back_rx.try_recv().unwrap_or_default();
+                    buf.resize(CHUNK, 0);
+                    match read_full(&mut decoded, &mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            if tx.send(Ok(buf)).is_err() {
+                                return Ok(None);
+                            }
+                        }
+                        Err(e) => {
+                            // The counting reader refused to go past the limit: that, not the
+                            // tar error it causes, is what to report.
+                            let err = if decoded.count > limits.max_layer_bytes {
+                                ImageError::limit(format!("layer {what} decompresses to more than {} bytes", limits.max_layer_bytes))
+                            } else {
+                                ImageError::Tar(format!("layer {what}: {e}"))
+                            };
+                            let _ = tx.send(Err(e));
+                            return Err(err);
+                        }
+                    }
+                }
+                drop(tx);
+                let (count, diff_id) = (decoded.count, decoded.digest());
+                drop(decoded);
+                io::copy(&mut blob, &mut io::sink()).map_err(|e| ImageError::Tar(format!("layer {what}: {e}")))?;
+                if let Some(d) = &l.digest {
+                    verify(blob.get_ref(), &Descriptor { media_type: String::new(), digest: d.clone(), size: l.size, platform: None }, "layer blob")?;
+                }
+                Ok(Some((count, diff_id)))
+            });
+            let mut chunks = Chunks { rx, cur: Vec::new(), pos: 0, back: back_tx };
+            let applied = apply::apply(dest, &mut chunks, mode, limits, &job.cancel);
+            // Read to the end (what follows the tar's end blocks counts in the diff_id too).
+            let drained = match &applied {
+                Ok(_) => io::copy(&mut chunks, &mut io::sink()).map(|_| ()),
+                Err(_) => Ok(()),
+            };
+            drop(chunks); // a producer still sending stops
+            let produced = producer.join().map_err(|_| ImageError::Invalid("the decompressor thread panicked".into()))?;
+            // What the producer saw first (a limit, a corrupt stream); then the applier's error.
+            let produced = produced?;
+            let applied = applied?;
+            drained.map_err(|e| ImageError::Tar(format!("layer {what}: {e}")))?;
+            let (count, actual) = produced.ok_or_else(|| ImageError::Tar(format!("layer {what}: the decompressor stopped early")))?;
+            if job.image_bytes.fetch_add(count, Ordering::SeqCst) + count > limits.max_image_bytes {
+                return Err(ImageError::limit(format!("the image decompresses to more than {} bytes", limits.max_image_bytes)));
+            }
+            if let Some(expected) = &l.diff_id {
+                if actual != *expected {
+                    return Err(ImageError::Digest { what: format!("the uncompressed layer {what}"), expected: expected.clone(), actual });
+                }
+            }
+            Ok((applied, actual))
+        })
     }
 
     /// The images in the store.
@@ -524,24 +780,17 @@ impl ImageStore {
         Ok(removed)
     }
 
-    /// Writes an image's layers, in order, into `dest` as one flat rootfs (whiteouts delete).
-    pub fn unpack(&self, name: &str, dest: &Path) -> Result<(), ImageError> {
+    /// Writes an image's layers, in order, into `dest` as one flat rootfs (whiteouts delete,
+    /// opaque directories hide what is below). Returns what could not be kept (device nodes
+    /// without root, for example), empty for an exact copy.
+    pub fn unpack(&self, name: &str, dest: &Path) -> Result<Vec<String>, ImageError> {
         let info = self.get(name)?;
         fs::create_dir_all(dest).map_err(ImageError::io(format!("create {}", dest.display())))?;
+        let mut notes = Vec::new();
         for diff_id in &info.layers {
-            let dir = self.layer_dir(diff_id)?;
-            // Re-apply from the unpacked layer: walk it as a tar stream of its own files.
-            let mut buf = Vec::new();
-            {
-                let mut b = tar::Builder::new(&mut buf);
-                b.follow_symlinks(false);
-                b.append_dir_all(".", &dir).map_err(ImageError::io(format!("read layer {diff_id}")))?;
-                b.finish().map_err(ImageError::io("read a layer"))?;
-            }
-            apply::clear_opaque_dirs(&dir, dest)?;
-            apply::apply(dest, io::Cursor::new(buf), apply::Mode::Flatten, &self.limits)?;
+            notes.extend(apply::flatten_layer(&self.layer_dir(diff_id)?, dest)?);
         }
-        Ok(())
+        Ok(notes)
     }
 }
 
@@ -565,4 +814,210 @@ fn verify<R>(h: &Hashing<R>, d: &Descriptor, what: &str) -> Result<(), ImageErro
         return Err(ImageError::Digest { what: format!("the {what}"), expected: d.digest.clone(), actual });
     }
     Ok(())
+}
+
+/// Where one layer comes from.
+struct LayerSrc {
+    /// The blob (or the tar in an extracted docker archive).
+    path: PathBuf,
+    media_type: String,
+    /// The blob's digest, when the format names one.
+    digest: Option<String>,
+    size: u64,
+    /// None for a plain layer tar: learnt by unpacking it.
+    diff_id: Option<String>,
+}
+
+/// An image, read but not unpacked.
+struct Parsed {
+    layers: Vec<LayerSrc>,
+    manifest: Option<String>,
+    config_digest: Option<String>,
+    config: RunConfig,
+}
+
+/// What the workers of one import share.
+struct Job {
+    cancel: AtomicBool,
+    bytes_done: AtomicU64,
+    image_bytes: AtomicU64,
+}
+
+struct LayerDone {
+    diff_id: String,
+    notes: Vec<String>,
+    /// Staged, with hardlinks to lower layers still to resolve.
+    deferred: Option<(Staging, Vec<(PathBuf, PathBuf, PathBuf)>)>,
+}
+
+/// A staging directory, removed unless committed (also on an error, a cancellation or a panic).
+struct Staging(PathBuf);
+
+impl Staging {
+    fn new(path: PathBuf) -> Result<Staging, ImageError> {
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir(&path).map_err(ImageError::io(format!("create the staging directory {}", path.display())))?;
+        Ok(Staging(path))
+    }
+    fn commit(self, dest: &Path) -> Result<(), ImageError> {
+        match fs::rename(&self.0, dest) {
+            Ok(()) => {
+                std::mem::forget(self);
+                Ok(())
+            }
+            // Another import committed the same content first: ours goes (on drop).
+            Err(_) if dest.is_dir() => Ok(()),
+            Err(e) => Err(ImageError::io(format!("commit {}", dest.display()))(e)),
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes what imports of processes that no longer exist left in `tmp/` (their names start
+/// with the pid): a killed import leaves nothing behind for long.
+fn sweep_tmp(tmp: &Path) {
+    let Ok(rd) = fs::read_dir(tmp) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<i32>().ok()) else { continue };
+        if pid > 0 && unsafe { libc::kill(pid, 0) } != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            let p = e.path();
+            let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+        }
+    }
+}
+
+fn unique() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Counts the bytes read (for progress).
+struct Counting<'a, R> {
+    inner: R,
+    done: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The decompressed stream, as chunks from the producer thread; spent chunks go back to it.
+struct Chunks {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    pos: usize,
+    back: mpsc::Sender<Vec<u8>>,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    let spent = std::mem::replace(&mut self.cur, next);
+                    let _ = self.back.send(spent);
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+enum Sniffed {
+    /// A `docker save` archive (or an OCI layout in a tar).
+    Archive,
+    /// A plain layer.
+    Layer,
+}
+
+/// A file given to import: an archive has `manifest.json` or `oci-layout` at its top level; a
+/// compressed file or any other tar is a plain layer.
+fn sniff(path: &Path) -> Result<Sniffed, ImageError> {
+    let mut f = fs::File::open(path).map_err(ImageError::io(format!("open {}", path.display())))?;
+    let mut magic = [0u8; 4];
+    let n = read_full(&mut f, &mut magic).map_err(ImageError::io(format!("read {}", path.display())))?;
+    if magic[..n.min(2)] == [0x1f, 0x8b] || magic[..n] == [0x28, 0xb5, 0x2f, 0xfd] {
+        return Ok(Sniffed::Layer);
+    }
+    let f = fs::File::open(path).map_err(ImageError::io(format!("open {}", path.display())))?;
+    let mut archive = tar::Archive::new(f);
+    let entries = archive.entries_with_seek().map_err(|e| ImageError::Tar(format!("{}: {e}", path.display())))?;
+    for (k, e) in entries.raw(true).enumerate() {
+        let Ok(e) = e else { break };
+        let name = e.path_bytes();
+        let name = name.strip_prefix(b"./").unwrap_or(&name);
+        if name == b"manifest.json" || name == b"oci-layout" {
+            return Ok(Sniffed::Archive);
+        }
+        if k > 100_000 {
+            break;
+        }
+    }
+    Ok(Sniffed::Layer)
+}
+
+/// Reads a small file of the image (like `etc/passwd`) from its layers (top first, as
+/// overlayfs would: the first layer that has the path, as a file or a whiteout, decides).
+fn read_from_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<Vec<u8>> {
+    for dir in layers_top_first {
+        let p = dir.join(rel);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_file() => {
+                // Opened inside the layer, never following a link out of it.
+                let root = fs::File::open(dir).ok()?;
+                let fd = apply::open_in_root(root.as_raw_fd(), Path::new(rel), libc::O_RDONLY | libc::O_NOFOLLOW).ok()?;
+                let mut v = Vec::new();
+                fs::File::from(fd).take(1 << 20).read_to_end(&mut v).ok()?;
+                return Some(v);
+            }
+            Ok(_) => return None, // a whiteout, a link or anything else: not read
+            Err(_) => continue,
+        }
+    }
+    None
+}
+
+/// The image's USER (`name`, `uid`, `name:group`, `uid:gid`) as numbers, looked up in its
+/// /etc/passwd and /etc/group like docker does: a missing group is the user's primary one.
+fn resolve_user(user: &str, layers_top_first: &[PathBuf]) -> Option<(u32, u32)> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read_from_layers(layers_top_first, "etc/passwd").unwrap_or_default();
+    let passwd = String::from_utf8_lossy(&passwd);
+    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 4 && (f[0] == u || f[2] == u));
+    let uid = match u.parse::<u32>() {
+        Ok(n) => n,
+        Err(_) => entry.as_ref()?.get(2)?.parse().ok()?,
+    };
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                let group = read_from_layers(layers_top_first, "etc/group").unwrap_or_default();
+                let group = String::from_utf8_lossy(&group);
+                let found = group.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 3 && f[0] == g)?;
+                found[2].parse().ok()?
+            }
+        },
+        None => entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
+    };
+    Some((uid, gid))
 }
