@@ -197,6 +197,20 @@ fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(Sandbox
             if out.group.is_none() {
                 out.group = Some(gid);
             }
+            // As root, the store keeps the image's owners as they are: map the image user's ids
+            // to themselves next to root, so that its files are its own inside. (Rootless, the
+            // one id there is stays root's; a non-root USER then needs an explicit map.)
+            let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+            let with_identity = |map: &mut Vec<crate::spec::IdMap>, host_root: u32, id: u32| {
+                if map.is_empty() && id != 0 {
+                    map.push(crate::spec::IdMap { inside: 0, outside: host_root, count: 1 });
+                    map.push(crate::spec::IdMap { inside: id, outside: id, count: 1 });
+                }
+            };
+            if euid == 0 {
+                with_identity(&mut out.uid_map, euid, uid);
+                with_identity(&mut out.gid_map, egid, out.group.unwrap_or(gid));
+            }
         }
     }
     Ok((out, layers))

@@ -17,13 +17,50 @@ enum E<'a> {
     File(&'a str, &'a [u8], u32),
     Symlink(&'a str, &'a str),
     Hardlink(&'a str, &'a str),
+    /// A file with PAX records before it (xattrs as `SCHILY.xattr.NAME`, or anything else).
+    Pax(&'a str, &'a [u8], u32, &'a [(&'a str, &'a [u8])]),
+    /// A file with this owner.
+    Owned(&'a str, &'a [u8], u32, u32),
+    /// A character device.
+    Char(&'a str, u32, u32),
+}
+
+/// One PAX record: "LEN key=value\n", LEN counting itself.
+fn pax_record(k: &str, v: &[u8]) -> Vec<u8> {
+    let body = [b" ", k.as_bytes(), b"=", v, b"\n"].concat();
+    let mut len = body.len() + 1;
+    while len.to_string().len() + body.len() != len {
+        len += 1;
+    }
+    [len.to_string().as_bytes(), &body].concat()
 }
 
 fn tar_of(entries: &[E]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for e in entries {
         let mut h = tar::Header::new_gnu();
+        let mut owner = (0, 0);
+        let mut dev = None;
         let (name, ty, data, mode, link): (&str, tar::EntryType, &[u8], u32, Option<&str>) = match e {
+            E::Pax(n, d, m, recs) => {
+                let data: Vec<u8> = recs.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+                let mut x = tar::Header::new_ustar();
+                x.set_path("PaxHeaders/x").unwrap();
+                x.set_entry_type(tar::EntryType::XHeader);
+                x.set_size(data.len() as u64);
+                x.set_mode(0o644);
+                x.set_cksum();
+                b.append(&x, &data[..]).unwrap();
+                (n, tar::EntryType::Regular, d, *m, None)
+            }
+            E::Owned(n, d, u, g) => {
+                owner = (*u, *g);
+                (n, tar::EntryType::Regular, d, 0o644, None)
+            }
+            E::Char(n, ma, mi) => {
+                dev = Some((*ma, *mi));
+                (n, tar::EntryType::Char, b"", 0o666, None)
+            }
             E::Dir(n, m) => (n, tar::EntryType::Directory, b"", *m, None),
             E::File(n, d, m) => (n, tar::EntryType::Regular, d, *m, None),
             E::Symlink(n, t) => (n, tar::EntryType::Symlink, b"", 0o777, Some(t)),
@@ -37,8 +74,12 @@ fn tar_of(entries: &[E]) -> Vec<u8> {
         h.set_entry_type(ty);
         h.set_size(data.len() as u64);
         h.set_mode(mode);
-        h.set_uid(0);
-        h.set_gid(0);
+        h.set_uid(owner.0 as u64);
+        h.set_gid(owner.1 as u64);
+        if let Some((ma, mi)) = dev {
+            h.set_device_major(ma).unwrap();
+            h.set_device_minor(mi).unwrap();
+        }
         h.set_mtime(1_700_000_000);
         h.set_cksum();
         b.append(&h, data).unwrap();
@@ -110,9 +151,11 @@ fn three_layers_whiteout_opaque_links_setuid_then_run() {
         E::File("etc/target", b"linked", 0o640),
         E::Hardlink("etc/hard", "etc/target"),
         E::Symlink("etc/soft", "/etc/keep"),
+        E::Hardlink("etc/hard-keep", "etc/keep"),
+        E::Pax("etc/xattr", b"", 0o644, &[("SCHILY.xattr.user.origin", b"image")]),
     ]);
     let l3 = busybox_layer();
-    let lay = layout(d.path(), &[l1, l2, l3], &["/bin/sh", "-c", "cat /etc/keep /etc/soft /etc/hard /data/new; ls /data; test -e /etc/gone || echo gone-hidden; echo $FROM_IMAGE"]);
+    let lay = layout(d.path(), &[l1, l2, l3], &["/bin/sh", "-c", "cat /etc/keep /etc/soft /etc/hard /etc/hard-keep /data/new; ls /data; test -e /etc/gone || echo gone-hidden; echo $FROM_IMAGE"]);
     let store_dir = d.path().join("store");
     let store = ImageStore::open(&store_dir).unwrap();
     let info = store.import(&lay, "test:3").unwrap();
@@ -122,7 +165,8 @@ fn three_layers_whiteout_opaque_links_setuid_then_run() {
     let spec = SandboxSpec { image: Some("test:3".into()), image_store: Some(store_dir.clone()), ..Default::default() };
     let o = Sandbox::from_spec(spec.clone()).output().unwrap();
     assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
-    assert_eq!(stdout(&o), "keepkeeplinkednewnew\ngone-hidden\nyes\n");
+    assert_eq!(stdout(&o), "keepkeeplinkedkeepnewnew\ngone-hidden\nyes\n");
+    assert_eq!(xattr(&store.layer_dir(&info.layers[1]).unwrap().join("etc/xattr"), "user.origin").as_deref(), Some(&b"image"[..]));
 
     // Writing to / changes nothing in the store.
     let before = tree_listing(&store_dir);
@@ -312,7 +356,15 @@ fn unpack_matches_umoci_raw_unpack() {
     }
     let d = TempDir::new("umoci");
     let l1 = tar_of(&[E::Dir("etc", 0o755), E::File("etc/a", b"a", 0o600), E::File("etc/gone", b"g", 0o644), E::File("suid", b"s", 0o4755)]);
-    let l2 = tar_of(&[E::File("etc/.wh.gone", b"", 0o644), E::Symlink("etc/link", "a"), E::File("etc/b", b"bb", 0o640), E::Hardlink("etc/hard", "etc/b")]);
+    let l2 = tar_of(&[
+        E::File("etc/.wh.gone", b"", 0o644),
+        E::Symlink("etc/link", "a"),
+        E::File("etc/b", b"bb", 0o640),
+        E::Hardlink("etc/hard", "etc/b"),
+        // A hardlink to a file of the lower layer, and an xattr.
+        E::Hardlink("etc/hard-lower", "etc/a"),
+        E::Pax("etc/xa", b"x", 0o644, &[("SCHILY.xattr.user.cagette", b"1")]),
+    ]);
     let lay = layout(d.path(), &[l1, l2], &["/bin/true"]);
     std::fs::write(lay.join("index.json"), {
         let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
@@ -335,9 +387,11 @@ fn unpack_matches_umoci_raw_unpack() {
         v
     };
     assert_eq!(list(&ours), list(&theirs));
-    for f in ["etc/a", "suid", "etc/hard", "etc/b"] {
+    for f in ["etc/a", "suid", "etc/hard", "etc/b", "etc/hard-lower", "etc/xa"] {
         assert_eq!(std::fs::read(ours.join(f)).unwrap(), std::fs::read(theirs.join(f)).unwrap(), "{f}");
     }
+    assert_eq!(xattr(&ours.join("etc/xa"), "user.cagette").as_deref(), Some(&b"1"[..]));
+    assert_eq!(xattr(&ours.join("etc/xa"), "user.cagette"), xattr(&theirs.join("etc/xa"), "user.cagette"));
 }
 
 #[test]
@@ -390,4 +444,282 @@ fn docker_archive_from_skopeo_and_zstd_layers() {
     store.import(&lay, "z:1").unwrap();
     store.unpack("z:1", &z.path().join("flat")).unwrap();
     assert_eq!(std::fs::read(z.path().join("flat/z")).unwrap(), b"zstd!");
+}
+
+fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut v = vec![0u8; 4096];
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), v.as_mut_ptr() as *mut libc::c_void, v.len()) };
+    (r >= 0).then(|| {
+        v.truncate(r as usize);
+        v
+    })
+}
+
+#[test]
+fn xattrs_are_filtered_and_overlay_ones_escaped() {
+    let d = TempDir::new("xattr");
+    let l1 = tar_of(&[E::Dir("d", 0o755), E::File("d/lower", b"lower", 0o644)]);
+    // The image tries to plant overlayfs metadata: an opaque mark on d (which would hide
+    // d/lower) through both namespaces. It must be stored escaped and have no effect.
+    let l2 = tar_of(&[
+        E::Pax("d/upper", b"upper", 0o644, &[("SCHILY.xattr.user.overlay.opaque", b"y"), ("SCHILY.xattr.trusted.overlay.redirect", b"/etc")]),
+        E::Pax("kept", b"k", 0o644, &[("SCHILY.xattr.user.cagette", b"kept"), ("SCHILY.xattr.security.selinux", b"system_u:object_r:etc_t:s0"), ("SCHILY.xattr.security.ima", b"x")]),
+        E::Pax("cap", b"c", 0o755, &[("SCHILY.xattr.security.capability", &[1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])]),
+    ]);
+    let lay = layout(d.path(), &[l1, busybox_layer(), l2], &["/bin/sh", "-c", "ls /d"]);
+    let store_dir = d.path().join("store");
+    let store = ImageStore::open(&store_dir).unwrap();
+    let info = store.import(&lay, "x:1").unwrap();
+    let top = store.layer_dir(&info.layers[2]).unwrap();
+    assert_eq!(xattr(&top.join("d/upper"), "user.overlay.overlay.opaque").as_deref(), Some(&b"y"[..]), "escaped in the store");
+    assert_eq!(xattr(&top.join("d/upper"), "user.overlay.opaque"), None);
+    assert_eq!(xattr(&top.join("d/upper"), "trusted.overlay.overlay.redirect").as_deref(), Some(&b"/etc"[..]));
+    assert_eq!(xattr(&top.join("kept"), "user.cagette").as_deref(), Some(&b"kept"[..]));
+    assert_eq!(xattr(&top.join("kept"), "security.selinux"), None, "SELinux labels are dropped");
+    assert!(xattr(&top.join("cap"), "security.capability").is_some(), "file capabilities kept (root)");
+    let notes = info.notes.join("\n");
+    assert!(notes.contains("security.selinux") && notes.contains("security.ima"), "{notes}");
+    // Through the overlay: d/lower is still there.
+    let o = Sandbox::from_spec(SandboxSpec { image: Some("x:1".into()), image_store: Some(store_dir.clone()), ..Default::default() }).output().unwrap();
+    assert_eq!(stdout(&o), "lower\nupper\n", "{o:?}");
+    // A flat unpack keeps the image's own xattrs but no overlay ones.
+    let flat = d.path().join("flat");
+    store.unpack("x:1", &flat).unwrap();
+    assert_eq!(xattr(&flat.join("kept"), "user.cagette").as_deref(), Some(&b"kept"[..]));
+    assert_eq!(xattr(&flat.join("d/upper"), "user.overlay.overlay.opaque"), None);
+    assert_eq!(xattr(&flat.join("d/upper"), "user.overlay.opaque"), None);
+    assert!(flat.join("d/lower").exists());
+}
+
+#[test]
+fn pax_headers_are_bounded_and_sizes_must_agree() {
+    // A PAX size that differs from the header's: two readers would see two archives.
+    let mut t = tar_of(&[E::Pax("a", b"1234", 0o644, &[("size", b"1536")])]);
+    let r = adversarial("pax-size", std::mem::take(&mut t));
+    match r {
+        Err(ImageError::UnsafeEntry { why, .. }) => assert!(why.contains("PAX size"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // A PAX path is honoured (and cleaned like any name).
+    let i = adversarial("pax-path", tar_of(&[E::Pax("short", b"x", 0o644, &[("path", b"../../escape")])]));
+    assert!(matches!(i, Err(ImageError::UnsafeEntry { .. })), "{i:?}");
+    // A PAX header beyond the bound.
+    let d = TempDir::new("pax-big");
+    let big = vec![b'v'; 300_000];
+    let lay = layout(d.path(), &[tar_of(&[E::Pax("f", b"x", 0o644, &[("SCHILY.xattr.user.big", &big[..60_000]), ("comment", &big)])])], &["/bin/true"]);
+    let store_dir = d.path().join("store");
+    let store = ImageStore::open(&store_dir).unwrap().with_limits(cagette::ImageLimits { max_header: 64 << 10, ..Default::default() });
+    let e = store.import(&lay, "big:1").unwrap_err();
+    assert!(matches!(e, ImageError::Limit(ref m) if m.contains("XHeader")), "{e}");
+    assert!(store_is_clean(&store_dir));
+}
+
+#[test]
+fn gzip_trailing_garbage_is_refused() {
+    let d = TempDir::new("gz-garbage");
+    let lay = layout(d.path(), &[tar_of(&[E::File("f", b"data", 0o644)])], &["/bin/true"]);
+    // Append garbage to the layer blob and fix its descriptor (digest and size) so that only
+    // the gzip framing is wrong.
+    let blobs = lay.join("blobs/sha256");
+    let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+    let lhex = manifest["layers"][0]["digest"].as_str().unwrap()[7..].to_string();
+    let mut bytes = std::fs::read(blobs.join(&lhex)).unwrap();
+    bytes.extend_from_slice(b"trailing garbage");
+    let nd = sha(&bytes);
+    std::fs::write(blobs.join(&nd[7..]), &bytes).unwrap();
+    manifest["layers"][0]["digest"] = serde_json::json!(nd);
+    manifest["layers"][0]["size"] = serde_json::json!(bytes.len());
+    let mb = manifest.to_string().into_bytes();
+    let md = sha(&mb);
+    std::fs::write(blobs.join(&md[7..]), &mb).unwrap();
+    let idx = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mb.len()}]});
+    std::fs::write(lay.join("index.json"), idx.to_string()).unwrap();
+    let store_dir = d.path().join("store");
+    let e = ImageStore::open(&store_dir).unwrap().import(&lay, "g:1").unwrap_err();
+    assert!(e.to_string().contains("not a gzip member"), "{e}");
+    assert!(store_is_clean(&store_dir));
+}
+
+#[test]
+fn plain_layer_tars_gzip_and_uncompressed() {
+    let d = TempDir::new("plain");
+    let store_dir = d.path().join("store");
+    let store = ImageStore::open(&store_dir).unwrap();
+    let mut bb = busybox_layer();
+    let layer_gz = d.path().join("layer.tar.gz");
+    std::fs::write(&layer_gz, gzip(&bb)).unwrap();
+    let info = store.import(&layer_gz, "plain:gz").unwrap();
+    assert_eq!(info.layers, [sha(&bb)], "the diff_id is learnt from the data");
+    assert_eq!(info.config.cmd, None);
+    let o = Sandbox::from_spec(SandboxSpec { image: Some("plain:gz".into()), image_store: Some(store_dir.clone()), argv: vec!["/bin/echo".into(), "plain".into()], ..Default::default() }).output().unwrap();
+    assert_eq!(stdout(&o), "plain\n", "{o:?}");
+    // The same content uncompressed: same layer, not unpacked twice.
+    let layer_tar = d.path().join("layer.tar");
+    std::fs::write(&layer_tar, &bb).unwrap();
+    let again = store.import(&layer_tar, "plain:tar").unwrap();
+    assert_eq!(again.layers, info.layers);
+    assert_eq!(std::fs::read_dir(store_dir.join("layers/sha256")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(store_dir.join("tmp")).unwrap().count(), 0);
+    // A truncated plain layer: refused, nothing left.
+    bb.truncate(bb.len() / 2);
+    let cut = d.path().join("cut.tar.gz");
+    std::fs::write(&cut, &gzip(&bb)[..]).unwrap();
+    let s2 = d.path().join("store2");
+    let e = ImageStore::open(&s2).unwrap().import(&cut, "cut:1").unwrap_err();
+    assert!(matches!(e, ImageError::Tar(_)), "{e}");
+    assert!(store_is_clean(&s2));
+}
+
+#[test]
+fn named_user_is_resolved_from_the_image() {
+    let d = TempDir::new("user");
+    let etc = tar_of(&[
+        E::Dir("etc", 0o755),
+        E::File("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\napp:x:1234:5678:app:/home/app:/bin/sh\n", 0o644),
+        E::File("etc/group", b"root:x:0:\napp:x:5678:\nstaff:x:50:\n", 0o644),
+    ]);
+    let store_dir = d.path().join("store");
+    let store = ImageStore::open(&store_dir).unwrap();
+    for (user, expect) in [("app", Some("1234 5678")), ("app:staff", Some("1234 50")), ("77", Some("77 0")), ("ghost", None)] {
+        let sub = d.path().join(user.replace(':', "-"));
+        let lay = layout(&sub, &[busybox_layer(), etc.clone()], &["/bin/sh", "-c", "echo $(id -u) $(id -g)"]);
+        // Set the config's User (rewrite the config and the manifest that names it).
+        let blobs = lay.join("blobs/sha256");
+        let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
+        let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&manifest["config"]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+        config["config"]["User"] = serde_json::json!(user);
+        let cb = config.to_string().into_bytes();
+        std::fs::write(blobs.join(&sha(&cb)[7..]), &cb).unwrap();
+        manifest["config"]["digest"] = serde_json::json!(sha(&cb));
+        manifest["config"]["size"] = serde_json::json!(cb.len());
+        let mb = manifest.to_string().into_bytes();
+        std::fs::write(blobs.join(&sha(&mb)[7..]), &mb).unwrap();
+        let idx = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&mb), "size": mb.len()}]});
+        std::fs::write(lay.join("index.json"), idx.to_string()).unwrap();
+        let name = format!("u:{}", user.replace(':', "-"));
+        store.import(&lay, &name).unwrap();
+        let r = Sandbox::from_spec(SandboxSpec { image: Some(name), image_store: Some(store_dir.clone()), ..Default::default() }).output();
+        match expect {
+            Some(ids) => assert_eq!(stdout(&r.unwrap()), format!("{ids}\n"), "{user}"),
+            None => {
+                let e = r.unwrap_err().to_string();
+                assert!(e.contains("ghost") && e.contains("/etc/passwd"), "{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn progress_is_reported_and_cancel_leaves_nothing() {
+    use std::ops::ControlFlow;
+    let d = TempDir::new("progress");
+    let lay = layout(d.path(), &[busybox_layer(), tar_of(&[E::File("f", &vec![1u8; 4 << 20], 0o644)])], &["/bin/true"]);
+    let store_dir = d.path().join("store");
+    let store = ImageStore::open(&store_dir).unwrap();
+    let mut seen = Vec::new();
+    store.import_with(&lay, "p:1", &mut |p| {
+        seen.push(p.clone());
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let last = seen.last().expect("at least the final report");
+    assert_eq!((last.layers, last.layers_done), (2, 2));
+    assert!(last.bytes > 0 && last.bytes_done == last.bytes, "{last:?}");
+    assert!(seen.windows(2).all(|w| w[0].bytes_done <= w[1].bytes_done && w[0].layers_done <= w[1].layers_done), "{seen:?}");
+    // Cancel at the first report: Cancelled, and the store is as before (no layer, no staging).
+    let s2 = d.path().join("store2");
+    let e = ImageStore::open(&s2).unwrap().import_with(&lay, "p:1", &mut |_| ControlFlow::Break(())).unwrap_err();
+    assert!(matches!(e, ImageError::Cancelled), "{e}");
+    assert!(store_is_clean(&s2), "{:?}", tree_listing(&s2));
+    assert!(ImageStore::open(&s2).unwrap().list().unwrap().is_empty());
+}
+
+#[test]
+fn a_killed_import_is_swept_by_the_next_open() {
+    let d = TempDir::new("sweep");
+    let store_dir = d.path().join("store");
+    ImageStore::open(&store_dir).unwrap();
+    // What a SIGKILLed import leaves: staging named by a pid that no longer exists.
+    std::fs::create_dir_all(store_dir.join("tmp/999999999-layer-0-0/usr")).unwrap();
+    std::fs::write(store_dir.join("tmp/999999999-record-1-x.json"), "{}").unwrap();
+    // And one of a live process (this one): kept.
+    let live = store_dir.join(format!("tmp/{}-layer-0-7", std::process::id()));
+    std::fs::create_dir_all(&live).unwrap();
+    ImageStore::open(&store_dir).unwrap();
+    let left: Vec<_> = std::fs::read_dir(store_dir.join("tmp")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(left, [live]);
+}
+
+/// Rootless import: the same test binary, re-run as nobody (65534), imports into a store it
+/// owns. Whiteouts are character devices 0:0, which an unprivileged user may create (Linux >=
+/// 5.8); opaque marks use `user.overlay.opaque`; device nodes, foreign owners and file
+/// capabilities cannot be kept and are reported as notes.
+#[test]
+fn rootless_import_as_nobody() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test starts as root and drops to nobody");
+    let d = TempDir::new("rootless");
+    let l1 = tar_of(&[
+        E::Dir("etc", 0o755),
+        E::File("etc/gone", b"gone", 0o644),
+        E::Dir("data", 0o755),
+        E::File("data/old", b"old", 0o644),
+        E::Dir("dev", 0o755),
+        E::Char("dev/null", 1, 3),
+        E::Owned("owned-by-1000", b"o", 1000, 1000),
+        E::Pax("capped", b"c", 0o755, &[("SCHILY.xattr.security.capability", &[1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])]),
+    ]);
+    let l2 = tar_of(&[E::File("etc/.wh.gone", b"", 0o644), E::Dir("data", 0o755), E::File("data/.wh..wh..opq", b"", 0o644), E::File("data/new", b"new", 0o644), E::File("suid", b"s", 0o4755)]);
+    let lay = layout(d.path(), &[busybox_layer(), l1, l2], &["/bin/sh", "-c", "ls /data; test -e /etc/gone || echo gone-hidden"]);
+    std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(d.path()).status().unwrap();
+    let store_dir = d.path().join("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    std::os::unix::fs::chown(&store_dir, Some(65534), Some(65534)).unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "rootless_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("CAGETTE_ROOTLESS_LAYOUT", &lay)
+        .env("CAGETTE_ROOTLESS_STORE", &store_dir)
+        .current_dir("/")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("rootless-child-ok"), "{text}");
+    // In the store: a whiteout the overlay understands, owned by nobody.
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(store_dir.join("images/r%3a1.json")).unwrap()).unwrap();
+    let top = store_dir.join("layers/sha256").join(&info["layers"][2].as_str().unwrap()[7..]);
+    let wh = std::fs::symlink_metadata(top.join("etc/gone")).unwrap();
+    assert_eq!((wh.mode() & libc::S_IFMT, wh.rdev(), wh.uid()), (libc::S_IFCHR, 0, 65534));
+    assert_eq!(xattr(&top.join("data"), "user.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(std::fs::symlink_metadata(top.join("suid")).unwrap().mode() & 0o7777, 0o4755);
+}
+
+#[test]
+#[ignore = "run as nobody by rootless_import_as_nobody"]
+fn rootless_child() {
+    let (Some(lay), Some(store_dir)) = (std::env::var_os("CAGETTE_ROOTLESS_LAYOUT"), std::env::var_os("CAGETTE_ROOTLESS_STORE")) else {
+        panic!("run by rootless_import_as_nobody");
+    };
+    assert_ne!(unsafe { libc::geteuid() }, 0);
+    let store = ImageStore::open(PathBuf::from(&store_dir)).unwrap();
+    let info = store.import(Path::new(&lay), "r:1").unwrap();
+    let notes = info.notes.join("\n");
+    for want in ["dev/null", "security.capability", "ownership needs root"] {
+        assert!(notes.contains(want), "no note about {want}: {notes}");
+    }
+    let o = Sandbox::from_spec(SandboxSpec { image: Some("r:1".into()), image_store: Some(PathBuf::from(&store_dir)), ..Default::default() }).output().unwrap();
+    assert_eq!(stdout(&o), "new\ngone-hidden\n", "{o:?}");
+    let flat = PathBuf::from(&store_dir).join("flat");
+    let notes = store.unpack("r:1", &flat).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert!(!flat.join("dev/null").exists(), "the device was not imported");
+    assert!(!flat.join("etc/gone").exists() && !flat.join("data/old").exists() && flat.join("data/new").exists());
+    println!("rootless-child-ok");
 }

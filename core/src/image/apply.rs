@@ -750,6 +750,8 @@ pub(crate) fn flatten_layer(layer: &Path, dest: &Path) -> Result<Vec<String>, Im
         let fd = open_in_root(dst.as_raw_fd(), &d.path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW).map_err(os_err("reopen".into(), &d.path))?;
         finish_fd(fd.as_raw_fd(), &d.meta, &mut st, &d.path)?;
     }
+    // (Without root, the store's files are the importer's own: the import already said so.)
+    st.applied.not_owned = 0;
     Ok(st.applied.summary())
 }
 
