@@ -73,8 +73,23 @@ fn cases() -> Vec<(&'static str, Sandbox)> {
         seccomp: cagette::Seccomp::Mode(cagette::SeccompMode::None),
         ..Default::default()
     });
+    // The same busybox tree imported as an image (a plain layer tar): the job runs on the
+    // store's layer as an overlay lower with an ephemeral upper.
+    let store = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-store");
+    let layer = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-busybox-layer.tar");
+    assert!(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&layer).arg(".").status().unwrap().success());
+    cagette::ImageStore::open(&store).unwrap().import(&layer, "bench-busybox:1").unwrap();
+    let image = quiet(SandboxSpec {
+        argv: vec!["/bin/true".into()],
+        image: Some("bench-busybox:1".into()),
+        image_store: Some(store),
+        tmp: false,
+        sys: false,
+        ..Default::default()
+    });
     vec![
         ("namespaces_only", ns_only),
+        ("busybox_image", image),
         ("busybox_rootfs_proc_dev", busybox),
         ("busybox_rootfs_overlay", overlay),
         ("host_root_defaults", host_root),

@@ -192,6 +192,10 @@ export interface ImageInfo {
   /** Layer diff_ids, bottom first. */
   layers: string[];
   config: { Entrypoint?: string[] | null; Cmd?: string[] | null; Env?: string[] | null; WorkingDir?: string | null; User?: string | null };
+  /** The config's User resolved against the image's /etc/passwd and /etc/group: [uid, gid]. */
+  userIds?: [number, number];
+  /** What the import could not keep, and why (e.g. device nodes without root). */
+  notes?: string[];
 }
 export declare class ImageStore {
   constructor(path?: string);

@@ -299,3 +299,37 @@ fn rootless_through_a_user_namespace() {
     let err = text(&o.stderr);
     assert!(err.contains("step id_map") && err.contains("uid_map") && err.contains("hint"), "{err}");
 }
+
+/// A plain layer tar imported by two `cagette image import` processes at once: one unpack
+/// (the layer lock), two names, nothing left in staging; `--progress` reports; the image runs.
+#[test]
+fn image_import_from_two_processes_plain_layer_and_progress() {
+    let d = tempdir("img2proc");
+    let layer = d.join("busybox.tar.gz");
+    assert!(Command::new("tar").arg("-C").arg(busybox_rootfs()).arg("-czf").arg(&layer).arg(".").status().unwrap().success());
+    let store = d.join("store");
+    let (s, l) = (store.to_str().unwrap(), layer.to_str().unwrap());
+    let children: Vec<_> = (0..2)
+        .map(|i| Command::new(bin()).args(["image", "--store", s, "import", l, "--name", &format!("bb:{i}"), "--progress"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    let outs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for o in &outs {
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(text(&o.stdout).starts_with("imported bb:"), "{}", text(&o.stdout));
+    }
+    // At least the process that did the work drew its progress (the other may find it done).
+    assert!(outs.iter().any(|o| text(&o.stderr).contains("1/1 layers")), "{}", text(&outs[0].stderr));
+    assert_eq!(std::fs::read_dir(store.join("layers/sha256")).unwrap().count(), 1, "the layer was unpacked once");
+    assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+    let ls = cagette(&["image", "--store", s, "ls"]);
+    assert!(text(&ls.stdout).contains("bb:0") && text(&ls.stdout).contains("bb:1"), "{}", text(&ls.stdout));
+    let o = cagette(&["run", "--store", s, "--image", "bb:1", "--", "/bin/echo", "from-a-plain-layer"]);
+    assert_eq!(text(&o.stdout), "from-a-plain-layer\n", "{}", text(&o.stderr));
+    // Bad input: a file that is no image at all.
+    let junk = d.join("junk.tar");
+    std::fs::write(&junk, b"not a tar at all").unwrap();
+    let o = cagette(&["image", "--store", s, "import", junk.to_str().unwrap(), "--name", "junk:1", "-q"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o.stderr).contains("cagette:"), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
+}

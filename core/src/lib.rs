@@ -51,6 +51,8 @@ pub use caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
 pub use child::Child;
 pub use error::{Error, Result, SetupFailure, Step};
 pub use image::{ImageError, ImageInfo, ImageStore, Limits as ImageLimits, Progress as ImportProgress, RunConfig};
+#[doc(hidden)]
+pub use image::fuzz_apply_layer;
 pub use probe::{CgroupVersion, Probe, probe};
 pub use sandbox::Sandbox;
 pub use spec::{

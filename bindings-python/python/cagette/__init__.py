@@ -644,11 +644,14 @@ class ImageStore:
             _raise_native(e)
 
     def import_image(self, source: StrPath, name: str) -> Dict[str, Any]:
-        """Imports an OCI image layout directory or a docker-save archive as ``name``."""
+        """Imports an OCI image layout directory, a docker-save archive or a plain layer tar
+        (gzip, zstd or none) as ``name``. The result's ``notes`` list what could not be kept
+        (device nodes without root, for example); ``user_ids`` is the config's User resolved
+        against the image's own /etc/passwd."""
         return dict(self._op("import", os.fspath(source), name))
 
     def list(self) -> List[Dict[str, Any]]:
-        """The images: name, manifest, config_digest, layers, config."""
+        """The images: name, manifest, config_digest, layers, config (and user_ids, notes)."""
         return list(self._op("list"))
 
     def get(self, name: str) -> Dict[str, Any]:

@@ -1,9 +1,13 @@
-//! Applying one layer (a tar stream) to a directory, safely.
+//! Applying one layer (a tar stream) to a directory, safely; and flattening stored layers.
 //!
+//! - The tar is read in raw mode: PAX records and GNU long names are handled here, bounded
+//!   (`Limits::max_header`); a PAX `size` must equal the header's (TARmageddon-style parser
+//!   differentials are refused, not resolved); sparse files are refused.
 //! - Every entry's parent is resolved inside the root with `openat2(RESOLVE_IN_ROOT)`: `..`,
 //!   absolute symlinks (Debian's `/var/run -> /run`) and `/` stay inside the root; missing parents
-//!   are created the same way. No cache of resolved parents: each entry resolves afresh, so an
-//!   entry that swaps a directory for a symlink cannot stale anything (containerd
+//!   are created the same way. The last resolved parent is reused only while regular files and
+//!   hardlinks are created in it; any other entry (a directory, a symlink, a whiteout, a removal)
+//!   drops it, so an entry that swaps a directory for a symlink cannot stale anything (containerd
 //!   CVE-2025-47290).
 //! - The leaf is never followed: files are created with `O_EXCL|O_NOFOLLOW` after removing
 //!   whatever was there (never written through an existing inode); metadata calls use
@@ -11,10 +15,16 @@
 //! - Names with `..` components are refused; absolute names are taken relative to the root.
 //! - Whiteouts and opaque directories apply only to lower layers, whatever the entry order: in
 //!   `Flatten` mode they delete lower content not written by this layer; in `Overlay` mode they
-//!   become overlayfs whiteouts (char 0:0) and `trusted.overlay.opaque`.
-//! - Ownership as is (root), modes after ownership (setuid survives), mtimes; directories'
-//!   metadata last, deepest first.
-//! - Bounded: entries, path length, total bytes (checked by the caller's counting reader too).
+//!   become overlayfs whiteouts (char 0:0, which Linux >= 5.8 lets anyone create) and
+//!   `user.overlay.opaque` (plus `trusted.overlay.opaque` as root).
+//! - Hardlinks to a lower layer's file (overlay mode) are resolved after the lower layers are
+//!   in the store, by copying the target up.
+//! - xattrs from an allow-list (`map_xattr`), overlay ones escaped.
+//! - Ownership as is (root; without root the importer owns everything and the count is
+//!   reported), modes after ownership (setuid survives), file capabilities after chown, mtimes;
+//!   directories' metadata last, deepest first.
+//! - Bounded: entries, path length, header sizes, xattr sizes, total bytes (the caller's
+//!   counting reader).
 
 use super::{ImageError, Limits};
 use std::collections::HashSet;

@@ -794,6 +794,25 @@ impl ImageStore {
     }
 }
 
+/// Applies `data` as one layer tar (overlay form, the import path) to a fresh directory under
+/// `scratch`, then checks what a layer must never do: leave anything outside its root, or make
+/// the root something other than a directory. Errors are fine (most fuzz inputs are refused);
+/// an escape panics. For the cargo-fuzz target `tar_apply` and its corpus replay test; not a
+/// stable API.
+#[doc(hidden)]
+pub fn fuzz_apply_layer(scratch: &Path, data: &[u8]) -> Result<(), ImageError> {
+    let root = scratch.join("root");
+    let _ = fs::remove_dir_all(scratch);
+    fs::create_dir_all(&root).map_err(ImageError::io("create the fuzz root"))?;
+    let limits = Limits { max_layer_bytes: 64 << 20, max_entries: 10_000, ..Limits::default() };
+    let r = apply::apply(&root, data, apply::Mode::Overlay, &limits, &AtomicBool::new(false)).map(|_| ());
+    let outside: Vec<_> = fs::read_dir(scratch).map_err(ImageError::io("list the scratch dir"))?.flatten().map(|e| e.file_name()).filter(|n| n != "root").collect();
+    assert!(outside.is_empty(), "a layer wrote outside its root: {outside:?}");
+    assert!(fs::symlink_metadata(&root).map(|m| m.is_dir()).unwrap_or(false), "the root is no longer a directory");
+    let _ = fs::remove_dir_all(scratch);
+    r
+}
+
 fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
