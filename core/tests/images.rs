@@ -752,7 +752,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 #[test]
-#[ignore = "writes the fuzz seeds: CAGETTE_WRITE_FUZZ_CORPUS=1 cargo test -p cagette --test images write_fuzz_corpus -- --ignored"]
+#[ignore = "writes the fuzz seeds: cargo test -p cagette --test images write_fuzz_corpus -- --ignored"]
 fn write_fuzz_corpus() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tar_apply");
     std::fs::create_dir_all(&dir).unwrap();

@@ -568,7 +568,7 @@ impl ImageStore {
                 Some(Ok(done)) => *r = Some(Ok(done)),
             }
         }
-        if let Some(e) = first_err.filter(|e| cancelled || !matches!(e, ImageError::Cancelled)) {
+        if let Some(e) = first_err {
             return Err(e);
         }
         let mut done = results.into_iter().zip(&todo).map(|(r, &i)| (i, r)).collect::<std::collections::HashMap<_, _>>();
