@@ -114,7 +114,7 @@ fn layout(dir: &Path, layers: &[Vec<u8>], cmd: &[&str]) -> PathBuf {
     let (cd, cn) = blob(config.to_string().as_bytes());
     let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn}, "layers": descs});
     let (md, mn) = blob(manifest.to_string().as_bytes());
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn, "platform": {"architecture": "amd64", "os": "linux"}}]});
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn, "platform": {"architecture": "amd64", "os": "linux"}, "annotations": {"org.opencontainers.image.ref.name": "t"}}]});
     std::fs::write(l.join("index.json"), index.to_string()).unwrap();
     std::fs::write(l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     l
@@ -177,11 +177,33 @@ fn three_layers_whiteout_opaque_links_setuid_then_run() {
     // Flat unpack: the same view, setuid kept, hardlink shared.
     let flat = d.path().join("flat");
     store.unpack("test:3", &flat).unwrap();
+    // The same image as a docker-archive (skopeo): the same tree.
+    let archive = d.path().join("docker.tar");
+    let st = std::process::Command::new("skopeo").args(["copy", "--quiet"]).arg(format!("oci:{}:t", lay.display())).arg(format!("docker-archive:{}:test/three:1", archive.display())).status().expect("skopeo (apt-get install skopeo)");
+    assert!(st.success(), "skopeo copy failed");
+    let from_docker = store.import(&archive, "test:3-docker").unwrap();
+    assert_eq!(from_docker.layers, info.layers, "same layers, found in the store");
+    let flat_docker = d.path().join("flat-docker");
+    store.unpack("test:3-docker", &flat_docker).unwrap();
+    let listing = |p: &Path| {
+        let o = std::process::Command::new("find").arg(p).arg("-mindepth").arg("1").arg("-printf").arg("%P %y %m %U %G %l %s\n").output().unwrap();
+        let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listing(&flat), listing(&flat_docker));
+    store.remove("test:3-docker").unwrap();
     assert!(!flat.join("etc/gone").exists() && !flat.join("data/old").exists());
     assert_eq!(std::fs::read_to_string(flat.join("data/new")).unwrap(), "new");
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::symlink_metadata(flat.join("bin-suid")).unwrap().mode() & 0o7777, 0o4755);
     assert_eq!(std::fs::read_link(flat.join("etc/soft")).unwrap(), Path::new("/etc/keep"));
+
+    // By digest (a prefix of 12+ hex digits of the manifest's), also to run.
+    assert_eq!(store.get(&info.manifest[..19]).unwrap().name, "test:3");
+    assert!(matches!(store.get("sha256:0123456789ab"), Err(ImageError::NotFound(_))));
+    let o = Sandbox::from_spec(SandboxSpec { image: Some(info.manifest.clone()), image_store: Some(store_dir.clone()), argv: vec!["/bin/cat".into(), "/etc/keep".into()], ..Default::default() }).output().unwrap();
+    assert_eq!(stdout(&o), "keep", "{o:?}");
 
     // Names, removal, gc.
     assert_eq!(store.list().unwrap().iter().map(|i| i.name.clone()).collect::<Vec<_>>(), ["test:3"]);
@@ -333,6 +355,57 @@ fn digests_and_sizes_are_verified() {
 }
 
 #[test]
+fn a_wrong_diff_id_is_refused() {
+    let d = TempDir::new("diffid");
+    let lay = layout(d.path(), &[tar_of(&[E::File("f", b"data", 0o644)])], &["/bin/true"]);
+    // Rewrite the config with another diff_id (and the manifest that names the config).
+    let blobs = lay.join("blobs/sha256");
+    let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&manifest["config"]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+    config["rootfs"]["diff_ids"][0] = serde_json::json!(sha(b"something else"));
+    let cb = config.to_string().into_bytes();
+    std::fs::write(blobs.join(&sha(&cb)[7..]), &cb).unwrap();
+    manifest["config"]["digest"] = serde_json::json!(sha(&cb));
+    manifest["config"]["size"] = serde_json::json!(cb.len());
+    let mb = manifest.to_string().into_bytes();
+    std::fs::write(blobs.join(&sha(&mb)[7..]), &mb).unwrap();
+    std::fs::write(lay.join("index.json"), serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&mb), "size": mb.len()}]}).to_string()).unwrap();
+    let store_dir = d.path().join("store");
+    let e = ImageStore::open(&store_dir).unwrap().import(&lay, "x:1").unwrap_err();
+    match &e {
+        ImageError::Digest { what, expected, .. } => assert!(what.contains("uncompressed") && *expected == sha(b"something else"), "{e}"),
+        other => panic!("{other}"),
+    }
+    assert!(store_is_clean(&store_dir));
+}
+
+#[test]
+fn docker_manifest_paths_stay_inside_the_archive() {
+    let d = TempDir::new("docker-paths");
+    let layer = tar_of(&[E::File("f", b"data", 0o644)]);
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]}}).to_string();
+    for (tag, layer_path) in [("dotdot", "../../../etc/passwd"), ("inner", "a/../../x.tar")] {
+        let manifest = serde_json::json!([{"Config": "config.json", "RepoTags": ["x:1"], "Layers": [layer_path]}]).to_string();
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [("manifest.json", manifest.as_bytes()), ("config.json", config.as_bytes()), ("layer.tar", &layer[..])] {
+            let mut h = tar::Header::new_ustar();
+            h.set_path(name).unwrap();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        let archive = d.path().join(format!("{tag}.tar"));
+        std::fs::write(&archive, b.into_inner().unwrap()).unwrap();
+        let store_dir = d.path().join(format!("store-{tag}"));
+        let e = ImageStore::open(&store_dir).unwrap().import(&archive, "x:1").unwrap_err();
+        assert!(matches!(e, ImageError::UnsafeEntry { .. }) && e.to_string().contains(".."), "{tag}: {e}");
+        assert!(store_is_clean(&store_dir), "{tag}");
+    }
+}
+
+#[test]
 fn truncated_and_oversized_layers_are_refused() {
     // Truncated tar (cut in the middle of a file's data) with a correct digest of the cut bytes.
     let full = tar_of(&[E::File("big", &[7u8; 4096], 0o644)]);
@@ -387,9 +460,13 @@ fn unpack_matches_umoci_raw_unpack() {
         v
     };
     assert_eq!(list(&ours), list(&theirs));
-    for f in ["etc/a", "suid", "etc/hard", "etc/b", "etc/hard-lower", "etc/xa"] {
-        assert_eq!(std::fs::read(ours.join(f)).unwrap(), std::fs::read(theirs.join(f)).unwrap(), "{f}");
-    }
+    // Content hashes of every regular file.
+    let hashes = |p: &Path| -> Vec<String> {
+        let o = std::process::Command::new("sh").arg("-c").arg("find . -type f -print0 | sort -z | xargs -0 sha256sum").current_dir(p).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+    };
+    assert_eq!(hashes(&ours), hashes(&theirs));
+    assert_eq!(hashes(&ours).len(), 6, "{:?}", hashes(&ours));
     assert_eq!(xattr(&ours.join("etc/xa"), "user.cagette").as_deref(), Some(&b"1"[..]));
     assert_eq!(xattr(&ours.join("etc/xa"), "user.cagette"), xattr(&theirs.join("etc/xa"), "user.cagette"));
 }

@@ -751,8 +751,24 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// One image by name.
+    /// One image, by name or digest.
+    ///
+    /// `name` is a `name:tag`, or a digest: `sha256:` and the manifest's (or the config's) hex
+    /// digits, at least 12 of them, naming one image.
     pub fn get(&self, name: &str) -> Result<ImageInfo, ImageError> {
+        if let Some(hex) = name.strip_prefix("sha256:") {
+            if hex.len() >= 12 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                let found: Vec<ImageInfo> = self.list()?.into_iter().filter(|i| i.manifest[7..].starts_with(hex) || i.config_digest[7..].starts_with(hex)).collect();
+                let mut ids: Vec<&str> = found.iter().map(|i| i.manifest.as_str()).collect();
+                ids.sort();
+                ids.dedup();
+                return match ids.len() {
+                    0 => Err(ImageError::NotFound(name.to_string())),
+                    1 => Ok(found.into_iter().next().ok_or_else(|| ImageError::NotFound(name.to_string()))?),
+                    n => Err(ImageError::Invalid(format!("{name} names {n} different images: give more digits"))),
+                };
+            }
+        }
         let p = self.root.join("images").join(format!("{}.json", name_file(name)?));
         if !p.is_file() {
             return Err(ImageError::NotFound(name.to_string()));
