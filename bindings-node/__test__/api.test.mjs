@@ -164,9 +164,20 @@ test('image store: import, run from it, remove, gc', async () => {
     execFileSync('umoci', ['unpack', '--image', `${dir}/oci:t`, `${dir}/bundle`]);
     execFileSync('cp', ['-a', `${dir}/rootfs/.`, `${dir}/bundle/rootfs`]);
     execFileSync('umoci', ['repack', '--image', `${dir}/oci:t`, `${dir}/bundle`]);
+    // An aborted import rejects and leaves nothing.
+    const cancelled = new ImageStore(`${dir}/cancelled`);
+    await assert.rejects(cancelled.importImage(`${dir}/oci`, 'bb:1', { signal: AbortSignal.abort() }), (e) => e.code === 'ERR_CAGETTE_IMAGE' && /cancelled/.test(e.message));
+    assert.deepEqual(await cancelled.list(), []);
+    assert.deepEqual(readdirSync(`${dir}/cancelled/layers/sha256`), []);
+    assert.deepEqual(readdirSync(`${dir}/cancelled/tmp`), []);
     const store = new ImageStore(`${dir}/store`);
-    const info = await store.importImage(`${dir}/oci`, 'bb:1');
+    const seen = [];
+    const info = await store.importImage(`${dir}/oci`, 'bb:1', { onProgress: (p) => seen.push(p) });
     assert.equal(info.layers.length, 1);
+    const last = seen.at(-1);
+    assert.equal(last.layers, 1);
+    assert.equal(last.layersDone, 1);
+    assert.ok(last.bytes > 0 && last.bytesDone === last.bytes, JSON.stringify(last));
     const r = await run(['/bin/sh', '-c', 'echo from-image'], { image: 'bb:1', imageStore: `${dir}/store` });
     assert.equal(r.stdout.toString(), 'from-image\n');
     await store.unpack('bb:1', `${dir}/flat`);

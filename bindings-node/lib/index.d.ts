@@ -197,10 +197,25 @@ export interface ImageInfo {
   /** What the import could not keep, and why (e.g. device nodes without root). */
   notes?: string[];
 }
+export interface ImportProgress {
+  /** Layers the store did not have yet, and how many of them are done. */
+  layers: number;
+  layersDone: number;
+  /** Compressed bytes of those layers, and how many were read. */
+  bytes: number;
+  bytesDone: number;
+}
+export interface ImportOptions {
+  /** Called about ten times a second while importing, and once at the end. */
+  onProgress?: (p: ImportProgress) => void;
+  /** Cancels the import: it rejects (ERR_CAGETTE_IMAGE, "import cancelled"), nothing is left. */
+  signal?: AbortSignal;
+}
 export declare class ImageStore {
   constructor(path?: string);
   readonly path: string | null;
-  importImage(source: string, name: string): Promise<ImageInfo>;
+  /** Imports an OCI layout directory, a docker-save archive or a plain layer tar. */
+  importImage(source: string, name: string, options?: ImportOptions): Promise<ImageInfo>;
   list(): Promise<ImageInfo[]>;
   get(name: string): Promise<ImageInfo>;
   remove(name: string): Promise<void>;

@@ -304,7 +304,35 @@ class ImageStore {
       throw cagetteError(e);
     }
   }
-  importImage(source, name) { return this._op('import', String(source), name).then(camel); }
+  /**
+   * Imports an image. `options.onProgress({ layers, layersDone, bytes, bytesDone })` is called
+   * about ten times a second and once at the end; `options.signal` (an AbortSignal) cancels:
+   * the promise rejects with code ERR_CAGETTE_IMAGE ("import cancelled"), nothing is left.
+   */
+  async importImage(source, name, options = {}) {
+    const { onProgress, signal } = options;
+    const job = native.startImport(this.path, String(source), name);
+    const report = () => {
+      const [layers, layersDone, bytes, bytesDone] = job.progress();
+      if (onProgress) onProgress({ layers, layersDone, bytes, bytesDone });
+    };
+    const onAbort = () => job.cancel();
+    if (signal) {
+      if (signal.aborted) job.cancel();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    }
+    const timer = onProgress ? setInterval(report, 100) : null;
+    try {
+      const info = camel(JSON.parse(await job.run()));
+      if (onProgress) report();
+      return info;
+    } catch (e) {
+      throw cagetteError(e);
+    } finally {
+      if (timer) clearInterval(timer);
+      if (signal) signal.removeEventListener('abort', onAbort);
+    }
+  }
   list() { return this._op('list').then(camel); }
   get(name) { return this._op('get', name).then(camel); }
   async remove(name) { await this._op('remove', name); }

@@ -249,6 +249,63 @@ pub fn image<'env>(env: &'env Env, op: String, store_dir: Option<String>, a: Opt
     Ok(promise)
 }
 
+/// One image import, with progress to poll and a cancel flag (the JS side polls `progress()`
+/// for `onProgress` and calls `cancel()` on its AbortSignal: no JS runs off the main thread).
+#[napi]
+pub struct NativeImport {
+    args: Mutex<Option<(Option<String>, String, String)>>,
+    progress: Arc<Mutex<[f64; 4]>>,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[napi]
+impl NativeImport {
+    /// Starts the import on a thread of its own; resolves with the ImageInfo as JSON. Once.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn run<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+        let (store_dir, source, name) = self.args.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| err("error", serde_json::json!({"message": "run() was already called"})))?;
+        let (deferred, promise) = env.create_deferred()?;
+        let (progress, cancel) = (self.progress.clone(), self.cancel.clone());
+        std::thread::Builder::new()
+            .name("cagette-import".into())
+            .spawn(move || {
+                let r = (|| -> std::result::Result<String, cagette::ImageError> {
+                    let dir = store_dir.map(std::path::PathBuf::from).unwrap_or_else(cagette::ImageStore::default_dir);
+                    let st = cagette::ImageStore::open(dir)?;
+                    let info = st.import_with(std::path::Path::new(&source), &name, &mut |p| {
+                        *progress.lock().unwrap_or_else(|e| e.into_inner()) = [p.layers as f64, p.layers_done as f64, p.bytes as f64, p.bytes_done as f64];
+                        if cancel.load(std::sync::atomic::Ordering::SeqCst) { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+                    })?;
+                    Ok(serde_json::to_string(&info).unwrap_or_default())
+                })();
+                match r {
+                    Ok(v) => deferred.resolve(move |_| Ok(v)),
+                    Err(e) => deferred.reject(err("image", serde_json::json!({"message": e.to_string()}))),
+                }
+            })
+            .map_err(|e| Error::new(Status::GenericFailure, format!("start an import thread: {e}")))?;
+        Ok(promise)
+    }
+
+    /// The last progress: [layers, layersDone, bytes, bytesDone].
+    #[napi]
+    pub fn progress(&self) -> Vec<f64> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).to_vec()
+    }
+
+    /// Cancels the import (it rejects with "import cancelled"; nothing stays in the store).
+    #[napi]
+    pub fn cancel(&self) {
+        self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// An import to `run()`.
+#[napi]
+pub fn start_import(store_dir: Option<String>, source: String, name: String) -> NativeImport {
+    NativeImport { args: Mutex::new(Some((store_dir, source, name))), progress: Arc::new(Mutex::new([0.0; 4])), cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)) }
+}
+
 /// Checks a JSON `SandboxSpec`; returns it complete (defaults filled in).
 #[napi]
 pub fn validate(spec_json: String) -> Result<String> {

@@ -164,6 +164,44 @@ fn image(py: Python<'_>, op: &str, store_dir: Option<&str>, a: Option<&str>, b: 
     })
 }
 
+/// Imports an image (GIL released), calling `progress(layers, layers_done, bytes, bytes_done)`
+/// with the GIL about ten times a second: a return of exactly `False` cancels, and so does an
+/// exception in it or a pending signal (Ctrl-C), which is then raised. Returns the ImageInfo
+/// as JSON.
+#[pyfunction]
+#[pyo3(signature = (store_dir, source, name, progress=None))]
+fn image_import(py: Python<'_>, store_dir: Option<&str>, source: &str, name: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
+    let (store_dir, source, name) = (store_dir.map(str::to_string), source.to_string(), name.to_string());
+    let mut raised: Option<PyErr> = None;
+    let r = py.detach(|| -> PyResult<_> {
+        let st = store(store_dir.as_deref())?;
+        Ok(st.import_with(std::path::Path::new(&source), &name, &mut |p| {
+            Python::attach(|py| {
+                if let Err(e) = py.check_signals() {
+                    raised = Some(e);
+                    return std::ops::ControlFlow::Break(());
+                }
+                if let Some(cb) = &progress {
+                    match cb.call1(py, (p.layers, p.layers_done, p.bytes, p.bytes_done)) {
+                        Ok(v) if v.bind(py).is(&pyo3::types::PyBool::new(py, false)) => return std::ops::ControlFlow::Break(()),
+                        Ok(_) => {}
+                        Err(e) => {
+                            raised = Some(e);
+                            return std::ops::ControlFlow::Break(());
+                        }
+                    }
+                }
+                std::ops::ControlFlow::Continue(())
+            })
+        }))
+    })?;
+    if let Some(e) = raised {
+        return Err(e);
+    }
+    let info = r.map_err(image_err)?;
+    serde_json::to_string(&info).map_err(|e| native_err("error", serde_json::json!({"message": e.to_string()})))
+}
+
 /// What this host supports, as JSON.
 #[pyfunction]
 fn probe(py: Python<'_>) -> String {
@@ -176,7 +214,7 @@ mod _native {
     #[pymodule_export]
     use super::NativeError;
     #[pymodule_export]
-    use super::{NativeChild, image, probe, spawn, validate};
+    use super::{NativeChild, image, image_import, probe, spawn, validate};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

@@ -203,8 +203,26 @@ def test_image_store(tmp_path):
     subprocess.run(["umoci", "unpack", "--image", f"{lay}:t", str(tmp_path / "bundle")], check=True, capture_output=True)
     subprocess.run(["cp", "-a", f"{rootfs}/.", str(tmp_path / "bundle" / "rootfs")], check=True)
     subprocess.run(["umoci", "repack", "--image", f"{lay}:t", str(tmp_path / "bundle")], check=True)
+    # Cancelling from the progress callback: ImageError, and nothing left in the store.
+    cancelled = cagette.ImageStore(tmp_path / "cancelled")
+    with pytest.raises(cagette.ImageError, match="cancelled"):
+        cancelled.import_image(lay, "bb:1", progress=lambda p: False)
+    assert cancelled.list() == []
+    assert os.listdir(tmp_path / "cancelled" / "layers" / "sha256") == []
+    assert os.listdir(tmp_path / "cancelled" / "tmp") == []
+    # An exception in the callback cancels too, and propagates as itself.
+    def boom(p: cagette.ImportProgress) -> None:
+        raise KeyError("from the callback")
+
+    with pytest.raises(KeyError, match="from the callback"):
+        cancelled.import_image(lay, "bb:1", progress=boom)
+    assert cancelled.list() == []
+
     store = cagette.ImageStore(tmp_path / "store")
-    info = store.import_image(lay, "bb:1")
+    seen = []
+    info = store.import_image(lay, "bb:1", progress=seen.append)
+    assert seen and seen[-1]["layers"] == seen[-1]["layers_done"] == 1
+    assert seen[-1]["bytes_done"] == seen[-1]["bytes"] > 0
     assert len(info["layers"]) == 1
     assert [i["name"] for i in store.list()] == ["bb:1"]
     r = cagette.run(["/bin/sh", "-c", "echo from-image"], image="bb:1", image_store=str(tmp_path / "store"), capture_output=True)

@@ -22,7 +22,7 @@ import signal as _signal
 import subprocess
 import threading
 import time
-from typing import IO, Any, Dict, Iterable, List, Mapping, NoReturn, Optional, Sequence, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, NoReturn, Optional, Sequence, Tuple, TypedDict, Union
 
 from . import _native
 
@@ -50,6 +50,7 @@ __all__ = [
     "probe",
     "validate",
     "ImageStore",
+    "ImportProgress",
 ]
 
 PIPE: int = subprocess.PIPE
@@ -625,6 +626,15 @@ class Sandbox:
             p.close()
 
 
+class ImportProgress(TypedDict):
+    """How far an import is: layers to unpack and done, compressed bytes to read and read."""
+
+    layers: int
+    layers_done: int
+    bytes: int
+    bytes_done: int
+
+
 class ImageStore:
     """cagette's image store: import OCI image layouts or ``docker save`` archives (verified),
     list, remove, garbage-collect, unpack. Run from an image with ``run(..., image="name:tag",
@@ -643,12 +653,29 @@ class ImageStore:
         except _native.NativeError as e:
             _raise_native(e)
 
-    def import_image(self, source: StrPath, name: str) -> Dict[str, Any]:
+    def import_image(self, source: StrPath, name: str, progress: Optional[Callable[[ImportProgress], Optional[bool]]] = None) -> Dict[str, Any]:
         """Imports an OCI image layout directory, a docker-save archive or a plain layer tar
         (gzip, zstd or none) as ``name``. The result's ``notes`` list what could not be kept
         (device nodes without root, for example); ``user_ids`` is the config's User resolved
-        against the image's own /etc/passwd."""
-        return dict(self._op("import", os.fspath(source), name))
+        against the image's own /etc/passwd.
+
+        ``progress``, if given, is called about ten times a second (and once at the end) with
+        an :class:`ImportProgress`; returning ``False`` cancels the import (``ImageError``,
+        nothing left in the store), and so does an exception in it or Ctrl-C, which propagate.
+
+        >>> store.import_image("./alpine-oci", "alpine:3",
+        ...     progress=lambda p: print(f"{p['bytes_done']}/{p['bytes']}"))
+        """
+
+        def call(layers: int, layers_done: int, nbytes: int, bytes_done: int) -> Optional[bool]:
+            if progress is None:
+                return None
+            return progress(ImportProgress(layers=layers, layers_done=layers_done, bytes=nbytes, bytes_done=bytes_done))
+
+        try:
+            return dict(json.loads(_native.image_import(self.path, os.fspath(source), name, call)))
+        except _native.NativeError as e:
+            _raise_native(e)
 
     def list(self) -> List[Dict[str, Any]]:
         """The images: name, manifest, config_digest, layers, config (and user_ids, notes)."""

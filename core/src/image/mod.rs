@@ -59,8 +59,9 @@ pub enum ImageError {
     /// The tar stream could not be read.
     #[error("malformed layer: {0}")]
     Tar(String),
-    /// The import was cancelled (its progress callback returned `ControlFlow::Break`); nothing
-    /// of it stays in the store.
+    /// The import was cancelled (its progress callback returned `ControlFlow::Break`): the image
+    /// is not recorded and no staging stays; layers that were complete before the cancel stay
+    /// in the store, unreferenced, until `gc` (another import may use them).
     #[error("import cancelled")]
     Cancelled,
     /// No image by that name.
@@ -138,8 +139,8 @@ pub struct ImageInfo {
     pub notes: Vec<String>,
 }
 
-/// How far an import is, passed to the callback of [`ImageStore::import_with`] about ten
-/// times a second and once at the end.
+/// How far an import is, passed to the callback of [`ImageStore::import_with`] before any
+/// work, about ten times a second, and once at the end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
     /// Layers the store did not have yet (what this import unpacks).
@@ -363,9 +364,9 @@ impl ImageStore {
         self.import_with(src, name, &mut |_| ControlFlow::Continue(()))
     }
 
-    /// [`import`](Self::import), calling `progress` about ten times a second from the calling
-    /// thread; returning `ControlFlow::Break(())` cancels the import ([`ImageError::Cancelled`]),
-    /// leaving nothing of it in the store.
+    /// [`import`](Self::import), calling `progress` from the calling thread once before any
+    /// work (with the totals), about ten times a second, and once at the end; returning
+    /// `ControlFlow::Break(())` cancels the import ([`ImageError::Cancelled`]).
     ///
     /// ```no_run
     /// use std::ops::ControlFlow;
@@ -514,6 +515,10 @@ impl ImageStore {
         let next = AtomicUsize::new(0);
         let results: Mutex<Vec<Option<Result<LayerDone, ImageError>>>> = Mutex::new((0..todo.len()).map(|_| None).collect());
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(todo.len()).max(1);
+        // A first report before any work: it gives the totals, and a cancel here costs nothing.
+        if progress(&Progress { layers: todo.len(), layers_done: 0, bytes: total, bytes_done: 0 }).is_break() {
+            return Err(ImageError::Cancelled);
+        }
         let (done_tx, done_rx) = mpsc::channel::<bool>();
         let mut cancelled = false;
         std::thread::scope(|s| {
@@ -571,6 +576,10 @@ impl ImageStore {
         if let Some(e) = first_err {
             return Err(e);
         }
+        if cancelled {
+            // Cancelled after the last layer was done: the image is not recorded.
+            return Err(ImageError::Cancelled);
+        }
         let mut done = results.into_iter().zip(&todo).map(|(r, &i)| (i, r)).collect::<std::collections::HashMap<_, _>>();
         let mut diff_ids: Vec<String> = Vec::new();
         let mut notes = Vec::new();
@@ -590,9 +599,7 @@ impl ImageStore {
                 (_, None) => return Err(ImageError::Invalid("a layer was not unpacked".into())),
             }
         }
-        if !cancelled {
-            let _ = progress(&Progress { layers: todo.len(), layers_done: todo.len(), bytes: total, bytes_done: total });
-        }
+        let _ = progress(&Progress { layers: todo.len(), layers_done: todo.len(), bytes: total, bytes_done: total });
         Ok((diff_ids, notes))
     }
 
