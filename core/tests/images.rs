@@ -120,6 +120,39 @@ fn layout(dir: &Path, layers: &[Vec<u8>], cmd: &[&str]) -> PathBuf {
     l
 }
 
+/// Rewrites an OCI layout's config (and the manifest and index that name it).
+fn edit_config(lay: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let blobs = lay.join("blobs/sha256");
+    let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&manifest["config"]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+    f(&mut config);
+    let cb = config.to_string().into_bytes();
+    std::fs::write(blobs.join(&sha(&cb)[7..]), &cb).unwrap();
+    manifest["config"]["digest"] = serde_json::json!(sha(&cb));
+    manifest["config"]["size"] = serde_json::json!(cb.len());
+    let mb = manifest.to_string().into_bytes();
+    std::fs::write(blobs.join(&sha(&mb)[7..]), &mb).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&mb), "size": mb.len(), "annotations": {"org.opencontainers.image.ref.name": "t"}}]});
+    std::fs::write(lay.join("index.json"), index.to_string()).unwrap();
+}
+
+/// A tar of raw headers: (name, type, data), for entries `tar_of` cannot express.
+fn raw_tar(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, ty, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(*ty);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
 fn busybox_layer() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
@@ -401,6 +434,28 @@ fn docker_manifest_paths_stay_inside_the_archive() {
         let store_dir = d.path().join(format!("store-{tag}"));
         let e = ImageStore::open(&store_dir).unwrap().import(&archive, "x:1").unwrap_err();
         assert!(matches!(e, ImageError::UnsafeEntry { .. }) && e.to_string().contains(".."), "{tag}: {e}");
+        assert!(store_is_clean(&store_dir), "{tag}");
+    }
+    // Symlinks inside the archive: a layer or config path through a link to the host, a
+    // config that is a link, a layer that is a FIFO (must not hang).
+    for (tag, extra, layer_path, config_path) in [
+        ("dir-link", vec![E::Symlink("d", "/etc")], "d/passwd", "config.json"),
+        ("config-link", vec![E::Symlink("c.json", "/etc/passwd")], "layer.tar", "c.json"),
+        ("fifo", vec![], "fifo", "config.json"),
+    ] {
+        let manifest = serde_json::json!([{"Config": config_path, "RepoTags": ["x:1"], "Layers": [layer_path]}]).to_string();
+        let mut entries = vec![E::File("manifest.json", manifest.as_bytes(), 0o644), E::File("config.json", config.as_bytes(), 0o644), E::File("layer.tar", &layer, 0o644)];
+        entries.extend(extra);
+        let mut bytes = tar_of(&entries);
+        if tag == "fifo" {
+            bytes.truncate(bytes.len() - 1024);
+            bytes.extend(raw_tar(&[("fifo", tar::EntryType::Fifo, b"")]));
+        }
+        let archive = d.path().join(format!("{tag}.tar"));
+        std::fs::write(&archive, bytes).unwrap();
+        let store_dir = d.path().join(format!("store-{tag}"));
+        let e = ImageStore::open(&store_dir).unwrap().import(&archive, "x:1").unwrap_err();
+        assert!(matches!(e, ImageError::Io { .. } | ImageError::Invalid(_)), "{tag}: {e}");
         assert!(store_is_clean(&store_dir), "{tag}");
     }
 }
@@ -754,6 +809,10 @@ fn rootless_import_as_nobody() {
     ]);
     let l2 = tar_of(&[E::File("etc/.wh.gone", b"", 0o644), E::Dir("data", 0o755), E::File("data/.wh..wh..opq", b"", 0o644), E::File("data/new", b"new", 0o644), E::File("suid", b"s", 0o4755)]);
     let lay = layout(d.path(), &[busybox_layer(), l1, l2], &["/bin/sh", "-c", "ls /data; test -e /etc/gone || echo gone-hidden"]);
+    // A second image, whose layer locks a directory (mode 0) and whose diff_id is wrong: its
+    // staging must still be removed by a non-root importer.
+    let lay2 = layout(&d.path().join("two"), &[tar_of(&[E::Dir("locked", 0o000), E::Dir("locked/sub", 0o500), E::File("locked/sub/f", b"f", 0o400)])], &["/bin/true"]);
+    edit_config(&lay2, |c| c["rootfs"]["diff_ids"][0] = serde_json::json!(sha(b"not this")));
     std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(d.path()).status().unwrap();
     let store_dir = d.path().join("store");
     std::fs::create_dir(&store_dir).unwrap();
@@ -761,6 +820,7 @@ fn rootless_import_as_nobody() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "rootless_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env("CAGETTE_ROOTLESS_LAYOUT", &lay)
+        .env("CAGETTE_ROOTLESS_LAYOUT2", &lay2)
         .env("CAGETTE_ROOTLESS_STORE", &store_dir)
         .current_dir("/")
         .uid(65534)
@@ -798,6 +858,9 @@ fn rootless_child() {
     assert!(notes.is_empty(), "{notes:?}");
     assert!(!flat.join("dev/null").exists(), "the device was not imported");
     assert!(!flat.join("etc/gone").exists() && !flat.join("data/old").exists() && flat.join("data/new").exists());
+    let e = store.import(Path::new(&std::env::var_os("CAGETTE_ROOTLESS_LAYOUT2").unwrap()), "locked:1").unwrap_err();
+    assert!(matches!(e, ImageError::Digest { .. }), "{e}");
+    assert_eq!(std::fs::read_dir(PathBuf::from(&store_dir).join("tmp")).unwrap().count(), 0, "staging with a mode-0 directory was left");
     println!("rootless-child-ok");
 }
 
@@ -856,4 +919,95 @@ fn fuzz_corpus_replays() {
     assert!(n >= seeds().len(), "the corpus lost its seeds ({n} files in {})", dir.display());
     assert!(refused > 0 && refused < n, "{refused} of {n} refused: the corpus should hold both kinds");
     assert!(!Path::new("/etc/cagette-pwned").exists() && !Path::new("/etc/cagette-swap").exists() && !Path::new("/etc/cagette-abs").exists());
+}
+
+
+#[test]
+fn the_store_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TempDir::new("private");
+    let store_dir = d.path().join("store");
+    ImageStore::open(&store_dir).unwrap();
+    for sub in ["", "layers", "layers/sha256", "tmp", "locks"] {
+        let mode = std::fs::metadata(store_dir.join(sub)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{sub:?}: {mode:o}");
+    }
+    // An existing store made by hand with open modes is tightened.
+    std::fs::set_permissions(store_dir.join("layers"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    ImageStore::open(&store_dir).unwrap();
+    assert_eq!(std::fs::metadata(store_dir.join("layers")).unwrap().permissions().mode() & 0o777, 0o700);
+}
+
+#[test]
+fn entries_other_readers_would_read_differently_are_refused() {
+    // Data after a directory header: tar-rs would skip it, Go would read it as headers.
+    let hidden = tar_of(&[E::File("hidden", b"only one reader sees this", 0o644)]);
+    let r = adversarial("dir-with-data", raw_tar(&[("d", tar::EntryType::Directory, &hidden[..hidden.len() - 1024])]));
+    assert!(matches!(&r, Err(ImageError::UnsafeEntry { why, .. }) if why.contains("bytes of data")), "{r:?}");
+    let r = adversarial("link-with-data", raw_tar(&[("s", tar::EntryType::Symlink, &[0u8; 512][..])]));
+    assert!(matches!(&r, Err(ImageError::UnsafeEntry { .. })), "{r:?}");
+    // A regular file named like a directory (a directory to Go).
+    let r = adversarial("file-slash", raw_tar(&[("f/", tar::EntryType::Regular, b"x")]));
+    assert!(matches!(&r, Err(ImageError::UnsafeEntry { why, .. }) if why.contains("'/'")), "{r:?}");
+    // A GNU long name and a PAX path for the same entry.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, "a-gnu-long-name-".repeat(10), &b"x"[..]).unwrap(); // writes a GNU long-name header
+    let gnu = b.into_inner().unwrap();
+    let pax: Vec<u8> = pax_record("path", b"the-pax-name");
+    let mut x = tar::Header::new_ustar();
+    x.set_path("PaxHeaders/x").unwrap();
+    x.set_entry_type(tar::EntryType::XHeader);
+    x.set_size(pax.len() as u64);
+    x.set_mode(0o644);
+    x.set_cksum();
+    let mut b2 = tar::Builder::new(Vec::new());
+    b2.append(&x, &pax[..]).unwrap();
+    let mut both = b2.into_inner().unwrap();
+    both.truncate(both.len() - 1024); // drop its end blocks: the GNU entry follows
+    both.extend_from_slice(&gnu);
+    let r = adversarial("gnu-and-pax", both);
+    assert!(matches!(&r, Err(ImageError::UnsafeEntry { why, .. }) if why.contains("GNU long name and a PAX path")), "{r:?}");
+}
+
+#[test]
+fn hardlinks_to_a_lower_file_copy_it_once_and_count_it() {
+    use std::os::unix::fs::MetadataExt;
+    let d = TempDir::new("lower-links");
+    let big = vec![5u8; 1 << 20];
+    let links: Vec<String> = (0..50).map(|i| format!("l{i}")).collect();
+    let l2: Vec<E> = links.iter().map(|n| E::Hardlink(n, "big")).collect();
+    let lay = layout(d.path(), &[tar_of(&[E::File("big", &big, 0o644)]), tar_of(&l2)], &["/bin/true"]);
+    let store_dir = d.path().join("store");
+    let store = ImageStore::open(&store_dir).unwrap().with_limits(cagette::ImageLimits { max_layer_bytes: 4 << 20, ..Default::default() });
+    let info = store.import(&lay, "l:1").unwrap();
+    let top = store.layer_dir(&info.layers[1]).unwrap();
+    let m = std::fs::metadata(top.join("l7")).unwrap();
+    assert_eq!((m.len(), m.nlink()), (1 << 20, 50), "one copy, linked 50 times");
+    // Links to five different 1 MiB lower files copy 5 MiB: beyond the 4 MiB limit.
+    let d2 = TempDir::new("lower-links-limit");
+    let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
+    let l1: Vec<E> = names.iter().map(|n| E::File(n, &big, 0o644)).collect();
+    let lk: Vec<String> = (0..5).map(|i| format!("h{i}")).collect();
+    let l2: Vec<E> = lk.iter().zip(&names).map(|(l, t)| E::Hardlink(l, t)).collect();
+    let lay = layout(d2.path(), &[tar_of(&l1[..2]), tar_of(&l1[2..]), tar_of(&l2)], &["/bin/true"]);
+    let store_dir = d2.path().join("store");
+    let e = ImageStore::open(&store_dir).unwrap().with_limits(cagette::ImageLimits { max_layer_bytes: 4 << 20, ..Default::default() }).import(&lay, "l:2").unwrap_err();
+    assert!(matches!(&e, ImageError::Limit(m) if m.contains("hardlinks")), "{e}");
+    assert_eq!(std::fs::read_dir(store_dir.join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn metadata_kept_in_memory_is_bounded() {
+    let d = TempDir::new("kept");
+    let names: Vec<String> = (0..2000).map(|i| format!("dir-with-a-long-name-{i:05}")).collect();
+    let entries: Vec<E> = names.iter().map(|n| E::Dir(n, 0o755)).collect();
+    let lay = layout(d.path(), &[tar_of(&entries)], &["/bin/true"]);
+    let store_dir = d.path().join("store");
+    let e = ImageStore::open(&store_dir).unwrap().with_limits(cagette::ImageLimits { max_kept_bytes: 64 << 10, ..Default::default() }).import(&lay, "k:1").unwrap_err();
+    assert!(matches!(&e, ImageError::Limit(m) if m.contains("memory")), "{e}");
+    assert!(store_is_clean(&store_dir));
 }

@@ -372,6 +372,8 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
     let mut buf = vec![0u8; 256 << 10];
     let mut cached: Option<(PathBuf, OwnedFd)> = None;
     let mut drop_cache = false;
+    // Memory kept until the end of the layer (paths written, directories' metadata): bounded.
+    let mut kept: u64 = 0;
     let (mut pax, mut long_name, mut long_link): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) = (None, None, None);
     let entries = archive.entries().map_err(tar_err("read the layer"))?.raw(true);
     for entry in entries {
@@ -410,6 +412,7 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             v
         };
         let header = entry.header();
+        let (had_long_name, had_long_link) = (long_name.is_some(), long_link.is_some());
         let mut raw_name = long_name.take().map(strip).unwrap_or_else(|| header.path_bytes().into_owned());
         let mut link = long_link.take().map(strip).or_else(|| header.link_name_bytes().map(|c| c.into_owned()));
         let mut meta = Meta {
@@ -426,6 +429,9 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
                 let v = ext.value_bytes();
                 let here = Path::new(OsStr::from_bytes(&raw_name));
                 match key {
+                    // Readers disagree on which wins (Go and tar-rs take the GNU one): refused.
+                    "path" if had_long_name => return Err(ImageError::unsafe_entry(here, "both a GNU long name and a PAX path")),
+                    "linkpath" if had_long_link => return Err(ImageError::unsafe_entry(here, "both a GNU long link and a PAX linkpath")),
                     "path" => raw_name = v.to_vec(),
                     "linkpath" => link = Some(v.to_vec()),
                     "uid" => meta.uid = u32::try_from(parse_num(v, key, here)?).map_err(|_| ImageError::unsafe_entry(here, "a uid beyond 32 bits"))?,
@@ -445,13 +451,28 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
                         if v.len() > 65536 {
                             return Err(ImageError::limit(format!("an xattr value of {} bytes on {}", v.len(), here.display())));
                         }
-                        meta.xattrs.push((k["SCHILY.xattr.".len()..].as_bytes().to_vec(), v.to_vec()));
+                        let xname = &k["SCHILY.xattr.".len()..];
+                        // Filtered here, so that only what will be set is kept in memory.
+                        match map_xattr(xname.as_bytes(), mode, st.as_root) {
+                            Ok(_) => meta.xattrs.push((xname.as_bytes().to_vec(), v.to_vec())),
+                            Err(why) => st.applied.note(format!("xattr {xname} on /{} dropped: {why}", here.display())),
+                        }
                     }
                     _ => {}
                 }
             }
         }
         let raw_path = PathBuf::from(OsStr::from_bytes(&raw_name));
+        // Entries other readers would read differently: data after a header that has none
+        // (Go skips nothing there, tar-rs skips `size` bytes, which could hide headers), and a
+        // regular file named like a directory (a directory to Go).
+        let is_file = etype.is_file() || etype == tar::EntryType::Continuous;
+        if !is_file && size != 0 {
+            return Err(ImageError::unsafe_entry(&raw_path, &format!("a {etype:?} entry with {size} bytes of data")));
+        }
+        if is_file && raw_name.ends_with(b"/") {
+            return Err(ImageError::unsafe_entry(&raw_path, "a regular file whose name ends with '/'"));
+        }
         let path = clean(&raw_path, limits)?;
         let Some(name_os) = path.file_name() else {
             continue; // the root itself: its metadata is the store's
@@ -532,6 +553,7 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
         }
         match etype {
             t if t.is_dir() => {
+                kept += (path.as_os_str().len() + 64 + meta.xattrs.iter().map(|(n, v)| n.len() + v.len() + 48).sum::<usize>()) as u64;
                 dirs.push(DirMeta { path: path.clone(), meta });
             }
             t if t.is_file() || t == tar::EntryType::Continuous => {
@@ -596,6 +618,10 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             }
             other => return Err(ImageError::unsafe_entry(&raw_path, &format!("an unsupported entry type {other:?}"))),
         }
+        kept += (path.as_os_str().len() + 64) as u64;
+        if kept > limits.max_kept_bytes {
+            return Err(ImageError::limit(format!("a layer whose entries' metadata needs more than {} bytes of memory to apply", limits.max_kept_bytes)));
+        }
         written.insert(path);
     }
     if pax.is_some() || long_name.is_some() || long_link.is_some() {
@@ -622,7 +648,23 @@ fn is_whiteout(st: &libc::stat) -> bool {
 /// layer under the link's name (an overlay cannot share an inode across layers).
 pub(crate) fn resolve_lower_links(layer: &Path, lowers: &[PathBuf], links: &[(PathBuf, PathBuf, PathBuf)], limits: &Limits) -> Result<(), ImageError> {
     let root: OwnedFd = std::fs::File::open(layer).map_err(os_err("open".into(), layer))?.into();
+    // Each target is copied once; further links to it link to that copy. The bytes copied
+    // count against the layer limit (a million links to one big lower file must not fill the
+    // disk).
+    let mut copies: std::collections::HashMap<&Path, &Path> = std::collections::HashMap::new();
+    let mut copied_total: u64 = 0;
     'links: for (path, target, raw) in links {
+        let parent = parent_dir(root.as_raw_fd(), path.parent().unwrap_or(Path::new("")))?;
+        let name = cstr(Path::new(path.file_name().unwrap_or_default()))?;
+        remove_at(parent.as_raw_fd(), &name).map_err(os_err("replace".into(), path))?;
+        if let Some(first) = copies.get(target.as_path()) {
+            let fparent = open_in_root(root.as_raw_fd(), first.parent().unwrap_or(Path::new("")), libc::O_PATH | libc::O_DIRECTORY).map_err(os_err("find".into(), first))?;
+            let fname = cstr(Path::new(first.file_name().unwrap_or_default()))?;
+            if unsafe { libc::linkat(fparent.as_raw_fd(), fname.as_ptr(), parent.as_raw_fd(), name.as_ptr(), 0) } != 0 {
+                return Err(ImageError::Io { context: format!("create hardlink {}", path.display()), source: last_err() });
+            }
+            continue;
+        }
         let tname = cstr(Path::new(target.file_name().unwrap_or_default()))?;
         for lower in lowers {
             let lroot: OwnedFd = std::fs::File::open(lower).map_err(os_err("open".into(), lower))?.into();
@@ -631,21 +673,21 @@ pub(crate) fn resolve_lower_links(layer: &Path, lowers: &[PathBuf], links: &[(Pa
             if is_whiteout(&s) || is_dir(&s) || s.st_mode & libc::S_IFMT != libc::S_IFREG {
                 return Err(ImageError::unsafe_entry(raw, &format!("a hardlink to {}, which is not a regular file in the lower layers", target.display())));
             }
+            copied_total += s.st_size as u64;
+            if copied_total > limits.max_layer_bytes {
+                return Err(ImageError::limit(format!("hardlinks to lower layers' files copy more than {} bytes", limits.max_layer_bytes)));
+            }
             let src = unsafe { libc::openat(tparent.as_raw_fd(), tname.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
             if src < 0 {
                 return Err(ImageError::Io { context: format!("open the hardlink target {}", target.display()), source: last_err() });
             }
             let src = unsafe { std::fs::File::from_raw_fd(src) };
-            let parent = parent_dir(root.as_raw_fd(), path.parent().unwrap_or(Path::new("")))?;
-            let name = cstr(Path::new(path.file_name().unwrap_or_default()))?;
-            remove_at(parent.as_raw_fd(), &name).map_err(os_err("replace".into(), path))?;
             let fd = unsafe { libc::openat(parent.as_raw_fd(), name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
             if fd < 0 {
                 return Err(ImageError::Io { context: format!("create {}", path.display()), source: last_err() });
             }
             let mut dst = unsafe { std::fs::File::from_raw_fd(fd) };
-            let copied = io::copy(&mut (&src).take(limits.max_layer_bytes), &mut dst).map_err(os_err("copy the hardlink target to".into(), path))?;
-            let _ = copied;
+            io::copy(&mut (&src).take(s.st_size as u64), &mut dst).map_err(os_err("copy the hardlink target to".into(), path))?;
             let as_root = unsafe { libc::geteuid() } == 0;
             if as_root && unsafe { libc::fchown(dst.as_raw_fd(), s.st_uid, s.st_gid) } != 0 {
                 return Err(ImageError::Io { context: format!("chown {}", path.display()), source: last_err() });
@@ -654,6 +696,7 @@ pub(crate) fn resolve_lower_links(layer: &Path, lowers: &[PathBuf], links: &[(Pa
             copy_xattrs(src.as_raw_fd(), dst.as_raw_fd()).map_err(os_err("copy the xattrs of the hardlink target to".into(), path))?;
             let ts = [s.st_atime, s.st_mtime].map(|t| libc::timespec { tv_sec: t, tv_nsec: 0 });
             unsafe { libc::futimens(dst.as_raw_fd(), ts.as_ptr()) };
+            copies.insert(target, path);
             continue 'links;
         }
         return Err(ImageError::unsafe_entry(raw, &format!("a hardlink to {}, which does not exist", target.display())));

@@ -108,11 +108,14 @@ pub struct Limits {
     pub max_image_bytes: u64,
     /// Bytes of one PAX extended header or GNU long name (names, link targets, xattrs).
     pub max_header: usize,
+    /// Bytes of memory that applying one layer may keep until its end (the paths it wrote,
+    /// its directories' metadata and xattrs, applied last).
+    pub max_kept_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_layer_bytes: 16 << 30, max_entries: 2_000_000, max_path: 4096, max_json: 4 << 20, max_layers: 256, max_image_bytes: 64 << 30, max_header: 1 << 20 }
+        Limits { max_layer_bytes: 16 << 30, max_entries: 2_000_000, max_path: 4096, max_json: 4 << 20, max_layers: 256, max_image_bytes: 64 << 30, max_header: 1 << 20, max_kept_bytes: 256 << 20 }
     }
 }
 
@@ -294,9 +297,21 @@ impl ImageStore {
 
     /// Opens (creating) a store.
     pub fn open(dir: impl Into<PathBuf>) -> Result<ImageStore, ImageError> {
-        let root = dir.into();
-        for d in ["layers/sha256", "images", "tmp", "locks"] {
-            fs::create_dir_all(root.join(d)).map_err(ImageError::io(format!("create the image store at {}", root.display())))?;
+        let root: PathBuf = dir.into();
+        // Private to its owner: layers hold the images' files with their owners and modes
+        // (setuid binaries, device nodes as root), and the locks must not be taken by others.
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let fresh = !root.exists();
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&root).map_err(ImageError::io(format!("create the image store at {}", root.display())))?;
+        if fresh {
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(ImageError::io(format!("make the image store {} private", root.display())))?;
+        }
+        for d in ["layers", "layers/sha256", "images", "tmp", "locks"] {
+            let p = root.join(d);
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&p).map_err(ImageError::io(format!("create the image store at {}", root.display())))?;
+            if d != "images" && fs::metadata(&p).map(|m| m.permissions().mode() & 0o077 != 0).unwrap_or(false) {
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).map_err(ImageError::io(format!("make {} private", p.display())))?;
+            }
         }
         sweep_tmp(&root.join("tmp"));
         Ok(ImageStore { root, limits: Limits::default() })
@@ -318,6 +333,17 @@ impl ImageStore {
         serde_json::from_slice(&buf).map_err(|e| ImageError::Invalid(format!("the {what} {}: {e}", path.display())))
     }
 
+    /// A JSON document inside an image layout or archive (see [`open_inside`]).
+    fn read_json_inside<T: for<'de> Deserialize<'de>>(&self, root: &Path, rel: &str, what: &str) -> Result<T, ImageError> {
+        let f = open_inside(root, Path::new(rel), what)?;
+        let mut buf = Vec::new();
+        f.take(self.limits.max_json + 1).read_to_end(&mut buf).map_err(ImageError::io(format!("read the {what}")))?;
+        if buf.len() as u64 > self.limits.max_json {
+            return Err(ImageError::limit(format!("the {what} is larger than {} bytes", self.limits.max_json)));
+        }
+        serde_json::from_slice(&buf).map_err(|e| ImageError::Invalid(format!("the {what}: {e}")))
+    }
+
     /// Reads a blob of an OCI layout, checking its size and digest.
     fn blob(&self, layout: &Path, d: &Descriptor, what: &str) -> Result<Vec<u8>, ImageError> {
         let hex = digest_hex(&d.digest)?;
@@ -325,7 +351,7 @@ impl ImageStore {
             return Err(ImageError::limit(format!("the {what} is larger than {} bytes", self.limits.max_json)));
         }
         let path = layout.join("blobs/sha256").join(hex);
-        let f = fs::File::open(&path).map_err(ImageError::io(format!("open the {what} blob {}", path.display())))?;
+        let f = open_inside(layout, &Path::new("blobs/sha256").join(hex), &format!("{what} blob"))?;
         let mut h = Hashing::new(f, d.size);
         let mut buf = Vec::new();
         h.read_to_end(&mut buf).map_err(|e| ImageError::Invalid(format!("the {what} blob {}: {e}", path.display())))?;
@@ -379,6 +405,9 @@ impl ImageStore {
     /// ```
     pub fn import_with(&self, src: &Path, name: &str, progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>) -> Result<ImageInfo, ImageError> {
         let file = name_file(name)?;
+        // Imports share the store; gc waits for them (it could remove a layer an import found
+        // already there before the import records its image).
+        let _shared = self.store_lock(libc::LOCK_SH)?;
         if src.is_dir() {
             let parsed = self.parse_layout(src)?;
             return self.import_parsed(parsed, name, &file, progress);
@@ -387,7 +416,7 @@ impl ImageStore {
             Sniffed::Archive => self.import_docker_archive(src, name, &file, progress),
             Sniffed::Layer => {
                 let size = fs::metadata(src).map_err(ImageError::io(format!("read {}", src.display())))?.len();
-                let layer = LayerSrc { path: src.to_path_buf(), media_type: String::new(), digest: None, size, diff_id: None };
+                let layer = LayerSrc { src: Src::File(src.to_path_buf()), media_type: String::new(), digest: None, size, diff_id: None };
                 self.import_parsed(Parsed { layers: vec![layer], manifest: None, config_digest: None, config: RunConfig::default() }, name, &file, progress)
             }
         }
@@ -395,10 +424,10 @@ impl ImageStore {
 
     /// Reads an OCI image layout: index, platform, manifest, config (each verified).
     fn parse_layout(&self, layout: &Path) -> Result<Parsed, ImageError> {
-        if !layout.join("oci-layout").is_file() {
+        if open_inside(layout, Path::new("oci-layout"), "oci-layout").is_err() {
             return Err(ImageError::Invalid(format!("{} is not an OCI image layout (no oci-layout file)", layout.display())));
         }
-        let index: Index = self.read_json(&layout.join("index.json"), "index.json")?;
+        let index: Index = self.read_json_inside(layout, "index.json", "index.json")?;
         let mdesc = self.pick_manifest(layout, index, 0)?;
         let manifest: Manifest = serde_json::from_slice(&self.blob(layout, &mdesc, "manifest")?).map_err(|e| ImageError::Invalid(format!("the manifest: {e}")))?;
         let config: ConfigFile = serde_json::from_slice(&self.blob(layout, &manifest.config, "config")?).map_err(|e| ImageError::Invalid(format!("the config: {e}")))?;
@@ -407,8 +436,8 @@ impl ImageStore {
         }
         let mut layers = Vec::new();
         for (d, diff_id) in manifest.layers.into_iter().zip(config.rootfs.diff_ids) {
-            let path = layout.join("blobs/sha256").join(digest_hex(&d.digest)?);
-            layers.push(LayerSrc { path, media_type: d.media_type, digest: Some(d.digest), size: d.size, diff_id: Some(diff_id) });
+            let src = Src::Inside(layout.to_path_buf(), Path::new("blobs/sha256").join(digest_hex(&d.digest)?));
+            layers.push(LayerSrc { src, media_type: d.media_type, digest: Some(d.digest), size: d.size, diff_id: Some(diff_id) });
         }
         Ok(Parsed { layers, manifest: Some(mdesc.digest), config_digest: Some(manifest.config.digest), config: config.config.unwrap_or_default() })
     }
@@ -447,7 +476,7 @@ impl ImageStore {
         let staging = Staging::new(self.root.join("tmp").join(format!("{}-archive-{}-{file}", std::process::id(), unique())))?;
         let f = fs::File::open(archive).map_err(ImageError::io(format!("open {}", archive.display())))?;
         apply::apply(&staging.0, BufReader::new(f), apply::Mode::Flatten, &self.limits, &AtomicBool::new(false))?;
-        if staging.0.join("oci-layout").is_file() {
+        if open_inside(&staging.0, Path::new("oci-layout"), "oci-layout").is_ok() {
             // Newer docker writes an OCI layout inside its archive.
             let parsed = self.parse_layout(&staging.0)?;
             return self.import_parsed(parsed, name, file, progress);
@@ -459,12 +488,13 @@ impl ImageStore {
             #[serde(rename = "Layers")]
             layers: Vec<String>,
         }
-        let entries: Vec<Entry> = self.read_json(&staging.0.join("manifest.json"), "docker manifest.json")?;
+        let entries: Vec<Entry> = self.read_json_inside(&staging.0, "manifest.json", "docker manifest.json")?;
         let e = entries.into_iter().next().ok_or_else(|| ImageError::Invalid("manifest.json lists no image".into()))?;
-        let inside = |p: &str| -> Result<PathBuf, ImageError> { Ok(staging.0.join(apply::clean(Path::new(p), &self.limits)?)) };
-        let config_path = inside(&e.config)?;
+        // Paths of the manifest: resolved inside the extracted archive (its symlinks too),
+        // regular files only.
+        let inside = |p: &str| -> Result<PathBuf, ImageError> { apply::clean(Path::new(p), &self.limits) };
         let mut config_bytes = Vec::new();
-        fs::File::open(&config_path).and_then(|f| f.take(self.limits.max_json + 1).read_to_end(&mut config_bytes)).map_err(ImageError::io(format!("read the config {}", e.config)))?;
+        open_inside(&staging.0, &inside(&e.config)?, "config")?.take(self.limits.max_json + 1).read_to_end(&mut config_bytes).map_err(ImageError::io(format!("read the config {}", e.config)))?;
         if config_bytes.len() as u64 > self.limits.max_json {
             return Err(ImageError::limit(format!("the config is larger than {} bytes", self.limits.max_json)));
         }
@@ -479,14 +509,11 @@ impl ImageStore {
         }
         let mut layers = Vec::new();
         for (layer, diff_id) in e.layers.iter().zip(config.rootfs.diff_ids) {
-            let path = inside(layer)?;
-            let meta = fs::symlink_metadata(&path).map_err(ImageError::io(format!("find layer {layer}")))?;
-            if !meta.is_file() {
-                return Err(ImageError::Invalid(format!("layer {layer} is not a regular file in the archive")));
-            }
+            let rel = inside(layer)?;
+            let size = open_inside(&staging.0, &rel, "layer")?.metadata().map_err(ImageError::io(format!("find layer {layer}")))?.len();
             // A docker layer is named by where it is, not by a digest: the diff_id is what
             // verifies it.
-            layers.push(LayerSrc { path, media_type: String::new(), digest: None, size: meta.len(), diff_id: Some(diff_id) });
+            layers.push(LayerSrc { src: Src::Inside(staging.0.clone(), rel), media_type: String::new(), digest: None, size, diff_id: Some(diff_id) });
         }
         let parsed = Parsed { layers, manifest: Some(config_digest.clone()), config_digest: Some(config_digest), config: config.config.unwrap_or_default() };
         self.import_parsed(parsed, name, file, progress)
@@ -644,6 +671,14 @@ impl ImageStore {
         Ok(LayerDone { diff_id, notes: applied.summary(), deferred: None })
     }
 
+    fn store_lock(&self, how: i32) -> Result<fs::File, ImageError> {
+        let lock = fs::File::options().create(true).truncate(false).write(true).open(self.root.join("locks").join("store")).map_err(ImageError::io("open the store lock"))?;
+        if unsafe { libc::flock(lock.as_raw_fd(), how) } != 0 {
+            return Err(ImageError::io("lock the store")(io::Error::last_os_error()));
+        }
+        Ok(lock)
+    }
+
     fn lock(&self, diff_id: &str) -> Result<fs::File, ImageError> {
         let lock = fs::File::options().create(true).truncate(false).write(true).open(self.root.join("locks").join(digest_hex(diff_id)?)).map_err(ImageError::io("open a layer lock"))?;
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
@@ -658,8 +693,8 @@ impl ImageStore {
     /// diff_id of what was read (checked against the expected one, if any).
     fn unpack_blob(&self, l: &LayerSrc, dest: &Path, mode: apply::Mode, job: &Job) -> Result<(apply::Applied, String), ImageError> {
         const CHUNK: usize = 1 << 20;
-        let f = fs::File::open(&l.path).map_err(ImageError::io(format!("open the layer blob {}", l.path.display())))?;
-        let what = l.digest.clone().unwrap_or_else(|| l.path.display().to_string());
+        let f = l.src.open()?;
+        let what = l.digest.clone().unwrap_or_else(|| l.src.to_string());
         let limits = &self.limits;
         let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
         let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
@@ -694,6 +729,10 @@ impl ImageStore {
                         Ok(0) => break,
                         Ok(n) => {
                             buf.truncate(n);
+                            if job.image_bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > limits.max_image_bytes {
+                                let _ = tx.send(Err(io::Error::other("the image limit")));
+                                return Err(ImageError::limit(format!("the image decompresses to more than {} bytes", limits.max_image_bytes)));
+                            }
                             if tx.send(Ok(buf)).is_err() {
                                 return Ok(None);
                             }
@@ -733,10 +772,7 @@ impl ImageStore {
             let produced = produced?;
             let applied = applied?;
             drained.map_err(|e| ImageError::Tar(format!("layer {what}: {e}")))?;
-            let (count, actual) = produced.ok_or_else(|| ImageError::Tar(format!("layer {what}: the decompressor stopped early")))?;
-            if job.image_bytes.fetch_add(count, Ordering::SeqCst) + count > limits.max_image_bytes {
-                return Err(ImageError::limit(format!("the image decompresses to more than {} bytes", limits.max_image_bytes)));
-            }
+            let (_count, actual) = produced.ok_or_else(|| ImageError::Tar(format!("layer {what}: the decompressor stopped early")))?;
             if let Some(expected) = &l.diff_id {
                 if actual != *expected {
                     return Err(ImageError::Digest { what: format!("the uncompressed layer {what}"), expected: expected.clone(), actual });
@@ -791,16 +827,34 @@ impl ImageStore {
 
     /// Removes layers no image refers to; returns how many.
     pub fn gc(&self) -> Result<usize, ImageError> {
+        let _exclusive = self.store_lock(libc::LOCK_EX)?;
         let used: std::collections::HashSet<String> = self.list()?.into_iter().flat_map(|i| i.layers).filter_map(|d| digest_hex(&d).ok().map(str::to_string)).collect();
         let mut removed = 0;
+        let mut first_err = None;
         for e in fs::read_dir(self.root.join("layers/sha256")).map_err(ImageError::io("list layers"))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !used.contains(&name) {
-                fs::remove_dir_all(e.path()).map_err(ImageError::io(format!("remove layer {name}")))?;
-                removed += 1;
+            if used.contains(&name) {
+                continue;
+            }
+            // Under the layer's lock (an import of it may be committing), moved out of
+            // layers/ first: a layer is either whole in the store or not there at all.
+            let r = (|| -> Result<(), ImageError> {
+                let _lock = self.lock(&format!("sha256:{name}"))?;
+                let doomed = self.root.join("tmp").join(format!("{}-gc-{name}", std::process::id()));
+                fs::rename(e.path(), &doomed).map_err(ImageError::io(format!("remove layer {name}")))?;
+                remove_tree(&doomed).map_err(ImageError::io(format!("remove layer {name}")))
+            })();
+            match r {
+                Ok(()) => removed += 1,
+                Err(err) => {
+                    first_err.get_or_insert(err);
+                }
             }
         }
-        Ok(removed)
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
     /// Writes an image's layers, in order, into `dest` as one flat rootfs (whiteouts delete,
@@ -825,14 +879,14 @@ impl ImageStore {
 #[doc(hidden)]
 pub fn fuzz_apply_layer(scratch: &Path, data: &[u8]) -> Result<(), ImageError> {
     let root = scratch.join("root");
-    let _ = fs::remove_dir_all(scratch);
+    let _ = remove_tree(scratch);
     fs::create_dir_all(&root).map_err(ImageError::io("create the fuzz root"))?;
     let limits = Limits { max_layer_bytes: 64 << 20, max_entries: 10_000, ..Limits::default() };
     let r = apply::apply(&root, data, apply::Mode::Overlay, &limits, &AtomicBool::new(false)).map(|_| ());
     let outside: Vec<_> = fs::read_dir(scratch).map_err(ImageError::io("list the scratch dir"))?.flatten().map(|e| e.file_name()).filter(|n| n != "root").collect();
     assert!(outside.is_empty(), "a layer wrote outside its root: {outside:?}");
     assert!(fs::symlink_metadata(&root).map(|m| m.is_dir()).unwrap_or(false), "the root is no longer a directory");
-    let _ = fs::remove_dir_all(scratch);
+    let _ = remove_tree(scratch);
     r
 }
 
@@ -861,13 +915,59 @@ fn verify<R>(h: &Hashing<R>, d: &Descriptor, what: &str) -> Result<(), ImageErro
 /// Where one layer comes from.
 struct LayerSrc {
     /// The blob (or the tar in an extracted docker archive).
-    path: PathBuf,
+    src: Src,
     media_type: String,
     /// The blob's digest, when the format names one.
     digest: Option<String>,
     size: u64,
     /// None for a plain layer tar: learnt by unpacking it.
     diff_id: Option<String>,
+}
+
+/// Where a layer's bytes are.
+enum Src {
+    /// A file the caller named (a plain layer tar).
+    File(PathBuf),
+    /// A path inside an image layout or an extracted archive (untrusted: see [`open_inside`]).
+    Inside(PathBuf, PathBuf),
+}
+
+impl Src {
+    fn open(&self) -> Result<fs::File, ImageError> {
+        match self {
+            Src::File(p) => {
+                let f = fs::File::open(p).map_err(ImageError::io(format!("open {}", p.display())))?;
+                if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+                    return Err(ImageError::Invalid(format!("{} is not a regular file", p.display())));
+                }
+                Ok(f)
+            }
+            Src::Inside(root, rel) => open_inside(root, rel, "layer blob"),
+        }
+    }
+}
+
+impl std::fmt::Display for Src {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Src::File(p) => write!(f, "{}", p.display()),
+            Src::Inside(root, rel) => write!(f, "{}", root.join(rel).display()),
+        }
+    }
+}
+
+/// Opens a regular file at `rel` inside `root` (an image layout or extracted archive, which
+/// may hold symlinks of its own): every component resolved inside `root`
+/// (`RESOLVE_IN_ROOT`), the last one not followed, and anything but a regular file (a FIFO
+/// that would hang, a device) refused.
+fn open_inside(root: &Path, rel: &Path, what: &str) -> Result<fs::File, ImageError> {
+    let dir = fs::File::open(root).map_err(ImageError::io(format!("open {}", root.display())))?;
+    let fd = apply::open_in_root(dir.as_raw_fd(), rel, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK).map_err(ImageError::io(format!("open the {what} {}", rel.display())))?;
+    let f = fs::File::from(fd);
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(ImageError::Invalid(format!("the {what} {} is not a regular file", rel.display())));
+    }
+    Ok(f)
 }
 
 /// An image, read but not unpacked.
@@ -897,7 +997,7 @@ struct Staging(PathBuf);
 
 impl Staging {
     fn new(path: PathBuf) -> Result<Staging, ImageError> {
-        let _ = fs::remove_dir_all(&path);
+        let _ = remove_tree(&path);
         fs::create_dir(&path).map_err(ImageError::io(format!("create the staging directory {}", path.display())))?;
         Ok(Staging(path))
     }
@@ -916,7 +1016,7 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        let _ = remove_tree(&self.0);
     }
 }
 
@@ -929,7 +1029,31 @@ fn sweep_tmp(tmp: &Path) {
         let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<i32>().ok()) else { continue };
         if pid > 0 && unsafe { libc::kill(pid, 0) } != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
             let p = e.path();
-            let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            let _ = if p.is_dir() { remove_tree(&p) } else { fs::remove_file(&p) };
+        }
+    }
+}
+
+/// Removes a tree the store wrote, also when an image made some of its directories
+/// unreadable or unwritable (mode 0, 0500: a non-root owner must fix the modes first).
+fn remove_tree(p: &Path) -> io::Result<()> {
+    fn open_up(p: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        if fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false) {
+            let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = fs::read_dir(p) {
+                for e in rd.flatten() {
+                    open_up(&e.path());
+                }
+            }
+        }
+    }
+    match fs::remove_dir_all(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            open_up(p);
+            fs::remove_dir_all(p)
         }
     }
 }
@@ -1018,18 +1142,20 @@ fn sniff(path: &Path) -> Result<Sniffed, ImageError> {
 /// overlayfs would: the first layer that has the path, as a file or a whiteout, decides).
 fn read_from_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<Vec<u8>> {
     for dir in layers_top_first {
-        let p = dir.join(rel);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_file() => {
-                // Opened inside the layer, never following a link out of it.
-                let root = fs::File::open(dir).ok()?;
-                let fd = apply::open_in_root(root.as_raw_fd(), Path::new(rel), libc::O_RDONLY | libc::O_NOFOLLOW).ok()?;
+        let root = fs::File::open(dir).ok()?;
+        // Looked up inside the layer, never following a link out of it.
+        match apply::open_in_root(root.as_raw_fd(), Path::new(rel), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK) {
+            Ok(fd) => {
+                let f = fs::File::from(fd);
+                if !f.metadata().ok()?.is_file() {
+                    return None; // a whiteout or anything else: not read
+                }
                 let mut v = Vec::new();
-                fs::File::from(fd).take(1 << 20).read_to_end(&mut v).ok()?;
+                f.take(1 << 20).read_to_end(&mut v).ok()?;
                 return Some(v);
             }
-            Ok(_) => return None, // a whiteout, a link or anything else: not read
-            Err(_) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(_) => return None, // a link, a whiteout on the way, ...
         }
     }
     None
