@@ -507,6 +507,10 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             continue;
         }
 
+        // A later entry of this layer at the path of a pending link to a lower layer wins.
+        if !st.applied.lower_links.is_empty() {
+            st.applied.lower_links.retain(|(p, _, _)| *p != path);
+        }
         // The parent, resolved inside the root. The last one is reused while only regular files
         // and hardlinks are created in it: creating a file cannot change what a directory path
         // resolves to. Anything else (a directory, a symlink, a removal) drops it.
