@@ -22,3 +22,15 @@ def test_mypy_catches_a_wrong_use(tmp_path):
     bad.write_text("import cagette\nr = cagette.run(['true'])\nx: str = r.returncode\n")
     r = mypy(str(bad))
     assert r.returncode == 1 and "Incompatible types" in r.stdout, r.stdout
+
+
+def test_the_package_itself_passes_mypy_strict():
+    r = mypy(os.path.join(ROOT, "bindings-python", "python", "cagette"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_import_progress_is_typed(tmp_path):
+    bad = tmp_path / "bad_progress.py"
+    bad.write_text("import cagette\ncagette.ImageStore().import_image('x', 'y', progress=lambda p: p['nope'])\n")
+    r = mypy(str(bad))
+    assert r.returncode == 1 and "nope" in r.stdout, r.stdout

@@ -417,7 +417,7 @@ class Process:
             if fd < 0:
                 return self.wait()
             fut: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, lambda: fut.done() or fut.set_result(None))
+            loop.add_reader(fd, lambda: None if fut.done() else fut.set_result(None))
             try:
                 if self._timeout is not None:
                     # The sandbox's timeout is enforced by polling; the loop stays free meanwhile.
@@ -455,8 +455,8 @@ class Process:
                     remaining = 0.05 if remaining is None else min(remaining, 0.05)
                     self.poll()  # enforces the sandbox's own limits
                 for key, _ in sel.select(remaining):
-                    f = key.fileobj
-                    if f is self.stdin:
+                    fobj = key.fileobj
+                    if fobj is self.stdin:
                         assert self.stdin is not None
                         try:
                             n = os.write(self.stdin.fileno(), self._input[:65536])
@@ -464,15 +464,15 @@ class Process:
                         except BrokenPipeError:
                             self._input = b""
                         if not self._input:
-                            sel.unregister(f)
+                            sel.unregister(fobj)
                             self.stdin.close()
                     else:
                         data = os.read(key.fd, 65536)
                         if data:
                             key.data.append(data)
                         else:
-                            sel.unregister(f)
-                            f.close()  # type: ignore[union-attr]
+                            sel.unregister(fobj)
+                            fobj.close()  # type: ignore[union-attr]
         finally:
             sel.close()
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -100,7 +100,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         # The sandbox has its own /tmp, /dev and /run: bring back (read-only, same paths) the
         # test files and the Python installation if they live there.
         hidden = ("/tmp/", "/dev/", "/run/", "/proc/", "/sys/")
-        seen = set()
+        seen: set[str] = set()
         package_dir = os.path.dirname(os.path.dirname(os.path.abspath(cagette.__file__)))
         candidates = [rootdir, str(pyfuncitem.path.parent), sys.prefix, sys.base_prefix, package_dir]
         candidates += [p for p in sys.path if p and os.path.isdir(p)]
