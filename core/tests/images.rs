@@ -988,10 +988,11 @@ fn hardlinks_to_a_lower_file_copy_it_once_and_count_it() {
     let m = std::fs::metadata(top.join("l7")).unwrap();
     // A later entry at a link's path wins over the link (tar order), also for lower links.
     let d3 = TempDir::new("lower-links-order");
-    let lay3 = layout(d3.path(), &[tar_of(&[E::File("t", b"lower", 0o644)]), tar_of(&[E::Hardlink("x", "t"), E::File("x", b"later", 0o644)])], &["/bin/true"]);
+    let lay3 = layout(d3.path(), &[tar_of(&[E::File("t", b"lower", 0o644)]), tar_of(&[E::Hardlink("x", "t"), E::File("x", b"later", 0o644), E::Hardlink("y", "t"), E::File("y/z", b"under", 0o644)])], &["/bin/true"]);
     let s3 = ImageStore::open(d3.path().join("store")).unwrap();
     let i3 = s3.import(&lay3, "o:1").unwrap();
     assert_eq!(std::fs::read(s3.layer_dir(&i3.layers[1]).unwrap().join("x")).unwrap(), b"later");
+    assert_eq!(std::fs::read(s3.layer_dir(&i3.layers[1]).unwrap().join("y/z")).unwrap(), b"under");
     assert_eq!((m.len(), m.nlink()), (1 << 20, 50), "one copy, linked 50 times");
     // Links to five different 1 MiB lower files copy 5 MiB: beyond the 4 MiB limit.
     let d2 = TempDir::new("lower-links-limit");

@@ -507,9 +507,10 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             continue;
         }
 
-        // A later entry of this layer at the path of a pending link to a lower layer wins.
+        // A later entry of this layer at (or under) the path of a pending link to a lower layer
+        // wins, as tar order says.
         if !st.applied.lower_links.is_empty() {
-            st.applied.lower_links.retain(|(p, _, _)| *p != path);
+            st.applied.lower_links.retain(|(p, _, _)| !path.starts_with(p));
         }
         // The parent, resolved inside the root. The last one is reused while only regular files
         // and hardlinks are created in it: creating a file cannot change what a directory path
