@@ -18,14 +18,15 @@ fn err(kind: &str, mut payload: serde_json::Value) -> Error {
 }
 
 fn to_napi_err(e: cagette::Error) -> Error {
-    match e.setup_failure() {
-        Some(f) => err("setup", serde_json::to_value(f).unwrap_or_default()),
-        None => err("error", serde_json::json!({ "message": e.to_string() })),
-    }
+    let (kind, payload) = e.binding_payload();
+    err(kind, payload)
 }
 
 fn parse_spec(spec_json: &str) -> Result<cagette::SandboxSpec> {
-    cagette::SandboxSpec::from_json(spec_json).map_err(|e| err(if e.unknown_key { "spec_key" } else { "spec_value" }, serde_json::json!({ "message": e.message })))
+    cagette::SandboxSpec::from_json(spec_json).map_err(|e| {
+        let (kind, payload) = e.binding_payload();
+        err(kind, payload)
+    })
 }
 
 fn report_json(o: &cagette::Outcome) -> String {

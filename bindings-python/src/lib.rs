@@ -17,14 +17,15 @@ fn native_err(kind: &str, payload: serde_json::Value) -> PyErr {
 }
 
 fn to_py_err(e: cagette::Error) -> PyErr {
-    match e.setup_failure() {
-        Some(f) => native_err("setup", serde_json::to_value(f).unwrap_or_default()),
-        None => native_err("error", serde_json::json!({ "message": e.to_string() })),
-    }
+    let (kind, payload) = e.binding_payload();
+    native_err(kind, payload)
 }
 
 fn parse_spec(spec_json: &str) -> PyResult<cagette::SandboxSpec> {
-    cagette::SandboxSpec::from_json(spec_json).map_err(|e| native_err(if e.unknown_key { "spec_key" } else { "spec_value" }, serde_json::json!({ "message": e.message })))
+    cagette::SandboxSpec::from_json(spec_json).map_err(|e| {
+        let (kind, payload) = e.binding_payload();
+        native_err(kind, payload)
+    })
 }
 
 fn outcome_json(o: &cagette::Outcome) -> String {

@@ -183,6 +183,23 @@ impl Error {
         }
     }
 
+    /// What the Python and Node bindings raise for this error, as (kind, JSON payload):
+    /// `("setup", the SetupFailure)` or `("error", {"message": ...})`; their exception classes
+    /// are chosen by kind.
+    ///
+    /// ```no_run
+    /// if let Err(e) = cagette::Sandbox::new().command("/no/such/program").output() {
+    ///     let (kind, payload) = e.binding_payload();
+    ///     eprintln!("{kind}: {payload}");
+    /// }
+    /// ```
+    pub fn binding_payload(&self) -> (&'static str, serde_json::Value) {
+        match self.setup_failure() {
+            Some(f) => ("setup", serde_json::to_value(f).unwrap_or_default()),
+            None => ("error", serde_json::json!({ "message": self.to_string() })),
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
         Error::Io { context: context.into(), source }
     }

@@ -336,6 +336,14 @@ pub struct SpecError {
     pub message: String,
 }
 
+impl SpecError {
+    /// What the Python and Node bindings raise for it, as (kind, JSON payload): kind
+    /// `spec_key` (a TypeError there) or `spec_value` (a ValueError).
+    pub fn binding_payload(&self) -> (&'static str, serde_json::Value) {
+        (if self.unknown_key { "spec_key" } else { "spec_value" }, serde_json::json!({ "message": self.message }))
+    }
+}
+
 impl SandboxSpec {
     /// Parses a spec from JSON, as the bindings and `cagette run --spec` give it.
     ///
