@@ -97,11 +97,8 @@ fn gzip(b: &[u8]) -> Vec<u8> {
 fn layout(dir: &Path, layers: &[Vec<u8>], cmd: &[&str]) -> PathBuf {
     let l = dir.join("layout");
     std::fs::create_dir_all(l.join("blobs/sha256")).unwrap();
-    let blob = |bytes: &[u8]| -> (String, usize) {
-        let d = sha(bytes);
-        std::fs::write(l.join("blobs/sha256").join(&d[7..]), bytes).unwrap();
-        (d, bytes.len())
-    };
+    let blobs = l.join("blobs/sha256");
+    let blob = |bytes: &[u8]| put_blob(&blobs, bytes);
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for t in layers {
@@ -120,21 +117,32 @@ fn layout(dir: &Path, layers: &[Vec<u8>], cmd: &[&str]) -> PathBuf {
     l
 }
 
-/// Rewrites an OCI layout's config (and the manifest and index that name it).
-fn edit_config(lay: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+/// Rewrites an OCI layout's manifest and config (`f` may also add blobs, by `put_blob`), then
+/// the index that names them.
+fn edit_image(lay: &Path, f: impl FnOnce(&Path, &mut serde_json::Value, &mut serde_json::Value)) {
     let blobs = lay.join("blobs/sha256");
     let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
     let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
     let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&manifest["config"]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
-    f(&mut config);
-    let cb = config.to_string().into_bytes();
-    std::fs::write(blobs.join(&sha(&cb)[7..]), &cb).unwrap();
-    manifest["config"]["digest"] = serde_json::json!(sha(&cb));
-    manifest["config"]["size"] = serde_json::json!(cb.len());
-    let mb = manifest.to_string().into_bytes();
-    std::fs::write(blobs.join(&sha(&mb)[7..]), &mb).unwrap();
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&mb), "size": mb.len(), "annotations": {"org.opencontainers.image.ref.name": "t"}}]});
+    f(&blobs, &mut manifest, &mut config);
+    let (cd, cn) = put_blob(&blobs, config.to_string().as_bytes());
+    manifest["config"]["digest"] = serde_json::json!(cd);
+    manifest["config"]["size"] = serde_json::json!(cn);
+    let (md, mn) = put_blob(&blobs, manifest.to_string().as_bytes());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn, "annotations": {"org.opencontainers.image.ref.name": "t"}}]});
     std::fs::write(lay.join("index.json"), index.to_string()).unwrap();
+}
+
+/// Rewrites an OCI layout's config (and the manifest and index that name it).
+fn edit_config(lay: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    edit_image(lay, |_, _, config| f(config));
+}
+
+/// Writes a blob into a layout's blobs/sha256; returns its descriptor's digest and size.
+fn put_blob(blobs: &Path, bytes: &[u8]) -> (String, usize) {
+    let d = sha(bytes);
+    std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
+    (d, bytes.len())
 }
 
 /// A tar of raw headers: (name, type, data), for entries `tar_of` cannot express.
@@ -392,18 +400,7 @@ fn a_wrong_diff_id_is_refused() {
     let d = TempDir::new("diffid");
     let lay = layout(d.path(), &[tar_of(&[E::File("f", b"data", 0o644)])], &["/bin/true"]);
     // Rewrite the config with another diff_id (and the manifest that names the config).
-    let blobs = lay.join("blobs/sha256");
-    let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
-    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
-    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&manifest["config"]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
-    config["rootfs"]["diff_ids"][0] = serde_json::json!(sha(b"something else"));
-    let cb = config.to_string().into_bytes();
-    std::fs::write(blobs.join(&sha(&cb)[7..]), &cb).unwrap();
-    manifest["config"]["digest"] = serde_json::json!(sha(&cb));
-    manifest["config"]["size"] = serde_json::json!(cb.len());
-    let mb = manifest.to_string().into_bytes();
-    std::fs::write(blobs.join(&sha(&mb)[7..]), &mb).unwrap();
-    std::fs::write(lay.join("index.json"), serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&mb), "size": mb.len()}]}).to_string()).unwrap();
+    edit_config(&lay, |c| c["rootfs"]["diff_ids"][0] = serde_json::json!(sha(b"something else")));
     let store_dir = d.path().join("store");
     let e = ImageStore::open(&store_dir).unwrap().import(&lay, "x:1").unwrap_err();
     match &e {
@@ -556,22 +553,11 @@ fn docker_archive_from_skopeo_and_zstd_layers() {
     // zstd-compressed layers, by media type, checked against the magic bytes.
     let z = TempDir::new("zstd");
     let lay = layout(z.path(), &[tar_of(&[E::File("z", b"zstd!", 0o644)])], &["/bin/true"]);
-    let blobs = lay.join("blobs/sha256");
-    let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
-    let mhex = idx["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
-    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&mhex)).unwrap()).unwrap();
-    let tar = tar_of(&[E::File("z", b"zstd!", 0o644)]);
-    let zst = zstd::encode_all(&tar[..], 3).unwrap();
-    let zd = sha(&zst);
-    std::fs::write(blobs.join(&zd[7..]), &zst).unwrap();
-    manifest["layers"][0] = serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": zd, "size": zst.len()});
-    let mbytes = manifest.to_string().into_bytes();
-    let md = sha(&mbytes);
-    std::fs::write(blobs.join(&md[7..]), &mbytes).unwrap();
-    let mut idx = idx;
-    idx["manifests"][0]["digest"] = serde_json::json!(md);
-    idx["manifests"][0]["size"] = serde_json::json!(mbytes.len());
-    std::fs::write(lay.join("index.json"), idx.to_string()).unwrap();
+    edit_image(&lay, |blobs, manifest, _| {
+        let tar = tar_of(&[E::File("z", b"zstd!", 0o644)]);
+        let (zd, zn) = put_blob(blobs, &zstd::encode_all(&tar[..], 3).unwrap());
+        manifest["layers"][0] = serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": zd, "size": zn});
+    });
     let store = ImageStore::open(z.path().join("store")).unwrap();
     store.import(&lay, "z:1").unwrap();
     store.unpack("z:1", &z.path().join("flat")).unwrap();
@@ -655,21 +641,13 @@ fn gzip_trailing_garbage_is_refused() {
     let lay = layout(d.path(), &[tar_of(&[E::File("f", b"data", 0o644)])], &["/bin/true"]);
     // Append garbage to the layer blob and fix its descriptor (digest and size) so that only
     // the gzip framing is wrong.
-    let blobs = lay.join("blobs/sha256");
-    let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
-    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
-    let lhex = manifest["layers"][0]["digest"].as_str().unwrap()[7..].to_string();
-    let mut bytes = std::fs::read(blobs.join(&lhex)).unwrap();
-    bytes.extend_from_slice(b"trailing garbage");
-    let nd = sha(&bytes);
-    std::fs::write(blobs.join(&nd[7..]), &bytes).unwrap();
-    manifest["layers"][0]["digest"] = serde_json::json!(nd);
-    manifest["layers"][0]["size"] = serde_json::json!(bytes.len());
-    let mb = manifest.to_string().into_bytes();
-    let md = sha(&mb);
-    std::fs::write(blobs.join(&md[7..]), &mb).unwrap();
-    let idx = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mb.len()}]});
-    std::fs::write(lay.join("index.json"), idx.to_string()).unwrap();
+    edit_image(&lay, |blobs, manifest, _| {
+        let mut bytes = std::fs::read(blobs.join(&manifest["layers"][0]["digest"].as_str().unwrap()[7..])).unwrap();
+        bytes.extend_from_slice(b"trailing garbage");
+        let (nd, nn) = put_blob(blobs, &bytes);
+        manifest["layers"][0]["digest"] = serde_json::json!(nd);
+        manifest["layers"][0]["size"] = serde_json::json!(nn);
+    });
     let store_dir = d.path().join("store");
     let e = ImageStore::open(&store_dir).unwrap().import(&lay, "g:1").unwrap_err();
     assert!(e.to_string().contains("not a gzip member"), "{e}");
@@ -720,19 +698,7 @@ fn named_user_is_resolved_from_the_image() {
         let sub = d.path().join(user.replace(':', "-"));
         let lay = layout(&sub, &[busybox_layer(), etc.clone()], &["/bin/sh", "-c", "echo $(id -u) $(id -g)"]);
         // Set the config's User (rewrite the config and the manifest that names it).
-        let blobs = lay.join("blobs/sha256");
-        let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lay.join("index.json")).unwrap()).unwrap();
-        let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&idx["manifests"][0]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
-        let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(blobs.join(&manifest["config"]["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
-        config["config"]["User"] = serde_json::json!(user);
-        let cb = config.to_string().into_bytes();
-        std::fs::write(blobs.join(&sha(&cb)[7..]), &cb).unwrap();
-        manifest["config"]["digest"] = serde_json::json!(sha(&cb));
-        manifest["config"]["size"] = serde_json::json!(cb.len());
-        let mb = manifest.to_string().into_bytes();
-        std::fs::write(blobs.join(&sha(&mb)[7..]), &mb).unwrap();
-        let idx = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(&mb), "size": mb.len()}]});
-        std::fs::write(lay.join("index.json"), idx.to_string()).unwrap();
+        edit_config(&lay, |c| c["config"]["User"] = serde_json::json!(user));
         let name = format!("u:{}", user.replace(':', "-"));
         store.import(&lay, &name).unwrap();
         let r = Sandbox::from_spec(SandboxSpec { image: Some(name), image_store: Some(store_dir.clone()), ..Default::default() }).output();

@@ -30,7 +30,7 @@ use super::{ImageError, Limits};
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -40,8 +40,8 @@ use std::path::{Component, Path, PathBuf};
 pub(crate) enum Mode {
     /// One layer per directory, stacked later with overlayfs.
     Overlay,
-    /// Layers applied one after the other into one directory, reading layers the store
-    /// unpacked in `Overlay` form: whiteouts delete (a char device 0:0 is a whiteout).
+    /// Applied into one plain directory (a `docker save` archive extracted, a flat rootfs):
+    /// whiteouts delete, opaque directories are emptied, overlay xattrs are not kept.
     Flatten,
 }
 
@@ -222,6 +222,17 @@ struct DirMeta {
     meta: Meta,
 }
 
+/// xattrs as (name, value).
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The extension headers (PAX, GNU long name and link) read before the entry they describe.
+#[derive(Default)]
+struct ExtHeaders {
+    pax: Option<Vec<u8>>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+}
+
 /// One entry's metadata, after GNU long names and PAX records are applied.
 #[derive(Default)]
 struct Meta {
@@ -229,10 +240,11 @@ struct Meta {
     gid: u32,
     mode: u32,
     mtime: i64,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// As they are set on disk: already filtered and escaped by `map_xattr`.
+    xattrs: Xattrs,
 }
 
-/// What an image xattr becomes on disk, or None to drop it (`why` says why for the report).
+/// What an image xattr's name becomes on disk, or why it is dropped (for the notes).
 ///
 /// Overlay mode escapes overlayfs's own namespaces (`trusted.overlay.X` ->
 /// `trusted.overlay.overlay.X`, same for `user.overlay.`), so that an image cannot plant
@@ -264,27 +276,17 @@ pub(crate) fn map_xattr(name: &[u8], mode: Mode, as_root: bool) -> Result<Vec<u8
 /// Sets ownership, mode, xattrs and mtime on an open file or directory, in that order: mode
 /// after ownership (chown clears setuid), file capabilities after chown (chown clears them too).
 fn finish_fd(fd: RawFd, m: &Meta, st: &mut State, path: &Path) -> Result<(), ImageError> {
-    if st.as_root {
-        if st.born_ours.is_some_and(|ids| ids == (m.uid, m.gid)) {
-            // Created by this process in a directory tree without setgid: already owned so.
-        } else if unsafe { libc::fchown(fd, m.uid, m.gid) } != 0 {
-            return Err(ImageError::Io { context: format!("chown {}", path.display()), source: last_err() });
-        }
-    } else if m.uid != 0 || m.gid != 0 {
-        st.applied.not_owned += 1;
+    // Created by this process in a directory tree without setgid: already owned so.
+    if st.born_ours.is_none_or(|ids| ids != (m.uid, m.gid)) {
+        set_owner(st, m, path, || unsafe { libc::fchown(fd, m.uid, m.gid) })?;
     }
     if unsafe { libc::fchmod(fd, m.mode & 0o7777) } != 0 {
         return Err(ImageError::Io { context: format!("chmod {}", path.display()), source: last_err() });
     }
     for (name, value) in &m.xattrs {
-        match map_xattr(name, st.mode, st.as_root) {
-            Ok(n) => {
-                let c = CString::new(n).map_err(|_| ImageError::unsafe_entry(path, "a NUL byte in an xattr name"))?;
-                if unsafe { libc::fsetxattr(fd, c.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0) } != 0 {
-                    return Err(ImageError::Io { context: format!("set xattr {} on {}", String::from_utf8_lossy(name), path.display()), source: last_err() });
-                }
-            }
-            Err(why) => st.applied.note(format!("xattr {} on /{} dropped: {why}", String::from_utf8_lossy(name), path.display())),
+        let c = CString::new(name.as_slice()).map_err(|_| ImageError::unsafe_entry(path, "a NUL byte in an xattr name"))?;
+        if unsafe { libc::fsetxattr(fd, c.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0) } != 0 {
+            return Err(ImageError::Io { context: format!("set xattr {} on {}", String::from_utf8_lossy(name), path.display()), source: last_err() });
         }
     }
     let ts = [libc::timespec { tv_sec: m.mtime, tv_nsec: 0 }, libc::timespec { tv_sec: m.mtime, tv_nsec: 0 }];
@@ -292,16 +294,22 @@ fn finish_fd(fd: RawFd, m: &Meta, st: &mut State, path: &Path) -> Result<(), Ima
     Ok(())
 }
 
-/// Ownership and mtime of what cannot be opened (symlinks, device nodes), by name; devices also
-/// get their mode.
-fn finish_at(dir: RawFd, name: &CString, m: &Meta, chmod: bool, st: &mut State, path: &Path) -> Result<(), ImageError> {
+/// Ownership as the image says, as root; without root, the importer keeps it (and counts it).
+fn set_owner(st: &mut State, m: &Meta, path: &Path, chown: impl FnOnce() -> libc::c_int) -> Result<(), ImageError> {
     if st.as_root {
-        if unsafe { libc::fchownat(dir, name.as_ptr(), m.uid, m.gid, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+        if chown() != 0 {
             return Err(ImageError::Io { context: format!("chown {}", path.display()), source: last_err() });
         }
     } else if m.uid != 0 || m.gid != 0 {
         st.applied.not_owned += 1;
     }
+    Ok(())
+}
+
+/// Ownership and mtime of what cannot be opened (symlinks, device nodes), by name; devices also
+/// get their mode.
+fn finish_at(dir: RawFd, name: &CString, m: &Meta, chmod: bool, st: &mut State, path: &Path) -> Result<(), ImageError> {
+    set_owner(st, m, path, || unsafe { libc::fchownat(dir, name.as_ptr(), m.uid, m.gid, libc::AT_SYMLINK_NOFOLLOW) })?;
     if chmod && unsafe { libc::fchmodat(dir, name.as_ptr(), m.mode & 0o7777, 0) } != 0 {
         return Err(ImageError::Io { context: format!("chmod {}", path.display()), source: last_err() });
     }
@@ -318,8 +326,8 @@ struct State {
     mode: Mode,
     as_root: bool,
     applied: Applied,
-    /// The (uid, gid) new files get, when no directory on the way can be setgid (overlay mode:
-    /// every directory is created by this layer with mode 0700; its own mode comes last).
+    /// As root: the (uid, gid) new files get, when no directory on the way can be setgid (overlay
+    /// mode: every directory is created by this layer with mode 0700; its own mode comes last).
     born_ours: Option<(u32, u32)>,
 }
 
@@ -331,8 +339,8 @@ fn parse_num(v: &[u8], key: &str, path: &Path) -> Result<u64, ImageError> {
     std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| ImageError::unsafe_entry(path, &format!("a malformed PAX {key} record")))
 }
 
-/// Writes all of `r` to `fd` through `buf`.
-fn copy_to_fd<R: Read>(r: &mut R, fd: RawFd, buf: &mut [u8], path: &Path) -> Result<(), ImageError> {
+/// Writes all of `r` to `to` through `buf` (a large buffer: the reader hands out 1 MiB chunks).
+fn copy_to<R: Read>(r: &mut R, to: &std::fs::File, buf: &mut [u8], path: &Path) -> Result<(), ImageError> {
     loop {
         let n = match r.read(buf) {
             Ok(0) => return Ok(()),
@@ -340,19 +348,71 @@ fn copy_to_fd<R: Read>(r: &mut R, fd: RawFd, buf: &mut [u8], path: &Path) -> Res
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ImageError::Tar(format!("read {}: {e}", path.display()))),
         };
-        let mut off = 0;
-        while off < n {
-            let w = unsafe { libc::write(fd, buf[off..n].as_ptr() as *const libc::c_void, n - off) };
-            if w < 0 {
-                let e = last_err();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+        (&mut &*to).write_all(&buf[..n]).map_err(os_err("write".into(), path))?;
+    }
+}
+
+/// An entry's name, link target and metadata, from its header and the GNU and PAX extension
+/// headers before it; refuses what readers would disagree on.
+fn entry_meta(header: &tar::Header, size: u64, ext: ExtHeaders, st: &mut State) -> Result<(Vec<u8>, Option<Vec<u8>>, Meta), ImageError> {
+    let ExtHeaders { pax, long_name, long_link } = ext;
+    let strip = |mut v: Vec<u8>| {
+        while v.last() == Some(&0) {
+            v.pop();
+        }
+        v
+    };
+    let (had_long_name, had_long_link) = (long_name.is_some(), long_link.is_some());
+    let mut raw_name = long_name.map(strip).unwrap_or_else(|| header.path_bytes().into_owned());
+    let mut link = long_link.map(strip).or_else(|| header.link_name_bytes().map(|c| c.into_owned()));
+    let mut meta = Meta {
+        uid: header.uid().unwrap_or(0) as u32,
+        gid: header.gid().unwrap_or(0) as u32,
+        mode: header.mode().unwrap_or(0o644),
+        mtime: header.mtime().unwrap_or(0) as i64,
+        xattrs: Vec::new(),
+    };
+    if let Some(p) = pax {
+        for ext in tar::PaxExtensions::new(&p) {
+            let ext = ext.map_err(tar_err("read a PAX record"))?;
+            let key = ext.key().map_err(|_| ImageError::Tar("a PAX key that is not UTF-8".into()))?;
+            let v = ext.value_bytes();
+            let here = Path::new(OsStr::from_bytes(&raw_name));
+            match key {
+                // Readers disagree on which wins (Go and tar-rs take the GNU one): refused.
+                "path" if had_long_name => return Err(ImageError::unsafe_entry(here, "both a GNU long name and a PAX path")),
+                "linkpath" if had_long_link => return Err(ImageError::unsafe_entry(here, "both a GNU long link and a PAX linkpath")),
+                "path" => raw_name = v.to_vec(),
+                "linkpath" => link = Some(v.to_vec()),
+                "uid" => meta.uid = u32::try_from(parse_num(v, key, here)?).map_err(|_| ImageError::unsafe_entry(here, "a uid beyond 32 bits"))?,
+                "gid" => meta.gid = u32::try_from(parse_num(v, key, here)?).map_err(|_| ImageError::unsafe_entry(here, "a gid beyond 32 bits"))?,
+                "mtime" => {
+                    let whole = v.split(|&b| b == b'.').next().unwrap_or(b"0");
+                    meta.mtime = std::str::from_utf8(whole).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
                 }
-                return Err(ImageError::Io { context: format!("write {}", path.display()), source: e });
+                "size" => {
+                    let pax_size = parse_num(v, key, here)?;
+                    if pax_size != size {
+                        return Err(ImageError::unsafe_entry(here, &format!("a PAX size ({pax_size}) that differs from the header's size ({size}): readers would disagree on where the next entry starts")));
+                    }
+                }
+                k if k.starts_with("GNU.sparse.") => return Err(ImageError::unsafe_entry(here, "a sparse file (not supported)")),
+                k if k.starts_with("SCHILY.xattr.") => {
+                    if v.len() > 65536 {
+                        return Err(ImageError::limit(format!("an xattr value of {} bytes on {}", v.len(), here.display())));
+                    }
+                    let xname = &k["SCHILY.xattr.".len()..];
+                    // Filtered here, so that only what will be set is kept in memory.
+                    match map_xattr(xname.as_bytes(), st.mode, st.as_root) {
+                        Ok(on_disk) => meta.xattrs.push((on_disk, v.to_vec())),
+                        Err(why) => st.applied.note(format!("xattr {xname} on /{} dropped: {why}", here.display())),
+                    }
+                }
+                _ => {}
             }
-            off += w as usize;
         }
     }
+    Ok((raw_name, link, meta))
 }
 
 /// Applies one layer's tar stream to `root` (an open directory).
@@ -364,17 +424,18 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
     let root_fd: OwnedFd = std::fs::File::open(root).map_err(os_err("open the unpack directory".into(), root))?.into();
     let root_fd = root_fd.as_raw_fd();
     let root_setgid = lstat_at(root_fd, &CString::from(c".")).is_none_or(|s| s.st_mode & libc::S_ISGID != 0);
-    let born_ours = (mode == Mode::Overlay && !root_setgid).then(|| unsafe { (libc::geteuid(), libc::getegid()) });
+    let born_ours = (mode == Mode::Overlay && !root_setgid && unsafe { libc::geteuid() } == 0).then(|| (0, unsafe { libc::getegid() }));
     let mut st = State { mode, as_root: unsafe { libc::geteuid() } == 0, applied: Applied::default(), born_ours };
     let mut archive = tar::Archive::new(reader);
     let mut written: HashSet<PathBuf> = HashSet::new();
     let mut dirs: Vec<DirMeta> = Vec::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut cached: Option<(PathBuf, OwnedFd)> = None;
-    let mut drop_cache = false;
+    // Hardlinks to lower layers' files, by link path: (target, name in the tar).
+    let mut lower_links: std::collections::HashMap<PathBuf, (PathBuf, PathBuf)> = std::collections::HashMap::new();
     // Memory kept until the end of the layer (paths written, directories' metadata): bounded.
     let mut kept: u64 = 0;
-    let (mut pax, mut long_name, mut long_link): (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) = (None, None, None);
+    let mut ext = ExtHeaders::default();
     let entries = archive.entries().map_err(tar_err("read the layer"))?.raw(true);
     for entry in entries {
         if cancel.load(Ordering::Relaxed) {
@@ -395,9 +456,9 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             let mut data = Vec::with_capacity(size as usize);
             entry.read_to_end(&mut data).map_err(tar_err("read an extension header"))?;
             let slot = match etype {
-                tar::EntryType::XHeader => &mut pax,
-                tar::EntryType::GNULongName => &mut long_name,
-                tar::EntryType::GNULongLink => &mut long_link,
+                tar::EntryType::XHeader => &mut ext.pax,
+                tar::EntryType::GNULongName => &mut ext.long_name,
+                tar::EntryType::GNULongLink => &mut ext.long_link,
                 _ => continue, // global PAX records: nothing in them applies to a layer
             };
             if slot.replace(data).is_some() {
@@ -405,63 +466,7 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             }
             continue;
         }
-        let strip = |mut v: Vec<u8>| {
-            while v.last() == Some(&0) {
-                v.pop();
-            }
-            v
-        };
-        let header = entry.header();
-        let (had_long_name, had_long_link) = (long_name.is_some(), long_link.is_some());
-        let mut raw_name = long_name.take().map(strip).unwrap_or_else(|| header.path_bytes().into_owned());
-        let mut link = long_link.take().map(strip).or_else(|| header.link_name_bytes().map(|c| c.into_owned()));
-        let mut meta = Meta {
-            uid: header.uid().unwrap_or(0) as u32,
-            gid: header.gid().unwrap_or(0) as u32,
-            mode: header.mode().unwrap_or(0o644),
-            mtime: header.mtime().unwrap_or(0) as i64,
-            xattrs: Vec::new(),
-        };
-        if let Some(p) = pax.take() {
-            for ext in tar::PaxExtensions::new(&p) {
-                let ext = ext.map_err(tar_err("read a PAX record"))?;
-                let key = ext.key().map_err(|_| ImageError::Tar("a PAX key that is not UTF-8".into()))?;
-                let v = ext.value_bytes();
-                let here = Path::new(OsStr::from_bytes(&raw_name));
-                match key {
-                    // Readers disagree on which wins (Go and tar-rs take the GNU one): refused.
-                    "path" if had_long_name => return Err(ImageError::unsafe_entry(here, "both a GNU long name and a PAX path")),
-                    "linkpath" if had_long_link => return Err(ImageError::unsafe_entry(here, "both a GNU long link and a PAX linkpath")),
-                    "path" => raw_name = v.to_vec(),
-                    "linkpath" => link = Some(v.to_vec()),
-                    "uid" => meta.uid = u32::try_from(parse_num(v, key, here)?).map_err(|_| ImageError::unsafe_entry(here, "a uid beyond 32 bits"))?,
-                    "gid" => meta.gid = u32::try_from(parse_num(v, key, here)?).map_err(|_| ImageError::unsafe_entry(here, "a gid beyond 32 bits"))?,
-                    "mtime" => {
-                        let whole = v.split(|&b| b == b'.').next().unwrap_or(b"0");
-                        meta.mtime = std::str::from_utf8(whole).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-                    }
-                    "size" => {
-                        let pax_size = parse_num(v, key, here)?;
-                        if pax_size != size {
-                            return Err(ImageError::unsafe_entry(here, &format!("a PAX size ({pax_size}) that differs from the header's size ({size}): readers would disagree on where the next entry starts")));
-                        }
-                    }
-                    k if k.starts_with("GNU.sparse.") => return Err(ImageError::unsafe_entry(here, "a sparse file (not supported)")),
-                    k if k.starts_with("SCHILY.xattr.") => {
-                        if v.len() > 65536 {
-                            return Err(ImageError::limit(format!("an xattr value of {} bytes on {}", v.len(), here.display())));
-                        }
-                        let xname = &k["SCHILY.xattr.".len()..];
-                        // Filtered here, so that only what will be set is kept in memory.
-                        match map_xattr(xname.as_bytes(), mode, st.as_root) {
-                            Ok(_) => meta.xattrs.push((xname.as_bytes().to_vec(), v.to_vec())),
-                            Err(why) => st.applied.note(format!("xattr {xname} on /{} dropped: {why}", here.display())),
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let (raw_name, link, meta) = entry_meta(entry.header(), size, std::mem::take(&mut ext), &mut st)?;
         let raw_path = PathBuf::from(OsStr::from_bytes(&raw_name));
         // Entries other readers would read differently: data after a header that has none
         // (Go skips nothing there, tar-rs skips `size` bytes, which could hide headers), and a
@@ -480,9 +485,12 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
         let parent_rel = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let name_bytes = name_os.as_bytes();
 
-        if drop_cache {
-            cached = None;
-            drop_cache = false;
+        // A later entry of this layer at (or under) the path of a pending link to a lower layer
+        // wins, as tar order says.
+        if !lower_links.is_empty() {
+            for up in path.ancestors() {
+                lower_links.remove(up);
+            }
         }
         // Whiteouts.
         if let Some(target) = name_bytes.strip_prefix(b".wh.") {
@@ -502,38 +510,42 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             }
             remove_at(parent.as_raw_fd(), &tname).map_err(os_err("apply a whiteout to".into(), &tpath))?;
             if mode == Mode::Overlay && unsafe { libc::mknodat(parent.as_raw_fd(), tname.as_ptr(), libc::S_IFCHR, 0) } != 0 {
-                return Err(ImageError::Io { context: format!("create the whiteout for {}", tpath.display()), source: last_err() });
+                let e = last_err();
+                let hint = if st.as_root { "" } else { " (without root, creating a whiteout needs Linux 5.8 or later; import as root on older kernels)" };
+                return Err(ImageError::Io { context: format!("create the whiteout for {}{hint}", tpath.display()), source: e });
             }
             continue;
         }
 
-        // A later entry of this layer at (or under) the path of a pending link to a lower layer
-        // wins, as tar order says.
-        if !st.applied.lower_links.is_empty() {
-            st.applied.lower_links.retain(|(p, _, _)| !path.starts_with(p));
-        }
-        // The parent, resolved inside the root. The last one is reused while only regular files
-        // and hardlinks are created in it: creating a file cannot change what a directory path
-        // resolves to. Anything else (a directory, a symlink, a removal) drops it.
-        if cached.as_ref().is_none_or(|(p, _)| *p != parent_rel) {
-            cached = Some((parent_rel.clone(), parent_dir(root_fd, &parent_rel)?));
-        }
-        let pfd = cached.as_ref().map(|(_, fd)| fd.as_raw_fd()).unwrap_or(root_fd);
-        let keep_cache = etype.is_file() || etype == tar::EntryType::Continuous || etype.is_hard_link();
+        // The parent, resolved inside the root. It is kept for the next entry only after a
+        // regular file or a hardlink was created in it without removing anything: creating a
+        // file cannot change what a directory path resolves to. Anything else (a directory, a
+        // symlink, a removal) drops it, so the next entry resolves afresh.
+        let parent = match cached.take() {
+            Some((p, fd)) if p == parent_rel => fd,
+            _ => parent_dir(root_fd, &parent_rel)?,
+        };
+        let pfd = parent.as_raw_fd();
         let name = cstr(Path::new(name_os))?;
+        let is_link = etype.is_hard_link();
         // Replace what is there (never write through it), except a directory onto a directory.
         // Regular files and directories try to create first (one system call less for the
         // usual case, nothing there yet).
-        let create_file = || unsafe { libc::openat(pfd, name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
-        let mut file_fd = -1;
+        let create_file = || {
+            let fd = unsafe { libc::openat(pfd, name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
+            if fd < 0 { Err(last_err()) } else { Ok(unsafe { std::fs::File::from_raw_fd(fd) }) }
+        };
         let mut removed = false;
-        if etype.is_file() || etype == tar::EntryType::Continuous {
-            file_fd = create_file();
-            if file_fd < 0 && last_err().raw_os_error() == Some(libc::EEXIST) {
-                remove_at(pfd, &name).map_err(os_err("replace".into(), &path))?;
-                removed = true;
-                file_fd = create_file();
-            }
+        let mut file = None;
+        if is_file {
+            file = Some(match create_file() {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    remove_at(pfd, &name).map_err(os_err("replace".into(), &path))?;
+                    removed = true;
+                    create_file()
+                }
+                r => r,
+            });
         } else if etype.is_dir() {
             if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } != 0 {
                 let e = last_err();
@@ -552,21 +564,14 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             remove_at(pfd, &name).map_err(os_err("replace".into(), &path))?;
             removed = true;
         }
-        if removed || !keep_cache {
-            // (after this entry: pfd stays valid while it is used below)
-            drop_cache = true;
-        }
         match etype {
             t if t.is_dir() => {
                 kept += (path.as_os_str().len() + 64 + meta.xattrs.iter().map(|(n, v)| n.len() + v.len() + 48).sum::<usize>()) as u64;
                 dirs.push(DirMeta { path: path.clone(), meta });
             }
-            t if t.is_file() || t == tar::EntryType::Continuous => {
-                if file_fd < 0 {
-                    return Err(ImageError::Io { context: format!("create {}", path.display()), source: last_err() });
-                }
-                let f = unsafe { OwnedFd::from_raw_fd(file_fd) };
-                copy_to_fd(&mut entry, f.as_raw_fd(), &mut buf, &path)?;
+            _ if is_file => {
+                let f = file.take().unwrap_or_else(|| Err(io::Error::from_raw_os_error(libc::EINVAL))).map_err(os_err("create".into(), &path))?;
+                copy_to(&mut entry, &f, &mut buf, &path)?;
                 finish_fd(f.as_raw_fd(), &meta, &mut st, &path)?;
             }
             t if t.is_symlink() => {
@@ -577,7 +582,7 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
                 }
                 finish_at(pfd, &name, &meta, false, &mut st, &path)?;
             }
-            t if t.is_hard_link() => {
+            _ if is_link => {
                 let target = link.ok_or_else(|| ImageError::unsafe_entry(&raw_path, "a hardlink without a target"))?;
                 let tpath = clean(Path::new(OsStr::from_bytes(&target)), limits)?;
                 let (Some(tname_os), tparent_rel) = (tpath.file_name(), tpath.parent().unwrap_or(Path::new(""))) else {
@@ -600,13 +605,10 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
                     }
                     // A link to a lower layer's file: resolved once the lower layers are there.
                     None if mode == Mode::Overlay => {
-                        st.applied.lower_links.push((path.clone(), tpath, raw_path.clone()));
+                        lower_links.insert(path.clone(), (tpath, raw_path.clone()));
                     }
                     None => return Err(ImageError::unsafe_entry(&raw_path, &format!("a hardlink to {}, which does not exist", tpath.display()))),
                 }
-            }
-            t if t == tar::EntryType::Char && mode == Mode::Flatten && entry.header().device_major().ok().flatten() == Some(0) && entry.header().device_minor().ok().flatten() == Some(0) => {
-                continue; // an overlay whiteout: what it hides is already removed above
             }
             t if t == tar::EntryType::Char || t == tar::EntryType::Block || t == tar::EntryType::Fifo => {
                 let kind = if t == tar::EntryType::Char { libc::S_IFCHR } else if t == tar::EntryType::Block { libc::S_IFBLK } else { libc::S_IFIFO };
@@ -623,13 +625,16 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             }
             other => return Err(ImageError::unsafe_entry(&raw_path, &format!("an unsupported entry type {other:?}"))),
         }
+        if (is_file || is_link) && !removed {
+            cached = Some((parent_rel, parent));
+        }
         kept += (path.as_os_str().len() + 64) as u64;
         if kept > limits.max_kept_bytes {
             return Err(ImageError::limit(format!("a layer whose entries' metadata needs more than {} bytes of memory to apply", limits.max_kept_bytes)));
         }
         written.insert(path);
     }
-    if pax.is_some() || long_name.is_some() || long_link.is_some() {
+    if ext.pax.is_some() || ext.long_name.is_some() || ext.long_link.is_some() {
         return Err(ImageError::Tar("an extension header at the end, describing no entry".into()));
     }
     // Directories' metadata last, deepest first (creating entries in them changed their mtime).
@@ -641,6 +646,7 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             Err(e) => return Err(ImageError::Io { context: format!("reopen {}", d.path.display()), source: e }),
         }
     }
+    st.applied.lower_links = lower_links.into_iter().map(|(link, (target, raw))| (link, target, raw)).collect();
     Ok(st.applied)
 }
 
@@ -653,6 +659,8 @@ fn is_whiteout(st: &libc::stat) -> bool {
 /// layer under the link's name (an overlay cannot share an inode across layers).
 pub(crate) fn resolve_lower_links(layer: &Path, lowers: &[PathBuf], links: &[(PathBuf, PathBuf, PathBuf)], limits: &Limits) -> Result<(), ImageError> {
     let root: OwnedFd = std::fs::File::open(layer).map_err(os_err("open".into(), layer))?.into();
+    let lower_fds: Vec<OwnedFd> = lowers.iter().map(|l| std::fs::File::open(l).map(OwnedFd::from).map_err(os_err("open".into(), l))).collect::<Result<_, _>>()?;
+    let mut st = State { mode: Mode::Overlay, as_root: unsafe { libc::geteuid() } == 0, applied: Applied::default(), born_ours: None };
     // Each target is copied once; further links to it link to that copy. The bytes copied
     // count against the layer limit (a million links to one big lower file must not fill the
     // disk).
@@ -671,11 +679,10 @@ pub(crate) fn resolve_lower_links(layer: &Path, lowers: &[PathBuf], links: &[(Pa
             continue;
         }
         let tname = cstr(Path::new(target.file_name().unwrap_or_default()))?;
-        for lower in lowers {
-            let lroot: OwnedFd = std::fs::File::open(lower).map_err(os_err("open".into(), lower))?.into();
-            let Ok(tparent) = open_in_root(lroot.as_raw_fd(), target.parent().unwrap_or(Path::new("")), libc::O_PATH | libc::O_DIRECTORY) else { continue };
+        for lower in &lower_fds {
+            let Ok(tparent) = open_in_root(lower.as_raw_fd(), target.parent().unwrap_or(Path::new("")), libc::O_PATH | libc::O_DIRECTORY) else { continue };
             let Some(s) = lstat_at(tparent.as_raw_fd(), &tname) else { continue };
-            if is_whiteout(&s) || is_dir(&s) || s.st_mode & libc::S_IFMT != libc::S_IFREG {
+            if s.st_mode & libc::S_IFMT != libc::S_IFREG {
                 return Err(ImageError::unsafe_entry(raw, &format!("a hardlink to {}, which is not a regular file in the lower layers", target.display())));
             }
             copied_total += s.st_size as u64;
@@ -687,20 +694,9 @@ pub(crate) fn resolve_lower_links(layer: &Path, lowers: &[PathBuf], links: &[(Pa
                 return Err(ImageError::Io { context: format!("open the hardlink target {}", target.display()), source: last_err() });
             }
             let src = unsafe { std::fs::File::from_raw_fd(src) };
-            let fd = unsafe { libc::openat(parent.as_raw_fd(), name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
-            if fd < 0 {
-                return Err(ImageError::Io { context: format!("create {}", path.display()), source: last_err() });
-            }
-            let mut dst = unsafe { std::fs::File::from_raw_fd(fd) };
-            io::copy(&mut (&src).take(s.st_size as u64), &mut dst).map_err(os_err("copy the hardlink target to".into(), path))?;
-            let as_root = unsafe { libc::geteuid() } == 0;
-            if as_root && unsafe { libc::fchown(dst.as_raw_fd(), s.st_uid, s.st_gid) } != 0 {
-                return Err(ImageError::Io { context: format!("chown {}", path.display()), source: last_err() });
-            }
-            unsafe { libc::fchmod(dst.as_raw_fd(), s.st_mode & 0o7777) };
-            copy_xattrs(src.as_raw_fd(), dst.as_raw_fd()).map_err(os_err("copy the xattrs of the hardlink target to".into(), path))?;
-            let ts = [s.st_atime, s.st_mtime].map(|t| libc::timespec { tv_sec: t, tv_nsec: 0 });
-            unsafe { libc::futimens(dst.as_raw_fd(), ts.as_ptr()) };
+            // The store's xattrs as they are (already filtered and escaped).
+            let xattrs = stored_xattrs(src.as_raw_fd()).map_err(os_err("read the xattrs of the hardlink target".into(), target))?;
+            copy_file(&src, &s, parent.as_raw_fd(), &name, xattrs, &mut st, path)?;
             copies.insert(target, path);
             continue 'links;
         }
@@ -734,15 +730,9 @@ fn get_xattr(fd: RawFd, name: &CString) -> io::Result<Vec<u8>> {
     Ok(v)
 }
 
-/// Copies every xattr of `src` to `dst` (both store files: already filtered and escaped).
-fn copy_xattrs(src: RawFd, dst: RawFd) -> io::Result<()> {
-    for name in list_xattrs(src)? {
-        let v = get_xattr(src, &name)?;
-        if unsafe { libc::fsetxattr(dst, name.as_ptr(), v.as_ptr() as *const libc::c_void, v.len(), 0) } != 0 {
-            return Err(last_err());
-        }
-    }
-    Ok(())
+/// Every xattr of an open file, by name.
+fn stored_xattrs(fd: RawFd) -> io::Result<Xattrs> {
+    list_xattrs(fd)?.into_iter().map(|name| Ok((name.as_bytes().to_vec(), get_xattr(fd, &name)?))).collect()
 }
 
 /// An opaque directory: hide everything lower layers put in it.
@@ -776,19 +766,42 @@ fn opaque(rel: &Path, written: &HashSet<PathBuf>, st: &State, root: RawFd) -> Re
 
 /// The xattrs of an open file as the image had them, without overlayfs's (the store's opaque
 /// marks, and image overlay xattrs, which a flat rootfs does not keep).
-fn image_xattrs(fd: RawFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+fn image_xattrs(fd: RawFd, st: &mut State, path: &Path) -> Result<Xattrs, ImageError> {
     let mut out = Vec::new();
-    for name in list_xattrs(fd)? {
-        let b = name.as_bytes();
-        if b.starts_with(b"user.overlay.") || b.starts_with(b"trusted.overlay.") {
-            continue;
+    for (name, value) in stored_xattrs(fd).map_err(os_err("read the xattrs of".into(), path))? {
+        if name.starts_with(b"user.overlay.") || name.starts_with(b"trusted.overlay.") {
+            continue; // the store's opaque marks, or image ones the import reported already
         }
-        out.push((b.to_vec(), get_xattr(fd, &name)?));
+        match map_xattr(&name, st.mode, st.as_root) {
+            Ok(on_disk) => out.push((on_disk, value)),
+            Err(why) => st.applied.note(format!("xattr {} on /{} dropped: {why}", String::from_utf8_lossy(&name), path.display())),
+        }
     }
     Ok(out)
 }
 
-fn meta_of(st: &libc::stat, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Meta {
+/// Writes a copy of `from` (whose stat is `s`) as `name` in `dir` (nothing there: created
+/// `O_EXCL`), with its owner, mode and mtime and the given xattrs (as they go on disk).
+fn copy_file(from: &std::fs::File, s: &libc::stat, dir: RawFd, name: &CString, xattrs: Xattrs, st: &mut State, path: &Path) -> Result<(), ImageError> {
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
+    if fd < 0 {
+        return Err(ImageError::Io { context: format!("create {}", path.display()), source: last_err() });
+    }
+    let to = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut left = s.st_size as usize;
+    while left > 0 {
+        let n = unsafe { libc::copy_file_range(from.as_raw_fd(), std::ptr::null_mut(), to.as_raw_fd(), std::ptr::null_mut(), left, 0) };
+        if n <= 0 {
+            // Across file systems on old kernels: a plain copy of the rest.
+            copy_to(&mut &*from, &to, &mut vec![0u8; 1 << 16], path)?;
+            break;
+        }
+        left -= n as usize;
+    }
+    finish_fd(to.as_raw_fd(), &meta_of(s, xattrs), st, path)
+}
+
+fn meta_of(st: &libc::stat, xattrs: Xattrs) -> Meta {
     Meta { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777, mtime: st.st_mtime, xattrs }
 }
 
@@ -849,14 +862,13 @@ fn flatten_dir(src: RawFd, rel: &Path, dst_root: RawFd, st: &mut State, links: &
                         remove_at(d.as_raw_fd(), &child).map_err(os_err("clear the opaque directory".into(), &path))?;
                     }
                 }
-                let xattrs = image_xattrs(sub.as_raw_fd()).map_err(os_err("read the xattrs of".into(), &path))?;
+                let xattrs = image_xattrs(sub.as_raw_fd(), st, &path)?;
                 flatten_dir(sub.as_raw_fd(), &path, dst_root, st, links, dirs)?;
                 dirs.push(DirMeta { path, meta: meta_of(&s, xattrs) });
             }
             libc::S_IFREG => {
                 if s.st_nlink > 1 {
                     if let Some(first) = links.get(&(s.st_dev, s.st_ino)) {
-                        let first: &PathBuf = first;
                         let fparent = open_in_root(dst_root, first.parent().unwrap_or(Path::new("")), libc::O_PATH | libc::O_DIRECTORY).map_err(os_err("find".into(), first))?;
                         let fname = cstr(Path::new(first.file_name().unwrap_or_default()))?;
                         if unsafe { libc::linkat(fparent.as_raw_fd(), fname.as_ptr(), dp, name.as_ptr(), 0) } != 0 {
@@ -866,26 +878,9 @@ fn flatten_dir(src: RawFd, rel: &Path, dst_root: RawFd, st: &mut State, links: &
                     }
                     links.insert((s.st_dev, s.st_ino), path.clone());
                 }
-                let from = open_src(libc::O_RDONLY)?;
-                let fd = unsafe { libc::openat(dp, name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
-                if fd < 0 {
-                    return Err(ImageError::Io { context: format!("create {}", path.display()), source: last_err() });
-                }
-                let to = unsafe { OwnedFd::from_raw_fd(fd) };
-                let mut left = s.st_size as usize;
-                while left > 0 {
-                    let n = unsafe { libc::copy_file_range(from.as_raw_fd(), std::ptr::null_mut(), to.as_raw_fd(), std::ptr::null_mut(), left, 0) };
-                    if n <= 0 {
-                        // Across file systems on old kernels, or a file that shrank: plain copy.
-                        let mut r = std::fs::File::from(from.try_clone().map_err(os_err("copy".into(), &path))?);
-                        let mut buf = vec![0u8; 1 << 16];
-                        copy_to_fd(&mut r, to.as_raw_fd(), &mut buf, &path)?;
-                        break;
-                    }
-                    left -= n as usize;
-                }
-                let xattrs = image_xattrs(from.as_raw_fd()).map_err(os_err("read the xattrs of".into(), &path))?;
-                finish_fd(to.as_raw_fd(), &meta_of(&s, xattrs), st, &path)?;
+                let from = std::fs::File::from(open_src(libc::O_RDONLY)?);
+                let xattrs = image_xattrs(from.as_raw_fd(), st, &path)?;
+                copy_file(&from, &s, dp, &name, xattrs, st, &path)?;
             }
             libc::S_IFLNK => {
                 let mut target = vec![0u8; 4097];

@@ -301,11 +301,7 @@ impl ImageStore {
         // Private to its owner: layers hold the images' files with their owners and modes
         // (setuid binaries, device nodes as root), and the locks must not be taken by others.
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        let fresh = !root.exists();
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&root).map_err(ImageError::io(format!("create the image store at {}", root.display())))?;
-        if fresh {
-            fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(ImageError::io(format!("make the image store {} private", root.display())))?;
-        }
         for d in ["layers", "layers/sha256", "images", "tmp", "locks"] {
             let p = root.join(d);
             fs::DirBuilder::new().recursive(true).mode(0o700).create(&p).map_err(ImageError::io(format!("create the image store at {}", root.display())))?;
@@ -323,24 +319,25 @@ impl ImageStore {
         self
     }
 
-    fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path, what: &str) -> Result<T, ImageError> {
-        let f = fs::File::open(path).map_err(ImageError::io(format!("open the {what} {}", path.display())))?;
+    /// All of a JSON document (or a config, hashed as read), at most `max_json` bytes.
+    fn read_bounded(&self, f: fs::File, what: &str) -> Result<Vec<u8>, ImageError> {
         let mut buf = Vec::new();
         f.take(self.limits.max_json + 1).read_to_end(&mut buf).map_err(ImageError::io(format!("read the {what}")))?;
         if buf.len() as u64 > self.limits.max_json {
             return Err(ImageError::limit(format!("the {what} is larger than {} bytes", self.limits.max_json)));
         }
-        serde_json::from_slice(&buf).map_err(|e| ImageError::Invalid(format!("the {what} {}: {e}", path.display())))
+        Ok(buf)
+    }
+
+    /// One of the store's own JSON records.
+    fn read_json<T: for<'de> Deserialize<'de>>(&self, path: &Path, what: &str) -> Result<T, ImageError> {
+        let f = fs::File::open(path).map_err(ImageError::io(format!("open the {what} {}", path.display())))?;
+        serde_json::from_slice(&self.read_bounded(f, what)?).map_err(|e| ImageError::Invalid(format!("the {what} {}: {e}", path.display())))
     }
 
     /// A JSON document inside an image layout or archive (see [`open_inside`]).
     fn read_json_inside<T: for<'de> Deserialize<'de>>(&self, root: &Path, rel: &str, what: &str) -> Result<T, ImageError> {
-        let f = open_inside(root, Path::new(rel), what)?;
-        let mut buf = Vec::new();
-        f.take(self.limits.max_json + 1).read_to_end(&mut buf).map_err(ImageError::io(format!("read the {what}")))?;
-        if buf.len() as u64 > self.limits.max_json {
-            return Err(ImageError::limit(format!("the {what} is larger than {} bytes", self.limits.max_json)));
-        }
+        let buf = self.read_bounded(open_inside(root, Path::new(rel), what)?, what)?;
         serde_json::from_slice(&buf).map_err(|e| ImageError::Invalid(format!("the {what}: {e}")))
     }
 
@@ -493,11 +490,7 @@ impl ImageStore {
         // Paths of the manifest: resolved inside the extracted archive (its symlinks too),
         // regular files only.
         let inside = |p: &str| -> Result<PathBuf, ImageError> { apply::clean(Path::new(p), &self.limits) };
-        let mut config_bytes = Vec::new();
-        open_inside(&staging.0, &inside(&e.config)?, "config")?.take(self.limits.max_json + 1).read_to_end(&mut config_bytes).map_err(ImageError::io(format!("read the config {}", e.config)))?;
-        if config_bytes.len() as u64 > self.limits.max_json {
-            return Err(ImageError::limit(format!("the config is larger than {} bytes", self.limits.max_json)));
-        }
+        let config_bytes = self.read_bounded(open_inside(&staging.0, &inside(&e.config)?, "config")?, "config")?;
         let config_digest = format!("sha256:{}", hex(&Sha256::digest(&config_bytes)));
         let stem = Path::new(&e.config).file_stem().and_then(|s| s.to_str()).unwrap_or("");
         if stem.len() == 64 && config_digest[7..] != *stem {
@@ -586,33 +579,30 @@ impl ImageStore {
                 }
             }
         });
-        let mut results = results.into_inner().map_err(|_| ImageError::Invalid("a layer worker panicked".into()))?;
-        // The first real error (others may only say they were cancelled because of it).
-        let mut first_err = None;
-        for r in results.iter_mut() {
-            match r.take() {
-                Some(Err(ImageError::Cancelled)) | None => first_err = first_err.or(Some(ImageError::Cancelled)),
-                Some(Err(e)) => {
-                    if matches!(first_err, None | Some(ImageError::Cancelled)) {
-                        first_err = Some(e);
-                    }
+        let results = results.into_inner().map_err(|_| ImageError::Invalid("a layer worker panicked".into()))?;
+        // The first real error wins over the `Cancelled` that other workers report because of it.
+        let mut done = std::collections::HashMap::new();
+        let mut first_err = cancelled.then_some(ImageError::Cancelled);
+        for (r, &i) in results.into_iter().zip(&todo) {
+            match r {
+                Some(Ok(d)) => {
+                    done.insert(i, d);
                 }
-                Some(Ok(done)) => *r = Some(Ok(done)),
+                Some(Err(ImageError::Cancelled)) | None => {
+                    first_err.get_or_insert(ImageError::Cancelled);
+                }
+                Some(Err(e)) if matches!(first_err, None | Some(ImageError::Cancelled)) => first_err = Some(e),
+                Some(Err(_)) => {}
             }
         }
         if let Some(e) = first_err {
             return Err(e);
         }
-        if cancelled {
-            // Cancelled after the last layer was done: the image is not recorded.
-            return Err(ImageError::Cancelled);
-        }
-        let mut done = results.into_iter().zip(&todo).map(|(r, &i)| (i, r)).collect::<std::collections::HashMap<_, _>>();
         let mut diff_ids: Vec<String> = Vec::new();
         let mut notes = Vec::new();
         for (i, l) in layers.iter().enumerate() {
-            match (done.remove(&i).flatten(), &l.diff_id) {
-                (Some(Ok(d)), _) => {
+            match (done.remove(&i), &l.diff_id) {
+                (Some(d), _) => {
                     if let Some((staging, links)) = d.deferred {
                         // Bottom-up: every lower layer is in the store by now.
                         let lowers: Vec<PathBuf> = diff_ids.iter().rev().map(|d| self.layer_dir(d)).collect::<Result<_, _>>()?;
@@ -622,8 +612,8 @@ impl ImageStore {
                     notes.extend(d.notes);
                     diff_ids.push(d.diff_id);
                 }
-                (_, Some(d)) => diff_ids.push(d.clone()),
-                (_, None) => return Err(ImageError::Invalid("a layer was not unpacked".into())),
+                (None, Some(d)) => diff_ids.push(d.clone()),
+                (None, None) => return Err(ImageError::Invalid("a layer was not unpacked".into())),
             }
         }
         let _ = progress(&Progress { layers: todo.len(), layers_done: todo.len(), bytes: total, bytes_done: total });
@@ -648,7 +638,7 @@ impl ImageStore {
             None => None,
         };
         let staging = Staging::new(self.root.join("tmp").join(format!("{}-layer-{i}-{}", std::process::id(), unique())))?;
-        let (applied, actual) = self.unpack_blob(l, &staging.0, apply::Mode::Overlay, job)?;
+        let (applied, actual) = self.unpack_blob(l, &staging.0, job)?;
         let diff_id = l.diff_id.clone().unwrap_or(actual);
         let _lock = match lock {
             Some(lock) => lock,
@@ -671,27 +661,31 @@ impl ImageStore {
         Ok(LayerDone { diff_id, notes: applied.summary(), deferred: None })
     }
 
-    fn store_lock(&self, how: i32) -> Result<fs::File, ImageError> {
-        let lock = fs::File::options().create(true).truncate(false).write(true).open(self.root.join("locks").join("store")).map_err(ImageError::io("open the store lock"))?;
+    /// A lock file of `locks/`, held (flock `how`) until the returned file is dropped.
+    fn flock(&self, name: &str, how: i32) -> Result<fs::File, ImageError> {
+        let path = self.root.join("locks").join(name);
+        let lock = fs::File::options().create(true).truncate(false).write(true).open(&path).map_err(ImageError::io(format!("open the lock {}", path.display())))?;
         if unsafe { libc::flock(lock.as_raw_fd(), how) } != 0 {
-            return Err(ImageError::io("lock the store")(io::Error::last_os_error()));
+            return Err(ImageError::io(format!("lock {}", path.display()))(io::Error::last_os_error()));
         }
         Ok(lock)
     }
 
+    /// Shared by imports, exclusive for gc.
+    fn store_lock(&self, how: i32) -> Result<fs::File, ImageError> {
+        self.flock("store", how)
+    }
+
+    /// One layer's: one process unpacks it.
     fn lock(&self, diff_id: &str) -> Result<fs::File, ImageError> {
-        let lock = fs::File::options().create(true).truncate(false).write(true).open(self.root.join("locks").join(digest_hex(diff_id)?)).map_err(ImageError::io("open a layer lock"))?;
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(ImageError::io("lock a layer")(io::Error::last_os_error()));
-        }
-        Ok(lock)
+        self.flock(digest_hex(diff_id)?, libc::LOCK_EX)
     }
 
     /// Decompresses, applies and verifies one layer blob. A producer thread reads the blob,
     /// hashes it, decompresses it and hashes the tar stream (the diff_id); this thread applies
     /// the tar (file-system work, the larger half on layers of many small files). Returns the
     /// diff_id of what was read (checked against the expected one, if any).
-    fn unpack_blob(&self, l: &LayerSrc, dest: &Path, mode: apply::Mode, job: &Job) -> Result<(apply::Applied, String), ImageError> {
+    fn unpack_blob(&self, l: &LayerSrc, dest: &Path, job: &Job) -> Result<(apply::Applied, String), ImageError> {
         const CHUNK: usize = 1 << 20;
         let f = l.src.open()?;
         let what = l.digest.clone().unwrap_or_else(|| l.src.to_string());
@@ -701,7 +695,7 @@ impl ImageStore {
         let what = what.as_str();
         std::thread::scope(|s| {
             // Ok(None): the applier stopped first (its error is the one to report).
-            let producer = s.spawn(move || -> Result<Option<(u64, String)>, ImageError> {
+            let producer = s.spawn(move || -> Result<Option<String>, ImageError> {
                 let counted = Counting { inner: f, done: &job.bytes_done };
                 let mut blob = BufReader::with_capacity(CHUNK, Hashing::new(counted, l.size));
                 let head = blob.fill_buf().map_err(|e| ImageError::Invalid(format!("layer {what}: {e}")))?;
@@ -751,16 +745,16 @@ impl ImageStore {
                     }
                 }
                 drop(tx);
-                let (count, diff_id) = (decoded.count, decoded.digest());
+                let diff_id = decoded.digest();
                 drop(decoded);
                 io::copy(&mut blob, &mut io::sink()).map_err(|e| ImageError::Tar(format!("layer {what}: {e}")))?;
                 if let Some(d) = &l.digest {
                     verify(blob.get_ref(), &Descriptor { media_type: String::new(), digest: d.clone(), size: l.size, platform: None }, "layer blob")?;
                 }
-                Ok(Some((count, diff_id)))
+                Ok(Some(diff_id))
             });
             let mut chunks = Chunks { rx, cur: Vec::new(), pos: 0, back: back_tx };
-            let applied = apply::apply(dest, &mut chunks, mode, limits, &job.cancel);
+            let applied = apply::apply(dest, &mut chunks, apply::Mode::Overlay, limits, &job.cancel);
             // Read to the end (what follows the tar's end blocks counts in the diff_id too).
             let drained = match &applied {
                 Ok(_) => io::copy(&mut chunks, &mut io::sink()).map(|_| ()),
@@ -772,7 +766,7 @@ impl ImageStore {
             let produced = produced?;
             let applied = applied?;
             drained.map_err(|e| ImageError::Tar(format!("layer {what}: {e}")))?;
-            let (_count, actual) = produced.ok_or_else(|| ImageError::Tar(format!("layer {what}: the decompressor stopped early")))?;
+            let actual = produced.ok_or_else(|| ImageError::Tar(format!("layer {what}: the decompressor stopped early")))?;
             if let Some(expected) = &l.diff_id {
                 if actual != *expected {
                     return Err(ImageError::Digest { what: format!("the uncompressed layer {what}"), expected: expected.clone(), actual });
@@ -1142,20 +1136,15 @@ fn sniff(path: &Path) -> Result<Sniffed, ImageError> {
 /// overlayfs would: the first layer that has the path, as a file or a whiteout, decides).
 fn read_from_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<Vec<u8>> {
     for dir in layers_top_first {
-        let root = fs::File::open(dir).ok()?;
         // Looked up inside the layer, never following a link out of it.
-        match apply::open_in_root(root.as_raw_fd(), Path::new(rel), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK) {
-            Ok(fd) => {
-                let f = fs::File::from(fd);
-                if !f.metadata().ok()?.is_file() {
-                    return None; // a whiteout or anything else: not read
-                }
+        match open_inside(dir, Path::new(rel), rel) {
+            Ok(f) => {
                 let mut v = Vec::new();
                 f.take(1 << 20).read_to_end(&mut v).ok()?;
                 return Some(v);
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(_) => return None, // a link, a whiteout on the way, ...
+            Err(ImageError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(_) => return None, // a whiteout, a link, a whiteout on the way, ...
         }
     }
     None
