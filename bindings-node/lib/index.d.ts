@@ -111,9 +111,9 @@ export interface Usage {
   cpuUserS: number;
   cpuSystemS: number;
   /** The job's cgroup peak when it has a cgroup, else the largest process's peak RSS. */
-  memoryPeakBytes: number;
+  memoryPeakBytes: number | null;
   /** Peak RSS of the largest single process. */
-  maxRssBytes: number;
+  maxRssBytes: number | null;
   pidsPeak: number | null;
   ioReadBytes: number | null;
   ioWriteBytes: number | null;

@@ -28,10 +28,9 @@ fn parse_spec(spec_json: &str) -> PyResult<cagette::SandboxSpec> {
     })
 }
 
+/// The outcome as the report's one flat JSON shape (the same as `cagette run --report`).
 fn outcome_json(o: &cagette::Outcome) -> String {
-    let mut v = serde_json::to_value(cagette::Report::new(&o.verdict, &o.usage)).unwrap_or_default();
-    v["usage"] = serde_json::to_value(o.usage).unwrap_or_default();
-    v.to_string()
+    serde_json::to_string(&cagette::Report::new(&o.verdict, &o.usage)).unwrap_or_default()
 }
 
 /// A running sandbox. Waiting releases the GIL; `kill` works from any thread, also while

@@ -45,14 +45,21 @@ fn setup_err(errno: Option<i32>, path: &Path, what: &str) -> SetupFailure {
     SetupFailure::new(Step::Cgroup, errno, Some(path.to_path_buf()), what)
 }
 
+/// Adds the usual fix to a failure to write in a cgroup hierarchy.
+fn with_access_hint(f: SetupFailure) -> SetupFailure {
+    match f.errno {
+        Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => f.hint("cagette needs write access to this cgroup: run as root, or delegate a cgroup subtree (e.g. `systemd-run --user --scope -p Delegate=yes cagette …`) and pass it as cgroup_parent"),
+        _ => f,
+    }
+}
+
 fn write(path: &Path, value: &str, what: &str) -> Result<(), SetupFailure> {
     fs::write(path, value).map_err(|e| {
         let f = setup_err(e.raw_os_error(), path, &format!("{what}: write {value:?} to {}", path.display()));
         match e.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => f.hint("cagette needs write access to this cgroup: run as root, or delegate a cgroup subtree (e.g. `systemd-run --user --scope -p Delegate=yes cagette …`) and pass it as cgroup_parent"),
             Some(libc::EINVAL) => f.hint("the kernel refused the value: check its unit and range"),
             Some(libc::ENOENT) => f.hint("this controller file does not exist on this kernel (see `cagette probe`)"),
-            _ => f,
+            _ => with_access_hint(f),
         }
     })
 }
@@ -143,9 +150,20 @@ impl Wanted {
         })
     }
 
-    /// Whether the job needs a cgroup at all.
+    /// Whether the job needs a cgroup at all: for a limit, for the report, or to find its
+    /// processes (without a pid namespace of its own, a process can leave the tree, e.g. with
+    /// `setsid`, and only a cgroup still holds it when the job ends).
     pub fn any(&self) -> bool {
-        self.always || *self != Wanted { always: false, pid_ns: self.pid_ns, ..Wanted::default() }
+        self.always || !self.pid_ns || self.limits()
+    }
+
+    fn limits(&self) -> bool {
+        *self != Wanted { always: self.always, pid_ns: self.pid_ns, ..Wanted::default() }
+    }
+
+    /// Whether the cgroup is wanted only to track the processes of a job without a pid namespace.
+    pub fn tracking_only(&self) -> bool {
+        !self.pid_ns && !self.always && !self.limits()
     }
 
     /// The v1 hierarchies a job needs: each mkdir/rmdir costs 20-150 us, so only those that
@@ -353,7 +371,7 @@ impl JobCgroup {
                         }
                     });
                     let dir = base.join(&name);
-                    fs::create_dir(&dir).map_err(|e| setup_err(e.raw_os_error(), &dir, &format!("create the job's {ctrl} cgroup")))?;
+                    fs::create_dir(&dir).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &dir, &format!("create the job's {ctrl} cgroup"))))?;
                     job.dirs.push((ctrl, dir.clone()));
                     if ctrl == "cpuset" {
                         for f in ["cpuset.cpus", "cpuset.mems"] {

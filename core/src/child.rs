@@ -43,6 +43,52 @@ pub struct Child {
     cgroup: Option<JobCgroup>,
     /// The payload's host pid, kept when seccomp kills (to find its audit record).
     payload_pid: Option<i32>,
+    /// The master of the sandbox's terminal, when it has one ([`crate::SandboxSpec::tty`]):
+    /// what the payload writes to its terminal is read here, what is written here is its input.
+    pub pty: Option<File>,
+    /// The id range the job runs in (held until the job is gone).
+    pub(crate) id_range: Option<crate::idrange::IdRange>,
+    pub(crate) oom_policy: crate::spec::OomPolicy,
+}
+
+/// The end-of-job record init writes (init.c): wait status and flags, then the CPU time and peak
+/// RSS of every process init reaped.
+#[derive(Clone, Copy, Debug)]
+struct InitRecord {
+    status: Option<i32>,
+    cpu_user: Duration,
+    cpu_system: Duration,
+    max_rss_bytes: u64,
+}
+
+impl InitRecord {
+    const SIZE: usize = 32;
+
+    fn parse(b: &[u8; Self::SIZE]) -> InitRecord {
+        let w = |i: usize| i64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let first = w(0);
+        InitRecord {
+            status: ((first >> 32) & 1 == 1).then_some(first as i32),
+            cpu_user: Duration::from_micros(w(1).max(0) as u64),
+            cpu_system: Duration::from_micros(w(2).max(0) as u64),
+            max_rss_bytes: (w(3).max(0) as u64).saturating_mul(1024),
+        }
+    }
+}
+
+/// Reads what is buffered on a socket, up to `buf.len()` bytes, without blocking.
+fn recv_all(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
+    use nix::sys::socket::{MsgFlags, recv};
+    let mut got = 0;
+    while got < buf.len() {
+        match recv(fd.as_raw_fd(), &mut buf[got..], MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    got
 }
 
 /// How often a CPU-time limit is checked.
@@ -119,7 +165,9 @@ impl Child {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(pid: i32, pidfd: OwnedFd, status: OwnedFd, ends: [Option<File>; 3], started: Instant, timeout: Option<Duration>, pid_ns: bool, cgroup: Option<JobCgroup>) -> Child {
         let [stdin, stdout, stderr] = ends;
-        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline: timeout.map(|t| started + t), pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None }
+        // Durations were bounded by validation; checked anyway (a deadline past the clock's end is none).
+        let deadline = timeout.and_then(|t| started.checked_add(t));
+        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline, pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None, pty: None, id_range: None, oom_policy: crate::spec::OomPolicy::KillJob }
     }
 
     /// Remembers the payload's host pid (the init's only child right after spawn), so that a
@@ -267,12 +315,13 @@ impl Child {
     fn reap(&mut self) -> Result<Outcome> {
         let (info, ru) = reap_raw(self.pidfd.as_raw_fd()).ok_or_else(|| Error::last_os(format!("reap the sandbox (pid {})", self.pid)))?;
         let wall = self.started.elapsed();
-        let mut st = [0u8; 4];
-        let got = unsafe { libc::recv(self.status.as_raw_fd(), st.as_mut_ptr() as *mut libc::c_void, 4, libc::MSG_DONTWAIT) };
+        let mut rec = [0u8; InitRecord::SIZE];
+        let got = recv_all(self.status.as_fd(), &mut rec);
+        let record = (got == InitRecord::SIZE).then(|| InitRecord::parse(&rec));
         let cg = self.cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
-        let killed_by_9 = |v: &Verdict| *v == Verdict::Signaled(libc::SIGKILL);
-        let mut verdict = if got == 4 {
-            let ws = i32::from_ne_bytes(st);
+        let mut verdict = if let Some(limit) = self.timed_out {
+            Verdict::TimedOut(limit)
+        } else if let Some(ws) = record.and_then(|r| r.status) {
             if libc::WIFEXITED(ws) {
                 Verdict::Exited(libc::WEXITSTATUS(ws))
             } else if libc::WIFSIGNALED(ws) {
@@ -280,29 +329,35 @@ impl Child {
             } else {
                 Verdict::Exited(ws)
             }
-        } else if let Some(limit) = self.timed_out {
-            Verdict::TimedOut(limit)
         } else {
+            // SAFETY: waitid filled a CLD_* siginfo.
             let status = unsafe { info.si_status() };
             match info.si_code {
                 libc::CLD_EXITED => Verdict::Exited(status),
                 _ => Verdict::Signaled(status),
             }
         };
-        // A SIGKILL while the cgroup counted an OOM kill is the OOM killer's (a limit we set).
-        if killed_by_9(&verdict) && cg.oom_kills > 0 && self.timed_out.is_none() {
-            verdict = Verdict::OomKilled;
+        // An OOM kill in the job: with kill_job (the default) the job was killed for it whatever
+        // its command did next; with continue, a SIGKILL of the payload while the cgroup counted
+        // an OOM kill is the OOM killer's.
+        if self.timed_out.is_none() && cg.oom_kills > 0 {
+            let payload_killed = verdict == Verdict::Signaled(libc::SIGKILL);
+            if self.oom_policy == crate::spec::OomPolicy::KillJob || payload_killed {
+                verdict = Verdict::OomKilled;
+            }
         }
         if verdict == Verdict::Signaled(libc::SIGSYS) {
             if let Some(pid) = self.payload_pid {
                 verdict = Verdict::SeccompKilled { syscall: seccomp_audit_syscall(pid) };
             }
         }
+        // CPU: the cgroup's (every process), else what init reaped. Init's own rusage is not used
+        // for memory: it started as a process sharing the host's memory, whose peak it inherits.
         let usage = Usage {
             wall_time: wall,
-            cpu_user: cg.cpu_user.unwrap_or_else(|| tv(ru.ru_utime)),
-            cpu_system: cg.cpu_system.unwrap_or_else(|| tv(ru.ru_stime)),
-            max_rss_bytes: (ru.ru_maxrss.max(0) as u64) * 1024,
+            cpu_user: cg.cpu_user.or(record.map(|r| r.cpu_user)).unwrap_or_else(|| tv(ru.ru_utime)),
+            cpu_system: cg.cpu_system.or(record.map(|r| r.cpu_system)).unwrap_or_else(|| tv(ru.ru_stime)),
+            max_rss_bytes: record.map(|r| r.max_rss_bytes).filter(|&b| b > 0),
             memory_peak_bytes: cg.memory_peak,
             pids_peak: cg.pids_peak,
             io_read_bytes: cg.io_read,

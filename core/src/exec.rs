@@ -6,15 +6,17 @@
 //! pipe, and the process exits.
 #![allow(clippy::missing_safety_doc)]
 
-use crate::plan::{Leaf, Op, PATH_BUF, PayloadOp, Plan};
+use crate::plan::{FdMove, FdSrc, Leaf, Op, PATH_BUF, Plan};
 use crate::sys::{self, Errno, OpenHow};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::Ordering;
 
 /// Record phase of a setup-child failure.
 pub(crate) const PHASE_SETUP: u32 = 0;
-/// Record phase of a payload failure.
+/// Record phase of a payload failure (reported by init's fork of the payload).
 pub(crate) const PHASE_PAYLOAD: u32 = 1;
+/// Record phase of a failure of init itself (reading the payload's plan, forking the payload).
+pub(crate) const PHASE_INIT: u32 = 2;
 /// Size of one error record: phase u32, index u32, errno i32.
 pub(crate) const RECORD: usize = 12;
 
@@ -301,39 +303,122 @@ fn pivot(root: c_int) -> Result<(), Errno> {
     sys::chdir(c"/".as_ptr()).map(|_| ())
 }
 
-/// Writes `pid` as a NUL-terminated decimal into `buf` (16 bytes).
-fn write_pid(buf: *mut u8, pid: usize) {
-    let mut digits = [0u8; 20];
-    let n = itoa(pid as u64, &mut digits).min(15);
-    let mut o = 0;
-    while o < n {
-        unsafe { *buf.add(o) = digits[o] };
-        o += 1;
+/// Places the descriptors init needs (`moves`) without one clobbering another, closes every
+/// other one, and executes init from `memfd` (its fd after the moves).
+fn exec_init(plan: &Plan, memfd: c_int, moves: &[FdMove], argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> Result<(), Errno> {
+    let mut tmp = [0 as c_int; 80];
+    if moves.len() > tmp.len() {
+        return Err(Errno(libc::EMFILE));
     }
-    unsafe { *buf.add(o) = 0 };
+    // Above every source and every target: dup there first, then onto the targets.
+    let mut high: c_int = 0;
+    for m in moves {
+        let src = match m.src {
+            FdSrc::Fd(fd) => fd,
+            FdSrc::Slot(s) => slot(plan, s),
+        };
+        high = high.max(src).max(m.dst);
+    }
+    high += 1;
+    let err = plan.err_fd.load(Ordering::Relaxed);
+    let e = sys::fcntl(err, libc::F_DUPFD_CLOEXEC, high as usize)? as c_int;
+    plan.err_fd.store(e, Ordering::Relaxed);
+    let mut i = 0;
+    while i < moves.len() {
+        let src = match moves[i].src {
+            FdSrc::Fd(fd) => fd,
+            FdSrc::Slot(s) => slot(plan, s),
+        };
+        tmp[i] = sys::fcntl(src, libc::F_DUPFD_CLOEXEC, high as usize)? as c_int;
+        i += 1;
+    }
+    let mut last: c_int = 2;
+    i = 0;
+    while i < moves.len() {
+        sys::dup3(tmp[i], moves[i].dst, if moves[i].cloexec { libc::O_CLOEXEC } else { 0 })?;
+        last = last.max(moves[i].dst);
+        i += 1;
+    }
+    // Our own copy of the error pipe stays (close-on-exec) until the exec, for a failure there.
+    let _ = sys::close_range(0, 2, 0);
+    if e > last + 1 {
+        sys::close_range((last + 1) as u32, (e - 1) as u32, 0)?;
+    }
+    sys::close_range((e + 1) as u32, sys::CLOSE_RANGE_MAX, 0)?;
+    sys::execveat(memfd, EMPTY, argv, envp, sys::AT_EMPTY_PATH)?;
+    Ok(())
 }
 
-fn exec_init(plan: &Plan, memfd: c_int, status: c_int, argv: *const *const libc::c_char, envp: *const *const libc::c_char) -> Result<(), Errno> {
-    let err = plan.err_fd.load(Ordering::Relaxed);
-    let s = sys::fcntl(status, libc::F_DUPFD_CLOEXEC, 10)? as c_int;
-    let m = sys::fcntl(memfd, libc::F_DUPFD_CLOEXEC, 10)? as c_int;
-    let e = sys::fcntl(err, libc::F_DUPFD_CLOEXEC, 10)? as c_int;
-    sys::dup3(s, 3, 0)?;
-    sys::dup3(m, 4, libc::O_CLOEXEC)?;
-    sys::dup3(e, 5, libc::O_CLOEXEC)?;
-    plan.err_fd.store(5, Ordering::Relaxed);
-    sys::close_range(0, 2, 0)?;
-    sys::close_range(6, sys::CLOSE_RANGE_MAX, 0)?;
-    sys::execveat(4, EMPTY, argv, envp, sys::AT_EMPTY_PATH)?;
-    Ok(())
+/// Opens a pty in the sandbox's own devpts, sets its size, sends the master to the host over
+/// `sock` (one byte 'P' carrying the fd), and returns the slave.
+fn open_pty(sock: c_int, winsize: &[u16; 4]) -> Result<c_int, Errno> {
+    let m = sys::openat(libc::AT_FDCWD, c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC, 0)? as c_int;
+    let r = (|| {
+        let mut unlock: c_int = 0;
+        sys::ioctl(m, libc::TIOCSPTLCK as usize, &mut unlock as *mut c_int as *mut c_void)?;
+        if winsize[0] != 0 || winsize[1] != 0 {
+            let mut ws = *winsize;
+            sys::ioctl(m, libc::TIOCSWINSZ as usize, ws.as_mut_ptr() as *mut c_void)?;
+        }
+        let slave = sys::ioctl(m, libc::TIOCGPTPEER as usize, (libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) as usize as *mut c_void)? as c_int;
+        // struct cmsghdr (len, level, type) followed by one int, padded to 8 bytes.
+        let mut cbuf = [0u64; 3];
+        let hdr_len = core::mem::size_of::<libc::cmsghdr>();
+        let c = cbuf.as_mut_ptr() as *mut libc::cmsghdr;
+        unsafe {
+            (*c).cmsg_len = hdr_len + core::mem::size_of::<c_int>();
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            *((c as *mut u8).add(hdr_len) as *mut c_int) = m;
+        }
+        let mut byte = [b'P'];
+        let mut iov = libc::iovec { iov_base: byte.as_mut_ptr() as *mut c_void, iov_len: 1 };
+        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr() as *mut c_void;
+        msg.msg_controllen = core::mem::size_of_val(&cbuf);
+        loop {
+            match sys::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) {
+                Err(Errno(libc::EINTR)) => {}
+                Err(e) => {
+                    let _ = sys::close(slave);
+                    return Err(e);
+                }
+                Ok(_) => return Ok(slave),
+            }
+        }
+    })();
+    let _ = sys::close(m);
+    r
+}
+
+/// Opens a host path without following symlinks and clones its mount tree, after checking that
+/// it is still the inode the parent resolved.
+fn open_tree_checked(path: *const libc::c_char, flags: u32, dev: u64, ino: u64) -> Result<c_int, Errno> {
+    let how = OpenHow { flags: (libc::O_PATH | libc::O_CLOEXEC) as u64, mode: 0, resolve: sys::RESOLVE_NO_SYMLINKS };
+    let fd = sys::openat2(libc::AT_FDCWD, path, &how)? as c_int;
+    let r = (|| {
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        sys::fstatat(fd, EMPTY, &mut st, sys::AT_EMPTY_PATH)?;
+        if st.st_dev != dev || st.st_ino != ino {
+            return Err(Errno(libc::ESTALE));
+        }
+        Ok(sys::open_tree(fd, EMPTY, flags | sys::AT_EMPTY_PATH)? as c_int)
+    })();
+    let _ = sys::close(fd);
+    r
 }
 
 /// Entry point of the setup child. `arg` is the `*const Plan`.
 pub(crate) unsafe extern "C" fn setup_main(arg: *mut c_void) -> c_int {
+    // SAFETY: the spawning thread passes a pointer to a Plan it keeps alive (and does not touch)
+    // until this child has exec'd init or exited.
     let plan = unsafe { &*(arg as *const Plan) };
     reset_signal_handlers();
     let mut index = 0usize;
     for op in plan.ops.iter() {
+        // SAFETY: every pointer in an op points into the plan's arenas (see plan.rs).
         if let Err(e) = unsafe { run_op(plan, op) } {
             report(plan.err_fd.load(Ordering::Relaxed), PHASE_SETUP, index, e);
             sys::exit(125);
@@ -345,6 +430,7 @@ pub(crate) unsafe extern "C" fn setup_main(arg: *mut c_void) -> c_int {
 
 unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
     match *op {
+        // SAFETY: keep/n describe a boxed slice of the plan.
         Op::CloseGaps { keep, n } => close_gaps(unsafe { core::slice::from_raw_parts(keep, n) }),
         Op::SetNs { fd, nstype } => sys::setns(fd, nstype).map(|_| ()),
         Op::WaitHost { fd } => wait_host(fd),
@@ -355,19 +441,34 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
             let _ = sys::close(fd);
             r.map(|_| ())
         }
-        Op::SetIds { uid, gid } => {
+        Op::SetIds { uid, gid, clear_groups } => {
+            if clear_groups {
+                sys::setgroups(0, core::ptr::null())?;
+            }
             sys::setresgid(gid, gid, gid)?;
             sys::setresuid(uid, uid, uid).map(|_| ())
         }
+        Op::SetSid => sys::setsid().map(|_| ()),
         Op::Hostname { name, len } => sys::sethostname(name, len).map(|_| ()),
         Op::LoopbackUp => loopback_up(),
         Op::MakePrivate => sys::mount(core::ptr::null(), c"/".as_ptr(), core::ptr::null(), (libc::MS_REC | libc::MS_PRIVATE) as u64, core::ptr::null()).map(|_| ()),
         Op::OpenTree { path, flags, slot: s } => sys::open_tree(libc::AT_FDCWD, path, flags).map(|fd| set_slot(plan, s, fd)),
+        Op::OpenTreeChecked { path, flags, dev, ino, slot: s } => open_tree_checked(path, flags, dev, ino).map(|fd| set_slot(plan, s, fd as usize)),
+        Op::UseFd { fd, slot: s } => {
+            set_slot(plan, s, fd as usize);
+            Ok(())
+        }
+        Op::Move { from, to } => {
+            set_slot(plan, to, slot(plan, from) as usize);
+            set_slot(plan, from, usize::MAX);
+            Ok(())
+        }
         Op::SetAttr { slot: s, set, recursive } => set_attr(slot(plan, s), set, recursive),
         Op::FsOpen { fstype, slot: s } => sys::fsopen(fstype, sys::FSOPEN_CLOEXEC).map(|fd| set_slot(plan, s, fd)),
         Op::FsString { slot: s, key, value } => sys::fsconfig(slot(plan, s), sys::FSCONFIG_SET_STRING, key, value, 0).map(|_| ()),
         Op::FsFlag { slot: s, key } => sys::fsconfig(slot(plan, s), sys::FSCONFIG_SET_FLAG, key, core::ptr::null(), 0).map(|_| ()),
         Op::FsStringFdPath { slot: s, key, dir, suffix, buf } => {
+            // SAFETY: buf is a PATH_BUF buffer of the plan, suffix a C string of it.
             unsafe { render_fd_path(buf, slot(plan, dir), suffix)? };
             sys::fsconfig(slot(plan, s), sys::FSCONFIG_SET_STRING, key, buf as *const libc::c_char, 0).map(|_| ())
         }
@@ -382,11 +483,22 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
         }
         Op::AttachAt { slot: s, path } => sys::move_mount(slot(plan, s), EMPTY, libc::AT_FDCWD, path, sys::MOVE_MOUNT_F_EMPTY_PATH).map(|_| ()),
         Op::Resolve { root, path, prefixes, names, n, leaf, slot: s } => {
+            // SAFETY: prefixes/names are arrays of n C strings of the plan.
             let fd = unsafe { resolve(slot(plan, root), path, prefixes, names, n, leaf)? };
             set_slot(plan, s, fd as usize);
             Ok(())
         }
         Op::MkdirIn { dir, name, mode } => sys::mkdirat(slot(plan, dir), name, mode).map(|_| ()),
+        Op::MoveInto { from, dir, name } => {
+            let t = sys::openat(slot(plan, dir), name, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0)? as c_int;
+            let r = move_onto(slot(plan, from), t);
+            let _ = sys::close(t);
+            r
+        }
+        Op::OpenBeneath { dir, path, slot: s } => {
+            let how = OpenHow { flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64, mode: 0, resolve: sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS };
+            sys::openat2(slot(plan, dir), path, &how).map(|fd| set_slot(plan, s, fd))
+        }
         Op::MoveMount { from, to } => move_onto(slot(plan, from), slot(plan, to)),
         Op::Symlink { target, dir, name } => match sys::symlinkat(target, slot(plan, dir), name) {
             Ok(_) | Err(Errno(libc::EEXIST)) => Ok(()),
@@ -406,6 +518,7 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
             pivot(slot(plan, root))?;
             // Every remaining slot refers to the old tree: close them all.
             for c in plan.slots.iter() {
+                // SAFETY: slots are written only by this (single-threaded) child.
                 let fd = unsafe { *c.get() };
                 if fd >= 0 {
                     let _ = sys::close(fd);
@@ -415,204 +528,8 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
             Ok(())
         }
         Op::Rlimit { resource, limit } => sys::prlimit(resource, &limit).map(|_| ()),
-        Op::SpawnPayload => spawn_payload(plan),
-        Op::ExecInit { memfd, status, argv, envp } => exec_init(plan, memfd, status, argv, envp),
+        Op::OpenPty { sock, winsize, slot: s } => open_pty(sock, &winsize).map(|fd| set_slot(plan, s, fd as usize)),
+        // SAFETY: moves/n describe a boxed slice of the plan.
+        Op::ExecInit { memfd, moves, n, argv, envp } => exec_init(plan, memfd, unsafe { core::slice::from_raw_parts(moves, n) }, argv, envp),
     }
-}
-
-fn spawn_payload(plan: &Plan) -> Result<(), Errno> {
-    let arg = plan as *const Plan as *mut c_void;
-    let flags = (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as u64;
-    let pid = match unsafe { sys::clone_run(flags, plan.payload_stack_top, core::ptr::null_mut(), payload_main, arg) } {
-        // Kernels before ~6.x refuse CLONE_VM while the time namespace for children differs
-        // from our own (we unshared it): copy the address space instead. The payload's failure
-        // flag then stays in its copy, but its error record still reaches the host, which kills
-        // init on seeing it.
-        Err(Errno(libc::EINVAL)) => unsafe {
-            sys::clone_run((libc::CLONE_VFORK | libc::SIGCHLD) as u64, plan.payload_stack_top, core::ptr::null_mut(), payload_main, arg)?
-        },
-        r => r?,
-    };
-    // vfork semantics: the payload has exec'd or exited by now.
-    if plan.payload_failed.load(Ordering::Acquire) != 0 {
-        let mut st = 0;
-        let _ = sys::wait4(pid as c_int, &mut st, 0);
-        sys::exit(125); // the payload already reported
-    }
-    write_pid(plan.pid_arg.get() as *mut u8, pid);
-    Ok(())
-}
-
-/// Entry point of the payload (cloned with CLONE_VM|CLONE_VFORK by the setup child).
-unsafe extern "C" fn payload_main(arg: *mut c_void) -> c_int {
-    let plan = unsafe { &*(arg as *const Plan) };
-    let mut index = 0usize;
-    for op in plan.payload_ops.iter() {
-        if let Err(e) = unsafe { run_payload_op(plan, op) } {
-            plan.payload_failed.store(1, Ordering::Release);
-            let fd = match plan.payload_err_fd.load(Ordering::Relaxed) {
-                -1 => plan.err_fd.load(Ordering::Relaxed),
-                fd => fd,
-            };
-            report(fd, PHASE_PAYLOAD, index, e);
-            sys::exit(127);
-        }
-        index += 1;
-    }
-    sys::exit(127)
-}
-
-/// struct landlock_path_beneath_attr (packed).
-#[repr(C, packed)]
-struct LandlockPathBeneath {
-    allowed_access: u64,
-    parent_fd: i32,
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-unsafe fn run_payload_op(plan: &Plan, op: &PayloadOp) -> Result<(), Errno> {
-    match *op {
-        PayloadOp::DeathSignal => sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as usize, 0, 0, 0).map(|_| ()),
-        PayloadOp::Chdir { path } => sys::chdir(path).map(|_| ()),
-        PayloadOp::DropBounding { keep, last_cap } => {
-            let mut cap = 0u32;
-            while cap <= last_cap && cap < 64 {
-                if keep & (1u64 << cap) == 0 {
-                    match sys::prctl(libc::PR_CAPBSET_DROP, cap as usize, 0, 0, 0) {
-                        Ok(_) | Err(Errno(libc::EINVAL)) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                cap += 1;
-            }
-            Ok(())
-        }
-        PayloadOp::SetGroups { list, n } => sys::setgroups(n, list).map(|_| ()),
-        PayloadOp::SetGid { gid } => sys::setresgid(gid, gid, gid).map(|_| ()),
-        PayloadOp::SetUid { uid } => sys::setresuid(uid, uid, uid).map(|_| ()),
-        PayloadOp::CapSet { keep, inheritable } => {
-            let mut hdr = CapHeader { version: 0x2008_0522, pid: 0 };
-            let mut cur = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
-            sys::capget(&mut hdr as *mut CapHeader as *mut c_void, cur.as_mut_ptr() as *mut c_void)?;
-            let lo = keep as u32;
-            let hi = (keep >> 32) as u32;
-            let data = [
-                CapData { effective: cur[0].permitted & lo, permitted: cur[0].permitted & lo, inheritable: cur[0].permitted & lo & inheritable as u32 },
-                CapData { effective: cur[1].permitted & hi, permitted: cur[1].permitted & hi, inheritable: cur[1].permitted & hi & (inheritable >> 32) as u32 },
-            ];
-            let mut hdr = CapHeader { version: 0x2008_0522, pid: 0 };
-            sys::capset(&mut hdr as *mut CapHeader as *mut c_void, data.as_ptr() as *const c_void)?;
-            match sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as usize, 0, 0, 0) {
-                Ok(_) | Err(Errno(libc::EINVAL)) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
-        PayloadOp::KeepCaps => sys::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0).map(|_| ()),
-        PayloadOp::Ambient { keep, last_cap } => {
-            let mut cap = 0u32;
-            while cap <= last_cap && cap < 64 {
-                if keep & (1u64 << cap) != 0 {
-                    sys::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as usize, cap as usize, 0, 0)?;
-                }
-                cap += 1;
-            }
-            Ok(())
-        }
-        PayloadOp::Seccomp { fprog } => sys::seccomp_filter(fprog).map(|_| ()),
-        PayloadOp::LandlockCreate { handled } => {
-            let attr = handled; // struct landlock_ruleset_attr { u64 handled_access_fs }
-            let fd = sys::landlock_create_ruleset(&attr as *const u64 as *const c_void, 8, 0)? as c_int;
-            plan.landlock_fd.store(fd, Ordering::Relaxed);
-            Ok(())
-        }
-        PayloadOp::LandlockRule { path, access } => {
-            let fd = sys::openat(libc::AT_FDCWD, path, libc::O_PATH | libc::O_CLOEXEC, 0)? as c_int;
-            let attr = LandlockPathBeneath { allowed_access: access, parent_fd: fd };
-            let r = sys::landlock_add_rule(plan.landlock_fd.load(Ordering::Relaxed), 1, &attr as *const LandlockPathBeneath as *const c_void);
-            let _ = sys::close(fd);
-            r.map(|_| ())
-        }
-        PayloadOp::LandlockRestrict => {
-            let fd = plan.landlock_fd.load(Ordering::Relaxed);
-            let r = sys::landlock_restrict_self(fd);
-            let _ = sys::close(fd);
-            r.map(|_| ())
-        }
-        PayloadOp::NoNewPrivs => sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).map(|_| ()),
-        PayloadOp::Fds { moves, n, high, close, n_close } => unsafe { shuffle_fds(plan, moves, n, high, close, n_close) },
-        PayloadOp::UnblockSignals => {
-            let empty: u64 = 0;
-            sys::rt_sigprocmask(libc::SIG_SETMASK, &empty, core::ptr::null_mut()).map(|_| ())
-        }
-        PayloadOp::Exec { candidates, n, argv, envp } => {
-            let mut first_err = Errno(libc::ENOENT);
-            let mut seen_eacces = false;
-            let mut i = 0;
-            while i < n {
-                let path = unsafe { *candidates.add(i) };
-                match sys::execve(path, argv, envp) {
-                    Ok(_) => {}
-                    Err(Errno(libc::EACCES)) => {
-                        seen_eacces = true;
-                        first_err = Errno(libc::EACCES);
-                    }
-                    Err(Errno(libc::ENOENT)) | Err(Errno(libc::ENOTDIR)) => {}
-                    Err(e) => return Err(e),
-                }
-                i += 1;
-            }
-            Err(if seen_eacces { Errno(libc::EACCES) } else { first_err })
-        }
-    }
-}
-
-/// Puts every (source, target) pair in place without one clobbering another, then closes every
-/// fd that is neither a target nor the error pipe.
-unsafe fn shuffle_fds(plan: &Plan, moves: *const (i32, i32), n: usize, high: i32, close: *const (u32, u32), n_close: usize) -> Result<(), Errno> {
-    let err = plan.err_fd.load(Ordering::Relaxed);
-    let err_high = sys::fcntl(err, libc::F_DUPFD_CLOEXEC, high as usize)? as c_int;
-    plan.payload_err_fd.store(err_high, Ordering::Relaxed);
-    // First move every source above all targets, then dup onto the targets.
-    let mut tmp = [0i32; 64];
-    if n > tmp.len() {
-        return Err(Errno(libc::EMFILE));
-    }
-    let mut i = 0;
-    while i < n {
-        let (src, _) = unsafe { *moves.add(i) };
-        tmp[i] = sys::fcntl(src, libc::F_DUPFD_CLOEXEC, high as usize)? as c_int;
-        i += 1;
-    }
-    i = 0;
-    while i < n {
-        let (_, target) = unsafe { *moves.add(i) };
-        sys::dup3(tmp[i], target, 0)?;
-        i += 1;
-    }
-    i = 0;
-    while i < n_close {
-        let (a, b) = unsafe { *close.add(i) };
-        sys::close_range(a, b, 0)?;
-        i += 1;
-    }
-    let high = high as u32;
-    let e = err_high as u32;
-    if e > high {
-        sys::close_range(high, e - 1, 0)?;
-    }
-    sys::close_range(e + 1, sys::CLOSE_RANGE_MAX, 0)?;
-    Ok(())
 }

@@ -35,7 +35,10 @@ mod cgroup;
 mod child;
 mod error;
 mod exec;
+mod hostpath;
+mod idrange;
 mod image;
+mod payload;
 mod plan;
 mod probe;
 mod sandbox;
@@ -45,6 +48,7 @@ mod spec;
 mod sys;
 mod syscall_table;
 mod units;
+mod validate;
 mod verdict;
 
 pub use caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
@@ -58,8 +62,10 @@ pub use sandbox::Sandbox;
 pub use spec::{
     CgroupMode, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, IoMax, Landlock, OciSeccomp,
     OciSyscall, OciSyscallArg, Seccomp, SeccompMode, SpecError, Mount, Namespaces, Network, NsMode,
-    PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio,
+    OomPolicy, PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio, UsernsMode,
 };
+pub use plan::DEFAULT_HOSTNAME;
+pub use validate::{MAX_DURATION, MAX_ID, MIN_MEMORY};
 pub use seccomp::DEFAULT_DENIED as DEFAULT_DENIED_SYSCALLS;
 pub use units::{ParseUnitError, Size, parse_duration};
 pub use verdict::{Outcome, Output, Pressure, Report, TimeLimit, Usage, Verdict};

@@ -10,13 +10,15 @@ use crate::error::{SetupFailure, Step};
 use crate::spec::{
     DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, Mount, Network, NsMode, SandboxSpec,
 };
+use crate::hostpath::HostPath;
+use crate::payload::{Code as PCode, PayloadPlan};
 use crate::sys::{self, AT_RECURSIVE, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE};
 use std::cell::UnsafeCell;
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicI32, AtomicU32};
+use std::sync::atomic::AtomicI32;
 
 type CStr = *const libc::c_char;
 type CArr = *const CStr;
@@ -39,8 +41,9 @@ pub(crate) enum Op {
     Unshare { flags: i32 },
     /// Move this (single-threaded) process into a cgroup by writing "0" to its `tasks` file.
     JoinCgroup { path: CStr },
-    /// Take ids that are mapped in the new user namespace (fsuid/fsgid decide file creation).
-    SetIds { uid: u32, gid: u32 },
+    /// Take ids that are mapped in the new user namespace (fsuid/fsgid decide file creation);
+    /// with `clear_groups`, drop the supplementary groups inherited from the host.
+    SetIds { uid: u32, gid: u32, clear_groups: bool },
     Hostname { name: *const u8, len: usize },
     LoopbackUp,
     MakePrivate,
@@ -58,6 +61,10 @@ pub(crate) enum Op {
     /// (and a file leaf) from `prefixes`/`names`; the O_PATH fd goes to `slot`.
     Resolve { root: usize, path: CStr, prefixes: CArr, names: CArr, n: usize, leaf: Leaf, slot: usize },
     MkdirIn { dir: usize, name: CStr, mode: u32 },
+    /// Move the detached mount in `from` onto the directory `name` of the directory in `dir`.
+    MoveInto { from: usize, dir: usize, name: CStr },
+    /// Open `path` below the directory in `dir` (RESOLVE_BENEATH, no symlinks) into `slot`.
+    OpenBeneath { dir: usize, path: CStr, slot: usize },
     MoveMount { from: usize, to: usize },
     Symlink { target: CStr, dir: usize, name: CStr },
     Close { slot: usize },
@@ -65,32 +72,47 @@ pub(crate) enum Op {
     ReadOnly { root: usize, path: CStr },
     Pivot { root: usize },
     Rlimit { resource: i32, limit: libc::rlimit64 },
-    SpawnPayload,
-    ExecInit { memfd: RawFd, status: RawFd, argv: CArr, envp: CArr },
+    /// A new session: the sandbox has no controlling terminal and its own process group, so
+    /// neither TIOCSTI on an inherited terminal nor kill(0) reaches the caller.
+    SetSid,
+    /// Put an fd the parent prepared (a detached mount) in `slot`.
+    UseFd { fd: RawFd, slot: usize },
+    /// Hand the fd of slot `from` over to slot `to`.
+    Move { from: usize, to: usize },
+    /// Open a host path without following any symlink (openat2 RESOLVE_NO_SYMLINKS), check it is
+    /// the inode the parent saw (dev, ino), and clone its mount tree into `slot`.
+    OpenTreeChecked { path: CStr, flags: u32, dev: u64, ino: u64, slot: usize },
+    /// Open a pty in the sandbox's devpts (after pivot), send the master to the host over `sock`
+    /// (SCM_RIGHTS), keep the slave in `slot`.
+    OpenPty { sock: RawFd, winsize: [u16; 4], slot: usize },
+    /// Arrange the fds init and the payload need (`moves`), then execute init from `memfd`.
+    ExecInit { memfd: RawFd, moves: *const FdMove, n: usize, argv: CArr, envp: CArr },
 }
 
-/// One step of the payload, between its clone (from the setup child) and exec.
-#[derive(Debug)]
-pub(crate) enum PayloadOp {
-    DeathSignal,
-    Chdir { path: CStr },
-    DropBounding { keep: u64, last_cap: u32 },
-    SetGroups { list: *const u32, n: usize },
-    SetGid { gid: u32 },
-    SetUid { uid: u32 },
-    CapSet { keep: u64, inheritable: u64 },
-    KeepCaps,
-    Ambient { keep: u64, last_cap: u32 },
-    Seccomp { fprog: *const libc::sock_fprog },
-    LandlockCreate { handled: u64 },
-    LandlockRule { path: CStr, access: u64 },
-    LandlockRestrict,
-    NoNewPrivs,
-    /// Put `moves[i].0` at fd `moves[i].1`, then close everything else but the error pipe.
-    Fds { moves: *const (i32, i32), n: usize, high: i32, close: *const (u32, u32), n_close: usize },
-    UnblockSignals,
-    Exec { candidates: CArr, n: usize, argv: CArr, envp: CArr },
+/// Where a descriptor handed to init comes from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FdSrc {
+    /// An fd of the parent's table (kept open in the setup child).
+    Fd(RawFd),
+    /// An fd the setup child opened (a plan slot).
+    Slot(usize),
 }
+
+/// One descriptor placed for init: `src` at `dst`, close-on-exec or not.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FdMove {
+    pub src: FdSrc,
+    pub dst: i32,
+    pub cloexec: bool,
+}
+
+/// Init's fixed descriptors (init.c): status socket, init binary, error pipe, payload plan, then
+/// the payload's own descriptors from 7 on.
+pub(crate) const INIT_STATUS_FD: i32 = 3;
+pub(crate) const INIT_BINARY_FD: i32 = 4;
+pub(crate) const INIT_ERR_FD: i32 = 5;
+pub(crate) const INIT_PLAN_FD: i32 = 6;
+pub(crate) const INIT_FIRST_SOURCE: i32 = 7;
 
 /// What an operation does, for error messages.
 #[derive(Clone, Debug)]
@@ -102,22 +124,16 @@ pub(crate) struct Desc {
     pub hint: Option<&'static str>,
 }
 
-/// The compiled plan. Owned by the spawning thread until both children have exec'd or exited.
+/// The compiled plan. Owned by the spawning thread until the setup child has exec'd init or exited.
 pub(crate) struct Plan {
     pub ops: Vec<Op>,
     pub descs: Vec<Desc>,
-    pub payload_ops: Vec<PayloadOp>,
-    pub payload_descs: Vec<Desc>,
+    /// What the payload does before its exec, run by init (see `payload.rs`).
+    pub payload: PayloadPlan,
     /// fds the setup child opens (detached mounts, resolved paths); written only by the child.
     pub slots: Box<[UnsafeCell<i32>]>,
-    /// The error pipe's write end in the child (the payload moves it high first).
+    /// The error pipe's write end in the child (moved to init's fd 5 right before its exec).
     pub err_fd: AtomicI32,
-    /// The payload's own copy of the error pipe once moved high (its fd table is a copy).
-    pub payload_err_fd: AtomicI32,
-    /// Set by the payload when it failed before exec, so the setup child does not start init.
-    pub payload_failed: AtomicU32,
-    /// Buffer for the payload's pid, as init's argv[1].
-    pub pid_arg: Box<UnsafeCell<[u8; 16]>>,
     pub clone_flags: u64,
     pub pid_ns: bool,
     pub user_ns: bool,
@@ -125,15 +141,8 @@ pub(crate) struct Plan {
     strings: Vec<CString>,
     arrays: Vec<Box<[CStr]>>,
     ints: Vec<Box<[i32]>>,
-    pairs: Vec<Box<[(i32, i32)]>>,
-    ranges: Vec<Box<[(u32, u32)]>>,
-    groups: Vec<Box<[u32]>>,
+    moves: Vec<Box<[FdMove]>>,
     bufs: Vec<Box<UnsafeCell<[u8; PATH_BUF]>>>,
-    filters: Vec<crate::seccomp::Filter>,
-    /// The Landlock ruleset fd, created by the payload.
-    pub landlock_fd: AtomicI32,
-    /// The payload's stack top, set by the spawner before clone.
-    pub payload_stack_top: *mut u8,
 }
 
 // The plan is built and read on one thread; the children read it through a raw pointer while the
@@ -152,16 +161,47 @@ pub(crate) struct Fds {
     pub passed: Vec<(RawFd, i32)>,
     /// (fd, CLONE_NEW* type) of namespaces to join.
     pub joins: Vec<(RawFd, i32)>,
-    /// An image's unpacked layers, topmost first: the root is their overlay.
-    pub root_layers: Vec<PathBuf>,
     /// cgroup v1 `tasks` files the child joins itself.
     pub cgroup_tasks: Vec<PathBuf>,
+    /// The uid and gid maps the parent writes (the spec's, or an allocated id range).
+    pub uid_map: Vec<IdMap>,
+    pub gid_map: Vec<IdMap>,
+    /// The memfd the payload's plan is written to (init reads it).
+    pub payload_plan: RawFd,
+    /// Host paths of the spec, resolved by the parent.
+    pub host: HostPaths,
+    /// Host directories hidden from the default root (cagette's image store).
+    pub hidden_store: Vec<PathBuf>,
+    /// Extra device nodes for /dev: (host path, name under /dev).
+    pub devices: Vec<(PathBuf, String)>,
+    /// The terminal's size, when the payload gets a pty: rows, columns, x and y pixels.
+    pub winsize: Option<[u16; 4]>,
+}
+
+/// The host paths of a spec, resolved once by the parent (see `hostpath.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct HostPaths {
+    pub rootfs: Option<HostPath>,
+    /// For each of the spec's mounts (same index): a bind's source; an overlay's lowers (topmost
+    /// first), then, with a persistent upper, the common parent of upper and work, upper, work.
+    pub mounts: Vec<Vec<HostPath>>,
+    /// An image's layers, topmost first: the root is their overlay.
+    pub layers: Vec<HostPath>,
+}
+
+impl HostPaths {
+    /// Every detached mount the parent made (kept open in the child, id-mapped after clone).
+    pub fn mount_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.rootfs.iter().chain(self.mounts.iter().flatten()).chain(self.layers.iter()).filter_map(HostPath::mount_fd)
+    }
 }
 
 /// Size of the buffers the child renders /proc/self/fd paths into.
 pub(crate) const PATH_BUF: usize = 64;
 
 const STAGING_CANDIDATES: &[&str] = &["/tmp", "/mnt", "/run", "/var/tmp", "/media", "/opt", "/srv"];
+/// The hostname of a sandbox with a UTS namespace of its own, unless one is asked for.
+pub const DEFAULT_HOSTNAME: &str = "cagette";
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn fail(step: Step, path: Option<&Path>, what: impl AsRef<str>) -> SetupFailure {
@@ -196,26 +236,17 @@ impl Plan {
         Plan {
             ops: Vec::with_capacity(64),
             descs: Vec::with_capacity(64),
-            payload_ops: Vec::with_capacity(12),
-            payload_descs: Vec::with_capacity(12),
+            payload: PayloadPlan::default(),
             slots: Box::new([]),
             err_fd: AtomicI32::new(-1),
-            payload_err_fd: AtomicI32::new(-1),
-            payload_failed: AtomicU32::new(0),
-            pid_arg: Box::new(UnsafeCell::new([0; 16])),
             clone_flags: 0,
             pid_ns: false,
             user_ns: false,
             strings: Vec::with_capacity(64),
             arrays: Vec::new(),
             ints: Vec::new(),
-            pairs: Vec::new(),
-            ranges: Vec::new(),
-            groups: Vec::new(),
+            moves: Vec::new(),
             bufs: Vec::new(),
-            filters: Vec::new(),
-            landlock_fd: AtomicI32::new(-1),
-            payload_stack_top: std::ptr::null_mut(),
         }
     }
 
@@ -256,14 +287,13 @@ impl Plan {
         }
     }
 
-    fn pop(&mut self, op: PayloadOp, step: Step, what: impl Into<String>, path: Option<&Path>) {
-        self.payload_ops.push(op);
-        self.payload_descs.push(Desc { step, what: what.into(), path: path.map(Path::to_path_buf), hint: None });
-    }
-
     /// The failure for an error record (phase, index, errno) from the child.
-    pub fn failure(&self, payload: bool, index: usize, errno: i32) -> SetupFailure {
-        let desc = if payload { self.payload_descs.get(index) } else { self.descs.get(index) };
+    pub fn failure(&self, phase: u32, index: usize, errno: i32) -> SetupFailure {
+        if phase == crate::exec::PHASE_INIT {
+            let what = if index == 0 { "read the payload's plan" } else { "start the payload process (fork)" };
+            return SetupFailure::new(Step::Init, Some(errno), None, &format!("the sandbox's init could not {what}"));
+        }
+        let desc = if phase == crate::exec::PHASE_PAYLOAD { self.payload.descs.get(index) } else { self.descs.get(index) };
         match desc {
             Some(d) => {
                 let mut f = SetupFailure::new(d.step, Some(errno), d.path.clone(), &d.what);
@@ -305,13 +335,37 @@ struct Compiler<'a> {
     root_slot: usize,
     /// The host's /dev/null path (for masks).
     devnull: CStr,
+    /// The host directory the root is assembled at (in the child's private mount namespace).
+    staging: &'static str,
+    /// The scratch tmpfs where overlay layers are attached (when there is an overlay).
+    scratch: Option<usize>,
+    /// Directories made in the scratch tmpfs so far.
+    layers: usize,
+    /// The pty's slave, when the payload gets a terminal.
+    tty_slot: Option<usize>,
+}
+
+/// The slots of the spec's host paths (same shape as [`HostPaths`]).
+#[derive(Default)]
+struct HostSlots {
+    rootfs: Option<usize>,
+    mounts: Vec<Vec<usize>>,
+    layers: Vec<usize>,
+}
+
+/// An overlay option's value.
+enum OptValue {
+    Str(String),
+    Flag,
+    /// "/proc/self/fd/<fd of this slot>/<suffix>", rendered by the child.
+    Fd(usize, String),
 }
 
 /// Compiles a spec into a plan. Pure planning: no process or host state is changed.
-pub(crate) fn compile(spec: &SandboxSpec, fds: &Fds, cwd_host: &Path) -> Result<Plan, SetupFailure> {
-    let mut c = Compiler { spec, plan: Plan::new(), next_slot: 0, root_slot: 0, devnull: std::ptr::null() };
+pub(crate) fn compile(spec: &SandboxSpec, fds: &Fds) -> Result<Plan, SetupFailure> {
+    let mut c = Compiler { spec, plan: Plan::new(), next_slot: 0, root_slot: 0, devnull: std::ptr::null(), staging: "/tmp", scratch: None, layers: 0, tty_slot: None };
     c.devnull = c.plan.cs("/dev/null")?;
-    c.compile(fds, cwd_host)?;
+    c.compile(fds)?;
     let mut plan = c.plan;
     plan.slots = (0..c.next_slot).map(|_| UnsafeCell::new(-1)).collect();
     Ok(plan)
@@ -323,7 +377,7 @@ impl Compiler<'_> {
         self.next_slot - 1
     }
 
-    fn compile(&mut self, fds: &Fds, cwd_host: &Path) -> Result<(), SetupFailure> {
+    fn compile(&mut self, fds: &Fds) -> Result<(), SetupFailure> {
         let spec = self.spec;
         if spec.argv.is_empty() || spec.argv[0].is_empty() {
             return Err(fail(Step::Exec, None, "no command given").hint("pass the command and its arguments (argv)"));
@@ -373,8 +427,10 @@ impl Compiler<'_> {
         }
         self.plan.clone_flags = flags;
 
-        // 1. Keep only our fds.
-        let mut keep: Vec<i32> = vec![fds.err_w, fds.status_child, fds.memfd];
+        // 1. Keep only our fds, and leave the caller's session: no controlling terminal (no
+        // TIOCSTI into the caller's shell), a process group of our own (no kill(0) reaching it).
+        let mut keep: Vec<i32> = vec![fds.err_w, fds.status_child, fds.memfd, fds.payload_plan];
+        keep.extend(fds.host.mount_fds());
         keep.extend(fds.sync_r);
         keep.extend(fds.stdio);
         keep.extend(fds.passed.iter().map(|p| p.0));
@@ -385,6 +441,7 @@ impl Compiler<'_> {
         let (kp, kn) = (keep.as_ptr(), keep.len());
         self.plan.ints.push(keep);
         self.plan.op(Op::CloseGaps { keep: kp, n: kn }, Step::Stdio, "close the host's file descriptors", None);
+        self.plan.op(Op::SetSid, Step::Init, "start a new session (no controlling terminal)", None);
 
         // 2. Join the job's cgroups (v1), before the cgroup namespace and the id switch.
         for t in &fds.cgroup_tasks {
@@ -409,19 +466,26 @@ impl Compiler<'_> {
             self.plan.descs.insert(at, Desc { step: Step::IdMap, what: "wait for the host (id maps, cgroup)".into(), path: None, hint: None });
             if user_new {
                 let first = |m: &[IdMap]| if m.is_empty() || m.iter().any(|m| m.inside == 0) { 0 } else { m[0].inside };
-                let (uid, gid) = (first(&spec.uid_map), first(&spec.gid_map));
-                self.plan.ops.insert(at + 1, Op::SetIds { uid, gid });
+                let (uid, gid) = (first(&fds.uid_map), first(&fds.gid_map));
+                // As root, also drop the host's supplementary groups (group 0 would still open
+                // root:root 0640 files); a user's own cannot be changed (setgroups is denied).
+                let clear_groups = crate::sys::euid() == 0;
+                self.plan.ops.insert(at + 1, Op::SetIds { uid, gid, clear_groups });
                 self.plan.descs.insert(at + 1, Desc { step: Step::IdMap, what: format!("become uid {uid}, gid {gid} in the new user namespace"), path: None, hint: Some("the uid and gid maps must map the ids the sandbox starts with (0, or the first range)") });
             }
         }
 
-        // 3. Hostname and network.
+        // 3. Hostname (a neutral one unless asked: the host's name is not the sandbox's) and
+        // network.
         if let Some(h) = &spec.hostname {
             validate_hostname(h)?;
             if ns.uts != NsMode::New {
                 return Err(fail(Step::Hostname, None, "setting the hostname needs a new UTS namespace")
                     .hint("leave namespaces.uts = new"));
             }
+        }
+        if ns.uts == NsMode::New {
+            let h = spec.hostname.as_deref().unwrap_or(DEFAULT_HOSTNAME);
             let p = self.plan.cs(h)?;
             self.plan.op(Op::Hostname { name: p as *const u8, len: h.len() }, Step::Hostname, format!("set the hostname to {h:?}"), None);
         }
@@ -431,10 +495,19 @@ impl Compiler<'_> {
 
         // 4. File system.
         if mount_new {
-            self.filesystem(fds, cwd_host)?;
-        } else if spec.rootfs.is_some() || !spec.mounts.is_empty() {
-            return Err(fail(Step::Mount, None, "mounts and a rootfs need a new mount namespace")
+            self.filesystem(fds)?;
+        } else if spec.rootfs.is_some() || !spec.mounts.is_empty() || spec.image.is_some() {
+            return Err(fail(Step::Mount, None, "mounts, a rootfs and an image need a new mount namespace")
                 .hint("leave namespaces.mount = new"));
+        }
+        if spec.tty {
+            if !(mount_new && spec.dev) {
+                return Err(fail(Step::Stdio, None, "a terminal (tty) needs the sandbox's own /dev (a private devpts)").hint("leave dev = true and namespaces.mount = new"));
+            }
+            let slot = self.slot();
+            let ws = fds.winsize.unwrap_or([0; 4]);
+            self.plan.op(Op::OpenPty { sock: fds.status_child, winsize: ws, slot }, Step::Stdio, "open the sandbox's terminal (a pty of its own devpts) and hand its master to the host", Some(Path::new("/dev/ptmx")));
+            self.tty_slot = Some(slot);
         }
 
         // 5. Limits.
@@ -446,64 +519,78 @@ impl Compiler<'_> {
             self.plan.op(Op::Rlimit { resource: r.resource.number(), limit }, Step::Rlimit, format!("set rlimit {:?} to {}/{}", r.resource, r.soft, r.hard), None);
         }
 
-        // 6. The payload, then init.
-        self.payload(fds)?;
-        self.plan.op(Op::SpawnPayload, Step::Clone, "start the payload process", None);
+        // 6. The payload's plan (init runs it in the payload it forks), then init.
+        let sources = self.payload(fds)?;
+        let mut moves = vec![
+            FdMove { src: FdSrc::Fd(fds.status_child), dst: INIT_STATUS_FD, cloexec: false },
+            FdMove { src: FdSrc::Fd(fds.memfd), dst: INIT_BINARY_FD, cloexec: true },
+            FdMove { src: FdSrc::Fd(fds.err_w), dst: INIT_ERR_FD, cloexec: false },
+            FdMove { src: FdSrc::Fd(fds.payload_plan), dst: INIT_PLAN_FD, cloexec: false },
+        ];
+        for (i, src) in sources.into_iter().enumerate() {
+            moves.push(FdMove { src, dst: INIT_FIRST_SOURCE + i as i32, cloexec: false });
+        }
+        let moves = moves.into_boxed_slice();
+        let (mp, mn) = (moves.as_ptr(), moves.len());
+        self.plan.moves.push(moves);
         let name = self.plan.cs("cagette-init")?;
-        let pid_arg = self.plan.pid_arg.get() as *const libc::c_char;
-        let argv = self.plan.arr(vec![name, pid_arg]);
+        let argv = self.plan.arr(vec![name]);
         let envp = self.plan.arr(vec![]);
-        self.plan.op(
-            Op::ExecInit { memfd: fds.memfd, status: fds.status_child, argv, envp },
-            Step::Init,
-            "execute the sandbox's init",
-            None,
-        );
+        self.plan.op(Op::ExecInit { memfd: INIT_BINARY_FD, moves: mp, n: mn, argv, envp }, Step::Init, "execute the sandbox's init", None);
         Ok(())
     }
 
-    fn filesystem(&mut self, fds: &Fds, cwd_host: &Path) -> Result<(), SetupFailure> {
+    fn filesystem(&mut self, fds: &Fds) -> Result<(), SetupFailure> {
         let spec = self.spec;
         self.plan.op(Op::MakePrivate, Step::Mount, "make the mount tree private", None);
 
+        // The host directory where the new root is assembled, in our private mount namespace.
+        let staging = STAGING_CANDIDATES
+            .iter()
+            .find(|p| std::fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false))
+            .ok_or_else(|| fail(Step::Mount, None, "no staging directory for the new root").hint("create /tmp on the host"))?;
+        self.staging = staging;
+        // Every host path of the spec is opened first, before anything is mounted over the
+        // staging directory (a bind source may well be under /tmp).
+        let hs = self.open_host_paths(fds)?;
+        // Overlay layers are attached under a scratch tmpfs there first: overlayfs takes layers
+        // by path, and a layer the parent mounted (id-mapped) must be attached to be used.
+        let overlays = !fds.host.layers.is_empty() || spec.mounts.iter().any(|m| matches!(m, Mount::Overlay { .. }));
+        if overlays {
+            let scratch = self.slot();
+            self.fs_new("tmpfs", &[("mode", Some("0700")), ("size", Some("64k"))], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC, scratch, Step::Mount, "create the scratch tmpfs for overlay layers", None)?;
+            let sp = self.plan.cs(staging)?;
+            self.plan.op(Op::AttachAt { slot: scratch, path: sp }, Step::Mount, format!("attach the scratch tmpfs at {staging} (private to the sandbox)"), Some(Path::new(staging)));
+            self.scratch = Some(scratch);
+        }
+
         // Sources first, while every host path is still reachable.
-        let host_root = spec.rootfs.is_none() && fds.root_layers.is_empty();
-        let root = if fds.root_layers.is_empty() {
+        let host_root = spec.rootfs.is_none() && fds.host.layers.is_empty();
+        let root = if fds.host.layers.is_empty() {
             self.slot()
         } else {
             // An image: its layers under an ephemeral upper layer (the store never changes).
-            let m = Mount::overlay(fds.root_layers.iter().cloned(), "/");
-            self.source(&m, cwd_host, false)?
+            let slot = self.slot();
+            let lowers: Vec<(usize, &HostPath)> = hs.layers.iter().copied().zip(fds.host.layers.iter()).collect();
+            self.overlay_mount(&lowers, None, slot, "/", Path::new("/"))?;
+            slot
         };
         self.root_slot = root;
         let mut top_level: Vec<(Vec<String>, TopKind, usize)> = Vec::new();
-        if !fds.root_layers.is_empty() {
+        if !fds.host.layers.is_empty() {
             // The overlay root was planned above.
-        } else if let Some(dir) = &spec.rootfs {
-            let dir = absolute(dir, cwd_host);
-            match std::fs::metadata(&dir) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(SetupFailure::new(Step::Mount, Some(libc::ENOTDIR), Some(dir.clone()), "the rootfs is not a directory")),
-                Err(e) => {
-                    return Err(SetupFailure::new(Step::Mount, e.raw_os_error(), Some(dir.clone()), "open the rootfs")
-                        .hint("the rootfs must be an existing directory holding the sandbox's files"));
-                }
-            }
-            let p = self.plan.cs(dir.as_os_str().as_bytes())?;
-            self.plan.op(
-                Op::OpenTree { path: p, flags: OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE, slot: root },
-                Step::Mount,
-                "open the rootfs",
-                Some(&dir),
-            );
+        } else if let Some(s) = hs.rootfs {
+            self.plan.op(Op::Move { from: s, to: root }, Step::Mount, "use the rootfs as the root", None);
         } else {
-            self.fs_new("tmpfs", &[("mode", Some("0755")), ("size", Some("4m"))], 0, root, Step::Mount, "create the root tmpfs", None)?;
+            self.fs_new("tmpfs", &[("mode", Some("0755")), ("size", Some("4m"))], sys::MOUNT_ATTR_NODEV, root, Step::Mount, "create the root tmpfs", None)?;
             // The host's tree, read-only: each entry of / is bound on its own, so mount points
             // can be created in the tmpfs. A directory on the way to a destination that does not
             // exist on the host is "exploded" the same way (its entries bound one by one).
             let mut explode: Vec<Vec<String>> = Vec::new();
-            for m in &spec.mounts {
-                let comps = sandbox_components(m.destination(), Step::Mount)?;
+            let mut wanted: Vec<String> = spec.mounts.iter().map(|m| m.destination().to_string()).collect();
+            wanted.extend(self.hidden_ipc_dirs());
+            for dest in &wanted {
+                let comps = sandbox_components(dest, Step::Mount)?;
                 let mut host = PathBuf::from("/");
                 for (k, c) in comps.iter().enumerate() {
                     host.push(c);
@@ -531,41 +618,46 @@ impl Compiler<'_> {
             .map(|m| sandbox_components(m.destination(), Step::Mount))
             .collect::<Result<_, _>>()?;
         let user_has = |p: &str| user_targets.iter().any(|t| t.len() == 1 && t[0] == p);
-        let mut mounts: Vec<(Mount, Vec<String>, bool)> = Vec::new();
+        let mut mounts: Vec<(Mount, Vec<String>, Option<usize>)> = Vec::new();
         if spec.proc && !user_has("proc") {
             // A fresh procfs needs a pid namespace of the sandbox's own; with the host's, bind
             // the host's /proc (the same view a fresh one would give).
             let m = if spec.namespaces.pid == NsMode::New { Mount::proc("/proc") } else { Mount::bind("/proc", "/proc") };
-            mounts.push((m, vec!["proc".into()], true));
+            mounts.push((m, vec!["proc".into()], None));
         }
         if spec.sys && !user_has("sys") {
             // A network namespace of our own gets its own sysfs (its /sys/class/net shows only
             // lo); otherwise the host's, read-only.
             let m = if spec.network == Network::None { Mount::Sysfs { destination: "/sys".into() } } else { Mount::bind("/sys", "/sys").read_only() };
-            mounts.push((m, vec!["sys".into()], true));
+            mounts.push((m, vec!["sys".into()], None));
         }
         if spec.dev && !user_has("dev") {
-            mounts.push((Mount::dev("/dev"), vec!["dev".into()], true));
+            mounts.push((Mount::dev("/dev"), vec!["dev".into()], None));
         }
         if spec.tmp && !user_has("tmp") {
-            mounts.push((Mount::tmpfs("/tmp"), vec!["tmp".into()], true));
+            mounts.push((Mount::tmpfs("/tmp"), vec!["tmp".into()], None));
         }
-        for (m, t) in spec.mounts.iter().zip(user_targets) {
-            mounts.push((m.clone(), t, false));
+        if host_root {
+            // The host's IPC endpoints (sockets, FIFOs, lock files under /run) stay out of reach.
+            for d in self.hidden_ipc_dirs() {
+                let comps = sandbox_components(&d, Step::Mount)?;
+                if !user_targets.iter().any(|t| *t == comps) {
+                    mounts.push((Mount::Tmpfs { destination: d.clone(), size: Some(crate::Size(1 << 20)), mode: Some(0o755) }, comps, None));
+                }
+            }
+        }
+        for (i, (m, t)) in spec.mounts.iter().zip(user_targets).enumerate() {
+            mounts.push((m.clone(), t, Some(i)));
         }
 
         // Open every source now.
         let mut sources: Vec<usize> = Vec::with_capacity(mounts.len());
-        for (m, _, default) in &mounts {
-            let s = self.source(m, cwd_host, *default)?;
+        for (m, _, index) in &mounts {
+            let s = self.source(m, *index, fds, &hs)?;
             sources.push(s);
         }
 
-        // Attach the root at a staging directory of the host (in our private mount namespace).
-        let staging = STAGING_CANDIDATES
-            .iter()
-            .find(|p| std::fs::symlink_metadata(p).map(|m| m.is_dir()).unwrap_or(false))
-            .ok_or_else(|| fail(Step::Mount, None, "no staging directory for the new root").hint("create /tmp on the host"))?;
+        // Attach the root at the staging directory (in our private mount namespace).
         let sp = self.plan.cs(staging)?;
         self.plan.op(Op::AttachAt { slot: root, path: sp }, Step::Mount, format!("attach the new root at {staging} (private to the sandbox)"), Some(Path::new(staging)));
 
@@ -597,15 +689,24 @@ impl Compiler<'_> {
             }
         }
 
-        for ((m, comps, _), src) in mounts.iter().zip(sources) {
-            self.mount(m, comps, src)?;
+        for ((m, comps, index), src) in mounts.iter().zip(sources) {
+            let leaf = match (m, index) {
+                (Mount::Bind { .. }, Some(i)) if fds.host.mounts.get(*i).and_then(|v| v.first()).is_some_and(|h| !h.is_dir) => Leaf::File,
+                (Mount::Bind { source, .. }, None) if std::fs::metadata(source).map(|md| !md.is_dir()).unwrap_or(false) => Leaf::File,
+                _ => Leaf::Dir,
+            };
+            self.mount(m, comps, src, leaf, fds)?;
         }
 
         // Masked and read-only paths.
-        let masked: Vec<String> = match &spec.masked_paths {
+        let mut masked: Vec<String> = match &spec.masked_paths {
             Some(v) => v.clone(),
             None => DEFAULT_MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
         };
+        if host_root {
+            // cagette's own image store (its layers hold setuid files and, as root, device nodes).
+            masked.extend(fds.hidden_store.iter().filter_map(|p| p.to_str().map(str::to_string)));
+        }
         for p in masked {
             let rel = sandbox_components(&p, Step::Mask)?.join("/");
             let rp = self.plan.cs(&rel)?;
@@ -622,10 +723,77 @@ impl Compiler<'_> {
             self.plan.op(Op::ReadOnly { root, path: rp }, Step::ReadonlyPath, format!("make {p} read-only"), Some(Path::new(&p)));
         }
 
-        if host_root || (fds.root_layers.is_empty() && !spec.rootfs_writable) {
-            self.plan.op(Op::SetAttr { slot: root, set: sys::MOUNT_ATTR_RDONLY, recursive: false }, Step::Mount, "make the root read-only", None);
+        // The root: never a device node reachable through it; read-only unless asked.
+        let mut attrs = sys::MOUNT_ATTR_NODEV;
+        if host_root || (fds.host.layers.is_empty() && !spec.rootfs_writable) {
+            attrs |= sys::MOUNT_ATTR_RDONLY;
         }
+        self.plan.op(Op::SetAttr { slot: root, set: attrs, recursive: false }, Step::Mount, if attrs & sys::MOUNT_ATTR_RDONLY != 0 { "make the root read-only and nodev" } else { "make the root nodev" }, None);
         self.plan.op(Op::Pivot { root }, Step::PivotRoot, "switch to the new root (pivot_root)", spec.rootfs.as_deref());
+        Ok(())
+    }
+
+    /// Directories of the host root that hold IPC endpoints: replaced by empty tmpfs mounts.
+    fn hidden_ipc_dirs(&self) -> Vec<String> {
+        let mut v = vec!["/run".to_string()];
+        // Where /var/run is a directory of its own (not the usual symlink to /run).
+        if std::fs::symlink_metadata("/var/run").map(|m| m.is_dir()).unwrap_or(false) {
+            v.push("/var/run".into());
+        }
+        v
+    }
+
+    /// Plans the mounts of every host path of the spec (see `host_source`), each in a slot.
+    fn open_host_paths(&mut self, fds: &Fds) -> Result<HostSlots, SetupFailure> {
+        let mut hs = HostSlots::default();
+        if let Some(r) = &fds.host.rootfs {
+            let s = self.slot();
+            self.host_source(r, true, s, "open the rootfs")?;
+            hs.rootfs = Some(s);
+        }
+        for (m, paths) in self.spec.mounts.iter().zip(&fds.host.mounts) {
+            let mut v = Vec::new();
+            for (j, h) in paths.iter().enumerate() {
+                let s = self.slot();
+                match m {
+                    Mount::Bind { recursive, destination, .. } => self.host_source(h, *recursive, s, &format!("open the bind source for {destination}:"))?,
+                    Mount::Overlay { lower, destination, .. } if j < lower.len() => self.host_source(h, false, s, &format!("open an overlay layer for {destination}:"))?,
+                    Mount::Overlay { lower, destination, .. } if j == lower.len() => self.host_source(h, false, s, &format!("open the parent of the overlay's upper and work directories for {destination}:"))?,
+                    // The upper and work directories themselves are opened below that parent.
+                    _ => {}
+                }
+                v.push(s);
+            }
+            hs.mounts.push(v);
+        }
+        for l in &fds.host.layers {
+            let s = self.slot();
+            self.host_source(l, false, s, "open an image layer")?;
+            hs.layers.push(s);
+        }
+        Ok(hs)
+    }
+
+    /// Plans: the mount of a host path the parent resolved, into `slot` (the parent's detached
+    /// mount when it made one, else a clone made here after checking it is the same inode).
+    fn host_source(&mut self, h: &HostPath, recursive: bool, slot: usize, what: &str) -> Result<(), SetupFailure> {
+        match h.mount_fd() {
+            Some(fd) => self.plan.op(Op::UseFd { fd, slot }, Step::Mount, format!("{what} {} (mounted by the host, id-mapped)", h.path.display()), Some(&h.path)),
+            None => {
+                let p = self.plan.cs(h.path.as_os_str().as_bytes())?;
+                let mut flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC;
+                if recursive {
+                    flags |= AT_RECURSIVE;
+                }
+                self.plan.op_hint(
+                    Op::OpenTreeChecked { path: p, flags, dev: h.dev, ino: h.ino, slot },
+                    Step::Mount,
+                    format!("{what} {}", h.path.display()),
+                    Some(&h.path),
+                    "host paths are opened without following symlinks, and must still be the file the host resolved (ESTALE: it was replaced meanwhile)",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -655,7 +823,8 @@ impl Compiler<'_> {
                 let s = self.slot();
                 let p = self.plan.cs(host_path.as_os_str().as_bytes())?;
                 self.plan.op(Op::OpenTree { path: p, flags: OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE, slot: s }, Step::Mount, format!("open the host's {}", host_path.display()), Some(&host_path));
-                self.plan.op(Op::SetAttr { slot: s, set: sys::MOUNT_ATTR_RDONLY, recursive: true }, Step::Mount, format!("make the host's {} read-only", host_path.display()), Some(&host_path));
+                let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+                self.plan.op(Op::SetAttr { slot: s, set: attrs, recursive: true }, Step::Mount, format!("make the host's {} read-only, nosuid and nodev", host_path.display()), Some(&host_path));
                 out.push((comps, if ft.is_dir() { TopKind::Dir } else { TopKind::File }, s));
             }
         }
@@ -705,28 +874,33 @@ impl Compiler<'_> {
         Ok(())
     }
 
-    /// Plans the source of a mount (before the root is attached); returns its slot.
-    fn source(&mut self, m: &Mount, cwd_host: &Path, default: bool) -> Result<usize, SetupFailure> {
-        let slot = self.slot();
+    /// Plans the source of a mount (before the root is attached); returns its slot. `index` is
+    /// the mount's place in the spec (None for cagette's own default mounts).
+    fn source(&mut self, m: &Mount, index: Option<usize>, fds: &Fds, hs: &HostSlots) -> Result<usize, SetupFailure> {
+        let mut slot = self.slot();
         let dest = m.destination().to_string();
         let dpath = PathBuf::from(&dest);
+        let host = index.and_then(|i| fds.host.mounts.get(i));
+        let host_slots = index.and_then(|i| hs.mounts.get(i));
         match m {
             Mount::Bind { source, read_only, recursive, .. } => {
-                let src = absolute(source, cwd_host);
-                if let Err(e) = std::fs::metadata(&src) {
-                    return Err(SetupFailure::new(Step::Mount, e.raw_os_error(), Some(src.clone()), &format!("bind source {} for {dest}", src.display()))
-                        .hint("the source of a bind mount must exist on the host"));
+                match host_slots.and_then(|v| v.first()) {
+                    Some(&s) => slot = s,
+                    None => {
+                        // cagette's own binds of the host's /proc and /sys.
+                        let p = self.plan.cs(source.as_os_str().as_bytes())?;
+                        let mut flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC;
+                        if *recursive {
+                            flags |= AT_RECURSIVE;
+                        }
+                        self.plan.op(Op::OpenTree { path: p, flags, slot }, Step::Mount, format!("bind the host's {}", source.display()), Some(source));
+                    }
                 }
-                let p = self.plan.cs(src.as_os_str().as_bytes())?;
-                let mut flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC;
-                if *recursive {
-                    flags |= AT_RECURSIVE;
-                }
-                let what = if default { format!("bind the host's {} read-only", src.display()) } else { format!("open bind source {} for {dest}", src.display()) };
-                self.plan.op(Op::OpenTree { path: p, flags, slot }, Step::Mount, what, Some(&src));
+                let mut attrs = sys::MOUNT_ATTR_NODEV;
                 if *read_only {
-                    self.plan.op(Op::SetAttr { slot, set: sys::MOUNT_ATTR_RDONLY, recursive: *recursive }, Step::Mount, format!("make the bind of {} read-only", src.display()), Some(&src));
+                    attrs |= sys::MOUNT_ATTR_RDONLY;
                 }
+                self.plan.op(Op::SetAttr { slot, set: attrs, recursive: *recursive }, Step::Mount, format!("make the bind at {dest} nodev{}", if *read_only { " and read-only" } else { "" }), Some(&dpath));
             }
             Mount::Tmpfs { size, mode, .. } => {
                 let mode = format!("{:o}", mode.unwrap_or(0o1777));
@@ -750,73 +924,107 @@ impl Compiler<'_> {
                 if lower.is_empty() {
                     return Err(fail(Step::Mount, Some(&dpath), format!("overlay at {dest} has no lower directory")));
                 }
-                let mut opts: Vec<(String, Option<String>)> = Vec::new();
-                let mut lowers = Vec::new();
-                for l in lower {
-                    let l = absolute(l, cwd_host);
-                    if let Err(e) = std::fs::metadata(&l) {
-                        return Err(SetupFailure::new(Step::Mount, e.raw_os_error(), Some(l.clone()), &format!("overlay lower directory {} for {dest}", l.display())));
+                let (Some(h), Some(hsl)) = (host, host_slots) else {
+                    return Err(fail(Step::Mount, Some(&dpath), format!("overlay at {dest}: its host directories were not resolved")));
+                };
+                let n = lower.len();
+                let lowers: Vec<(usize, &HostPath)> = hsl.iter().copied().zip(h.iter()).take(n).collect();
+                let upper_work = match (upper, work) {
+                    (Some(_), Some(_)) => {
+                        let (Some(parent), Some(&ps)) = (h.get(n), hsl.get(n)) else {
+                            return Err(fail(Step::Mount, Some(&dpath), format!("overlay at {dest}: upper and work were not resolved")));
+                        };
+                        let rel = |p: &HostPath| p.path.strip_prefix(&parent.path).map(Path::to_path_buf).unwrap_or_default();
+                        let (u, w) = (h.get(n + 1).map(rel).unwrap_or_default(), h.get(n + 2).map(rel).unwrap_or_default());
+                        Some((ps, parent, u, w))
                     }
-                    lowers.push(l.to_string_lossy().into_owned());
-                }
-                if kernel_at_least(6, 8) {
-                    // One option per layer: any path works.
-                    opts.extend(lowers.into_iter().map(|l| ("lowerdir+".to_string(), Some(l))));
-                } else if lowers.iter().any(|l| l.contains(':') || l.contains(',')) {
-                    return Err(fail(Step::Mount, Some(&dpath), format!("overlay at {dest}: a lower directory path contains ':' or ',', which kernels before 6.8 cannot take")));
-                } else {
-                    opts.push(("lowerdir".into(), Some(lowers.join(":"))));
-                }
-                match (upper, work) {
-                    (Some(u), Some(w)) => {
-                        opts.push(("upperdir".into(), Some(absolute(u, cwd_host).to_string_lossy().into_owned())));
-                        opts.push(("workdir".into(), Some(absolute(w, cwd_host).to_string_lossy().into_owned())));
-                    }
-                    (None, None) => {
-                        // An ephemeral upper: a tmpfs of its own, reached through /proc/self/fd.
-                        let t = self.slot();
-                        self.fs_new("tmpfs", &[("mode", Some("0755"))], 0, t, Step::Mount, &format!("create the ephemeral upper tmpfs for {dest}"), Some(&dpath))?;
-                        let upper_name = self.plan.cs("upper")?;
-                        let work_name = self.plan.cs("work")?;
-                        self.plan.op(Op::MkdirIn { dir: t, name: upper_name, mode: 0o755 }, Step::Mount, format!("create the overlay upper directory for {dest}"), Some(&dpath));
-                        self.plan.op(Op::MkdirIn { dir: t, name: work_name, mode: 0o755 }, Step::Mount, format!("create the overlay work directory for {dest}"), Some(&dpath));
-                        // The fd number is only known in the child: the child writes it into these.
-                        opts.push(("upperdir".into(), Some(format!("{SLOT_MARK}{t}/upper"))));
-                        opts.push(("workdir".into(), Some(format!("{SLOT_MARK}{t}/work"))));
-                    }
+                    (None, None) => None,
                     _ => return Err(fail(Step::Mount, Some(&dpath), format!("overlay at {dest}: give both upper and work, or neither"))),
-                }
-                if self.plan.user_ns {
-                    // Mounted in a user namespace: overlayfs can only use user.overlay.* xattrs.
-                    opts.push(("userxattr".into(), None));
-                }
-                self.overlay(&opts, slot, &dest, &dpath)?;
+                };
+                self.overlay_mount(&lowers, upper_work, slot, &dest, &dpath)?;
             }
         }
         Ok(slot)
     }
 
-    fn overlay(&mut self, opts: &[(String, Option<String>)], slot: usize, dest: &str, dpath: &Path) -> Result<(), SetupFailure> {
+    /// Plans an overlay of `lowers` (topmost first) into `slot`: each layer is attached under
+    /// the scratch tmpfs and named by that path; the upper layer is a persistent host directory
+    /// (`upper_work`: their common parent, and upper and work relative to it) or an ephemeral tmpfs.
+    fn overlay_mount(&mut self, lowers: &[(usize, &HostPath)], upper_work: Option<(usize, &HostPath, PathBuf, PathBuf)>, slot: usize, dest: &str, dpath: &Path) -> Result<(), SetupFailure> {
+        let scratch = self.scratch.ok_or_else(|| fail(Step::Mount, Some(dpath), "overlay without a scratch tmpfs"))?;
+        let mut opts: Vec<(String, OptValue)> = Vec::new();
+        let mut layer_paths = Vec::new();
+        for &(s, l) in lowers {
+            let name = self.layer_name();
+            let np = self.plan.cs(&name)?;
+            self.plan.op(Op::MkdirIn { dir: scratch, name: np, mode: 0o700 }, Step::Mount, format!("create the scratch directory for layer {}", l.path.display()), Some(&l.path));
+            self.plan.op(Op::MoveInto { from: s, dir: scratch, name: np }, Step::Mount, format!("attach overlay layer {} for {dest}", l.path.display()), Some(&l.path));
+            self.plan.op(Op::Close { slot: s }, Step::Mount, "close", None);
+            layer_paths.push(format!("{}/{name}", self.staging));
+        }
+        if kernel_at_least(6, 8) {
+            // One option per layer: any path works.
+            opts.extend(layer_paths.into_iter().map(|l| ("lowerdir+".to_string(), OptValue::Str(l))));
+        } else {
+            opts.push(("lowerdir".into(), OptValue::Str(layer_paths.join(":"))));
+        }
+        match upper_work {
+            Some((s, parent, u, w)) => {
+                let name = self.layer_name();
+                let np = self.plan.cs(&name)?;
+                self.plan.op(Op::MkdirIn { dir: scratch, name: np, mode: 0o700 }, Step::Mount, format!("create the scratch directory for {}", parent.path.display()), Some(&parent.path));
+                self.plan.op(Op::MoveInto { from: s, dir: scratch, name: np }, Step::Mount, format!("attach {} for the overlay at {dest}", parent.path.display()), Some(&parent.path));
+                // upper and work, opened below it without following symlinks, named by fd.
+                for (key, rel) in [("upperdir", u), ("workdir", w)] {
+                    let rs = self.slot();
+                    let relp = self.plan.cs(rel.as_os_str().as_bytes())?;
+                    self.plan.op(Op::OpenBeneath { dir: s, path: relp, slot: rs }, Step::Mount, format!("open the overlay's {key} {} for {dest}", parent.path.join(&rel).display()), Some(&parent.path.join(&rel)));
+                    opts.push((key.to_string(), OptValue::Fd(rs, String::new())));
+                }
+            }
+            None => {
+                // An ephemeral upper: a tmpfs of its own, reached through /proc/self/fd.
+                let t = self.slot();
+                self.fs_new("tmpfs", &[("mode", Some("0755"))], 0, t, Step::Mount, &format!("create the ephemeral upper tmpfs for {dest}"), Some(dpath))?;
+                let upper_name = self.plan.cs("upper")?;
+                let work_name = self.plan.cs("work")?;
+                self.plan.op(Op::MkdirIn { dir: t, name: upper_name, mode: 0o755 }, Step::Mount, format!("create the overlay upper directory for {dest}"), Some(dpath));
+                self.plan.op(Op::MkdirIn { dir: t, name: work_name, mode: 0o755 }, Step::Mount, format!("create the overlay work directory for {dest}"), Some(dpath));
+                opts.push(("upperdir".into(), OptValue::Fd(t, "upper".into())));
+                opts.push(("workdir".into(), OptValue::Fd(t, "work".into())));
+            }
+        }
+        if self.plan.user_ns {
+            // Mounted in a user namespace: overlayfs can only use user.overlay.* xattrs.
+            opts.push(("userxattr".into(), OptValue::Flag));
+        }
         let ctx = self.slot();
         let t = self.plan.cs("overlay")?;
         self.plan.op_hint(Op::FsOpen { fstype: t, slot: ctx }, Step::Mount, format!("create an overlay for {dest}"), Some(dpath), "overlayfs must be available (modprobe overlay)");
-        for (k, v) in opts {
+        for (k, v) in &opts {
             let kp = self.plan.cs(k)?;
-            let v = v.clone().unwrap_or_default();
-            if let Some((dir, suffix)) = parse_slot_path(&v) {
-                // Ephemeral upper: the child renders /proc/self/fd/<fd of slot>/<suffix>.
-                let sp = self.plan.cs(suffix)?;
-                let buf = self.plan.buf();
-                self.plan.op(Op::FsStringFdPath { slot: ctx, key: kp, dir, suffix: sp, buf }, Step::Mount, format!("set overlay {k} for {dest}"), Some(dpath));
-            } else if v.is_empty() && k == "userxattr" {
-                self.plan.op(Op::FsFlag { slot: ctx, key: kp }, Step::Mount, format!("set overlay option {k} for {dest}"), Some(dpath));
-            } else {
-                let vp = self.plan.cs(&v)?;
-                self.plan.op(Op::FsString { slot: ctx, key: kp, value: vp }, Step::Mount, format!("set overlay {k}={v} for {dest}"), Some(Path::new(&v)));
+            match v {
+                OptValue::Fd(dir, suffix) => {
+                    // The child renders /proc/self/fd/<fd of slot>/<suffix>.
+                    let sp = self.plan.cs(suffix)?;
+                    let buf = self.plan.buf();
+                    self.plan.op(Op::FsStringFdPath { slot: ctx, key: kp, dir: *dir, suffix: sp, buf }, Step::Mount, format!("set overlay {k} for {dest}"), Some(dpath));
+                }
+                OptValue::Flag => self.plan.op(Op::FsFlag { slot: ctx, key: kp }, Step::Mount, format!("set overlay option {k} for {dest}"), Some(dpath)),
+                OptValue::Str(v) => {
+                    let vp = self.plan.cs(v)?;
+                    self.plan.op(Op::FsString { slot: ctx, key: kp, value: vp }, Step::Mount, format!("set overlay {k}={v} for {dest}"), Some(Path::new(v)));
+                }
             }
         }
-        self.plan.op(Op::FsMount { ctx, attrs: 0, slot }, Step::Mount, format!("create the overlay for {dest}"), Some(dpath));
+        self.plan.op(Op::FsMount { ctx, attrs: sys::MOUNT_ATTR_NODEV, slot }, Step::Mount, format!("create the overlay for {dest}"), Some(dpath));
         Ok(())
+    }
+
+    /// A fresh name for a directory of the scratch tmpfs.
+    fn layer_name(&mut self) -> String {
+        self.layers += 1;
+        format!("{}", self.layers - 1)
     }
 
     /// Plans: resolve (creating) `comps` inside the root, move the mount in `src` onto it.
@@ -827,13 +1035,9 @@ impl Compiler<'_> {
         Ok(target)
     }
 
-    fn mount(&mut self, m: &Mount, comps: &[String], src: usize) -> Result<(), SetupFailure> {
+    fn mount(&mut self, m: &Mount, comps: &[String], src: usize, leaf: Leaf, fds: &Fds) -> Result<(), SetupFailure> {
         let dest = m.destination().to_string();
         let dpath = PathBuf::from(&dest);
-        let leaf = match m {
-            Mount::Bind { source, .. } if std::fs::metadata(source).map(|md| !md.is_dir()).unwrap_or(false) => Leaf::File,
-            _ => Leaf::Dir,
-        };
         let what = match m {
             Mount::Bind { source, read_only, .. } => format!("bind {} at {dest}{}", source.display(), if *read_only { " (read-only)" } else { "" }),
             Mount::Tmpfs { .. } => format!("mount a tmpfs at {dest}"),
@@ -844,7 +1048,7 @@ impl Compiler<'_> {
         };
         let target = self.attach(src, comps, leaf, &what, &dpath)?;
         if let Mount::Dev { .. } = m {
-            self.populate_dev(comps, &dest)?;
+            self.populate_dev(comps, &dest, fds)?;
         }
         self.plan.op(Op::Close { slot: target }, Step::Mount, what, Some(&dpath));
         Ok(())
@@ -852,9 +1056,11 @@ impl Compiler<'_> {
 
     /// Device nodes (bound from the host: mknod is not allowed in a user namespace), a private
     /// devpts, /dev/shm and the usual links.
-    fn populate_dev(&mut self, comps: &[String], dest: &str) -> Result<(), SetupFailure> {
-        for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
-            let host = format!("/dev/{dev}");
+    fn populate_dev(&mut self, comps: &[String], dest: &str, fds: &Fds) -> Result<(), SetupFailure> {
+        let mut nodes: Vec<(String, String)> = ["null", "zero", "full", "random", "urandom", "tty"].iter().map(|d| (format!("/dev/{d}"), d.to_string())).collect();
+        // Devices the spec adds (checked by the parent: character or block devices under /dev).
+        nodes.extend(fds.devices.iter().map(|(host, name)| (host.display().to_string(), name.clone())));
+        for (host, dev) in nodes {
             if std::fs::symlink_metadata(&host).is_err() {
                 continue;
             }
@@ -862,7 +1068,7 @@ impl Compiler<'_> {
             let hp = self.plan.cs(&host)?;
             self.plan.op(Op::OpenTree { path: hp, flags: OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC, slot: s }, Step::Mount, format!("open the host's {host}"), Some(Path::new(&host)));
             let mut c = comps.to_vec();
-            c.push(dev.to_string());
+            c.extend(dev.split('/').map(str::to_string));
             let t = self.attach(s, &c, Leaf::File, &format!("bind {host} at {dest}/{dev}"), Path::new(&format!("{dest}/{dev}")))?;
             self.plan.op(Op::Close { slot: t }, Step::Mount, "close", None);
         }
@@ -899,40 +1105,13 @@ impl Compiler<'_> {
         Ok(())
     }
 
-    /// Landlock: everything read-only and executable, the writable paths (and /dev) fully
-    /// allowed. The handled rights follow the kernel's ABI version; no Landlock is an error.
-    fn landlock(&mut self, ll: &crate::spec::Landlock) -> Result<(), SetupFailure> {
-        let abi = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, 0usize, 0usize, 1u32) };
-        if abi < 1 {
-            let e = std::io::Error::last_os_error().raw_os_error();
-            return Err(SetupFailure::new(Step::Landlock, e, None, "Landlock rules were asked for, but this kernel has no Landlock")
-                .hint("boot a kernel with CONFIG_SECURITY_LANDLOCK and lsm=...,landlock, or drop the landlock option (`cagette probe` tells)"));
-        }
-        const READ: u64 = 1 | (1 << 2) | (1 << 3); // execute, read file, read dir
-        let mut handled: u64 = (1 << 13) - 1; // ABI 1: bits 0-12
-        if abi >= 2 {
-            handled |= 1 << 13; // refer
-        }
-        if abi >= 3 {
-            handled |= 1 << 14; // truncate
-        }
-        self.plan.pop(PayloadOp::LandlockCreate { handled }, Step::Landlock, format!("create a Landlock ruleset (ABI {abi})"), None);
-        let root = self.plan.cs("/")?;
-        self.plan.pop(PayloadOp::LandlockRule { path: root, access: READ }, Step::Landlock, "allow reading everywhere", Some(Path::new("/")));
-        let mut writable: Vec<String> = vec!["/dev".into()];
-        writable.extend(ll.writable.iter().cloned());
-        for w in writable {
-            sandbox_components(&w, Step::Landlock)?;
-            let p = self.plan.cs(&w)?;
-            self.plan.pop(PayloadOp::LandlockRule { path: p, access: handled }, Step::Landlock, format!("allow writing under {w}"), Some(Path::new(&w)));
-        }
-        self.plan.pop(PayloadOp::LandlockRestrict, Step::Landlock, "enforce the Landlock ruleset", None);
-        Ok(())
-    }
-
-    fn payload(&mut self, fds: &Fds) -> Result<(), SetupFailure> {
+    /// Plans the payload's own steps (run by init in the forked payload; see `payload.rs`) and
+    /// returns where the payload's descriptors come from, in the order of fds 7, 8, ... of init.
+    fn payload(&mut self, fds: &Fds) -> Result<Vec<FdSrc>, SetupFailure> {
         let spec = self.spec;
-        self.plan.pop(PayloadOp::DeathSignal, Step::Init, "set the payload's parent-death signal", None);
+        let euid = crate::sys::euid();
+        let mut p = PayloadPlan::default();
+        p.op(PCode::DeathSignal, [0; 4], Step::Init, "set the payload's parent-death signal", None);
 
         // Capabilities: drop the bounding set while we still may, then switch user, then trim
         // the remaining sets.
@@ -942,43 +1121,42 @@ impl Compiler<'_> {
         } | caps::mask(&spec.cap_add))
             & !caps::mask(&spec.cap_drop);
         let ambient = spec.ambient_capabilities && keep_caps != 0;
-        let last_cap = last_cap();
-        if spec.namespaces.user != NsMode::Host || unsafe { libc::geteuid() } == 0 {
-            self.plan.pop(PayloadOp::DropBounding { keep: keep_caps, last_cap }, Step::Capabilities, "drop capabilities from the bounding set", None);
+        let last_cap = u64::from(last_cap());
+        if spec.namespaces.user != NsMode::Host || euid == 0 {
+            p.op(PCode::DropBounding, [keep_caps, last_cap, 0, 0], Step::Capabilities, "drop capabilities from the bounding set", None);
         }
-        let setgroups_allowed = !(self.plan.user_ns && unsafe { libc::geteuid() } != 0);
+        let setgroups_allowed = !(self.plan.user_ns && euid != 0);
         if !spec.supplementary_groups.is_empty() && !setgroups_allowed {
             return Err(fail(Step::User, None, "supplementary groups cannot be set in an unprivileged user namespace (setgroups is denied)"));
         }
-        if setgroups_allowed && (self.plan.user_ns || unsafe { libc::geteuid() } == 0) {
-            let g = spec.supplementary_groups.clone().into_boxed_slice();
-            let (p, n) = (g.as_ptr(), g.len());
-            self.plan.groups.push(g);
-            self.plan.pop(PayloadOp::SetGroups { list: p, n }, Step::User, format!("set supplementary groups {:?}", spec.supplementary_groups), None);
+        if setgroups_allowed && (self.plan.user_ns || euid == 0) {
+            let bytes: Vec<u8> = spec.supplementary_groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+            let off = p.bytes(&bytes);
+            p.op(PCode::SetGroups, [off, spec.supplementary_groups.len() as u64, 0, 0], Step::User, format!("set supplementary groups {:?}", spec.supplementary_groups), None);
         }
         let gid = spec.group.unwrap_or(0);
         let uid = spec.user.unwrap_or(0);
         if self.plan.user_ns || spec.group.is_some() {
-            self.plan.pop(PayloadOp::SetGid { gid }, Step::User, format!("switch to gid {gid}"), None);
+            p.op(PCode::SetGid, [u64::from(gid), 0, 0, 0], Step::User, format!("switch to gid {gid}"), None);
         }
         if ambient && uid != 0 {
             // Keep the permitted set across the switch to a non-zero uid.
-            self.plan.pop(PayloadOp::KeepCaps, Step::Capabilities, "keep capabilities across the uid switch", None);
+            p.op(PCode::KeepCaps, [0; 4], Step::Capabilities, "keep capabilities across the uid switch", None);
         }
         if self.plan.user_ns || spec.user.is_some() {
-            self.plan.pop(PayloadOp::SetUid { uid }, Step::User, format!("switch to uid {uid}"), None);
+            p.op(PCode::SetUid, [u64::from(uid), 0, 0, 0], Step::User, format!("switch to uid {uid}"), None);
         }
-        if spec.namespaces.user != NsMode::Host || unsafe { libc::geteuid() } == 0 {
+        if spec.namespaces.user != NsMode::Host || euid == 0 {
             let keep = if uid == 0 || ambient { keep_caps } else { 0 };
-            self.plan.pop(PayloadOp::CapSet { keep, inheritable: if ambient { keep } else { 0 } }, Step::Capabilities, "set the payload's capabilities", None);
+            p.op(PCode::CapSet, [keep, if ambient { keep } else { 0 }, 0, 0], Step::Capabilities, "set the payload's capabilities", None);
             if ambient {
-                self.plan.pop(PayloadOp::Ambient { keep, last_cap }, Step::Capabilities, "raise the ambient capabilities", None);
+                p.op(PCode::Ambient, [keep, last_cap, 0, 0], Step::Capabilities, "raise the ambient capabilities", None);
             }
         } else if ambient {
             return Err(fail(Step::Capabilities, None, "ambient capabilities need a user namespace or root"));
         }
         if spec.no_new_privs {
-            self.plan.pop(PayloadOp::NoNewPrivs, Step::NoNewPrivs, "set no_new_privs", None);
+            p.op(PCode::NoNewPrivs, [0; 4], Step::NoNewPrivs, "set no_new_privs", None);
         }
 
         // Working directory: inside the sandbox, never a host directory.
@@ -986,11 +1164,26 @@ impl Compiler<'_> {
         if !cwd.is_absolute() {
             return Err(fail(Step::Cwd, Some(&cwd), format!("working directory {} must be absolute", cwd.display())));
         }
-        let cp = self.plan.cs(cwd.as_os_str().as_bytes())?;
-        self.plan.pop(PayloadOp::Chdir { path: cp }, Step::Cwd, format!("change to the working directory {}", cwd.display()), Some(&cwd));
+        check_nul(cwd.as_os_str().as_bytes())?;
+        let cp = p.string(cwd.as_os_str().as_bytes());
+        p.op(PCode::Chdir, [cp, 0, 0, 0], Step::Cwd, format!("change to the working directory {}", cwd.display()), Some(&cwd));
 
-        // File descriptors.
-        let mut moves: Vec<(i32, i32)> = fds.stdio.iter().enumerate().map(|(i, &fd)| (fd, i as i32)).collect();
+        // File descriptors: init holds the payload's at 7, 8, ...; the payload puts each at its
+        // number. With a terminal, the pty's slave is all three standard streams.
+        let mut sources: Vec<FdSrc> = Vec::new();
+        let mut moves: Vec<(i32, i32)> = Vec::new();
+        match self.tty_slot {
+            Some(slot) => {
+                sources.push(FdSrc::Slot(slot));
+                moves.extend([(INIT_FIRST_SOURCE, 0), (INIT_FIRST_SOURCE, 1), (INIT_FIRST_SOURCE, 2)]);
+            }
+            None => {
+                for (i, &fd) in fds.stdio.iter().enumerate() {
+                    moves.push((INIT_FIRST_SOURCE + sources.len() as i32, i as i32));
+                    sources.push(FdSrc::Fd(fd));
+                }
+            }
+        }
         let mut targets = vec![0, 1, 2];
         for &(host, inside) in &fds.passed {
             if inside < 3 {
@@ -1000,36 +1193,35 @@ impl Compiler<'_> {
                 return Err(fail(Step::Stdio, None, format!("two passed fds target fd {inside}")));
             }
             targets.push(inside);
-            moves.push((host, inside));
+            moves.push((INIT_FIRST_SOURCE + sources.len() as i32, inside));
+            sources.push(FdSrc::Fd(host));
         }
-        targets.sort_unstable();
-        let max_target = *targets.last().unwrap_or(&2);
-        let mut close: Vec<(u32, u32)> = Vec::new();
-        for w in targets.windows(2) {
-            if w[1] > w[0] + 1 {
-                close.push(((w[0] + 1) as u32, (w[1] - 1) as u32));
-            }
+        if moves.len() > 64 {
+            return Err(fail(Step::Stdio, None, format!("{} file descriptors to pass: at most 61 can be passed", fds.passed.len())));
         }
-        let moves = moves.into_boxed_slice();
-        let close = close.into_boxed_slice();
-        let (mp, mn, cp2, cn) = (moves.as_ptr(), moves.len(), close.as_ptr(), close.len());
-        self.plan.pairs.push(moves);
-        self.plan.ranges.push(close);
-        self.plan.pop(PayloadOp::Fds { moves: mp, n: mn, high: max_target + 1, close: cp2, n_close: cn }, Step::Stdio, "set up the standard streams and passed fds", None);
+        let mbytes: Vec<u8> = moves.iter().flat_map(|(a, b)| a.to_ne_bytes().into_iter().chain(b.to_ne_bytes())).collect();
+        let moff = p.bytes(&mbytes);
+        p.op(PCode::Fds, [moff, moves.len() as u64, 0, 0], Step::Stdio, "set up the standard streams and passed fds", None);
+        if self.tty_slot.is_some() {
+            p.op(PCode::ControllingTty, [0; 4], Step::Stdio, "make the sandbox's terminal the payload's controlling terminal", None);
+        }
 
         // The command: argv, envp, and the PATH candidates.
         let env = payload_env(spec);
         let path_var = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_else(|| DEFAULT_PATH.to_string());
         let mut argv = Vec::with_capacity(spec.argv.len());
         for a in &spec.argv {
-            argv.push(self.plan.cs(a)?);
+            check_nul(a.as_bytes())?;
+            argv.push(p.string(a.as_bytes()));
         }
         let mut envp = Vec::with_capacity(env.len());
         for (k, v) in &env {
             if k.is_empty() || k.contains('=') {
                 return Err(fail(Step::Spec, None, format!("environment variable name {k:?} is empty or contains '='")));
             }
-            envp.push(self.plan.cs(format!("{k}={v}"))?);
+            let kv = format!("{k}={v}");
+            check_nul(kv.as_bytes())?;
+            envp.push(p.string(kv.as_bytes()));
         }
         let cmd = &spec.argv[0];
         let candidates: Vec<String> = if cmd.contains('/') {
@@ -1040,41 +1232,67 @@ impl Compiler<'_> {
         if candidates.is_empty() {
             return Err(fail(Step::Exec, None, format!("{cmd} has no '/' and PATH is empty")));
         }
-        let mut cands = Vec::with_capacity(candidates.len());
-        for c in &candidates {
-            cands.push(self.plan.cs(c)?);
-        }
-        let n = cands.len();
-        let candidates_p = self.plan.arr(cands);
-        let argv_p = self.plan.arr(argv);
-        let envp_p = self.plan.arr(envp);
+        let cands: Vec<u64> = candidates.iter().map(|c| p.string(c.as_bytes())).collect();
+        let n = cands.len() as u64;
+        let candidates_p = p.words(&cands, false);
+        let argv_p = p.words(&argv, true);
+        let envp_p = p.words(&envp, true);
         // Landlock, then seccomp, as late as possible (a profile could deny what setup needs).
         if let Some(ll) = &spec.landlock {
-            self.landlock(ll)?;
+            landlock(&mut p, ll)?;
         }
         if let Some(filter) = seccomp::compile(spec)? {
             if !spec.no_new_privs {
                 return Err(fail(Step::Seccomp, None, "a seccomp filter needs no_new_privs (the payload has no CAP_SYS_ADMIN to load one without it)")
                     .hint("keep no_new_privs = true, or set seccomp = \"none\""));
             }
-            let fprog: *const libc::sock_fprog = &*filter.fprog;
-            self.plan.filters.push(filter);
-            self.plan.pop(PayloadOp::Seccomp { fprog }, Step::Seccomp, "load the seccomp filter", None);
+            let bytes: Vec<u8> = filter.prog.iter().flat_map(|i| i.code.to_ne_bytes().into_iter().chain([i.jt, i.jf]).chain(i.k.to_ne_bytes())).collect();
+            let off = p.bytes(&bytes);
+            p.op(PCode::Seccomp, [off, filter.prog.len() as u64, 0, 0], Step::Seccomp, "load the seccomp filter", None);
         }
-        self.plan.pop(PayloadOp::UnblockSignals, Step::Exec, "unblock signals", None);
+        p.op(PCode::UnblockSignals, [0; 4], Step::Exec, "unblock signals", None);
         let what = if cmd.contains('/') { format!("execute {cmd}") } else { format!("execute {cmd} (searched in PATH={path_var})") };
-        self.plan.pop(PayloadOp::Exec { candidates: candidates_p, n, argv: argv_p, envp: envp_p }, Step::Exec, what, Some(Path::new(cmd)));
-        Ok(())
+        p.op(PCode::Exec, [candidates_p, n, argv_p, envp_p], Step::Exec, what, Some(Path::new(cmd)));
+        self.plan.payload = p;
+        Ok(sources)
     }
 }
 
-/// Marks an overlay option whose value lives in a slot's fd (only built by this module).
-const SLOT_MARK: &str = "\0slot:";
+/// Landlock: everything read-only and executable, the writable paths (and /dev) fully allowed.
+/// The handled rights follow the kernel's ABI version; no Landlock is an error.
+fn landlock(p: &mut PayloadPlan, ll: &crate::spec::Landlock) -> Result<(), SetupFailure> {
+    let abi = crate::sys::landlock_abi();
+    if abi < 1 {
+        return Err(SetupFailure::new(Step::Landlock, Some(libc::EOPNOTSUPP), None, "Landlock rules were asked for, but this kernel has no Landlock")
+            .hint("boot a kernel with CONFIG_SECURITY_LANDLOCK and lsm=...,landlock, or drop the landlock option (`cagette probe` tells)"));
+    }
+    const READ: u64 = 1 | (1 << 2) | (1 << 3); // execute, read file, read dir
+    let mut handled: u64 = (1 << 13) - 1; // ABI 1: bits 0-12
+    if abi >= 2 {
+        handled |= 1 << 13; // refer
+    }
+    if abi >= 3 {
+        handled |= 1 << 14; // truncate
+    }
+    p.op(PCode::LandlockCreate, [handled, 0, 0, 0], Step::Landlock, format!("create a Landlock ruleset (ABI {abi})"), None);
+    let root = p.string(b"/");
+    p.op(PCode::LandlockRule, [root, READ, 0, 0], Step::Landlock, "allow reading everywhere", Some(Path::new("/")));
+    let mut writable: Vec<String> = vec!["/dev".into()];
+    writable.extend(ll.writable.iter().cloned());
+    for w in writable {
+        sandbox_components(&w, Step::Landlock)?;
+        let off = p.string(w.as_bytes());
+        p.op(PCode::LandlockRule, [off, handled, 0, 0], Step::Landlock, format!("allow writing under {w}"), Some(Path::new(&w)));
+    }
+    p.op(PCode::LandlockRestrict, [0; 4], Step::Landlock, "enforce the Landlock ruleset", None);
+    Ok(())
+}
 
-fn parse_slot_path(v: &str) -> Option<(usize, &str)> {
-    let rest = v.strip_prefix(SLOT_MARK)?;
-    let (num, suffix) = rest.split_once('/')?;
-    Some((num.parse().ok()?, suffix))
+fn check_nul(b: &[u8]) -> Result<(), SetupFailure> {
+    if b.contains(&0) {
+        return Err(fail(Step::Spec, None, format!("{:?} contains a NUL byte", String::from_utf8_lossy(b))));
+    }
+    Ok(())
 }
 
 enum TopKind {
@@ -1095,10 +1313,6 @@ fn ns_name(nstype: i32) -> &'static str {
         libc::CLONE_NEWCGROUP => "cgroup",
         _ => "time",
     }
-}
-
-fn absolute(p: &Path, cwd: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) }
 }
 
 fn validate_hostname(h: &str) -> Result<(), SetupFailure> {

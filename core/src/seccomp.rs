@@ -68,14 +68,8 @@ const PTRACE_FAMILY: &[&str] = &["ptrace", "process_vm_readv", "process_vm_write
 
 /// A compiled filter: the program the payload loads.
 pub(crate) struct Filter {
-    /// The instructions `fprog` points to (kept alive with it).
-    #[allow(dead_code)]
     pub prog: Box<[libc::sock_filter]>,
-    pub fprog: Box<libc::sock_fprog>,
 }
-
-// The program is read-only data handed to the kernel.
-unsafe impl Send for Filter {}
 
 fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt: 0, jf: 0, k }
@@ -258,9 +252,7 @@ fn assemble(rules: &[Rule], default_ret: u32) -> Result<Filter, SetupFailure> {
     if p.len() > 4096 {
         return Err(fail(format!("the seccomp program has {} instructions, more than the kernel's 4096", p.len())));
     }
-    let prog = p.into_boxed_slice();
-    let fprog = Box::new(libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter });
-    Ok(Filter { prog, fprog })
+    Ok(Filter { prog: p.into_boxed_slice() })
 }
 
 fn errno_ret(e: u32) -> u32 {

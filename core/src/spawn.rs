@@ -4,9 +4,11 @@
 use crate::cgroup::{JobCgroup, Wanted};
 use crate::child::Child;
 use crate::error::{Error, Result, SetupFailure, Step};
-use crate::exec::{self, PHASE_PAYLOAD, RECORD};
-use crate::plan::{self, Fds};
-use crate::spec::{CgroupMode, IdMap, Network, NsMode, SandboxSpec, Stdio};
+use crate::exec::{self, RECORD};
+use crate::hostpath;
+use crate::idrange::IdRange;
+use crate::plan::{self, Fds, HostPaths};
+use crate::spec::{CgroupMode, IdMap, Mount, Network, NsMode, SandboxSpec, Stdio, UsernsMode};
 use crate::sys::{self, CloneArgs, Errno};
 use std::fs::File;
 use std::io;
@@ -79,9 +81,9 @@ fn fd_is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
-/// Two child stacks with guard pages, unmapped when dropped. Dropped only once both children have
-/// exec'd or exited.
-struct Stacks {
+/// The setup child's stack, with a guard page, unmapped when dropped (only once the child has
+/// exec'd init or exited: it runs on it).
+struct Stack {
     base: *mut libc::c_void,
     len: usize,
 }
@@ -89,33 +91,36 @@ struct Stacks {
 const STACK: usize = 256 << 10;
 const GUARD: usize = 4 << 10;
 
-impl Stacks {
-    fn new() -> io::Result<Stacks> {
-        let len = 2 * (STACK + GUARD);
+impl Stack {
+    fn new() -> io::Result<Stack> {
+        let len = STACK + GUARD;
+        // SAFETY: an anonymous private mapping; no existing memory is touched.
         let base = unsafe {
             libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK, -1, 0)
         };
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let s = Stacks { base, len };
-        for g in [0, STACK + GUARD] {
-            if unsafe { libc::mprotect((base as *mut u8).add(g) as *mut libc::c_void, GUARD, libc::PROT_NONE) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+        let s = Stack { base, len };
+        // SAFETY: the first page of our own mapping.
+        if unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) } < 0 {
+            return Err(io::Error::last_os_error());
         }
         Ok(s)
     }
-    fn setup_low(&self) -> *mut u8 {
+    fn low(&self) -> *mut u8 {
+        // SAFETY: within the mapping.
         unsafe { (self.base as *mut u8).add(GUARD) }
     }
-    fn payload_top(&self) -> *mut u8 {
-        unsafe { (self.base as *mut u8).add(2 * (STACK + GUARD)) }
+    fn top(&self) -> *mut u8 {
+        // SAFETY: one past the end of the mapping (a stack grows down from it).
+        unsafe { (self.base as *mut u8).add(self.len) }
     }
 }
 
-impl Drop for Stacks {
+impl Drop for Stack {
     fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer used by any process.
         unsafe { libc::munmap(self.base, self.len) };
     }
 }
@@ -126,6 +131,7 @@ struct SignalsBlocked(libc::sigset_t);
 
 impl SignalsBlocked {
     fn new() -> SignalsBlocked {
+        // SAFETY: plain sigset manipulation of our own thread's mask.
         unsafe {
             let mut all: libc::sigset_t = std::mem::zeroed();
             let mut old: libc::sigset_t = std::mem::zeroed();
@@ -138,6 +144,7 @@ impl SignalsBlocked {
 
 impl Drop for SignalsBlocked {
     fn drop(&mut self) {
+        // SAFETY: restores the mask saved by new().
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
     }
 }
@@ -160,8 +167,8 @@ struct ChildSide {
     keep: Vec<OwnedFd>,
 }
 
-/// For `image`: the spec with the image config's defaults applied, and the layers (topmost
-/// first) that make its root.
+/// For `image`: the spec with the image config's defaults applied, and the layer directories
+/// (topmost first) that make its root.
 fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(SandboxSpec, Vec<PathBuf>), SetupFailure> {
     let dir = spec.image_store.clone().unwrap_or_else(crate::ImageStore::default_dir);
     let fail = |e: crate::ImageError| SetupFailure::new(Step::Image, None, Some(dir.clone()), &format!("image {name:?}: {e}")).hint("import it first: cagette image import DIR --name NAME; `cagette image ls` lists the store");
@@ -197,17 +204,19 @@ fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(Sandbox
             if out.group.is_none() {
                 out.group = Some(gid);
             }
-            // As root, the store keeps the image's owners as they are: map the image user's ids
-            // to themselves next to root, so that its files are its own inside. (Rootless, the
-            // one id there is stays root's; a non-root USER then needs an explicit map.)
-            let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-            let with_identity = |map: &mut Vec<crate::spec::IdMap>, host_root: u32, id: u32| {
+            // With userns = host as root, the store keeps the image's owners as they are: map the
+            // image user's ids to themselves next to root, so that its files are its own inside.
+            // (The default id range maps 0..65535 already; rootless, the one id there is stays
+            // root's, and a non-root USER needs an explicit map.)
+            let euid = sys::euid();
+            let egid = nix::unistd::getegid().as_raw();
+            let with_identity = |map: &mut Vec<IdMap>, host_root: u32, id: u32| {
                 if map.is_empty() && id != 0 {
-                    map.push(crate::spec::IdMap { inside: 0, outside: host_root, count: 1 });
-                    map.push(crate::spec::IdMap { inside: id, outside: id, count: 1 });
+                    map.push(IdMap { inside: 0, outside: host_root, count: 1 });
+                    map.push(IdMap { inside: id, outside: id, count: 1 });
                 }
             };
-            if euid == 0 {
+            if euid == 0 && out.userns == UsernsMode::Host {
                 with_identity(&mut out.uid_map, euid, uid);
                 with_identity(&mut out.gid_map, egid, out.group.unwrap_or(gid));
             }
@@ -216,9 +225,162 @@ fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(Sandbox
     Ok((out, layers))
 }
 
+/// The uid and gid maps of a new user namespace, and the id range they use (held for the job).
+fn id_maps(spec: &SandboxSpec) -> std::result::Result<(Vec<IdMap>, Vec<IdMap>, Option<IdRange>), SetupFailure> {
+    let euid = sys::euid();
+    let egid = nix::unistd::getegid().as_raw();
+    if spec.namespaces.user != NsMode::New {
+        return Ok((Vec::new(), Vec::new(), None));
+    }
+    let (mut uid, mut gid, mut range) = (spec.uid_map.clone(), spec.gid_map.clone(), None);
+    if uid.is_empty() && gid.is_empty() && euid == 0 && spec.userns == UsernsMode::Auto {
+        let r = crate::idrange::allocate()?;
+        let m = IdMap { inside: 0, outside: r.base(), count: crate::idrange::RANGE_SIZE };
+        uid.push(m);
+        gid.push(m);
+        range = Some(r);
+    }
+    if uid.is_empty() {
+        uid.push(IdMap { inside: 0, outside: euid, count: 1 });
+    }
+    if gid.is_empty() {
+        gid.push(IdMap { inside: 0, outside: egid, count: 1 });
+    }
+    Ok((uid, gid, range))
+}
+
+/// Resolves the spec's host paths once (see `hostpath.rs`); with `premount`, also makes their
+/// mounts here (they are id-mapped once the sandbox's user namespace exists).
+fn host_paths(spec: &SandboxSpec, layers: &[PathBuf], cwd: &std::path::Path, premount: bool) -> std::result::Result<HostPaths, SetupFailure> {
+    let follow = spec.follow_symlinks;
+    let mut out = HostPaths::default();
+    if let Some(r) = &spec.rootfs {
+        let mut h = hostpath::resolve(r, cwd, follow, Step::Mount, "the rootfs")?;
+        if h.path == std::path::Path::new("/") {
+            return Err(SetupFailure::new(Step::Mount, Some(libc::EINVAL), Some(h.path.clone()), "the rootfs is the host's root directory")
+                .hint("leave rootfs unset for a read-only view of the host's root, or give the directory that holds the sandbox's files"));
+        }
+        if !h.is_dir {
+            return Err(SetupFailure::new(Step::Mount, Some(libc::ENOTDIR), Some(h.path.clone()), "the rootfs is not a directory"));
+        }
+        if premount {
+            h.make_mount(true, Step::Mount, "the rootfs")?;
+        }
+        out.rootfs = Some(h);
+    }
+    for m in &spec.mounts {
+        let mut v = Vec::new();
+        match m {
+            Mount::Bind { source, recursive, destination, .. } => {
+                let mut h = hostpath::resolve(source, cwd, follow, Step::Mount, &format!("the bind source for {destination}"))?;
+                if premount {
+                    h.make_mount(*recursive, Step::Mount, &format!("the bind source for {destination}"))?;
+                }
+                v.push(h);
+            }
+            Mount::Overlay { lower, upper, work, destination } => {
+                for l in lower {
+                    let mut h = hostpath::resolve(l, cwd, follow, Step::Mount, &format!("an overlay lower directory for {destination}"))?;
+                    if premount {
+                        h.make_mount(false, Step::Mount, "an overlay lower directory")?;
+                    }
+                    v.push(h);
+                }
+                if let (Some(u), Some(w)) = (upper, work) {
+                    let hu = hostpath::resolve(u, cwd, follow, Step::Mount, &format!("the overlay upper directory for {destination}"))?;
+                    let hw = hostpath::resolve(w, cwd, follow, Step::Mount, &format!("the overlay work directory for {destination}"))?;
+                    // Both must be on one mount: the overlay gets their common parent.
+                    let mut common = PathBuf::new();
+                    for (a, b) in hu.path.components().zip(hw.path.components()) {
+                        if a != b {
+                            break;
+                        }
+                        common.push(a);
+                    }
+                    if common == hu.path || common == hw.path {
+                        return Err(SetupFailure::new(Step::Mount, Some(libc::EINVAL), Some(hu.path.clone()), &format!("overlay at {destination}: the upper and work directories must not contain each other")));
+                    }
+                    let mut hp = hostpath::resolve(&common, cwd, false, Step::Mount, &format!("the parent of the overlay's upper and work directories for {destination}"))?;
+                    if premount {
+                        hp.make_mount(false, Step::Mount, "the parent of the overlay's upper and work directories")?;
+                    }
+                    v.push(hp);
+                    v.push(hu);
+                    v.push(hw);
+                }
+            }
+            _ => {}
+        }
+        out.mounts.push(v);
+    }
+    for l in layers {
+        let mut h = hostpath::resolve(l, cwd, false, Step::Image, "an image layer")?;
+        if premount {
+            h.make_mount(false, Step::Image, "an image layer")?;
+        }
+        out.layers.push(h);
+    }
+    Ok(out)
+}
+
+/// Device nodes the spec adds to /dev: (host path, name under /dev), checked to be devices.
+fn extra_devices(spec: &SandboxSpec) -> std::result::Result<Vec<(PathBuf, String)>, SetupFailure> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    for d in &spec.devices {
+        let bad = |why: &str| SetupFailure::new(Step::Mount, Some(libc::EINVAL), Some(d.clone()), &format!("device {}: {why}", d.display())).hint("give a device node under /dev, like /dev/fuse or /dev/kvm");
+        let name = d.strip_prefix("/dev/").map_err(|_| bad("not under /dev"))?.to_string_lossy().into_owned();
+        if name.is_empty() || name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(bad("not a plain path under /dev"));
+        }
+        let md = std::fs::metadata(d).map_err(|e| SetupFailure::new(Step::Mount, e.raw_os_error(), Some(d.clone()), &format!("device {}", d.display())))?;
+        if !(md.file_type().is_char_device() || md.file_type().is_block_device()) {
+            return Err(bad("not a character or block device"));
+        }
+        out.push((d.clone(), name));
+    }
+    Ok(out)
+}
+
+/// The terminal size of the first of our standard streams that is a terminal.
+fn host_winsize() -> Option<[u16; 4]> {
+    for fd in [0, 1, 2] {
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if let Ok(ws) = rustix::termios::tcgetwinsize(fd) {
+            return Some([ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel]);
+        }
+    }
+    None
+}
+
+/// A memfd holding the payload's plan, for init.
+fn payload_plan_memfd() -> io::Result<OwnedFd> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    memfd_create(c"cagette-payload", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)
+}
+
+/// Receives the pty master the setup child sends over the status socket.
+fn receive_pty(sock: &OwnedFd) -> io::Result<File> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut cmsg = nix::cmsg_space!(RawFd);
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)?;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed this fd in our table for us.
+                return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidData, "the sandbox did not send its terminal"))
+}
+
 pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
+    crate::validate::spec(spec)?;
     let resolved;
-    let (spec, root_layers) = match &spec.image {
+    let (spec, layers) = match &spec.image {
         Some(name) => {
             resolved = resolve_image(spec, name)?;
             (&resolved.0, resolved.1.clone())
@@ -236,16 +398,44 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     let wanted = Wanted::from_spec(spec)?;
     let cgroup = if wanted.any() {
         if spec.cgroup == CgroupMode::Never {
-            return Err(SetupFailure::new(Step::Cgroup, Some(libc::EINVAL), None, "resource limits were asked for but cgroup = never").hint("drop the limits or allow a cgroup (cgroup = auto)").into());
+            let why = if wanted.tracking_only() {
+                "the job shares the host's pid namespace, so only a cgroup can find (and kill) all its processes at the end, but cgroup = never"
+            } else {
+                "resource limits were asked for but cgroup = never"
+            };
+            return Err(SetupFailure::new(Step::Cgroup, Some(libc::EINVAL), None, why).hint("drop the limits (or keep a pid namespace of its own), or allow a cgroup (cgroup = auto)").into());
         }
-        Some(JobCgroup::create(&wanted, spec.cgroup_parent.as_deref())?)
+        Some(JobCgroup::create(&wanted, spec.cgroup_parent.as_deref()).map_err(|f| {
+            if wanted.tracking_only() {
+                let mut f = f;
+                f.message = format!("the job shares the host's pid namespace, so it needs a cgroup to find (and kill) all its processes at the end: {}", f.message);
+                let h = f.hint.clone().unwrap_or_else(|| "run as root or in a delegated cgroup".into());
+                f.hint(format!("{h}; or keep a pid namespace of its own (namespaces.pid = new)"))
+            } else {
+                f
+            }
+        })?)
     } else {
         None
     };
 
+    // Ids: as root, a private id range; then the host paths, resolved once (and, when the
+    // sandbox's root is not the caller, mounted here to be id-mapped onto the sandbox's ids).
+    let (uid_map, gid_map, id_range) = id_maps(spec)?;
+    let user_new = spec.namespaces.user == NsMode::New;
+    let premount = user_new && sys::euid() == 0 && !uid_map.iter().any(|m| m.inside == 0 && m.outside == 0);
+    let host = host_paths(spec, &layers, &cwd, premount)?;
+    let devices = extra_devices(spec)?;
+    let hidden_store = if spec.rootfs.is_none() && spec.image.is_none() {
+        let mut v = vec![crate::ImageStore::default_dir()];
+        v.extend(spec.image_store.clone());
+        v.into_iter().filter(|p| p.is_absolute() && p.exists()).collect()
+    } else {
+        Vec::new()
+    };
+
     let mut side = ChildSide { keep: Vec::new() };
     let (err_r, err_w) = pipe().map_err(io_err("create the setup error pipe"))?;
-    let user_new = spec.namespaces.user == NsMode::New;
     let host_attach = cgroup.as_ref().is_some_and(|c| c.needs_host_attach());
     let (sync_r, sync_w) = if user_new || host_attach {
         let (r, w) = pipe().map_err(io_err("create the setup sync pipe"))?;
@@ -254,12 +444,14 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         (None, None)
     };
     let (status_host, status_child) = socketpair().map_err(io_err("create the status socket"))?;
+    let plan_fd = payload_plan_memfd().map_err(io_err("create the memfd for the payload's plan"))?;
 
     // Standard streams.
     let mut host_ends: [Option<File>; 3] = [None, None, None];
     let mut stdio = [0; 3];
     for (i, s) in [spec.stdin, spec.stdout, spec.stderr].into_iter().enumerate() {
         stdio[i] = match s {
+            _ if spec.tty => -1,
             Stdio::Inherit if fd_is_open(i as RawFd) => i as RawFd,
             Stdio::Inherit | Stdio::Null => {
                 let f = File::options().read(true).write(true).open("/dev/null").map_err(io_err("open /dev/null"))?;
@@ -320,14 +512,24 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         passed: spec.pass_fds.iter().map(|p| (p.host, p.sandbox)).collect(),
         joins,
         cgroup_tasks: cgroup.as_ref().map(|c| c.self_join_files()).unwrap_or_default(),
-        root_layers,
+        uid_map,
+        gid_map,
+        payload_plan: plan_fd.as_raw_fd(),
+        host,
+        hidden_store,
+        devices,
+        winsize: if spec.tty { host_winsize() } else { None },
     };
-    let mut plan = plan::compile(spec, &fds, &cwd)?;
-    let stacks = Stacks::new().map_err(io_err("allocate the setup stacks"))?;
-    plan.payload_stack_top = stacks.payload_top();
-    plan.err_fd.store(err_w.as_raw_fd(), std::sync::atomic::Ordering::Relaxed);
+    let plan = plan::compile(spec, &fds)?;
+    {
+        use std::io::Write;
+        let bytes = plan.payload.finish();
+        File::from(plan_fd.try_clone().map_err(io_err("duplicate the payload plan's memfd"))?).write_all(&bytes).map_err(io_err("write the payload's plan"))?;
+    }
+    let stack = Stack::new().map_err(io_err("allocate the setup stack"))?;
+    plan.err_fd.store(err_w.as_raw_fd(), Ordering::Relaxed);
 
-    // Clone. The child shares our memory until it execs: the plan and stacks stay put until then.
+    // Clone. The child shares our memory until it execs: the plan and stack stay put until then.
     let flags = plan.clone_flags | libc::CLONE_VM as u64 | sys::CLONE_PIDFD;
     let plan_ptr = &plan as *const plan::Plan as *mut libc::c_void;
     let mut pidfd: libc::c_int = -1;
@@ -342,10 +544,12 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
                 cgroup: into.map_or(0, |fd| fd as u64),
                 pidfd: &mut pidfd as *mut libc::c_int as u64,
                 exit_signal: 0, // not SIGCHLD: a host's waitpid(-1) cannot reap our child
-                stack: stacks.setup_low() as u64,
+                stack: stack.low() as u64,
                 stack_size: STACK as u64,
                 ..Default::default()
             };
+            // SAFETY: the child runs setup_main on its own stack with the plan, both kept alive
+            // (and untouched by us) until it has exec'd or exited; it makes raw syscalls only.
             r = unsafe { sys::clone3_run(&mut args, exec::setup_main, plan_ptr) };
             if matches!(r, Err(Errno(libc::ENOSYS))) {
                 CLONE3_REFUSED.store(true, Ordering::Relaxed);
@@ -354,8 +558,8 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
             }
         }
         if matches!(r, Err(Errno(libc::ENOSYS))) {
-            let top = unsafe { stacks.setup_low().add(STACK) };
-            r = unsafe { sys::clone_run(flags, top, &mut pidfd, exec::setup_main, plan_ptr) };
+            // SAFETY: as above.
+            r = unsafe { sys::clone_run(flags, stack.top(), &mut pidfd, exec::setup_main, plan_ptr) };
         }
         r
     };
@@ -364,6 +568,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     drop(sync_r);
     drop(status_child);
     drop(side);
+    drop(plan_fd);
     let pid = match result {
         Ok(pid) => pid as libc::pid_t,
         Err(Errno(e)) => {
@@ -375,39 +580,39 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
             return Err(f.into());
         }
     };
+    // SAFETY: clone stored the new pidfd there.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let abort = |pidfd: &OwnedFd| {
-        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, 0, 0) };
+        let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
         crate::child::reap_raw(pidfd.as_raw_fd());
     };
 
     if let Some(cg) = cgroup.as_ref().filter(|c| c.needs_host_attach() && !born_in_cgroup) {
         if let Err(f) = cg.attach(pid) {
             abort(&pidfd);
-            drop(stacks);
+            drop(stack);
             return Err(f.into());
         }
     }
     if user_new {
-        if let Err(f) = write_id_maps(pid, spec) {
+        let r = write_id_maps(pid, &fds.uid_map, &fds.gid_map).and_then(|()| idmap_mounts(pid, &fds.host));
+        if let Err(f) = r {
             abort(&pidfd);
-            drop(stacks);
+            drop(stack);
             return Err(f.into());
         }
     }
-    {
-        if let Some(w) = sync_w {
-            let mut w = File::from(w);
-            use std::io::Write;
-            if let Err(e) = w.write_all(&[1]) {
-                abort(&pidfd);
-                drop(stacks);
-                return Err(Error::io("release the sandbox process", e));
-            }
+    if let Some(w) = sync_w {
+        let mut w = File::from(w);
+        use std::io::Write;
+        if let Err(e) = w.write_all(&[1]) {
+            abort(&pidfd);
+            drop(stack);
+            return Err(Error::io("release the sandbox process", e));
         }
     }
 
-    // Wait until both children exec'd (EOF) or one reported a failure.
+    // Wait until the payload exec'd (EOF: init and the payload closed their ends) or a step failed.
     let mut rec = [0u8; RECORD];
     let mut got = 0;
     let mut err_r = File::from(err_r);
@@ -424,7 +629,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 abort(&pidfd);
-                drop(stacks);
+                drop(stack);
                 return Err(Error::io("read the setup error pipe", e));
             }
         }
@@ -433,20 +638,33 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         let phase = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]);
         let index = u32::from_ne_bytes([rec[4], rec[5], rec[6], rec[7]]) as usize;
         let errno = i32::from_ne_bytes([rec[8], rec[9], rec[10], rec[11]]);
-        // Take the sandbox down (its init may have started if the payload ran on a copy of our
-        // memory) and wait until the children are gone before their stacks are unmapped.
+        // Take the sandbox down and wait until it is gone before its stack is unmapped.
         abort(&pidfd);
-        drop(stacks);
-        return Err(plan.failure(phase == PHASE_PAYLOAD, index, errno).into());
+        drop(stack);
+        return Err(plan.failure(phase, index, errno).into());
     }
-    drop(stacks);
+    drop(stack);
     if got != 0 {
         abort(&pidfd);
         return Err(Error::Usage("the sandbox's setup sent a truncated error record".into()));
     }
     drop(plan);
+    let pty = if spec.tty {
+        match receive_pty(&status_host) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                abort(&pidfd);
+                return Err(Error::io("receive the sandbox's terminal", e));
+            }
+        }
+    } else {
+        None
+    };
 
     let mut child = Child::new(pid, pidfd, status_host, host_ends, started, spec.timeout, spec.namespaces.pid == NsMode::New, cgroup);
+    child.pty = pty;
+    child.id_range = id_range;
+    child.oom_policy = spec.oom_policy;
     if spec.seccomp_kill {
         child.track_payload();
     }
@@ -458,16 +676,8 @@ fn map_text(maps: &[IdMap]) -> String {
 }
 
 /// Writes uid_map, setgroups and gid_map of the child's new user namespace.
-fn write_id_maps(pid: libc::pid_t, spec: &SandboxSpec) -> std::result::Result<(), SetupFailure> {
-    let euid = unsafe { libc::geteuid() };
-    let egid = unsafe { libc::getegid() };
-    let uid = if spec.uid_map.is_empty() { vec![IdMap { inside: 0, outside: euid, count: 1 }] } else { spec.uid_map.clone() };
-    let gid = if spec.gid_map.is_empty() { vec![IdMap { inside: 0, outside: egid, count: 1 }] } else { spec.gid_map.clone() };
-    for m in uid.iter().chain(gid.iter()) {
-        if m.count == 0 {
-            return Err(SetupFailure::new(Step::IdMap, Some(libc::EINVAL), None, &format!("id map {} {} {} has a count of 0", m.inside, m.outside, m.count)));
-        }
-    }
+fn write_id_maps(pid: libc::pid_t, uid: &[IdMap], gid: &[IdMap]) -> std::result::Result<(), SetupFailure> {
+    let euid = sys::euid();
     let write = |file: &str, text: &str| -> std::result::Result<(), SetupFailure> {
         let path = PathBuf::from(format!("/proc/{pid}/{file}"));
         std::fs::write(&path, text).map_err(|e| {
@@ -479,10 +689,30 @@ fn write_id_maps(pid: libc::pid_t, spec: &SandboxSpec) -> std::result::Result<()
             }
         })
     };
-    write("uid_map", &map_text(&uid))?;
+    write("uid_map", &map_text(uid))?;
     if euid != 0 {
         write("setgroups", "deny")?;
     }
-    write("gid_map", &map_text(&gid))?;
+    write("gid_map", &map_text(gid))?;
+    Ok(())
+}
+
+/// Maps the ids of the mounts the parent made through the sandbox's user namespace.
+fn idmap_mounts(pid: libc::pid_t, host: &HostPaths) -> std::result::Result<(), SetupFailure> {
+    let mut mounts = host.rootfs.iter().map(|h| (h, true)).chain(host.layers.iter().map(|h| (h, false))).collect::<Vec<_>>();
+    mounts.extend(host.mounts.iter().flatten().map(|h| (h, true)));
+    if !mounts.iter().any(|(h, _)| h.mount.is_some()) {
+        return Ok(());
+    }
+    let ns_path = PathBuf::from(format!("/proc/{pid}/ns/user"));
+    let userns: OwnedFd = File::open(&ns_path).map_err(|e| SetupFailure::new(Step::IdMap, e.raw_os_error(), Some(ns_path.clone()), "open the sandbox's user namespace"))?.into();
+    for (h, recursive) in mounts {
+        if let Some(m) = &h.mount {
+            hostpath::idmap(m, &userns, recursive).map_err(|e| {
+                SetupFailure::new(Step::IdMap, e.raw_os_error(), Some(h.path.clone()), &format!("map the ids of the mount of {} onto the sandbox's", h.path.display()))
+                    .hint("id-mapped mounts need Linux 5.12+ and a file system that supports them; or run with userns = host")
+            })?;
+        }
+    }
     Ok(())
 }

@@ -39,9 +39,15 @@ pub struct SandboxSpec {
     pub namespaces: Namespaces,
     /// Network: `none` (a new network namespace with only `lo`, up) or `host`.
     pub network: Network,
-    /// uid mappings of a new user namespace. Empty: map the caller's euid to 0 inside.
+    /// How ids map in a new user namespace when `uid_map` and `gid_map` are empty: `auto` (the
+    /// default: as root, a private range of 65536 host ids that no host user owns, so the
+    /// sandbox's root has no rights over the host's files, sockets and devices; as another user,
+    /// your own id is 0 inside) or `host` (uid 0 inside is your own uid outside: as root that is
+    /// host root over every file the sandbox can reach — unsafe, for compatibility).
+    pub userns: UsernsMode,
+    /// uid mappings of a new user namespace. Empty: see `userns`.
     pub uid_map: Vec<IdMap>,
-    /// gid mappings of a new user namespace. Empty: map the caller's egid to 0 inside.
+    /// gid mappings of a new user namespace. Empty: see `userns`.
     pub gid_map: Vec<IdMap>,
     /// The uid the payload runs as, inside the sandbox (default 0).
     pub user: Option<u32>,
@@ -62,6 +68,14 @@ pub struct SandboxSpec {
     pub image_store: Option<PathBuf>,
     /// Extra mounts, applied in order after the default ones.
     pub mounts: Vec<Mount>,
+    /// Follow symlinks in host paths (the rootfs, bind sources, overlay directories). Off by
+    /// default: a host path that crosses a symlink is refused, because a sandbox that could write
+    /// there could have planted it to redirect a later job's mount.
+    pub follow_symlinks: bool,
+    /// Host device nodes the payload may use besides the standard ones (null, zero, full, random,
+    /// urandom, tty, its own pty), e.g. `/dev/fuse`: bound into its `/dev` and allowed by the
+    /// job's device cgroup. Opening one still needs the host's permissions for the sandbox's ids.
+    pub devices: Vec<PathBuf>,
     /// Mount a fresh `/proc` (default true).
     pub proc: bool,
     /// Mount a minimal `/dev` (default true).
@@ -102,6 +116,10 @@ pub struct SandboxSpec {
     /// Landlock file-system rules, enforced on top of the mounts (fails closed when the kernel
     /// has no Landlock).
     pub landlock: Option<Landlock>,
+    /// Give the payload a terminal of its own: a pty of the sandbox's devpts is its stdin, stdout
+    /// and stderr and its controlling terminal; the host gets the master ([`crate::Child::pty`]).
+    /// The sandbox never gets the caller's terminal as its controlling one.
+    pub tty: bool,
     /// Standard input of the payload (default `inherit`).
     pub stdin: Stdio,
     /// Standard output of the payload (default `inherit`).
@@ -118,8 +136,11 @@ pub struct SandboxSpec {
     #[serde(with = "duration_opt")]
     pub cpu_time: Option<Duration>,
     /// Memory limit of the whole job (cgroup memory.max / memory.limit_in_bytes). Going over it
-    /// gets the job OOM-killed (verdict `oom_killed`).
+    /// gets the job OOM-killed (verdict `oom_killed`). At least [`crate::MIN_MEMORY`].
     pub memory: Option<Size>,
+    /// What an OOM kill of one process of the job does: `kill_job` (the default: the whole job is
+    /// killed, verdict `oom_killed`) or `continue` (the others go on; the report counts the kills).
+    pub oom_policy: OomPolicy,
     /// Memory high mark: the job is throttled and reclaimed above it (cgroup v2 only).
     pub memory_high: Option<Size>,
     /// Swap the job may use on top of `memory`.
@@ -252,6 +273,28 @@ pub struct IoMax {
     pub wiops: Option<u64>,
 }
 
+/// How ids map in a new user namespace without explicit maps (see [`SandboxSpec::userns`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsernsMode {
+    /// As root, a private range of unprivileged host ids; otherwise your own id as 0.
+    #[default]
+    Auto,
+    /// Your own id as 0 (as root: host root).
+    Host,
+}
+
+/// What an OOM kill of one of the job's processes does (see [`SandboxSpec::oom_policy`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OomPolicy {
+    /// The whole job is killed; the verdict is `oom_killed`.
+    #[default]
+    KillJob,
+    /// Only the process the kernel chose dies; the job goes on (the report counts the kills).
+    Continue,
+}
+
 /// When a job gets a cgroup of its own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -275,6 +318,7 @@ impl Default for SandboxSpec {
             hostname: None,
             namespaces: Namespaces::default(),
             network: Network::None,
+            userns: UsernsMode::Auto,
             uid_map: Vec::new(),
             gid_map: Vec::new(),
             user: None,
@@ -285,6 +329,8 @@ impl Default for SandboxSpec {
             image: None,
             image_store: None,
             mounts: Vec::new(),
+            follow_symlinks: false,
+            devices: Vec::new(),
             proc: true,
             dev: true,
             tmp: true,
@@ -303,6 +349,7 @@ impl Default for SandboxSpec {
             seccomp_kill: false,
             allow_user_namespaces: false,
             landlock: None,
+            tty: false,
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
@@ -310,6 +357,7 @@ impl Default for SandboxSpec {
             timeout: None,
             cpu_time: None,
             memory: None,
+            oom_policy: OomPolicy::KillJob,
             memory_high: None,
             memory_swap: None,
             cpus: None,
@@ -353,11 +401,31 @@ impl SandboxSpec {
     /// assert!(cagette::SandboxSpec::from_json(r#"{"memory": "1G"}"#).is_ok());
     /// ```
     pub fn from_json(json: &str) -> Result<SandboxSpec, SpecError> {
-        serde_json::from_str(json).map_err(|e| {
+        let spec: SandboxSpec = serde_json::from_str(json).map_err(|e| {
             // serde_json appends " at line L column C": meaningless for keyword arguments.
             let full = e.to_string();
             let message = full.rfind(" at line ").map(|i| full[..i].to_string()).unwrap_or(full);
             SpecError { unknown_key: message.starts_with("unknown field"), message }
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks every value that can be checked without the host (ids, durations, sizes, counts,
+    /// modes); every spawn does it too, before anything is set up.
+    ///
+    /// ```
+    /// let mut spec = cagette::SandboxSpec { argv: vec!["true".into()], ..Default::default() };
+    /// spec.user = Some(u32::MAX);
+    /// assert!(spec.validate().unwrap_err().message.contains("out of range"));
+    /// ```
+    pub fn validate(&self) -> Result<(), SpecError> {
+        crate::validate::values(self).map_err(|f| SpecError {
+            unknown_key: false,
+            message: match &f.hint {
+                Some(h) => format!("{} (hint: {h})", f.message),
+                None => f.message,
+            },
         })
     }
 }

@@ -56,12 +56,12 @@ macro_rules! sc {
 }
 
 use libc::{
-    SYS_capget, SYS_capset, SYS_chdir, SYS_close, SYS_close_range, SYS_dup3, SYS_execve,
+    SYS_chdir, SYS_close, SYS_close_range, SYS_dup3,
     SYS_execveat, SYS_exit, SYS_fchdir, SYS_fcntl, SYS_fsconfig, SYS_fsmount, SYS_fsopen,
     SYS_ioctl, SYS_mkdirat, SYS_mount, SYS_mount_setattr, SYS_move_mount, SYS_newfstatat,
-    SYS_open_tree, SYS_openat, SYS_openat2, SYS_pivot_root, SYS_prctl, SYS_prlimit64, SYS_read,
-    SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_sethostname, SYS_setgroups, SYS_setns,
-    SYS_setresgid, SYS_setresuid, SYS_socket, SYS_symlinkat, SYS_umount2, SYS_unshare, SYS_wait4,
+    SYS_open_tree, SYS_openat, SYS_openat2, SYS_pivot_root, SYS_prlimit64, SYS_read,
+    SYS_rt_sigaction, SYS_sethostname, SYS_setgroups, SYS_setns,
+    SYS_setresgid, SYS_setresuid, SYS_socket, SYS_symlinkat, SYS_umount2, SYS_unshare,
     SYS_write,
 };
 
@@ -83,6 +83,8 @@ pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+pub const RESOLVE_BENEATH: u64 = 0x08;
 pub const RESOLVE_IN_ROOT: u64 = 0x10;
 pub const CLONE_PIDFD: u64 = 0x1000;
 pub const CLONE_NEWTIME: u64 = 0x80;
@@ -275,17 +277,11 @@ pub fn socket(domain: c_int, ty: c_int, proto: c_int) -> SysResult { sc!(SYS_soc
 pub fn ioctl(fd: c_int, req: usize, arg: *mut c_void) -> SysResult { sc!(SYS_ioctl, fd, req, arg) }
 pub fn setns(fd: c_int, nstype: c_int) -> SysResult { sc!(SYS_setns, fd, nstype) }
 pub fn unshare(flags: c_int) -> SysResult { sc!(SYS_unshare, flags) }
-pub fn prctl(op: c_int, a: usize, b: usize, c: usize, d: usize) -> SysResult { sc!(SYS_prctl, op, a, b, c, d) }
-pub fn capget(hdr: *mut c_void, data: *mut c_void) -> SysResult { sc!(SYS_capget, hdr, data) }
-pub fn capset(hdr: *mut c_void, data: *const c_void) -> SysResult { sc!(SYS_capset, hdr, data) }
 pub fn setresuid(r: u32, e: u32, s: u32) -> SysResult { sc!(SYS_setresuid, r, e, s) }
 pub fn setresgid(r: u32, e: u32, s: u32) -> SysResult { sc!(SYS_setresgid, r, e, s) }
 pub fn setgroups(n: usize, list: *const u32) -> SysResult { sc!(SYS_setgroups, n, list) }
 pub fn prlimit(resource: c_int, new: *const libc::rlimit64) -> SysResult {
     sc!(SYS_prlimit64, 0, resource, new, 0)
-}
-pub fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> SysResult {
-    sc!(SYS_execve, path, argv, envp)
 }
 pub fn execveat(fd: c_int, path: *const c_char, argv: *const *const c_char, envp: *const *const c_char, flags: u32) -> SysResult {
     sc!(SYS_execveat, fd, path, argv, envp, flags)
@@ -293,23 +289,37 @@ pub fn execveat(fd: c_int, path: *const c_char, argv: *const *const c_char, envp
 pub fn rt_sigaction(sig: c_int, act: *const c_void, old: *mut c_void) -> SysResult {
     sc!(SYS_rt_sigaction, sig, act, old, 8)
 }
-pub fn rt_sigprocmask(how: c_int, set: *const u64, old: *mut u64) -> SysResult {
-    sc!(SYS_rt_sigprocmask, how, set, old, 8)
+
+pub fn setsid() -> SysResult { sc!(libc::SYS_setsid) }
+pub fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> SysResult { sc!(libc::SYS_sendmsg, fd, msg, flags) }
+
+// ---- The parent side's few raw calls (no safe wrapper in nix 0.32 or rustix 1.1) ---------------
+
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], {MOUNT_ATTR_IDMAP, userns_fd})`: maps the
+/// ids of a detached mount through a user namespace. Neither nix nor rustix wraps mount_setattr.
+pub(crate) fn parent_mount_setattr_idmap(mount: c_int, userns: c_int, recursive: bool) -> std::io::Result<()> {
+    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns as u64 };
+    let mut flags = AT_EMPTY_PATH;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    mount_setattr(mount, EMPTY_PATH.as_ptr(), flags, &attr).map(|_| ()).map_err(|Errno(e)| std::io::Error::from_raw_os_error(e))
 }
-pub fn seccomp_filter(prog: *const libc::sock_fprog) -> SysResult {
-    // seccomp(SECCOMP_SET_MODE_FILTER, 0, prog)
-    sc!(libc::SYS_seccomp, 1, 0, prog)
+
+const EMPTY_PATH: &core::ffi::CStr = c"";
+
+/// The caller's effective uid.
+pub(crate) fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
 }
-pub fn landlock_create_ruleset(attr: *const c_void, size: usize, flags: u32) -> SysResult {
-    sc!(libc::SYS_landlock_create_ruleset, attr, size, flags)
+
+/// The kernel's Landlock ABI version (0 without Landlock): landlock_create_ruleset(NULL, 0,
+/// LANDLOCK_CREATE_RULESET_VERSION), which no wrapper crate of ours has.
+pub(crate) fn landlock_abi() -> i64 {
+    check(unsafe { syscall6(libc::SYS_landlock_create_ruleset as usize, 0, 0, 1, 0, 0, 0) }).map_or(0, |v| v as i64)
 }
-pub fn landlock_add_rule(ruleset: c_int, rule_type: u32, attr: *const c_void) -> SysResult {
-    sc!(libc::SYS_landlock_add_rule, ruleset, rule_type, attr, 0)
-}
-pub fn landlock_restrict_self(ruleset: c_int) -> SysResult {
-    sc!(libc::SYS_landlock_restrict_self, ruleset, 0)
-}
-pub fn wait4(pid: c_int, status: *mut c_int, options: c_int) -> SysResult { sc!(SYS_wait4, pid, status, options, 0) }
 
 /// Ends the calling task (not the thread group: the setup child is its own process).
 pub fn exit(code: c_int) -> ! {

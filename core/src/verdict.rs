@@ -95,13 +95,18 @@ impl Verdict {
     }
 }
 
-/// What a job used.
+/// What a job used — the job's own figures, never the host's.
 ///
-/// CPU times come from the job's cgroup when it has one (every process, reaped or not), else
-/// from the kernel's rusage of the sandbox's init (every process reaped inside the sandbox).
-/// `memory_peak_bytes` is the cgroup's peak (the whole job's memory, page cache included) when
-/// there is a cgroup; `max_rss_bytes` is always the peak resident size of the *largest single
-/// process* (rusage), which is what `time -v` and isolate's `max-rss` show.
+/// - CPU times: from the job's cgroup when it has one (every process, reaped or not), else the
+///   rusage of every process the sandbox's init reaped (with a pid namespace, init kills and
+///   reaps everything left when the command ends, so nothing is missed).
+/// - `memory_peak_bytes`: the cgroup's peak (the whole job's memory, page cache included), only
+///   when the job has a cgroup.
+/// - `max_rss_bytes`: the peak resident size of the *largest single process* of the job (what
+///   `time -v` and isolate's `max-rss` show), from the rusage init collects of the processes it
+///   reaped. `None` when init could not report it (the job was killed as a whole, e.g. by an
+///   OOM kill or its timeout). The payload is forked by init from init's own small address
+///   space, so this is never the host's peak.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// From spawn to the moment the end was observed.
@@ -110,8 +115,8 @@ pub struct Usage {
     pub cpu_user: Duration,
     /// System CPU time of the whole job.
     pub cpu_system: Duration,
-    /// Peak resident set of the largest process, in bytes.
-    pub max_rss_bytes: u64,
+    /// Peak resident set of the largest process, in bytes (see above for when it is unknown).
+    pub max_rss_bytes: Option<u64>,
     /// Peak memory of the whole job (cgroup), in bytes.
     pub memory_peak_bytes: Option<u64>,
     /// Peak number of processes and threads (cgroup).
@@ -198,10 +203,10 @@ pub struct Report {
     /// System CPU seconds.
     pub cpu_system_s: f64,
     /// Peak memory in bytes: the job's cgroup peak when it has a cgroup, else the largest
-    /// process's peak RSS (see [`Usage`]).
-    pub memory_peak_bytes: u64,
-    /// Peak resident set of the largest single process, in bytes.
-    pub max_rss_bytes: u64,
+    /// process's peak RSS; null when neither is known (see [`Usage`]).
+    pub memory_peak_bytes: Option<u64>,
+    /// Peak resident set of the largest single process, in bytes (null when unknown).
+    pub max_rss_bytes: Option<u64>,
     /// Peak number of processes and threads (cgroup only).
     pub pids_peak: Option<u64>,
     /// Bytes read from block devices (cgroup only).
@@ -243,7 +248,7 @@ impl Report {
             wall_time_s: usage.wall_time.as_secs_f64(),
             cpu_user_s: usage.cpu_user.as_secs_f64(),
             cpu_system_s: usage.cpu_system.as_secs_f64(),
-            memory_peak_bytes: usage.memory_peak_bytes.unwrap_or(usage.max_rss_bytes),
+            memory_peak_bytes: usage.memory_peak_bytes.or(usage.max_rss_bytes),
             max_rss_bytes: usage.max_rss_bytes,
             pids_peak: usage.pids_peak,
             io_read_bytes: usage.io_read_bytes,

@@ -88,8 +88,12 @@ fn setup_errors_are_typed_and_leave_nothing_behind() {
     });
 
     check_clean(|| {
-        let f = failure(Sandbox::new());
-        assert_eq!(f.step, Step::Exec);
+        // No command, or an empty one: a spec error (125), not an exec failure (126).
+        for sb in [Sandbox::new(), Sandbox::new().command("")] {
+            let f = failure(sb);
+            assert_eq!(f.step, Step::Spec);
+            assert_eq!(f.exit_code(), 125);
+        }
     });
 
     check_clean(|| {

@@ -59,7 +59,7 @@ fn ipc_namespace_hides_host_message_queues() {
 #[test]
 fn mount_namespace_keeps_mounts_inside() {
     let before = host_mounts();
-    let mut child = sandbox("grep -c ' /tmp ' /proc/self/mountinfo; sleep 0.3").spawn().unwrap();
+    let child = sandbox("grep -c ' /tmp ' /proc/self/mountinfo; sleep 0.3").spawn().unwrap();
     // While the sandbox runs, the host's mount table is unchanged.
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert_eq!(host_mounts(), before);
@@ -69,15 +69,22 @@ fn mount_namespace_keeps_mounts_inside() {
 
 #[test]
 fn user_namespace_maps_root_to_the_callers_id() {
-    // As root the default map is 0 -> 0 (one id); a caller-chosen range maps 0 -> 100000.
+    // Rootless, the default map is the caller's id as 0 (one id). As root, it is a private range
+    // of 65536 ids that no host user owns (userns = auto), or host root with userns = host; a
+    // caller-chosen range maps 0 -> 100000.
     let o = sh("cat /proc/self/uid_map; id -u");
     let out = stdout(&o);
+    let words: Vec<&str> = out.split_whitespace().collect();
     let euid = unsafe { libc::geteuid() };
-    assert!(out.split_whitespace().collect::<Vec<_>>().starts_with(&["0", &euid.to_string(), "1"]), "{out}");
     if euid != 0 {
+        assert!(words.starts_with(&["0", &euid.to_string(), "1"]), "{out}");
         return;
     }
-    let mut child = Sandbox::new()
+    let base: u32 = words[1].parse().unwrap();
+    assert!(words[0] == "0" && words[2] == "65536" && base >= 0x8_0000 && base % 65536 == 0, "{out}");
+    let host = Sandbox::from_spec(cagette::SandboxSpec { userns: cagette::UsernsMode::Host, ..Default::default() }).command("cat").arg("/proc/self/uid_map").output().unwrap();
+    assert_eq!(stdout(&host).split_whitespace().collect::<Vec<_>>(), ["0", "0", "1"]);
+    let child = Sandbox::new()
         .uid_map([IdMap { inside: 0, outside: 100000, count: 65536 }])
         .gid_map([IdMap { inside: 0, outside: 100000, count: 65536 }])
         .command("sh")

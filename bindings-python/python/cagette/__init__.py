@@ -178,8 +178,8 @@ class Usage:
     wall_time: float
     cpu_user: float
     cpu_system: float
-    memory_peak_bytes: int
-    max_rss_bytes: int
+    memory_peak_bytes: Optional[int]
+    max_rss_bytes: Optional[int]
     pids_peak: Optional[int]
     io_read_bytes: Optional[int]
     io_write_bytes: Optional[int]
@@ -190,8 +190,10 @@ class Usage:
         self.wall_time = float(report["wall_time_s"])
         self.cpu_user = float(report["cpu_user_s"])
         self.cpu_system = float(report["cpu_system_s"])
-        self.memory_peak_bytes = int(report["memory_peak_bytes"])
-        self.max_rss_bytes = int(report["max_rss_bytes"])
+        peak = report.get("memory_peak_bytes")
+        rss = report.get("max_rss_bytes")
+        self.memory_peak_bytes = None if peak is None else int(peak)
+        self.max_rss_bytes = None if rss is None else int(rss)
         self.pids_peak = report.get("pids_peak")
         self.io_read_bytes = report.get("io_read_bytes")
         self.io_write_bytes = report.get("io_write_bytes")

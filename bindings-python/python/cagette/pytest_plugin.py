@@ -166,5 +166,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     terminalreporter.section("cagette: usage of sandboxed tests")
     for nodeid, p in rows:
-        mib = p["memory_peak_bytes"] / (1 << 20)
-        terminalreporter.write_line(f"{nodeid}: {p['verdict']}, peak memory {mib:.1f} MiB, CPU {p['cpu_s']:.3f}s, wall {p['wall_s']:.3f}s")
+        peak = p["memory_peak_bytes"]
+        mem = "unknown" if peak is None else f"{peak / (1 << 20):.1f} MiB"
+        terminalreporter.write_line(f"{nodeid}: {p['verdict']}, peak memory {mem}, CPU {p['cpu_s']:.3f}s, wall {p['wall_s']:.3f}s")

@@ -1,44 +1,81 @@
 /*
- * cagette-init: the tiny pid 1 of a sandbox.
+ * cagette-init: the tiny pid 1 of a sandbox, and the process that starts the payload.
  *
  * Built freestanding (no libc) by core/build.rs and embedded in the library. The setup child
- * executes it from a sealed memfd right after the payload has exec'd, so the long-lived process in
- * the sandbox never shares the host's address space. Contract (see core/src/exec.rs):
+ * executes it from a sealed memfd once the sandbox is built (namespaces, mounts, root). From then
+ * on no process of the sandbox shares the host's address space: init forks the payload from its
+ * own small one, so the payload's memory accounting (cgroup, rusage) is its own, and an OOM kill in
+ * the job can never pick a process that shares the host's memory. Contract (core/src/exec.rs):
  *
- *   argv[1]  the payload's pid (in the sandbox's pid namespace), decimal
- *   fd 3     a stream socket to the host: the payload's wait status (4 bytes, native endian) is
- *            written there when the payload ends; end-of-file or hang-up on it means the host
- *            died, and the whole sandbox is killed. The host may send 'K': kill everything,
- *            reap it all (so its CPU time is accounted to init), and exit 0.
+ *   fd 3     a stream socket to the host. When the payload ends, init kills and reaps whatever is
+ *            left in the sandbox (pid namespace), then writes one 32-byte record: the payload's
+ *            wait status (i32), flags (u32: bit 0 = the status is valid), and the user and system
+ *            CPU microseconds and the peak RSS (KiB) of every process init reaped (i64 each).
+ *            End-of-file or hang-up on it means the host died: the whole sandbox is killed. The
+ *            host may send 'K': kill everything, reap it all, write the record, and exit 0.
+ *   fd 5     the setup error pipe: a failure before the payload's exec is written there as one
+ *            12-byte record (phase u32, index u32, errno i32); phase 1 = payload op `index`,
+ *            phase 2 = init itself (index 0: read the payload plan, 1: fork).
+ *   fd 6     the payload plan (a memfd; format below), read once.
+ *   fd 7...  the descriptors the payload gets (its standard streams, passed fds), named by the
+ *            plan's FDS operation.
  *   signals  all blocked on entry (inherited); SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
  *            SIGWINCH and SIGCONT are forwarded to the payload; orphans are reaped.
  *
- * When the payload ends, init writes its status and exits; as pid 1 of a pid namespace its exit
- * makes the kernel kill everything left in the namespace.
+ * The payload plan: u64 words. Header: magic, total size, number of operations, offset of the
+ * operations. Each operation is five u64: code and four arguments; strings and arrays are given as
+ * offsets from the start of the plan (arrays of strings are arrays of u64 offsets, 0-terminated
+ * where noted). The child runs them in order; the last is EXEC.
  */
 
 typedef unsigned long u64;
+typedef long i64;
 typedef unsigned int u32;
+typedef unsigned short u16;
 
 #if defined(__x86_64__)
 #define NR_read 0
 #define NR_write 1
 #define NR_close 3
+#define NR_fstat 5
+#define NR_mmap 9
+#define NR_munmap 11
 #define NR_rt_sigprocmask 14
+#define NR_ioctl 16
 #define NR_getpid 39
+#define NR_clone 56
+#define NR_execve 59
+#define NR_exit 60
 #define NR_wait4 61
 #define NR_kill 62
+#define NR_fcntl 72
+#define NR_chdir 80
+#define NR_getrusage 98
+#define NR_setsid 112
+#define NR_setgroups 116
+#define NR_setresuid 117
+#define NR_setresgid 119
+#define NR_capget 125
+#define NR_capset 126
 #define NR_prctl 157
 #define NR_exit_group 231
 #define NR_ppoll 271
 #define NR_signalfd4 289
-static long sc(long n, long a, long b, long c, long d, long e) {
+#define NR_dup3 292
+#define NR_seccomp 317
+#define NR_close_range 436
+#define NR_landlock_create_ruleset 444
+#define NR_landlock_add_rule 445
+#define NR_landlock_restrict_self 446
+#define NR_openat 257
+static long sc6(long n, long a, long b, long c, long d, long e, long f) {
     register long r10 __asm__("r10") = d;
     register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
     long ret;
     __asm__ volatile("syscall"
                      : "=a"(ret)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
                      : "rcx", "r11", "memory");
     return ret;
 }
@@ -48,28 +85,53 @@ __asm__(".text\n.global _start\n_start:\n"
 #define NR_read 63
 #define NR_write 64
 #define NR_close 57
+#define NR_fstat 80
+#define NR_mmap 222
+#define NR_munmap 215
 #define NR_rt_sigprocmask 135
+#define NR_ioctl 29
 #define NR_getpid 172
+#define NR_clone 220
+#define NR_execve 221
+#define NR_exit 93
 #define NR_wait4 260
 #define NR_kill 129
+#define NR_fcntl 25
+#define NR_chdir 49
+#define NR_getrusage 165
+#define NR_setsid 157
+#define NR_setgroups 159
+#define NR_setresuid 147
+#define NR_setresgid 149
+#define NR_capget 90
+#define NR_capset 91
 #define NR_prctl 167
 #define NR_exit_group 94
 #define NR_ppoll 73
 #define NR_signalfd4 74
-static long sc(long n, long a, long b, long c, long d, long e) {
+#define NR_dup3 24
+#define NR_seccomp 277
+#define NR_close_range 436
+#define NR_landlock_create_ruleset 444
+#define NR_landlock_add_rule 445
+#define NR_landlock_restrict_self 446
+#define NR_openat 56
+static long sc6(long n, long a, long b, long c, long d, long e, long f) {
     register long x8 __asm__("x8") = n;
     register long x0 __asm__("x0") = a;
     register long x1 __asm__("x1") = b;
     register long x2 __asm__("x2") = c;
     register long x3 __asm__("x3") = d;
     register long x4 __asm__("x4") = e;
-    __asm__ volatile("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4) : "memory");
+    register long x5 __asm__("x5") = f;
+    __asm__ volatile("svc #0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
     return x0;
 }
 __asm__(".text\n.global _start\n_start:\n  mov x0, sp\n  bl cmain\n  brk #0\n");
 #else
 #error "cagette-init: unsupported architecture"
 #endif
+#define sc(n, a, b, c, d, e) sc6(n, a, b, c, d, e, 0)
 
 #define SIGHUP 1
 #define SIGINT 2
@@ -82,6 +144,7 @@ __asm__(".text\n.global _start\n_start:\n  mov x0, sp\n  bl cmain\n  brk #0\n");
 #define SIGCONT 18
 #define SIGWINCH 28
 #define SIG_BLOCK 0
+#define SIG_SETMASK 2
 #define WNOHANG 1
 #define WALL 0x40000000
 #define POLLIN 1
@@ -89,15 +152,80 @@ __asm__(".text\n.global _start\n_start:\n  mov x0, sp\n  bl cmain\n  brk #0\n");
 #define POLLHUP 16
 #define SFD_NONBLOCK 04000
 #define SFD_CLOEXEC 02000000
+#define PR_SET_PDEATHSIG 1
+#define PR_SET_KEEPCAPS 8
+#define PR_CAPBSET_DROP 24
+#define PR_SET_NO_NEW_PRIVS 38
 #define PR_SET_CHILD_SUBREAPER 36
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_RAISE 2
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#define F_DUPFD_CLOEXEC 1030
+#define O_PATH 010000000
+#define O_CLOEXEC 02000000
+#define AT_FDCWD -100
+#define PROT_READ 1
+#define PROT_WRITE 2
+#define MAP_PRIVATE 2
+#define TIOCSCTTY 0x540E
 #define EINTR 4
 #define EAGAIN 11
+#define ENOENT 2
+#define ENOTDIR 20
+#define EACCES 13
+#define EINVAL 22
+#define EMFILE 24
 #define STATUS_FD 3
+#define ERR_FD 5
+#define PLAN_FD 6
+#define FIRST_SOURCE 7
+#define PHASE_PAYLOAD 1
+#define PHASE_INIT 2
+#define PLAN_MAGIC 0x444c59415054474cUL /* the first word of the plan (payload.rs) */
+
+enum {
+    OP_DEATHSIG = 1,
+    OP_CHDIR,
+    OP_DROP_BOUNDING,
+    OP_SETGROUPS,
+    OP_SETGID,
+    OP_SETUID,
+    OP_CAPSET,
+    OP_KEEPCAPS,
+    OP_AMBIENT,
+    OP_SECCOMP,
+    OP_LL_CREATE,
+    OP_LL_RULE,
+    OP_LL_RESTRICT,
+    OP_NNP,
+    OP_FDS,
+    OP_CTTY,
+    OP_UNBLOCK,
+    OP_EXEC,
+};
 
 struct pollfd {
     int fd;
     short events;
     short revents;
+};
+
+struct op {
+    u64 code, a, b, c, d;
+};
+
+struct header {
+    u64 magic, size, nops, ops;
+};
+
+struct timeval {
+    i64 sec, usec;
+};
+
+struct rusage {
+    struct timeval utime, stime;
+    i64 maxrss;
+    i64 rest[14];
 };
 
 #define BIT(s) (1UL << ((s) - 1))
@@ -106,15 +234,247 @@ static __attribute__((noreturn)) void die(int code) {
     for (;;) sc(NR_exit_group, code, 0, 0, 0, 0);
 }
 
-static long parse_pid(const char *s) {
-    long v = 0;
-    if (!s || !*s) return -1;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || v > 100000000) return -1;
-        v = v * 10 + (*s - '0');
-    }
-    return v;
+/* Writes a 12-byte failure record (phase, index, errno) to fd, whole or not at all. */
+static void report(int fd, u32 phase, u32 index, long err) {
+    u32 rec[3];
+    rec[0] = phase;
+    rec[1] = index;
+    rec[2] = (u32)(int)(-err);
+    long n;
+    do n = sc(NR_write, fd, (long)rec, sizeof rec, 0, 0);
+    while (n == -EINTR);
 }
+
+/* ---- the payload, between fork and exec ---------------------------------------------------- */
+
+struct capheader {
+    u32 version;
+    int pid;
+};
+struct capdata {
+    u32 effective, permitted, inheritable;
+};
+struct sock_fprog {
+    u16 len;
+    u16 pad[3];
+    const void *filter;
+};
+struct ll_path_beneath {
+    u64 allowed;
+    int parent_fd;
+} __attribute__((packed));
+
+static long drop_bounding(u64 keep, u64 last) {
+    for (u64 cap = 0; cap <= last && cap < 64; cap++) {
+        if (keep & (1UL << cap)) continue;
+        long r = sc(NR_prctl, PR_CAPBSET_DROP, (long)cap, 0, 0, 0);
+        if (r < 0 && r != -EINVAL) return r;
+    }
+    return 0;
+}
+
+static long capset_keep(u64 keep, u64 inheritable) {
+    struct capheader hdr = {0x20080522, 0};
+    struct capdata cur[2], data[2];
+    long r = sc(NR_capget, (long)&hdr, (long)cur, 0, 0, 0);
+    if (r < 0) return r;
+    u32 lo = (u32)keep, hi = (u32)(keep >> 32);
+    data[0].effective = data[0].permitted = cur[0].permitted & lo;
+    data[0].inheritable = cur[0].permitted & lo & (u32)inheritable;
+    data[1].effective = data[1].permitted = cur[1].permitted & hi;
+    data[1].inheritable = cur[1].permitted & hi & (u32)(inheritable >> 32);
+    hdr.version = 0x20080522;
+    hdr.pid = 0;
+    r = sc(NR_capset, (long)&hdr, (long)data, 0, 0, 0);
+    if (r < 0) return r;
+    r = sc(NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    return r == -EINVAL ? 0 : r;
+}
+
+static long raise_ambient(u64 keep, u64 last) {
+    for (u64 cap = 0; cap <= last && cap < 64; cap++) {
+        if (!(keep & (1UL << cap))) continue;
+        long r = sc(NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, (long)cap, 0, 0);
+        if (r < 0) return r;
+    }
+    return 0;
+}
+
+/*
+ * Puts every (source, target) pair in place without one clobbering another, closes the gaps
+ * between targets and everything above them, and keeps a close-on-exec copy of the error pipe
+ * (returned through *err) for a failure after this point.
+ */
+static long shuffle_fds(const int *moves, u64 n, int *err) {
+    int high = ERR_FD;
+    int tmp[64];
+    u64 i;
+    if (n > 64) return -EMFILE;
+    int max_target = 2;
+    for (i = 0; i < n; i++) {
+        if (moves[2 * i] > high) high = moves[2 * i];
+        if (moves[2 * i + 1] > high) high = moves[2 * i + 1];
+        if (moves[2 * i + 1] > max_target) max_target = moves[2 * i + 1];
+    }
+    high += 1;
+    long e = sc(NR_fcntl, *err, F_DUPFD_CLOEXEC, high, 0, 0);
+    if (e < 0) return e;
+    *err = (int)e;
+    for (i = 0; i < n; i++) {
+        long t = sc(NR_fcntl, moves[2 * i], F_DUPFD_CLOEXEC, high, 0, 0);
+        if (t < 0) return t;
+        tmp[i] = (int)t;
+    }
+    for (i = 0; i < n; i++) {
+        long r = sc(NR_dup3, tmp[i], moves[2 * i + 1], 0, 0, 0);
+        if (r < 0) return r;
+    }
+    /* Close every fd below max_target that is not a target, and everything above it but err. */
+    for (int fd = 0; fd <= max_target; fd++) {
+        int is_target = 0;
+        for (i = 0; i < n; i++)
+            if (moves[2 * i + 1] == fd) is_target = 1;
+        if (!is_target) sc(NR_close, fd, 0, 0, 0, 0);
+    }
+    if (*err > max_target + 1) {
+        long r = sc(NR_close_range, max_target + 1, *err - 1, 0, 0, 0);
+        if (r < 0) return r;
+    }
+    return sc(NR_close_range, *err + 1, ~0U, 0, 0, 0);
+}
+
+static long run_op(char *base, const struct op *o, int *err) {
+    switch (o->code) {
+    case OP_DEATHSIG:
+        return sc(NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    case OP_CHDIR:
+        return sc(NR_chdir, (long)(base + o->a), 0, 0, 0, 0);
+    case OP_DROP_BOUNDING:
+        return drop_bounding(o->a, o->b);
+    case OP_SETGROUPS:
+        return sc(NR_setgroups, (long)o->b, (long)(base + o->a), 0, 0, 0);
+    case OP_SETGID:
+        return sc(NR_setresgid, (long)o->a, (long)o->a, (long)o->a, 0, 0);
+    case OP_SETUID:
+        return sc(NR_setresuid, (long)o->a, (long)o->a, (long)o->a, 0, 0);
+    case OP_CAPSET:
+        return capset_keep(o->a, o->b);
+    case OP_KEEPCAPS:
+        return sc(NR_prctl, PR_SET_KEEPCAPS, 1, 0, 0, 0);
+    case OP_AMBIENT:
+        return raise_ambient(o->a, o->b);
+    case OP_SECCOMP: {
+        struct sock_fprog prog;
+        prog.len = (u16)o->b;
+        prog.pad[0] = prog.pad[1] = prog.pad[2] = 0;
+        prog.filter = base + o->a;
+        return sc(NR_seccomp, 1 /* SECCOMP_SET_MODE_FILTER */, 0, (long)&prog, 0, 0);
+    }
+    case OP_LL_CREATE: {
+        u64 handled = o->a;
+        long fd = sc(NR_landlock_create_ruleset, (long)&handled, 8, 0, 0, 0);
+        if (fd < 0) return fd;
+        /* Kept in the operation's spare argument for the rules and the restriction. */
+        ((struct op *)o)->d = (u64)fd;
+        return 0;
+    }
+    case OP_LL_RULE: {
+        long fd = sc(NR_openat, AT_FDCWD, (long)(base + o->a), O_PATH | O_CLOEXEC, 0, 0);
+        if (fd < 0) return fd;
+        struct ll_path_beneath attr;
+        attr.allowed = o->b;
+        attr.parent_fd = (int)fd;
+        long r = sc(NR_landlock_add_rule, (long)o->c, 1 /* PATH_BENEATH */, (long)&attr, 0, 0);
+        sc(NR_close, fd, 0, 0, 0, 0);
+        return r;
+    }
+    case OP_LL_RESTRICT: {
+        long r = sc(NR_landlock_restrict_self, (long)o->a, 0, 0, 0, 0);
+        sc(NR_close, (long)o->a, 0, 0, 0, 0);
+        return r;
+    }
+    case OP_NNP:
+        return sc(NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    case OP_FDS:
+        return shuffle_fds((const int *)(base + o->a), o->b, err);
+    case OP_CTTY: {
+        long r = sc(NR_setsid, 0, 0, 0, 0, 0);
+        if (r < 0) return r;
+        return sc(NR_ioctl, 0, TIOCSCTTY, 0, 0, 0);
+    }
+    case OP_UNBLOCK: {
+        u64 empty = 0;
+        return sc(NR_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8, 0);
+    }
+    case OP_EXEC: {
+        u64 *cands = (u64 *)(base + o->a);
+        u64 *argv = (u64 *)(base + o->c);
+        u64 *envp = (u64 *)(base + o->d);
+        /* Offsets to pointers (this is the child's private copy of the plan). */
+        for (u64 *p = argv; *p; p++) *p = (u64)(base + *p);
+        for (u64 *p = envp; *p; p++) *p = (u64)(base + *p);
+        long first = -ENOENT;
+        int eacces = 0;
+        for (u64 i = 0; i < o->b; i++) {
+            long r = sc(NR_execve, (long)(base + cands[i]), (long)argv, (long)envp, 0, 0);
+            if (r == -EACCES) {
+                eacces = 1;
+            } else if (r != -ENOENT && r != -ENOTDIR) {
+                return r;
+            }
+        }
+        return eacces ? -EACCES : first;
+    }
+    }
+    return -EINVAL;
+}
+
+static __attribute__((noreturn)) void payload_main(char *base, const struct header *h) {
+    int err = ERR_FD;
+    struct op *ops = (struct op *)(base + h->ops);
+    long ll_fd = -1;
+    for (u64 i = 0; i < h->nops; i++) {
+        /* The Landlock ruleset fd travels from the create operation to the later ones. */
+        if (ops[i].code == OP_LL_RULE) ops[i].c = (u64)ll_fd;
+        if (ops[i].code == OP_LL_RESTRICT) ops[i].a = (u64)ll_fd;
+        long r = run_op(base, &ops[i], &err);
+        if (ops[i].code == OP_LL_CREATE && r == 0) ll_fd = (long)ops[i].d;
+        if (r < 0) {
+            report(err, PHASE_PAYLOAD, (u32)i, r);
+            for (;;) sc(NR_exit, 127, 0, 0, 0, 0);
+        }
+    }
+    report(err, PHASE_PAYLOAD, (u32)h->nops, -EINVAL);
+    for (;;) sc(NR_exit, 127, 0, 0, 0, 0);
+}
+
+/* Maps the payload plan; NULL on failure (reported). */
+static char *map_plan(void) {
+    long st[18]; /* struct stat: 144 bytes on x86_64 and aarch64; st_size at byte 48 */
+    long r = sc(NR_fstat, PLAN_FD, (long)st, 0, 0, 0);
+    if (r < 0) {
+        report(ERR_FD, PHASE_INIT, 0, r);
+        return 0;
+    }
+    long size = st[6];
+    if (size < (long)sizeof(struct header)) {
+        report(ERR_FD, PHASE_INIT, 0, -EINVAL);
+        return 0;
+    }
+    long m = sc6(NR_mmap, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, PLAN_FD, 0);
+    if (m < 0 && m > -4096) {
+        report(ERR_FD, PHASE_INIT, 0, m);
+        return 0;
+    }
+    struct header *h = (struct header *)m;
+    if (h->magic != PLAN_MAGIC || h->size != (u64)size || h->ops + h->nops * sizeof(struct op) > (u64)size) {
+        report(ERR_FD, PHASE_INIT, 0, -EINVAL);
+        return 0;
+    }
+    return (char *)m;
+}
+
+/* ---- init proper ---------------------------------------------------------------------------- */
 
 /* Reaps every child that has ended; returns 1 and sets *status when the payload is among them. */
 static int reap(long payload, int *status) {
@@ -139,31 +499,67 @@ static void kill_all(long payload, int pid1) {
 }
 
 /* Kills every process of the sandbox and reaps them all, so that their usage is accounted. */
-static void kill_and_reap(long payload, int pid1) {
-    int st;
+static void kill_and_reap(long payload, int pid1, int *status, int *have) {
     for (;;) {
-        kill_all(payload, pid1);
+        int st = 0;
+        kill_all(*have ? -1 : payload, pid1);
         long pid = sc(NR_wait4, -1, (long)&st, WALL, 0, 0);
         if (pid == -EINTR) continue;
         if (pid < 0) return; /* ECHILD: nothing left */
+        if (pid == payload && !*have) {
+            *status = st;
+            *have = 1;
+        }
+    }
+}
+
+/* Writes the end-of-job record (see the contract above). */
+static void send_record(int status, int have) {
+    struct rusage ru;
+    i64 rec[4];
+    for (int i = 0; i < (int)(sizeof ru / sizeof(i64)); i++) ((i64 *)&ru)[i] = 0;
+    sc(NR_getrusage, -1 /* RUSAGE_CHILDREN */, (long)&ru, 0, 0, 0);
+    rec[0] = (i64)(u32)status | ((i64)(have ? 1 : 0) << 32);
+    rec[1] = ru.utime.sec * 1000000 + ru.utime.usec;
+    rec[2] = ru.stime.sec * 1000000 + ru.stime.usec;
+    rec[3] = ru.maxrss;
+    long off = 0;
+    while (off < (long)sizeof rec) {
+        long n = sc(NR_write, STATUS_FD, (long)rec + off, (long)sizeof rec - off, 0, 0);
+        if (n == -EINTR) continue;
+        if (n <= 0) return;
+        off += n;
     }
 }
 
 __attribute__((used)) void cmain(long *sp) {
-    long argc = sp[0];
-    char **argv = (char **)(sp + 1);
-    long payload = argc > 1 ? parse_pid(argv[1]) : -1;
+    (void)sp;
     int pid1 = sc(NR_getpid, 0, 0, 0, 0, 0) == 1;
     u64 all = ~0UL;
     u64 watched = BIT(SIGCHLD) | BIT(SIGTERM) | BIT(SIGINT) | BIT(SIGHUP) | BIT(SIGQUIT) |
                   BIT(SIGUSR1) | BIT(SIGUSR2) | BIT(SIGWINCH) | BIT(SIGCONT);
     struct pollfd fds[2];
-    int status = 0;
+    int status = 0, have = 0;
     long sfd;
 
-    if (payload <= 0) die(125);
     sc(NR_rt_sigprocmask, SIG_BLOCK, (long)&all, 0, 8, 0);
     if (!pid1) sc(NR_prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+
+    char *plan = map_plan();
+    if (!plan) die(125);
+    const struct header *h = (const struct header *)plan;
+    long payload = sc(NR_clone, SIGCHLD, 0, 0, 0, 0);
+    if (payload == 0) payload_main(plan, h);
+    if (payload < 0) {
+        report(ERR_FD, PHASE_INIT, 1, payload);
+        die(125);
+    }
+    /* The payload has its own copies: init keeps none of its descriptors, nor the error pipe. */
+    sc(NR_munmap, (long)plan, (long)h->size, 0, 0, 0);
+    sc(NR_close, ERR_FD, 0, 0, 0, 0);
+    sc(NR_close, PLAN_FD, 0, 0, 0, 0);
+    sc(NR_close_range, FIRST_SOURCE, ~0U, 0, 0, 0);
+
     sfd = sc(NR_signalfd4, -1, (long)&watched, 8, SFD_NONBLOCK | SFD_CLOEXEC, 0);
     if (sfd < 0) {
         kill_all(payload, pid1);
@@ -176,9 +572,10 @@ __attribute__((used)) void cmain(long *sp) {
 
     for (;;) {
         if (reap(payload, &status)) {
-            long n;
-            do n = sc(NR_write, STATUS_FD, (long)&status, 4, 0, 0);
-            while (n == -EINTR);
+            have = 1;
+            /* Everything left in the sandbox goes with the payload (reaped, so it is accounted). */
+            if (pid1) kill_and_reap(payload, pid1, &status, &have);
+            send_record(status, have);
             die(0);
         }
         fds[0].revents = fds[1].revents = 0;
@@ -188,7 +585,8 @@ __attribute__((used)) void cmain(long *sp) {
             char cmd = 0;
             long n = sc(NR_read, STATUS_FD, (long)&cmd, 1, 0, 0);
             if (n == 1 && cmd == 'K') {
-                kill_and_reap(payload, pid1);
+                kill_and_reap(payload, pid1, &status, &have);
+                send_record(status, have);
                 die(0);
             }
             if (n == -EINTR || n == -EAGAIN) continue;
