@@ -9,7 +9,7 @@ use cagette::{
 };
 use clap::{Parser, Subcommand};
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -126,6 +126,17 @@ struct RunArgs {
     /// Run as UID[:GID] inside the sandbox.
     #[arg(long, value_name = "UID[:GID]")]
     user: Option<String>,
+    /// Ids without explicit maps: auto (as root, a private range of 65536 unprivileged host ids;
+    /// otherwise your uid as 0) or host (your uid as 0: as root, host root — unsafe).
+    #[arg(long, value_name = "auto|host")]
+    userns: Option<String>,
+    /// Follow symlinks in host paths (rootfs, bind sources, overlay directories); by default a
+    /// path through a symlink is refused.
+    #[arg(long)]
+    follow_symlinks: bool,
+    /// Give the command a host device node besides the standard ones (e.g. /dev/fuse).
+    #[arg(long, value_name = "PATH")]
+    device: Vec<PathBuf>,
     /// uid mapping INSIDE:OUTSIDE:COUNT (repeatable; default: your uid as 0).
     #[arg(long, value_name = "IN:OUT:COUNT")]
     uid_map: Vec<String>,
@@ -168,6 +179,10 @@ struct RunArgs {
     /// Memory high mark: throttle and reclaim above it (cgroup v2).
     #[arg(long, value_name = "SIZE")]
     memory_high: Option<String>,
+    /// When the OOM killer kills one process of the job: kill-job (default: the whole job ends,
+    /// verdict oom_killed) or continue.
+    #[arg(long, value_name = "kill-job|continue")]
+    oom_policy: Option<String>,
     /// Swap allowed on top of --memory.
     #[arg(long, value_name = "SIZE")]
     memory_swap: Option<String>,
@@ -201,6 +216,13 @@ struct RunArgs {
     /// Kill the whole sandbox after this long (e.g. 10s, 500ms, 2m).
     #[arg(long, value_name = "DURATION")]
     timeout: Option<String>,
+    /// Give the command a terminal of its own (a pty in the sandbox, never yours), shown here.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Keep standard input open for the command (with -t: what you type goes to its terminal,
+    /// in raw mode, as with `docker run -it`).
+    #[arg(short = 'i', long)]
+    interactive: bool,
     /// Write a JSON report of the verdict and usage to PATH (- for stdout).
     #[arg(long, value_name = "PATH|-")]
     report: Option<String>,
@@ -208,6 +230,9 @@ struct RunArgs {
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
 }
+
+/// The largest spec or seccomp profile the CLI reads (JSON).
+const MAX_JSON: u64 = 16 << 20;
 
 fn die(msg: impl std::fmt::Display) -> ! {
     eprintln!("cagette: {msg}");
@@ -233,7 +258,8 @@ fn parse_cap(s: &str) -> Vec<Capability> {
 fn build_spec(a: &RunArgs) -> SandboxSpec {
     let mut spec: SandboxSpec = match &a.spec {
         Some(p) => {
-            let text = std::fs::read_to_string(p).unwrap_or_else(|e| die(format!("cannot read spec {}: {e}", p.display())));
+            let bytes = cagette::read_host_file(p, MAX_JSON).unwrap_or_else(|e| die(format!("cannot read the spec: {e}")));
+            let text = String::from_utf8(bytes).unwrap_or_else(|_| die(format!("invalid spec {}: not UTF-8 text", p.display())));
             SandboxSpec::from_json(&text).unwrap_or_else(|e| die(format!("invalid spec {}: {e}", p.display())))
         }
         None => SandboxSpec::default(),
@@ -306,6 +332,20 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
             spec.group = Some(g.parse().unwrap_or_else(|_| die(format!("invalid --user {u:?}: expected UID[:GID] (numbers)"))));
         }
     }
+    match a.userns.as_deref() {
+        None => {}
+        Some("auto") => spec.userns = cagette::UsernsMode::Auto,
+        Some("host") => spec.userns = cagette::UsernsMode::Host,
+        Some(other) => die(format!("invalid --userns {other:?}: expected auto or host")),
+    }
+    spec.follow_symlinks |= a.follow_symlinks;
+    spec.devices.extend(a.device.iter().cloned());
+    match a.oom_policy.as_deref() {
+        None => {}
+        Some("kill-job") | Some("kill_job") => spec.oom_policy = cagette::OomPolicy::KillJob,
+        Some("continue") => spec.oom_policy = cagette::OomPolicy::Continue,
+        Some(other) => die(format!("invalid --oom-policy {other:?}: expected kill-job or continue")),
+    }
     spec.uid_map.extend(a.uid_map.iter().map(|s| parse_map(s)));
     spec.gid_map.extend(a.gid_map.iter().map(|s| parse_map(s)));
     for ns in &a.share {
@@ -338,7 +378,8 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
             "default" => Seccomp::Mode(SeccompMode::Default),
             "none" => Seccomp::Mode(SeccompMode::None),
             file => {
-                let text = std::fs::read_to_string(file).unwrap_or_else(|e| die(format!("--seccomp {file}: cannot read it: {e}")));
+                let bytes = cagette::read_host_file(std::path::Path::new(file), MAX_JSON).unwrap_or_else(|e| die(format!("--seccomp: cannot read the profile: {e}")));
+                let text = String::from_utf8(bytes).unwrap_or_else(|_| die(format!("--seccomp {file}: not UTF-8 text")));
                 Seccomp::Profile(serde_json::from_str(&text).unwrap_or_else(|e| die(format!("--seccomp {file}: not an OCI linux.seccomp profile: {e}"))))
             }
         };
@@ -396,6 +437,7 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
     if let Some(t) = &a.timeout {
         spec.timeout = Some(cagette::parse_duration(t).unwrap_or_else(|e| die(format!("--timeout: {e}"))));
     }
+    spec.tty |= a.tty;
     spec
 }
 
@@ -423,8 +465,28 @@ fn run(a: &RunArgs) -> ExitCode {
     if spec.argv.is_empty() && spec.image.is_none() {
         die("no command given: cagette run [OPTIONS] -- CMD [ARGS...]");
     }
+    for (name, s) in [("stdin", spec.stdin), ("stdout", spec.stdout), ("stderr", spec.stderr)] {
+        if s == cagette::Stdio::Piped {
+            die(format!("the spec's {name} is \"piped\": pipes are for programs that use the library; the command run by the CLI uses the CLI's own streams (use \"inherit\" or \"null\")"));
+        }
+    }
+    // A report that was asked for must be writable: checked before the job runs.
+    if let Some(dest) = a.report.as_deref().filter(|d| *d != "-") {
+        let p = std::path::Path::new(dest);
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        if !dir.is_dir() || p.is_dir() {
+            die(format!("--report {dest}: {}", if p.is_dir() { "is a directory" } else { "its directory does not exist" }));
+        }
+    }
     let sigfd = forward_signals();
-    let result = cagette::Sandbox::from_spec(spec).spawn().and_then(|mut child| wait(&mut child, sigfd.as_ref()));
+    let tty = spec.tty;
+    let result = cagette::Sandbox::from_spec(spec).spawn().and_then(|mut child| {
+        if tty {
+            child.interact(a.interactive, sigfd.as_ref().map(|f| f.as_fd()))
+        } else {
+            wait(&mut child, sigfd.as_ref())
+        }
+    });
     let report = Report::from_result(&result);
     if let Err(e) = &result {
         match e.setup_failure() {
@@ -440,22 +502,30 @@ fn run(a: &RunArgs) -> ExitCode {
             None => eprintln!("cagette: {e}"),
         }
     }
+    let mut code = match &result {
+        Ok(o) => o.verdict.exit_code(),
+        Err(e) => e.setup_failure().map(|f| Verdict::SetupFailed(f.clone()).exit_code()).unwrap_or(125),
+    };
+    if let Ok(o) = &result {
+        if o.usage.oom_kills > 0 && o.verdict.success() {
+            eprintln!("cagette: warning: the job exited 0, but the OOM killer killed {} of its processes (oom_policy = continue)", o.usage.oom_kills);
+        }
+    }
     if let Some(dest) = &a.report {
         let json = serde_json::to_string(&report).unwrap_or_default();
         let r = if dest == "-" {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{json}").and_then(|_| out.flush())
         } else {
-            std::fs::write(dest, format!("{json}\n"))
+            // Never through a symlink the job could have planted in a directory it can write.
+            cagette::write_host_file(std::path::Path::new(dest), format!("{json}\n").as_bytes())
         };
         if let Err(e) = r {
-            eprintln!("cagette: cannot write the report to {dest}: {e}");
+            eprintln!("cagette: cannot write the report: {e}");
+            // The report was asked for: not having it is cagette's failure.
+            code = 125;
         }
     }
-    let code = match &result {
-        Ok(o) => o.verdict.exit_code(),
-        Err(e) => e.setup_failure().map(|f| Verdict::SetupFailed(f.clone()).exit_code()).unwrap_or(125),
-    };
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 

@@ -11,7 +11,7 @@ use crate::error::{SetupFailure, Step};
 use crate::spec::SandboxSpec;
 use std::fs;
 use std::io::{self, ErrorKind};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,6 +125,10 @@ pub(crate) struct Wanted {
     /// The job has its own pid namespace: killing its init kills every process, and init's
     /// rusage covers every process (so v1 needs neither freezer nor cpuacct for that).
     pub pid_ns: bool,
+    /// An OOM kill of one process kills the whole job (`oom_policy = kill_job`).
+    pub oom_kill_job: bool,
+    /// Device nodes the job may use besides the standard set: (type 'c' or 'b', major, minor).
+    pub devices: Vec<(char, u32, u32)>,
 }
 
 impl Wanted {
@@ -147,6 +151,8 @@ impl Wanted {
             cpu_time: spec.cpu_time,
             always: spec.cgroup == crate::spec::CgroupMode::Always,
             pid_ns: spec.namespaces.pid == crate::spec::NsMode::New,
+            oom_kill_job: spec.oom_policy == crate::spec::OomPolicy::KillJob,
+            devices: spec.devices.iter().filter_map(|d| device_of(d)).collect(),
         })
     }
 
@@ -158,7 +164,7 @@ impl Wanted {
     }
 
     fn limits(&self) -> bool {
-        *self != Wanted { always: self.always, pid_ns: self.pid_ns, ..Wanted::default() }
+        *self != Wanted { always: self.always, pid_ns: self.pid_ns, oom_kill_job: self.oom_kill_job, devices: self.devices.clone(), ..Wanted::default() }
     }
 
     /// Whether the cgroup is wanted only to track the processes of a job without a pid namespace.
@@ -190,6 +196,9 @@ impl Wanted {
         }
         if self.io_weight.is_some() || !self.io_max.is_empty() {
             c.push("blkio");
+        }
+        if crate::sys::euid() == 0 {
+            c.push("devices"); // the device allow-list (setting it needs root)
         }
         c
     }
@@ -230,7 +239,100 @@ pub(crate) struct JobCgroup {
     dirfd: Option<OwnedFd>,
     cpu_time: Option<Duration>,
     removed: bool,
+    /// v1 with `oom_policy = kill_job`: an eventfd signalled when the job's memory cgroup hits
+    /// an OOM (v2 has memory.oom.group instead); the waiter then kills the whole job.
+    oom_event: Option<OwnedFd>,
 }
+
+/// The standard device allow-list (as runc and crun): rwm on null, zero, full, random, urandom,
+/// tty, ptmx and the ptys.
+const STANDARD_DEVICES: &[(char, u32, Option<u32>)] = &[('c', 1, Some(3)), ('c', 1, Some(5)), ('c', 1, Some(7)), ('c', 1, Some(8)), ('c', 1, Some(9)), ('c', 5, Some(0)), ('c', 5, Some(2)), ('c', 136, None)];
+
+/// (type, major, minor) of a device node.
+fn device_of(p: &Path) -> Option<(char, u32, u32)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = fs::metadata(p).ok()?;
+    let t = if md.file_type().is_char_device() {
+        'c'
+    } else if md.file_type().is_block_device() {
+        'b'
+    } else {
+        return None;
+    };
+    Some((t, libc::major(md.rdev()), libc::minor(md.rdev())))
+}
+
+/// The cgroup path of the job's parent, relative to a hierarchy's root: the spec's
+/// `cgroup_parent` (a path like `/ci/jobs`, as Docker's `--cgroup-parent` and runc's
+/// `cgroupsPath`; on v2 it may also be written as the directory under /sys/fs/cgroup), or
+/// `cagette`.
+fn parent_rel(spec_parent: Option<&Path>, backend: &Backend) -> Result<PathBuf, SetupFailure> {
+    let Some(p) = spec_parent else { return Ok(PathBuf::from(PARENT_NAME)) };
+    let bad = |why: &str| setup_err(Some(libc::EINVAL), p, &format!("cgroup parent {}: {why}", p.display())).hint("give a cgroup path such as /ci/jobs (created as needed under each hierarchy's root)");
+    let rel = match p.strip_prefix(ROOT) {
+        Ok(r) if *backend == Backend::V2 => r.to_path_buf(),
+        Ok(_) => return Err(bad("on cgroup v1 give the cgroup's path (it applies in every controller's hierarchy), not a directory of /sys/fs/cgroup")),
+        Err(_) if p.is_absolute() => p.strip_prefix("/").unwrap_or(p).to_path_buf(),
+        Err(_) => return Err(bad("not an absolute cgroup path")),
+    };
+    if rel.as_os_str().is_empty() {
+        return Err(bad("the root cgroup cannot hold jobs"));
+    }
+    if !rel.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+        return Err(bad("only plain names, no '.' or '..'"));
+    }
+    Ok(rel)
+}
+
+/// Creates `base` and its missing ancestors below `top` (a hierarchy's root); with `cpuset`,
+/// each new level gets its parent's CPUs and memory nodes (new cpuset cgroups start empty).
+fn create_levels(top: &Path, base: &Path, cpuset: bool) -> Result<(), SetupFailure> {
+    let rel = base.strip_prefix(top).unwrap_or(base);
+    let mut cur = top.to_path_buf();
+    for c in rel.components() {
+        let parent = cur.clone();
+        cur.push(c);
+        if cur.is_dir() {
+            continue;
+        }
+        if let Err(e) = fs::create_dir(&cur) {
+            if !cur.is_dir() {
+                return Err(with_access_hint(setup_err(e.raw_os_error(), &cur, "create the parent cgroup")));
+            }
+        }
+        if cpuset {
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                let v = fs::read_to_string(parent.join(f)).unwrap_or_default();
+                write(&cur.join(f), v.trim(), "initialize the parent cgroup's cpuset")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sweeps each parent directory once per process: job cgroups whose host died are killed and
+/// removed (a host killed by SIGKILL cannot remove its own).
+fn sweep_once(parent: &Path, v1_rel: Option<&Path>) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut done = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+        if done.iter().any(|d| d == parent) {
+            return;
+        }
+        done.push(parent.to_path_buf());
+    }
+    match v1_rel {
+        // Every controller's hierarchy: a dead host's job may have used others than this one.
+        Some(rel) => {
+            for c in V1_CONTROLLERS {
+                sweep_v1(&Path::new(ROOT).join(c).join(rel), rel);
+            }
+        }
+        None => sweep(parent),
+    }
+}
+
+const V1_CONTROLLERS: &[&str] = &["freezer", "pids", "memory", "cpuacct", "cpu", "cpuset", "blkio", "devices"];
 
 fn sweep(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else { return };
@@ -277,30 +379,30 @@ fn remove_dir_retry(dir: &Path) -> io::Result<()> {
 }
 
 fn parent_v2(spec_parent: Option<&Path>, wanted: &Wanted) -> Result<PathBuf, SetupFailure> {
-    if let Some(p) = spec_parent {
-        require_cgroup_dir(p, "the cgroup parent")?;
-        let sub = fs::read_to_string(p.join("cgroup.subtree_control")).unwrap_or_default();
-        if let Some(c) = wanted.v2_controllers().into_iter().find(|c| !sub.split_whitespace().any(|h| h == *c)) {
-            return Err(setup_err(Some(libc::ENOENT), p, &format!("the {c} controller is not enabled for the children of the cgroup parent"))
-                .hint(format!("enable it with `echo +{c} > {}/cgroup.subtree_control` (the parent must hold no processes itself)", p.display())));
-        }
-        return Ok(p.to_path_buf());
-    }
-    if unsafe { libc::geteuid() } == 0 {
-        let p = Path::new(ROOT).join(PARENT_NAME);
-        if !p.is_dir() {
-            match fs::create_dir(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(setup_err(e.raw_os_error(), &p, "create cagette's parent cgroup")),
+    let root = crate::sys::euid() == 0;
+    if root || spec_parent.is_some() {
+        let rel = parent_rel(spec_parent, &Backend::V2)?;
+        let p = Path::new(ROOT).join(&rel);
+        if root {
+            create_levels(Path::new(ROOT), &p, false)?;
+            // Enable the controllers the jobs need at every level from the root down to it.
+            let mut dir = PathBuf::from(ROOT);
+            for level in std::iter::once(None).chain(rel.components().map(Some)) {
+                if let Some(c) = level {
+                    dir.push(c);
+                }
+                let have = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
+                let missing: Vec<String> = wanted.v2_controllers().into_iter().filter(|c| !have.split_whitespace().any(|h| h == *c)).map(|c| format!("+{c}")).collect();
+                if !missing.is_empty() {
+                    write(&dir.join("cgroup.subtree_control"), &missing.join(" "), "enable cgroup controllers")?;
+                }
             }
-        }
-        // Enable the controllers we need for the jobs below it (and in the root, if not yet).
-        for dir in [Path::new(ROOT), p.as_path()] {
-            let have = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
-            let missing: Vec<String> = wanted.v2_controllers().into_iter().filter(|c| !have.split_whitespace().any(|h| h == *c)).map(|c| format!("+{c}")).collect();
-            if !missing.is_empty() {
-                write(&dir.join("cgroup.subtree_control"), &missing.join(" "), "enable cgroup controllers")?;
+        } else {
+            require_cgroup_dir(&p, "the cgroup parent")?;
+            let sub = fs::read_to_string(p.join("cgroup.subtree_control")).unwrap_or_default();
+            if let Some(c) = wanted.v2_controllers().into_iter().find(|c| !sub.split_whitespace().any(|h| h == *c)) {
+                return Err(setup_err(Some(libc::ENOENT), &p, &format!("the {c} controller is not enabled for the children of the cgroup parent"))
+                    .hint(format!("enable it with `echo +{c} > {}/cgroup.subtree_control` (the parent must hold no processes itself)", p.display())));
             }
         }
         return Ok(p);
@@ -324,52 +426,36 @@ impl JobCgroup {
     pub fn create(wanted: &Wanted, spec_parent: Option<&Path>) -> Result<JobCgroup, SetupFailure> {
         let backend = backend().ok_or_else(|| setup_err(Some(libc::ENOENT), Path::new(ROOT), "no cgroup file system is mounted").hint("mount cgroup2 at /sys/fs/cgroup"))?;
         let name = job_name();
-        let mut job = JobCgroup { backend: backend.clone(), dirs: Vec::new(), dirfd: None, cpu_time: wanted.cpu_time, removed: false };
+        let mut job = JobCgroup { backend: backend.clone(), dirs: Vec::new(), dirfd: None, cpu_time: wanted.cpu_time, removed: false, oom_event: None };
         match backend {
             Backend::V2 => {
                 let parent = parent_v2(spec_parent, wanted)?;
-                static SWEPT: OnceLock<()> = OnceLock::new();
-                SWEPT.get_or_init(|| sweep(&parent));
+                sweep_once(&parent, None);
                 let dir = parent.join(&name);
-                fs::create_dir(&dir).map_err(|e| setup_err(e.raw_os_error(), &dir, "create the job's cgroup"))?;
+                fs::create_dir(&dir).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &dir, "create the job's cgroup")))?;
                 job.dirs.push(("", dir.clone()));
                 job.limits_v2(&dir, wanted)?;
                 let fd = fs::File::open(&dir).map_err(|e| setup_err(e.raw_os_error(), &dir, "open the job's cgroup"))?;
+                if crate::sys::euid() == 0 {
+                    crate::devfilter::attach(&fd, &wanted.devices).map_err(|e| {
+                        setup_err(e.raw_os_error(), &dir, "attach the device allow-list (an eBPF program) to the job's cgroup").hint("the kernel must allow BPF_PROG_TYPE_CGROUP_DEVICE programs (CONFIG_CGROUP_BPF)")
+                    })?;
+                }
                 job.dirfd = Some(fd.into());
             }
             Backend::V1 => {
                 if wanted.memory_high.is_some() {
                     return Err(setup_err(Some(libc::EOPNOTSUPP), Path::new(ROOT), "memory_high needs cgroup v2 (this host has cgroup v1)").hint("use memory (a hard limit) instead"));
                 }
+                let rel = parent_rel(spec_parent, &backend)?;
                 for ctrl in wanted.v1_controllers() {
-                    let base = spec_parent.map(|p| p.join(ctrl)).unwrap_or_else(|| Path::new(ROOT).join(ctrl).join(PARENT_NAME));
-                    let mount = base.parent().map(Path::to_path_buf).unwrap_or_default();
-                    if spec_parent.is_some() {
-                        // A given parent must already be a cgroup of this controller.
-                        require_cgroup_dir(&base, &format!("the {ctrl} cgroup under the cgroup parent"))?;
-                    } else if !mount.join("cgroup.procs").exists() {
+                    let mount = Path::new(ROOT).join(ctrl);
+                    let base = mount.join(&rel);
+                    if !mount.join("cgroup.procs").exists() {
                         return Err(setup_err(Some(libc::ENOENT), &mount, &format!("the cgroup v1 controller {ctrl} is not mounted")).hint("see `cagette probe` for the usable controllers, or drop this limit"));
                     }
-                    if let Err(e) = fs::create_dir(&base) {
-                        if !base.is_dir() {
-                            return Err(setup_err(e.raw_os_error(), &base, &format!("create cagette's parent cgroup for {ctrl}")));
-                        }
-                    }
-                    if ctrl == "cpuset" && fs::read_to_string(base.join("cpuset.cpus")).map(|s| s.trim().is_empty()).unwrap_or(true) {
-                        {
-                            // New cpuset cgroups start empty; let children copy their parent's.
-                            for f in ["cpuset.cpus", "cpuset.mems"] {
-                                let v = fs::read_to_string(mount.join(f)).unwrap_or_default();
-                                write(&base.join(f), v.trim(), "initialize cagette's cpuset")?;
-                            }
-                        }
-                    }
-                    static SWEPT: OnceLock<()> = OnceLock::new();
-                    SWEPT.get_or_init(|| {
-                        for c in ["freezer", "pids", "memory", "cpuacct", "cpu", "cpuset", "blkio"] {
-                            sweep_v1(&Path::new(ROOT).join(c).join(PARENT_NAME));
-                        }
-                    });
+                    create_levels(&mount, &base, ctrl == "cpuset")?;
+                    sweep_once(&Path::new(ROOT).join("*").join(&rel), Some(&rel));
                     let dir = base.join(&name);
                     fs::create_dir(&dir).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &dir, &format!("create the job's {ctrl} cgroup"))))?;
                     job.dirs.push((ctrl, dir.clone()));
@@ -381,14 +467,44 @@ impl JobCgroup {
                     }
                 }
                 job.limits_v1(wanted)?;
+                if let Some(d) = job.dirs.iter().find(|(c, _)| *c == "devices").map(|(_, d)| d.clone()) {
+                    write(&d.join("devices.deny"), "a", "deny every device to the job")?;
+                    for (t, maj, min) in STANDARD_DEVICES.iter().map(|&(t, a, b)| (t, a, b)).chain(wanted.devices.iter().map(|&(t, a, b)| (t, a, Some(b)))) {
+                        let min = min.map_or("*".to_string(), |m| m.to_string());
+                        write(&d.join("devices.allow"), &format!("{t} {maj}:{min} rwm"), "allow a device to the job")?;
+                    }
+                }
+                if wanted.oom_kill_job && wanted.memory.is_some() {
+                    job.oom_event = Some(job.watch_oom_v1()?);
+                }
             }
         }
         Ok(job)
     }
 
+    /// v1: an eventfd signalled when the job's memory cgroup hits an OOM (cgroup.event_control
+    /// on memory.oom_control).
+    fn watch_oom_v1(&self) -> Result<OwnedFd, SetupFailure> {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let d = self.dir("memory").map(Path::to_path_buf).unwrap_or_default();
+        let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(|e| setup_err(Some(e as i32), &d, "create an eventfd for the job's OOM events"))?;
+        let ctl = fs::File::open(d.join("memory.oom_control")).map_err(|e| setup_err(e.raw_os_error(), &d.join("memory.oom_control"), "open the job's memory.oom_control"))?;
+        write(&d.join("cgroup.event_control"), &format!("{} {}", efd.as_fd().as_raw_fd(), ctl.as_raw_fd()), "watch the job's OOM events")?;
+        Ok(OwnedFd::from(efd))
+    }
+
+    /// The eventfd to poll for the job's OOM events (v1 with `oom_policy = kill_job`).
+    pub fn oom_event(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.oom_event.as_ref().map(|f| f.as_fd())
+    }
+
     fn limits_v2(&self, dir: &Path, w: &Wanted) -> Result<(), SetupFailure> {
         if let Some(m) = w.memory {
             write(&dir.join("memory.max"), &m.to_string(), "set the memory limit")?;
+        }
+        if w.oom_kill_job {
+            // An OOM kill of any process of the job (its limit, or the host's) kills all of it.
+            write(&dir.join("memory.oom.group"), "1", "make an OOM kill end the whole job")?;
         }
         if let Some(m) = w.memory_high {
             write(&dir.join("memory.high"), &m.to_string(), "set the memory high mark")?;
@@ -638,13 +754,13 @@ impl Drop for JobCgroup {
     }
 }
 
-fn sweep_v1(parent: &Path) {
+fn sweep_v1(parent: &Path, rel: &Path) {
     let Ok(entries) = fs::read_dir(parent) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with("job-") && is_stale(&name) {
             // Freeze through the job's freezer cgroup, if any, then kill and remove.
-            let fz = Path::new(ROOT).join("freezer").join(PARENT_NAME).join(&name);
+            let fz = Path::new(ROOT).join("freezer").join(rel).join(&name);
             if fz.is_dir() {
                 let _ = fs::write(fz.join("freezer.state"), "FROZEN");
                 kill_procs(&fz);

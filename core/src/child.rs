@@ -236,8 +236,53 @@ impl Child {
         }
     }
 
-    /// Kills the job if its wall-clock or CPU-time limit has run out.
+    /// The job's OOM eventfd (cgroup v1 with oom_policy = kill_job), to poll beside the pidfd.
+    fn oom_fd(&self) -> Option<RawFd> {
+        self.cgroup.as_ref().and_then(|c| c.oom_event()).map(|f| f.as_raw_fd())
+    }
+
+    /// Waits up to `timeout` for the sandbox to end (true) or its OOM event (handled here).
+    fn poll_end(&mut self, timeout: Duration) -> io::Result<bool> {
+        let mut p = vec![libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        if let Some(fd) = self.oom_fd() {
+            p.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+        }
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32 + i32::from(timeout.subsec_nanos() % 1_000_000 != 0);
+        loop {
+            // SAFETY: p is a live array of pollfd of that length.
+            let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+            if r >= 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        if p.get(1).is_some_and(|o| o.revents != 0) {
+            self.check_oom();
+        }
+        Ok(p[0].revents != 0)
+    }
+
+    /// With oom_policy = kill_job on cgroup v1: when the job's memory cgroup reported an OOM,
+    /// kill the whole job (v2 does it in the kernel: memory.oom.group).
+    fn check_oom(&mut self) {
+        let Some(fd) = self.oom_fd() else { return };
+        let mut count = [0u8; 8];
+        // SAFETY: fd is the job's open eventfd; an 8-byte read of a counter.
+        let n = unsafe { libc::read(fd, count.as_mut_ptr() as *mut libc::c_void, 8) };
+        if n == 8 && u64::from_ne_bytes(count) > 0 {
+            if let Some(cg) = &self.cgroup {
+                cg.kill();
+            }
+        }
+    }
+
+    /// Kills the job if its wall-clock or CPU-time limit has run out (or, see `check_oom`, when
+    /// one of its processes was OOM-killed).
     fn enforce_limits(&mut self) -> Result<()> {
+        self.check_oom();
         if self.timed_out.is_some() {
             return Ok(());
         }
@@ -274,7 +319,7 @@ impl Child {
             return Ok(Some(o.clone()));
         }
         self.enforce_limits()?;
-        if poll_one(self.pidfd.as_raw_fd(), libc::POLLIN, Some(Duration::ZERO)).map_err(|e| Error::io("poll the sandbox's pidfd", e))? {
+        if self.poll_end(Duration::ZERO).map_err(|e| Error::io("poll the sandbox's pidfd", e))? {
             return self.reap().map(Some);
         }
         Ok(None)
@@ -291,7 +336,7 @@ impl Child {
             if let Some(c) = self.next_check() {
                 step = step.min(c);
             }
-            if poll_one(self.pidfd.as_raw_fd(), libc::POLLIN, Some(step)).map_err(|e| Error::io("poll the sandbox's pidfd", e))? {
+            if self.poll_end(step).map_err(|e| Error::io("poll the sandbox's pidfd", e))? {
                 return self.reap().map(Some);
             }
             self.enforce_limits()?;
@@ -388,9 +433,21 @@ impl Child {
                 libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
             }
         }
-        let mut input = input.unwrap_or(&[]);
         let mut stdout = self.stdout.take();
         let mut stderr = self.stderr.take();
+        // With a terminal, what the payload prints is read from the pty, and the input typed into it.
+        if let Some(p) = &self.pty {
+            if stdout.is_none() {
+                stdout = p.try_clone().ok();
+            }
+            if stdin.is_none() && input.is_some() {
+                stdin = p.try_clone().ok();
+                if let Some(f) = &stdin {
+                    let _ = nix::fcntl::fcntl(f, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NONBLOCK));
+                }
+            }
+        }
+        let mut input = input.unwrap_or(&[]);
         let mut ended = false;
         while stdout.is_some() || stderr.is_some() || stdin.is_some() {
             let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(4);
@@ -408,6 +465,10 @@ impl Child {
             if !ended {
                 pfds.push(libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
                 kinds.push(3);
+                if let Some(fd) = self.oom_fd() {
+                    pfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+                    kinds.push(4);
+                }
             }
             let timeout = match self.next_check() {
                 Some(r) => r.as_millis().min(i32::MAX as u128) as i32 + 1,
@@ -454,7 +515,8 @@ impl Child {
                             }
                         }
                     }
-                    _ => ended = true,
+                    3 => ended = true,
+                    _ => self.check_oom(),
                 }
             }
             if ended {
@@ -484,11 +546,152 @@ impl Child {
         Ok((out, err))
     }
 
+    /// Sets the size of the sandbox's terminal (rows, columns), as a terminal window does when it
+    /// is resized: the payload gets SIGWINCH. No-op without a terminal.
+    pub fn resize_tty(&self, rows: u16, cols: u16) -> Result<()> {
+        if let Some(p) = &self.pty {
+            let ws = rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+            rustix::termios::tcsetwinsize(p, ws).map_err(|e| Error::io("set the size of the sandbox's terminal", e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Connects the sandbox's terminal ([`crate::SandboxSpec::tty`]) to this process's own: what
+    /// the payload prints goes to our stdout; with `forward_input`, what is typed on our stdin goes
+    /// to it, with our terminal in raw mode meanwhile (so Ctrl-C reaches the payload as a
+    /// character, as with `docker run -it`), restored afterwards. Our terminal's size is followed.
+    /// `signals`, a signalfd the caller made, has its signals forwarded to the payload (SIGWINCH
+    /// resizes the sandbox's terminal). Waits for the end, like [`Child::wait`].
+    ///
+    /// ```no_run
+    /// let mut spec = cagette::SandboxSpec { argv: vec!["sh".into()], tty: true, ..Default::default() };
+    /// let mut child = cagette::Sandbox::from_spec(spec).spawn()?;
+    /// let outcome = child.interact(true, None)?;
+    /// # Ok::<(), cagette::Error>(())
+    /// ```
+    pub fn interact(&mut self, forward_input: bool, signals: Option<BorrowedFd<'_>>) -> Result<Outcome> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let Some(master) = self.pty.as_ref().and_then(|p| p.try_clone().ok()) else {
+            return Err(Error::Usage("interact() needs a sandbox with a terminal (tty = true)".into()));
+        };
+        let stdin = io::stdin();
+        let stdout_fd = io::stdout();
+        let _raw = if forward_input { RawMode::enter(stdin.as_fd()) } else { None };
+        let host_tty = || -> Option<(u16, u16)> {
+            [0, 1].into_iter().find_map(|fd| {
+                // SAFETY: fds 0 and 1 of this process, only queried.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                rustix::termios::tcgetwinsize(fd).ok().map(|w| (w.ws_row, w.ws_col))
+            })
+        };
+        let mut size = host_tty();
+        let mut input_open = forward_input;
+        let mut output_open = true;
+        let mut buf = [0u8; 16384];
+        loop {
+            let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN), PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+            if input_open {
+                fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            }
+            let sig_at = fds.len();
+            if let Some(s) = signals {
+                fds.push(PollFd::new(s, PollFlags::POLLIN));
+            }
+            let wait = self.next_check().unwrap_or(Duration::from_millis(250)).min(Duration::from_millis(250));
+            match poll(&mut fds, PollTimeout::try_from(wait.as_millis() as i32 + 1).unwrap_or(PollTimeout::MAX)) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::io("poll the sandbox's terminal", e.into())),
+                Ok(_) => {}
+            }
+            let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+            let (out_ready, ended, in_ready, sig_ready) = (ready(0), ready(1), input_open && ready(2), signals.is_some() && ready(sig_at));
+            drop(fds);
+            if out_ready && output_open {
+                match nix::unistd::read(&master, &mut buf) {
+                    Ok(0) | Err(nix::errno::Errno::EIO) => output_open = false,
+                    Ok(n) => {
+                        let _ = (&stdout_fd).write_all(&buf[..n]).and_then(|_| (&stdout_fd).flush());
+                    }
+                    Err(_) => {}
+                }
+            }
+            if in_ready {
+                match nix::unistd::read(stdin.as_fd(), &mut buf) {
+                    Ok(0) => input_open = false,
+                    Ok(n) => {
+                        let _ = (&master).write_all(&buf[..n]);
+                    }
+                    Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                    Err(_) => input_open = false,
+                }
+            }
+            if sig_ready {
+                if let Some(s) = signals {
+                    let mut info = [0u8; 128];
+                    while nix::unistd::read(s, &mut info).is_ok_and(|n| n == 128) {
+                        let signo = i32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+                        if signo == libc::SIGWINCH {
+                            size = None; // re-read below
+                        } else {
+                            self.kill(signo)?;
+                        }
+                    }
+                }
+            }
+            let now = host_tty();
+            if now != size {
+                if let Some((r, c)) = now {
+                    let _ = self.resize_tty(r, c);
+                }
+                size = now;
+            }
+            if ended {
+                // Print what is still buffered in the terminal, then the outcome.
+                let _ = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NONBLOCK));
+                while output_open {
+                    match nix::unistd::read(&master, &mut buf) {
+                        Ok(n) if n > 0 => {
+                            let _ = (&stdout_fd).write_all(&buf[..n]);
+                        }
+                        _ => output_open = false,
+                    }
+                }
+                let _ = (&stdout_fd).flush();
+                return self.wait();
+            }
+            self.enforce_limits()?;
+        }
+    }
+
     /// Collects piped output and waits: [`Child::communicate`] without input, then [`Child::wait`].
     pub fn wait_with_output(mut self) -> Result<Output> {
         let (stdout, stderr) = self.communicate(None)?;
         let o = self.wait()?;
         Ok(Output { status: o.verdict, stdout, stderr, usage: o.usage })
+    }
+}
+
+/// Our terminal in raw mode until dropped (restored as it was).
+struct RawMode {
+    fd: std::os::fd::OwnedFd,
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    fn enter(fd: BorrowedFd<'_>) -> Option<RawMode> {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let saved = tcgetattr(fd).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(fd, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode { fd: fd.try_clone_to_owned().ok()?, saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(&self.fd, nix::sys::termios::SetArg::TCSANOW, &self.saved);
     }
 }
 

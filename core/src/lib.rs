@@ -33,8 +33,10 @@
 mod caps;
 mod cgroup;
 mod child;
+mod devfilter;
 mod error;
 mod exec;
+mod hostfile;
 mod hostpath;
 mod idrange;
 mod image;
@@ -54,6 +56,7 @@ mod verdict;
 pub use caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
 pub use child::Child;
 pub use error::{Error, Result, SetupFailure, Step};
+pub use hostfile::{read_host_file, write_host_file};
 pub use image::{ImageError, ImageInfo, ImageStore, Limits as ImageLimits, Progress as ImportProgress, RunConfig};
 #[doc(hidden)]
 pub use image::fuzz_apply_layer;

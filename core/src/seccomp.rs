@@ -304,6 +304,15 @@ pub(crate) fn compile(spec: &SandboxSpec) -> Result<Option<Filter>, SetupFailure
                     rules.push(Rule { nr, conds: vec![], ret: errno_ret(libc::ENOSYS as u32) });
                 }
             }
+            // ioctl(TIOCSTI) pushes input into a terminal, ioctl(TIOCLINUX) can read and paste a
+            // console's screen: refused whatever the fd (a sandbox has no controlling terminal,
+            // but its stdio may be the caller's). The command is an unsigned int: compare its low
+            // 32 bits only, or a value with high bits set would slip by (CVE-2019-10063).
+            if let Some(nr) = number("ioctl") {
+                for cmd in [libc::TIOCSTI as u64, libc::TIOCLINUX as u64] {
+                    rules.push(Rule { nr, conds: vec![Cond::MaskedEq(1, 0xffff_ffff, cmd)], ret: deny_ret });
+                }
+            }
             // personality: only the harmless personas (as Docker).
             if !allow.contains("personality") {
                 if let Some(nr) = number("personality") {

@@ -67,6 +67,19 @@ pub enum ImageError {
     /// No image by that name.
     #[error("no image named {0:?} in the store (see `cagette image ls`)")]
     NotFound(String),
+    /// The image store's file system is full (or the user's quota reached) while importing.
+    #[error("the image store {} is full while writing {layer}: {context}: {source}", store.display())]
+    StoreFull {
+        /// The store's directory.
+        store: PathBuf,
+        /// Which layer was being written.
+        layer: String,
+        /// What was being written.
+        context: String,
+        /// The underlying error (ENOSPC or EDQUOT).
+        #[source]
+        source: std::io::Error,
+    },
     /// A file-system operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -405,6 +418,11 @@ impl ImageStore {
         // Imports share the store; gc waits for them (it could remove a layer an import found
         // already there before the import records its image).
         let _shared = self.store_lock(libc::LOCK_SH)?;
+        // A FIFO or a device would hang or never end: a directory or a regular file only.
+        let md = fs::metadata(src).map_err(ImageError::io(format!("read {}", src.display())))?;
+        if !(md.is_dir() || md.is_file()) {
+            return Err(ImageError::Invalid(format!("{} is neither a directory (an OCI layout) nor a regular file (an archive or a layer)", src.display())));
+        }
         if src.is_dir() {
             let parsed = self.parse_layout(src)?;
             return self.import_parsed(parsed, name, &file, progress);
@@ -622,6 +640,18 @@ impl ImageStore {
 
     /// One layer: lock, unpack into staging, verify, resolve links to lower layers, commit.
     fn import_layer(&self, layers: &[LayerSrc], i: usize, job: &Job) -> Result<LayerDone, ImageError> {
+        self.import_layer_inner(layers, i, job).map_err(|e| match e {
+            // A full disk is the store's problem, not the image's: say which store and layer.
+            ImageError::Io { context, source } if matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) => {
+                let l = &layers[i];
+                let which = l.digest.as_deref().or(l.diff_id.as_deref()).map(|d| format!(" ({d})")).unwrap_or_default();
+                ImageError::StoreFull { store: self.root.clone(), layer: format!("layer {} of {}{which}", i + 1, layers.len()), context, source }
+            }
+            e => e,
+        })
+    }
+
+    fn import_layer_inner(&self, layers: &[LayerSrc], i: usize, job: &Job) -> Result<LayerDone, ImageError> {
         let l = &layers[i];
         // One process does the work; the others wait on the lock and find it done.
         let lock = match &l.diff_id {
@@ -856,6 +886,10 @@ impl ImageStore {
     /// without root, for example), empty for an exact copy.
     pub fn unpack(&self, name: &str, dest: &Path) -> Result<Vec<String>, ImageError> {
         let info = self.get(name)?;
+        // Never through a symlink (a sandbox that can write there could have planted it).
+        if fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(ImageError::Invalid(format!("{} is a symlink: unpack writes into a real directory only (give the path it points to)", dest.display())));
+        }
         fs::create_dir_all(dest).map_err(ImageError::io(format!("create {}", dest.display())))?;
         let mut notes = Vec::new();
         for diff_id in &info.layers {
