@@ -32,6 +32,8 @@ echo "== tests (library, CLI, doc examples)"
 cargo test --workspace
 
 if [ "$(id -u)" -eq 0 ]; then
+  echo "== escape suite again, as root with a rootfs of its own"
+  CAGETTE_ESCAPE_ROOTFS=1 cargo test -q -p cagette --test escape
   echo "== escape suite again, rootless (as nobody, through an unprivileged user namespace)"
   bin=$(cargo test -q -p cagette --test escape --no-run --message-format=json 2>/dev/null \
         | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')

@@ -49,6 +49,8 @@ pub struct Child {
     /// The id range the job runs in (held until the job is gone).
     pub(crate) id_range: Option<crate::idrange::IdRange>,
     pub(crate) oom_policy: crate::spec::OomPolicy,
+    /// The job's memory cgroup reported an OOM (v1, kill_job) and the job was killed for it.
+    oom_seen: bool,
 }
 
 /// The end-of-job record init writes (init.c): wait status and flags, then the CPU time and peak
@@ -167,7 +169,7 @@ impl Child {
         let [stdin, stdout, stderr] = ends;
         // Durations were bounded by validation; checked anyway (a deadline past the clock's end is none).
         let deadline = timeout.and_then(|t| started.checked_add(t));
-        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline, pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None, pty: None, id_range: None, oom_policy: crate::spec::OomPolicy::KillJob }
+        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline, pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None, pty: None, id_range: None, oom_policy: crate::spec::OomPolicy::KillJob, oom_seen: false }
     }
 
     /// Remembers the payload's host pid (the init's only child right after spawn), so that a
@@ -273,6 +275,7 @@ impl Child {
         // SAFETY: fd is the job's open eventfd; an 8-byte read of a counter.
         let n = unsafe { libc::read(fd, count.as_mut_ptr() as *mut libc::c_void, 8) };
         if n == 8 && u64::from_ne_bytes(count) > 0 {
+            self.oom_seen = true;
             if let Some(cg) = &self.cgroup {
                 cg.kill();
             }
@@ -363,7 +366,11 @@ impl Child {
         let mut rec = [0u8; InitRecord::SIZE];
         let got = recv_all(self.status.as_fd(), &mut rec);
         let record = (got == InitRecord::SIZE).then(|| InitRecord::parse(&rec));
-        let cg = self.cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
+        let mut cg = self.cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
+        if self.oom_seen {
+            // We ended the job on the kernel's OOM event, maybe before its OOM killer acted.
+            cg.oom_kills = cg.oom_kills.max(1);
+        }
         let mut verdict = if let Some(limit) = self.timed_out {
             Verdict::TimedOut(limit)
         } else if let Some(ws) = record.and_then(|r| r.status) {

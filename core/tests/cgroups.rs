@@ -25,13 +25,34 @@ fn spec(argv: &[&str]) -> SandboxSpec {
     }
 }
 
-/// Directories that hold cagette's job cgroups on this host.
-fn job_parents() -> Vec<PathBuf> {
+/// Directories that hold cagette's job cgroups on this host (under the cgroup path `rel`).
+fn job_parents_of(rel: &str) -> Vec<PathBuf> {
     let root = Path::new("/sys/fs/cgroup");
     if root.join("cgroup.controllers").exists() {
-        vec![root.join("cagette")]
+        vec![root.join(rel)]
     } else {
-        ["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio"].iter().map(|c| root.join(c).join("cagette")).collect()
+        ["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "devices"].iter().map(|c| root.join(c).join(rel)).collect()
+    }
+}
+
+fn job_parents() -> Vec<PathBuf> {
+    let mut v = job_parents_of("cagette");
+    if let Ok(p) = std::env::var("CAGETTE_PARENT") {
+        v.extend(job_parents_of(p.trim_start_matches('/')));
+    }
+    v
+}
+
+/// Removes the cgroup directories of a test's own parent path (deepest first).
+fn remove_parent(rel: &str) {
+    for dir in job_parents_of(rel) {
+        let mut d = dir.as_path();
+        while d.starts_with("/sys/fs/cgroup") && d.components().count() > 5 {
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            d = d.parent().unwrap();
+        }
     }
 }
 
@@ -187,15 +208,14 @@ fn a_thousand_jobs_leave_no_cgroup() {
 #[test]
 fn limits_fail_closed_with_a_clear_error() {
     let _g = serial();
-    // A cgroup parent that is not a cgroup: refused, nothing written there.
-    let d = TempDir::new("notcg");
-    let s = SandboxSpec { memory: Some(Size(64 << 20)), cgroup_parent: Some(d.path().to_path_buf()), ..spec(&["true"]) };
-    let e = Sandbox::from_spec(s).status().unwrap_err();
-    let f = e.setup_failure().unwrap();
-    assert_eq!(f.step, Step::Cgroup);
-    assert!(f.path.as_deref().unwrap().starts_with(d.path()), "{f:?}");
-    assert!(f.hint.is_some());
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "something was created in a non-cgroup directory");
+    // A cgroup parent is a cgroup path (/ci/jobs): a relative one or one with ".." is refused.
+    for bad in ["relative/jobs", "/ci/../jobs", "/"] {
+        let s = SandboxSpec { memory: Some(Size(64 << 20)), cgroup_parent: Some(bad.into()), ..spec(&["true"]) };
+        let e = Sandbox::from_spec(s).status().unwrap_err();
+        let f = e.setup_failure().unwrap();
+        assert_eq!(f.step, Step::Cgroup, "{bad}: {f:?}");
+        assert!(f.hint.as_deref().is_some_and(|h| h.contains("/ci/jobs")), "{bad}: {f:?}");
+    }
 
     // Limits with cgroup = never.
     let s = SandboxSpec { pids: Some(4), cgroup: CgroupMode::Never, ..spec(&["true"]) };
@@ -218,7 +238,7 @@ fn helper_hold_a_job() {
     if std::env::var_os("CAGETTE_HELPER").is_none() {
         return;
     }
-    let s = SandboxSpec { memory: Some(Size(64 << 20)), stdout: Stdio::Inherit, ..spec(&["sh", "-c", "echo started; sleep 1000.45"]) };
+    let s = SandboxSpec { memory: Some(Size(64 << 20)), stdout: Stdio::Inherit, cgroup_parent: std::env::var_os("CAGETTE_PARENT").map(PathBuf::from), ..spec(&["sh", "-c", "echo started; sleep 1000.45"]) };
     let mut child = Sandbox::from_spec(s).spawn().unwrap();
     child.wait().unwrap();
 }
@@ -230,21 +250,32 @@ fn helper_run_one_job() {
     if std::env::var_os("CAGETTE_HELPER").is_none() {
         return;
     }
-    let s = SandboxSpec { pids: Some(8), ..spec(&["true"]) };
+    let s = SandboxSpec { pids: Some(8), cgroup_parent: std::env::var_os("CAGETTE_PARENT").map(PathBuf::from), ..spec(&["true"]) };
     assert!(Sandbox::from_spec(s).status().unwrap().success());
 }
 
 #[test]
 fn stale_cgroups_of_a_dead_host_are_swept() {
     let _g = serial();
+    stale_cgroups_swept_under(None);
+    // Under a cgroup parent of the caller's (a cgroup path, created in every hierarchy) too.
+    let rel = format!("cagette-test-parent-{}/jobs", std::process::id());
+    stale_cgroups_swept_under(Some(&rel));
+    remove_parent(&rel);
+}
+
+fn stale_cgroups_swept_under(parent: Option<&str>) {
     use std::io::Read;
     let exe = std::env::current_exe().unwrap();
-    let mut host = std::process::Command::new(&exe)
-        .args(["--ignored", "--exact", "helper_hold_a_job", "--nocapture", "--test-threads=1"])
-        .env("CAGETTE_HELPER", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let with_parent = |c: &mut std::process::Command| {
+        if let Some(p) = parent {
+            c.env("CAGETTE_PARENT", format!("/{p}"));
+        }
+    };
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["--ignored", "--exact", "helper_hold_a_job", "--nocapture", "--test-threads=1"]).env("CAGETTE_HELPER", "1").stdout(std::process::Stdio::piped());
+    with_parent(&mut cmd);
+    let mut host = cmd.spawn().unwrap();
     let host_pid = host.id();
     // Wait until the job runs, then SIGKILL its host: no cleanup code runs there.
     let mut out = host.stdout.take().unwrap();
@@ -255,21 +286,108 @@ fn stale_cgroups_of_a_dead_host_are_swept() {
         assert!(n > 0, "helper ended early: {}", String::from_utf8_lossy(&buf));
         buf.extend_from_slice(&b[..n]);
     }
-    let stale = || job_cgroups_of(host_pid);
+    let stale = || {
+        let prefix = format!("job-{host_pid}-");
+        job_parents_of(parent.unwrap_or("cagette"))
+            .into_iter()
+            .filter_map(|p| std::fs::read_dir(p).ok())
+            .flat_map(|d| d.flatten().map(|e| e.path()))
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+            .collect::<Vec<_>>()
+    };
     assert!(!stale().is_empty(), "the helper's job has no cgroup");
     host.kill().unwrap();
     host.wait().unwrap();
     // The sandbox itself dies with its host (init notices); its cgroup stays until swept.
     assert!(eventually(5.0, || pids_with("sleep 1000.45").is_empty()), "the job outlived its host");
     assert!(!stale().is_empty(), "expected a stale cgroup before the sweep");
-    let st = std::process::Command::new(&exe)
-        .args(["--ignored", "--exact", "helper_run_one_job", "--test-threads=1"])
-        .env("CAGETTE_HELPER", "1")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["--ignored", "--exact", "helper_run_one_job", "--test-threads=1"]).env("CAGETTE_HELPER", "1").stdout(std::process::Stdio::null());
+    with_parent(&mut cmd);
+    assert!(cmd.status().unwrap().success());
     assert!(stale().is_empty(), "stale cgroups not swept: {:?}", stale());
+}
+
+#[test]
+fn cgroup_parent_is_a_cgroup_path_created_as_needed() {
+    let _g = serial();
+    let rel = format!("cagette-test-cgpath-{}/ci/jobs", std::process::id());
+    let s = SandboxSpec { memory: Some(Size(64 << 20)), pids: Some(16), cgroup_parent: Some(format!("/{rel}").into()), ..spec(&["cat", "/proc/self/cgroup"]) };
+    let o = Sandbox::from_spec(s).output().unwrap();
+    assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
+    // The job ran in a cgroup below the parent, in every hierarchy it used; gone afterwards.
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if !v2 {
+        for ctrl in ["memory", "pids"] {
+            let line = text.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|x| x == ctrl))).unwrap_or_else(|| panic!("no {ctrl} line in {text}"));
+            // With a cgroup namespace of its own the job sees its cgroup as "/".
+            assert!(line.ends_with(":/"), "{line}");
+        }
+    }
+    for p in job_parents_of(&rel).into_iter().filter(|p| p.exists()) {
+        let left: Vec<_> = std::fs::read_dir(&p).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("job-")).collect();
+        assert!(left.is_empty(), "job cgroups left under {}: {left:?}", p.display());
+    }
+    assert!(job_parents_of(&rel).iter().any(|p| p.is_dir()), "the parent was not created");
+    remove_parent(&rel);
+}
+
+#[test]
+fn an_oom_kill_of_any_process_ends_the_whole_job() {
+    let _g = serial();
+    // The OOM killer picks `tail`; the shell would go on and exit 0 (a pass, to a harness).
+    let script = "head -c 300000000 /dev/zero | tail -n 1 >/dev/null; sleep 0.5; echo survived";
+    let o = Sandbox::from_spec(SandboxSpec { memory: Some(Size(32 << 20)), ..spec(&["sh", "-c", script]) }).output().unwrap();
+    assert_eq!(o.status, Verdict::OomKilled, "{o:?}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("survived"), "the job went on after the OOM kill");
+    assert!(o.usage.oom_kills >= 1);
+    // oom_policy = continue: the shell goes on; the kill is counted.
+    let s = SandboxSpec { memory: Some(Size(32 << 20)), oom_policy: cagette::OomPolicy::Continue, ..spec(&["sh", "-c", script]) };
+    let o = Sandbox::from_spec(s).output().unwrap();
+    assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("survived"));
+    assert!(o.usage.oom_kills >= 1, "{o:?}");
+    assert!(my_job_cgroups().is_empty(), "left behind: {:?}", my_job_cgroups());
+}
+
+#[test]
+fn a_tiny_memory_limit_is_an_error_and_never_hurts_the_host() {
+    let _g = serial();
+    // This process (the host) holds more memory than any of the limits below.
+    let ballast = vec![1u8; 64 << 20];
+    for bytes in [0u64, 1, 4095, 256 << 10] {
+        let s = SandboxSpec { memory: Some(Size(bytes)), ..spec(&["true"]) };
+        let e = Sandbox::from_spec(s).status().unwrap_err();
+        let f = e.setup_failure().unwrap();
+        assert_eq!(f.step, Step::Spec, "{bytes}: {f:?}");
+        assert!(f.message.contains("memory"), "{f:?}");
+    }
+    // At the minimum, a job that allocates at once is OOM-killed, many times over: the kill
+    // never picks the host (init forks the payload from its own memory).
+    for _ in 0..20 {
+        let o = Sandbox::from_spec(memory_hog(cagette::MIN_MEMORY)).output().unwrap();
+        assert_eq!(o.status, Verdict::OomKilled, "{o:?}");
+    }
+    assert_eq!(ballast.iter().map(|&b| b as usize).sum::<usize>(), 64 << 20);
+    assert!(my_job_cgroups().is_empty(), "left behind: {:?}", my_job_cgroups());
+}
+
+#[test]
+fn devices_outside_the_allow_list_cannot_be_opened() {
+    let _g = serial();
+    if unsafe { libc::geteuid() } != 0 {
+        return; // the device cgroup needs root
+    }
+    // Without a user namespace (real root, CAP_MKNOD) only the device cgroup stands between the
+    // job and a device node it makes itself: /dev/null's numbers are allowed, /dev/kmsg's not.
+    let script = "mknod /dev/allowed c 1 3 && echo x > /dev/allowed && echo null-ok; mknod /dev/denied c 1 11 && head -c1 /dev/denied; echo rc=$?";
+    let mut s = SandboxSpec { memory: Some(Size(64 << 20)), ..spec(&["sh", "-c", script]) };
+    s.namespaces.user = cagette::NsMode::Host;
+    let o = Sandbox::from_spec(s).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("null-ok") && out.contains("rc=1"), "{out} {}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// The first block device of this host, if any (the cgroup-v2 VM has none).

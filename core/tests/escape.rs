@@ -1,9 +1,53 @@
 //! The escape suite: each test tries one way out of a default sandbox and asserts the specific
 //! failure (errno, or what the payload can see), not just "non-zero exit". The attacks run as
 //! root inside the sandbox, with the default capabilities, from Python (ctypes for raw calls).
+//!
+//! Three modes (scripts/test.sh runs all three): as root with the default root (the host's /,
+//! read-only), as root with a rootfs of its own (`CAGETTE_ESCAPE_ROOTFS=1`: a directory holding
+//! read-only binds of the host's /usr and a few files of /etc), and rootless (as nobody).
 mod common;
 use cagette::{Mount, NsMode, Sandbox, SandboxSpec, Stdio, Verdict};
 use common::*;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    RootHostRoot,
+    RootRootfs,
+    Rootless,
+}
+
+fn mode() -> Mode {
+    if unsafe { libc::geteuid() } != 0 {
+        Mode::Rootless
+    } else if std::env::var_os("CAGETTE_ESCAPE_ROOTFS").is_some() {
+        Mode::RootRootfs
+    } else {
+        Mode::RootHostRoot
+    }
+}
+
+/// The rootfs of the rootfs mode: symlinks to usr/ like a merged-/usr system, /usr bound
+/// read-only from the host at run time, and copies of a few files of /etc.
+fn escape_rootfs() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("escape-rootfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("usr")).unwrap();
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        for l in ["bin", "sbin", "lib", "lib64"] {
+            if let Ok(t) = std::fs::read_link(Path::new("/").join(l)) {
+                std::os::unix::fs::symlink(t, dir.join(l)).unwrap();
+            }
+        }
+        for f in ["passwd", "group", "hostname", "ld.so.cache"] {
+            let _ = std::fs::copy(Path::new("/etc").join(f), dir.join("etc").join(f));
+        }
+        dir
+    })
+    .clone()
+}
 
 /// Runs a Python snippet (with helpers `sc(name, *args)` -> "ok" or the errno name, and
 /// `try_(fn)` -> "ok" or the errno name) in a sandbox; returns its stdout lines.
@@ -29,7 +73,9 @@ def try_(f):
 "#;
     let mut spec = spec;
     spec.argv = vec!["python3".into(), "-c".into(), format!("{prelude}\n{code}")];
-    spec.stdin = Stdio::Null;
+    if spec.stdin == Stdio::Inherit {
+        spec.stdin = Stdio::Null;
+    }
     spec.stdout = Stdio::Piped;
     spec.stderr = Stdio::Piped;
     let o = Sandbox::from_spec(spec).output().expect("spawn");
@@ -55,7 +101,10 @@ impl Drop for Marker {
 }
 
 fn default() -> SandboxSpec {
-    SandboxSpec::default()
+    match mode() {
+        Mode::RootRootfs => SandboxSpec { rootfs: Some(escape_rootfs()), mounts: vec![Mount::bind("/usr", "/usr").read_only()], ..Default::default() },
+        _ => SandboxSpec::default(),
+    }
 }
 
 #[test]
@@ -119,7 +168,8 @@ fn cannot_remount_or_mount_or_unmount() {
     // Attack: remount / or a read-only bind read-write; mount a new proc or sysfs; unmount a
     // masked path to reveal what it hides.
     let d = TempDir::new("ro");
-    let spec = SandboxSpec { mounts: vec![Mount::bind(d.path(), "/ro").read_only()], ..default() };
+    let mut spec = default();
+    spec.mounts.push(Mount::bind(d.path(), "/ro").read_only());
     let out = attack(
         spec,
         "MS_REMOUNT, MS_BIND, MS_RDONLY = 32, 4096, 1\n\
@@ -282,4 +332,207 @@ fn symlink_swap_during_setup_never_redirects_a_mount() {
     flipper.join().unwrap();
     assert_eq!(host_mounts(), before, "a mount landed on the host");
     assert!(!std::path::Path::new(&format!("/{name}")).exists(), "a mount point was created at the host's root");
+}
+
+
+/// A pty pair of this process: (master, slave).
+fn pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(m >= 0);
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let name = std::ffi::CStr::from_ptr(libc::ptsname(m)).to_owned();
+        let s = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(s >= 0);
+        (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s))
+    }
+}
+
+#[test]
+fn no_terminal_injection_and_no_controlling_terminal() {
+    // Attack (bubblewrap's CVE-2017-5226): push characters into the caller's terminal with
+    // ioctl(TIOCSTI) on an inherited terminal fd, also with the high bits of the command set
+    // (CVE-2019-10063), or TIOCLINUX; or open /dev/tty, the controlling terminal.
+    use std::os::fd::AsRawFd;
+    let (_master, slave) = pty();
+    let code = "import fcntl, termios\n\
+                print(try_(lambda: fcntl.ioctl(0, termios.TIOCSTI, b'x')))\n\
+                r = libc.syscall(16, 0, ctypes.c_ulong((1 << 32) | termios.TIOCSTI), ctypes.c_char_p(b'x'))\n\
+                print('ok' if r >= 0 else errno.errorcode[ctypes.get_errno()])\n\
+                print(try_(lambda: fcntl.ioctl(0, 0x541C, b'\\x02')))\n\
+                print(try_(lambda: open('/dev/tty', 'rb')))\n\
+                print(os.getsid(0) == os.getpgid(0) == os.getppid(), open('/proc/self/stat').read().rsplit(')', 1)[1].split()[4])";
+    let mut spec = default();
+    spec.stdin = Stdio::Fd(slave.as_raw_fd());
+    let out = attack(spec, code);
+    // The session is init's (pid 1), a session of its own; tty_nr 0: no controlling terminal.
+    assert_eq!(out, ["EPERM", "EPERM", "EPERM", "ENXIO", "True 0"]);
+    // Without the seccomp filter, the kernel still refuses: the terminal is not the sandbox's
+    // controlling one (EPERM), or legacy TIOCSTI is off altogether (EIO).
+    let mut spec = default();
+    spec.stdin = Stdio::Fd(slave.as_raw_fd());
+    spec.seccomp = cagette::Seccomp::Mode(cagette::SeccompMode::None);
+    let out = attack(spec, "import fcntl, termios\nprint(try_(lambda: fcntl.ioctl(0, termios.TIOCSTI, b'x')))");
+    assert!(out == ["EPERM"] || out == ["EIO"], "{out:?}");
+}
+
+#[test]
+fn kill_zero_stays_in_the_sandbox() {
+    // Attack: kill(0, SIGKILL) signals the caller's process group when the sandbox shares it.
+    let mut sibling = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let mut spec = default();
+    spec.argv = vec!["python3".into(), "-c".into(), "import os, signal; os.kill(0, signal.SIGKILL)".into()];
+    spec.stdin = Stdio::Null;
+    let o = Sandbox::from_spec(spec).output().unwrap();
+    assert_eq!(o.status, Verdict::Signaled(libc::SIGKILL), "{o:?}");
+    let alive = unsafe { libc::kill(sibling.id() as i32, 0) } == 0 && sibling.try_wait().unwrap().is_none();
+    let _ = sibling.kill();
+    let _ = sibling.wait();
+    assert!(alive, "kill(0) from the sandbox reached a process of the caller's group");
+}
+
+/// A root-owned (0600) file, socket and FIFO in a host directory that the default root shows.
+struct RootOnly {
+    dir: PathBuf,
+    _listener: std::os::unix::net::UnixListener,
+    _reader: std::fs::File,
+}
+
+impl RootOnly {
+    fn new() -> RootOnly {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = PathBuf::from(format!("/var/tmp/cagette-esc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("secret"), "root only").unwrap();
+        let listener = std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap();
+        let fifo = std::ffi::CString::new(dir.join("fifo").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        for f in ["secret", "sock", "fifo"] {
+            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        // A reader, as /run/initctl has one: a write would then go through.
+        use std::os::unix::fs::OpenOptionsExt;
+        let reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(dir.join("fifo")).unwrap();
+        RootOnly { dir, _listener: listener, _reader: reader }
+    }
+}
+
+impl Drop for RootOnly {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn root_only_files_sockets_and_fifos_stay_out_of_reach() {
+    // Attack: as uid 0 inside, read /etc/shadow, connect to a root-only socket, write into a
+    // root-only FIFO (think docker.sock, /run/initctl), find the host's IPC endpoints under /run.
+    if mode() == Mode::Rootless {
+        // Rootless, the sandbox is the caller: such files are not the caller's to begin with.
+        let out = attack(default(), "print(try_(lambda: open('/etc/shadow')))");
+        assert_eq!(out, ["EACCES"]);
+        return;
+    }
+    let r = RootOnly::new();
+    let d = r.dir.display();
+    let code = format!(
+        "import socket\n\
+         print(try_(lambda: open('/etc/shadow')))\n\
+         print(try_(lambda: open('{d}/secret')))\n\
+         print(try_(lambda: socket.socket(socket.AF_UNIX).connect('{d}/sock')))\n\
+         print(try_(lambda: os.open('{d}/fifo', os.O_WRONLY | os.O_NONBLOCK)))\n\
+         print(sorted(os.listdir('/run')) if os.path.exists('/run') else [], sorted(os.listdir('/dev/shm')))"
+    );
+    let out = attack(default(), &code);
+    match mode() {
+        Mode::RootHostRoot => assert_eq!(out, ["EACCES", "EACCES", "EACCES", "EACCES", "[] []"]),
+        // The rootfs has no /etc/shadow and does not show the host's /var/tmp.
+        _ => assert_eq!(out, ["ENOENT", "ENOENT", "ENOENT", "ENOENT", "[] []"]),
+    }
+    if mode() == Mode::RootHostRoot {
+        // The same attack with userns = host (the sandbox's root is host root) succeeds: what
+        // the default protects against is real.
+        let spec = SandboxSpec { userns: cagette::UsernsMode::Host, ..default() };
+        let out = attack(spec, &code);
+        assert_eq!(&out[..4], ["ok", "ok", "ok", "ok"]);
+    }
+}
+
+#[test]
+fn planted_device_nodes_cannot_be_opened() {
+    // Attack: a device node planted in a rootfs or a writable bind (`c 1 3`, /dev/null's
+    // numbers, standing for /dev/kvm or /dev/kmsg) opened from inside.
+    if mode() == Mode::Rootless {
+        return; // only root can make device nodes
+    }
+    let d = TempDir::new("devnode");
+    let node = std::ffi::CString::new(d.path().join("planted").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) }, 0);
+    let mut spec = default();
+    spec.mounts.push(Mount::bind(d.path(), "/out"));
+    let out = attack(spec, "print(try_(lambda: open('/out/planted', 'wb')))\nprint(try_(lambda: open('/dev/null', 'wb')))");
+    assert_eq!(out, ["EACCES", "ok"]);
+    // In a rootfs (writable or not) and as userns = host alike.
+    let root = TempDir::new("devroot");
+    assert!(std::process::Command::new("cp").arg("-a").arg(busybox_rootfs()).arg(root.path().join("r")).status().unwrap().success());
+    let node = std::ffi::CString::new(root.path().join("r/planted").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) }, 0);
+    for (writable, userns) in [(false, cagette::UsernsMode::Auto), (true, cagette::UsernsMode::Host)] {
+        let spec = SandboxSpec { rootfs: Some(root.path().join("r")), rootfs_writable: writable, userns, argv: vec!["sh".into(), "-c".into(), "echo x > /planted; echo rc=$?".into()], stdout: Stdio::Piped, stderr: Stdio::Piped, ..Default::default() };
+        let o = Sandbox::from_spec(spec).output().unwrap();
+        assert_eq!(stdout(&o), "rc=1\n", "{o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied"), "{o:?}");
+    }
+}
+
+#[test]
+fn a_planted_symlink_never_redirects_a_later_bind() {
+    // Attack: job A, with a writable bind of a cache, plants cache/deps -> a host directory;
+    // job B binds cache/deps read-write and would write there.
+    let cache = TempDir::new("cache");
+    let target = TempDir::new("victim");
+    let mut a = default();
+    a.mounts.push(Mount::bind(cache.path(), "/cache"));
+    let plant = format!("import os\nos.symlink('{}', '/cache/deps')\nprint('planted')", target.path().display());
+    assert_eq!(attack(a, &plant), ["planted"]);
+    let mut b = default();
+    b.mounts.push(Mount::bind(cache.path().join("deps"), "/deps"));
+    b.argv = vec!["/bin/true".into()];
+    let e = Sandbox::from_spec(b.clone()).status().unwrap_err();
+    let f = e.setup_failure().expect("a setup failure");
+    assert_eq!((f.step, f.errno), (cagette::Step::Mount, Some(libc::ELOOP)), "{f:?}");
+    assert!(f.message.contains("deps") && f.message.contains("symlink") && f.hint.as_deref().is_some_and(|h| h.contains("follow_symlinks")), "{f:?}");
+    // The caller may opt in (the link is theirs): then it is followed, once, at spawn.
+    b.follow_symlinks = true;
+    assert!(Sandbox::from_spec(b).status().unwrap().success());
+}
+
+#[test]
+fn sharing_the_pid_namespace_leaves_no_process_behind() {
+    // Attack: with the host's pid namespace, escape the process tree (setsid, double fork) and
+    // outlive the job. Such a job gets a cgroup, and everything in it dies with the job.
+    if mode() == Mode::Rootless {
+        return; // refused without a cgroup (see cannot_ptrace_a_host_process)
+    }
+    let tag = format!("62.{}", std::process::id());
+    let mut spec = default();
+    spec.namespaces.pid = NsMode::Host;
+    spec.timeout = Some(std::time::Duration::from_secs(1));
+    spec.argv = vec!["sh".into(), "-c".into(), format!("(setsid sleep {tag} &); sleep 30")];
+    spec.stdout = Stdio::Null;
+    let o = Sandbox::from_spec(spec).status().unwrap();
+    assert!(matches!(o.verdict, Verdict::TimedOut(_)), "{o:?}");
+    assert!(eventually(2.0, || pids_with(&format!("sleep {tag}")).is_empty()), "a process outlived the job");
+}
+
+#[test]
+fn the_hostname_is_not_the_hosts() {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let out = attack(default(), "import socket\nprint(socket.gethostname())");
+    assert_eq!(out, [cagette::DEFAULT_HOSTNAME]);
+    assert_ne!(host.trim(), cagette::DEFAULT_HOSTNAME);
 }
