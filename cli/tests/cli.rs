@@ -333,3 +333,133 @@ fn image_import_from_two_processes_plain_layer_and_progress() {
     assert!(text(&o.stderr).contains("cagette:"), "{}", text(&o.stderr));
     assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
 }
+
+#[test]
+fn the_report_is_never_written_through_a_planted_symlink() {
+    // The job makes out/report.json a symlink to a host file; cagette must replace the link,
+    // not write through it.
+    let d = tempdir("report-link");
+    let out = d.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let victim = d.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let plant = format!("ln -s {} /out/report.json", victim.display());
+    let o = cagette(&["run", "--bind", &format!("{}:/out", out.display()), "--report", out.join("report.json").to_str().unwrap(), "--", "sh", "-c", &plant]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let md = std::fs::symlink_metadata(out.join("report.json")).unwrap();
+    assert!(md.file_type().is_file(), "the report is not a regular file");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["verdict"], "exited");
+    // A FIFO planted there does not hang cagette either (it is replaced, never opened).
+    let o = cagette(&["run", "--bind", &format!("{}:/out", out.display()), "--report", out.join("r2.json").to_str().unwrap(), "--", "mkfifo", "/out/r2.json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(std::fs::symlink_metadata(out.join("r2.json")).unwrap().file_type().is_file());
+}
+
+/// Runs `cmd` under `script`, so that it has a real terminal as its controlling terminal.
+fn in_a_terminal(cmd: &str) -> Output {
+    Command::new("script").args(["-qec", cmd, "/dev/null"]).stdin(Stdio::null()).output().expect("script (util-linux)")
+}
+
+#[test]
+fn a_real_terminal_is_never_the_sandboxs() {
+    // Under a real terminal (the caller's shell's), TIOCSTI from the sandbox is refused, with
+    // and without the seccomp filter, and /dev/tty does not open.
+    let py = "import fcntl, termios, os\n\
+              for fd in (0, 1):\n\
+              \x20   try: fcntl.ioctl(fd, termios.TIOCSTI, b'x'); print('injected')\n\
+              \x20   except OSError as e: print(e.errno)\n\
+              try: open('/dev/tty'); print('tty')\n\
+              except OSError as e: print(e.errno)";
+    std::fs::write(std::env::temp_dir().join(format!("cagette-tiocsti-{}.py", std::process::id())), py).unwrap();
+    let script = std::env::temp_dir().join(format!("cagette-tiocsti-{}.py", std::process::id()));
+    for extra in ["", "--seccomp none"] {
+        let o = in_a_terminal(&format!("{} run {extra} --bind {}:/t.py:ro -- python3 /t.py", bin(), script.display()));
+        let out = text(&o.stdout);
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert!(!out.contains("injected") && !out.contains("tty\r"), "{out}");
+        // EPERM (1) from the filter or from the kernel (not the controlling terminal), or EIO
+        // (5) where the kernel has legacy TIOCSTI off; ENXIO (6) for /dev/tty.
+        assert!(lines.len() == 3 && ["1", "5"].contains(&lines[0]) && ["1", "5"].contains(&lines[1]) && lines[2] == "6", "{extra}: {out:?}");
+    }
+    let _ = std::fs::remove_file(&script);
+}
+
+#[test]
+fn tty_gives_the_command_a_terminal_of_its_own() {
+    let o = in_a_terminal(&format!("stty cols 101 rows 33; {} run -t -- sh -c 'tty; stty size; exit 5'", bin()));
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o.stdout));
+    let out = text(&o.stdout);
+    assert!(out.contains("/dev/pts/0") && out.contains("33 101"), "{out:?}");
+    // -it: what is typed reaches the command through its terminal.
+    let o = Command::new("script").args(["-qec", &format!("{} run -it -- sh -c 'read x; echo got:$x; exit 3'", bin()), "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(b"hello\n")?;
+        c.wait_with_output()
+    }).unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("got:hello"), "{}", text(&o.stdout));
+    // Without a terminal of our own, -t still works (output through the sandbox's pty).
+    let o = cagette(&["run", "-t", "--", "sh", "-c", "test -t 1 && echo is-a-tty"]);
+    assert_eq!(text(&o.stdout).trim(), "is-a-tty");
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_leaves_nothing() {
+    let d = tempdir("bad");
+    let fifo = d.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let run = |args: &[&str]| {
+        let started = Instant::now();
+        let o = Command::new(bin()).current_dir(&*d).args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20), "{args:?} took {:?}", started.elapsed());
+        o
+    };
+    let fifo_s = fifo.to_str().unwrap();
+    std::fs::write(d.join("empty-rootfs.json"), r#"{"argv": ["true"], "rootfs": ""}"#).unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["run", "--spec", fifo_s, "--", "true"], "not a regular file"),
+        (vec!["run", "--spec", "/dev/zero", "--", "true"], "not a regular file"),
+        (vec!["run", "--seccomp", fifo_s, "--", "true"], "not a regular file"),
+        (vec!["run", "--user", "4294967295", "--", "true"], "out of range"),
+        (vec!["run", "--user", "0:4294967295", "--", "true"], "out of range"),
+        (vec!["run", "--rootfs", "", "--", "true"], "a value is required"),
+        (vec!["run", "--spec", "empty-rootfs.json"], "rootfs is empty"),
+        (vec!["run", "--rootfs", "../../../../../../..", "--", "true"], "host's root directory"),
+        (vec!["run", "--bind", ":/x", "--", "true"], "empty source"),
+        (vec!["run", "--tmpfs", "/x:mode=77777777", "--", "true"], "mode"),
+        (vec!["run", "--timeout", "9300000000000000000", "--", "true"], "longer than the largest"),
+        (vec!["run", "--timeout", "3e15h", "--", "true"], "duration"),
+        (vec!["run", "--memory", "1", "--", "true"], "below"),
+        (vec!["run", "--memory", "0", "--", "true"], "more than 0"),
+        (vec!["run", "--pids", "0", "--", "true"], "at least"),
+        (vec!["run", "--cpus", "0", "--", "true"], "positive"),
+        (vec!["run", "--", ""], "no command"),
+        (vec!["run", "--report", "/nonexistent-dir/r.json", "--", "true"], "does not exist"),
+        (vec!["image", "import", fifo_s, "--name", "x:1", "--store", "store"], "neither a directory"),
+    ];
+    for (args, want) in cases {
+        let o = run(&args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: expected {want:?} in {err:?}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // A spec with piped streams: refused, not a hang.
+    std::fs::write(d.join("piped.json"), r#"{"argv": ["cat"], "stdin": "piped", "stdout": "piped"}"#).unwrap();
+    let o = run(&["run", "--spec", "piped.json"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o.stderr).contains("piped"), "{}", text(&o.stderr));
+    // Nothing was created in the working directory (no dev/, proc/, ...), nor left running.
+    let mut left: Vec<String> = std::fs::read_dir(&*d).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert!(left.iter().all(|n| ["fifo", "piped.json", "empty-rootfs.json", "store"].contains(&n.as_str())), "{left:?}");
+    // A report that cannot be written after the run is cagette's failure (125), not a pass.
+    let ro = d.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    let o = Command::new(bin()).args(["run", "--bind", &format!("{}:/ro", ro.display()), "--report", ro.join("r.json").to_str().unwrap(), "--", "sh", "-c", "mkdir /ro/r.json"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("cannot write the report"), "{}", text(&o.stderr));
+}

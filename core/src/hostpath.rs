@@ -77,8 +77,20 @@ pub(crate) fn resolve(p: &Path, cwd: &Path, follow: bool, step: Step, what: &str
         SetupFailure::new(step, Some(errno), Some(abs.clone()), &format!("{what} {}", abs.display())).hint("the path must exist on the host")
     })?;
     let st = fstat(&opath).map_err(|e| SetupFailure::new(step, Some(e as i32), Some(abs.clone()), &format!("{what} {}: stat", abs.display())))?;
+    // No symlink was crossed, so ".." means the parent directory: the path can be normalized
+    // by its text alone, into the one the child resolves again.
+    let mut norm = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                norm.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => norm.push(c),
+        }
+    }
     Ok(HostPath {
-        path: abs,
+        path: norm,
         dev: st.st_dev,
         ino: st.st_ino,
         is_dir: (st.st_mode & libc::S_IFMT) == libc::S_IFDIR,
@@ -88,6 +100,14 @@ pub(crate) fn resolve(p: &Path, cwd: &Path, follow: bool, step: Step, what: &str
 }
 
 impl HostPath {
+    /// Whether this is the host's root directory (by inode, whatever the path says).
+    pub fn is_host_root(&self) -> bool {
+        std::fs::metadata("/").is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.dev() == self.dev && m.ino() == self.ino
+        })
+    }
+
     /// Makes the parent's detached mount of this path (a clone of its mount, and of those below
     /// it when `recursive`).
     pub fn make_mount(&mut self, recursive: bool, step: Step, what: &str) -> Result<(), SetupFailure> {

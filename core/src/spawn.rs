@@ -256,7 +256,7 @@ fn host_paths(spec: &SandboxSpec, layers: &[PathBuf], cwd: &std::path::Path, pre
     let mut out = HostPaths::default();
     if let Some(r) = &spec.rootfs {
         let mut h = hostpath::resolve(r, cwd, follow, Step::Mount, "the rootfs")?;
-        if h.path == std::path::Path::new("/") {
+        if h.is_host_root() {
             return Err(SetupFailure::new(Step::Mount, Some(libc::EINVAL), Some(h.path.clone()), "the rootfs is the host's root directory")
                 .hint("leave rootfs unset for a read-only view of the host's root, or give the directory that holds the sandbox's files"));
         }
