@@ -106,7 +106,7 @@ test('error codes', async () => {
   await assert.rejects(run(['true'], { memryHigh: '1G' }), (e) => e instanceof TypeError && e.code === 'ERR_CAGETTE_INVALID_OPTION' && e.message.includes('`memryHigh`') && e.message.includes('`memoryHigh`'));
   await assert.rejects(run(['true'], { memory: '1X' }), (e) => e instanceof TypeError && e.message.includes('1X'));
   await assert.rejects(run(['true'], { network: 'wifi' }), (e) => e instanceof TypeError && e.message.includes('wifi'));
-  await assert.rejects(run(['true'], { memory: '64M', cgroupParent: '/tmp' }), (e) => e.code === 'ERR_CAGETTE_LIMIT_UNSUPPORTED' && e.step === 'cgroup');
+  await assert.rejects(run(['true'], { memory: '64M', cgroupParent: 'not/absolute' }), (e) => e.code === 'ERR_CAGETTE_LIMIT_UNSUPPORTED' && e.step === 'cgroup' && e.hint.includes('/ci/jobs'));
   await assert.rejects(run('echo hi'), (e) => e instanceof TypeError);
   assert.throws(() => validate({ timeout: -1 }), TypeError);
   assert.equal(validate({ memory: '1G' }).memory, 1 << 30);
@@ -187,5 +187,31 @@ test('image store: import, run from it, remove, gc', async () => {
     assert.equal(await store.gc(), 1);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an OOM kill of any process ends the whole job', async () => {
+  // The OOM killer picks `tail`; the shell would go on and exit 0 without the whole-job kill.
+  const script = 'head -c 300000000 /dev/zero | tail -n 1 >/dev/null; sleep 0.5; echo survived';
+  const r = await run(['sh', '-c', script], { memory: '32M' });
+  assert.equal(r.verdict, 'oom_killed');
+  assert.equal(r.signal, 'SIGKILL');
+  assert.ok(!r.stdout.toString().includes('survived'));
+  assert.ok(r.usage.oomKillCount >= 1);
+  const c = await run(['sh', '-c', script], { memory: '32M', oomPolicy: 'continue' });
+  assert.equal(c.verdict, 'exited');
+  assert.equal(c.exitCode, 0);
+  assert.ok(c.usage.oomKillCount >= 1);
+});
+
+test('tty gives the command a terminal of its own', async () => {
+  const r = await run(['sh', '-c', 'test -t 0 && test -t 1 && echo on-a-tty; exit 4'], { tty: true });
+  assert.equal(r.exitCode, 4);
+  assert.equal(r.stdout.toString(), 'on-a-tty\r\n');
+});
+
+test('bad values reject before anything runs', async () => {
+  for (const opts of [{ timeout: 9.3e21 }, { cpus: 0 }, { pids: 0 }, { memory: 1 }, { user: 4294967295 }]) {
+    await assert.rejects(run(['true'], opts), (e) => e instanceof TypeError, JSON.stringify(opts));
   }
 });

@@ -168,7 +168,8 @@ impl NativeRun {
                         }
                         st.pidfd = Some(fd);
                     }
-                    let piped = (child.stdout.is_some(), child.stderr.is_some());
+                    // With a terminal (tty), stdout is what the command printed on it.
+                    let piped = (child.stdout.is_some() || child.pty.is_some(), child.stderr.is_some());
                     let (out, errb) = child.communicate(input.as_deref().or(Some(&[]))).map_err(to_napi_err)?;
                     let o = child.wait().map_err(to_napi_err)?;
                     Ok((report_json(&o), piped, out, errb))

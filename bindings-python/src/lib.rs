@@ -124,6 +124,29 @@ fn spawn(py: Python<'_>, spec_json: &str) -> PyResult<NativeChild> {
     Ok(NativeChild { child: Mutex::new(Some(child)), pid, pidfd: Mutex::new(Some(pidfd)) })
 }
 
+/// Runs a sandbox that has a terminal of its own (`tty`), to the end, with the GIL released:
+/// with `capture`, what it prints on its terminal is returned (and `input` typed into it);
+/// otherwise its terminal is connected to this process's own (our stdin forwarded when
+/// `forward_input`, in raw mode while it runs). Returns (report JSON, captured output).
+#[pyfunction]
+#[pyo3(signature = (spec_json, capture, forward_input, input=None))]
+fn run_tty(py: Python<'_>, spec_json: &str, capture: bool, forward_input: bool, input: Option<Vec<u8>>) -> PyResult<(String, Vec<u8>)> {
+    let mut spec = parse_spec(spec_json)?;
+    spec.tty = true;
+    py.detach(|| {
+        let mut child = cagette::Sandbox::from_spec(spec).spawn()?;
+        if capture {
+            let (out, _) = child.communicate(input.as_deref().or(Some(&[])))?;
+            let o = child.wait()?;
+            Ok((outcome_json(&o), out))
+        } else {
+            let o = child.interact(forward_input, None)?;
+            Ok((outcome_json(&o), Vec::new()))
+        }
+    })
+    .map_err(to_py_err)
+}
+
 /// Checks a JSON `SandboxSpec` and returns it normalized (defaults filled in).
 #[pyfunction]
 fn validate(spec_json: &str) -> PyResult<String> {
@@ -214,7 +237,7 @@ mod _native {
     #[pymodule_export]
     use super::NativeError;
     #[pymodule_export]
-    use super::{NativeChild, image, image_import, probe, spawn, validate};
+    use super::{NativeChild, image, image_import, probe, run_tty, spawn, validate};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

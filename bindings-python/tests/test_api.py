@@ -103,11 +103,14 @@ def test_setup_errors_are_typed():
     assert (e.value.step, e.value.path) == ("mount", "/no/such/dir")
 
 
-def test_limit_that_cannot_be_applied_fails_closed(tmp_path):
+def test_limit_that_cannot_be_applied_fails_closed():
+    # A cgroup parent is a cgroup path (like /ci/jobs): a relative one cannot hold the job.
     with pytest.raises(cagette.LimitUnsupported) as e:
-        cagette.run(["true"], memory="64M", cgroup_parent=tmp_path)
-    assert e.value.step == "cgroup" and str(tmp_path) in (e.value.path or "")
-    assert list(tmp_path.iterdir()) == []
+        cagette.run(["true"], memory="64M", cgroup_parent="not/absolute")
+    assert e.value.step == "cgroup" and "/ci/jobs" in (e.value.hint or "")
+    if cagette.probe()["cgroup"] == "v1":
+        with pytest.raises(cagette.LimitUnsupported, match="memory_high needs cgroup v2"):
+            cagette.run(["true"], memory_high="64M")
 
 
 def test_bad_keys_and_values_name_them():
@@ -233,3 +236,34 @@ def test_image_store(tmp_path):
     with pytest.raises(cagette.ImageError, match="no image named"):
         store.get("bb:1")
     assert store.gc() == 1
+
+
+def test_an_oom_kill_of_any_process_ends_the_whole_job():
+    # The OOM killer picks `tail`; the shell would go on and exit 0 without the whole-job kill.
+    script = "head -c 300000000 /dev/zero | tail -n 1 >/dev/null; sleep 0.5; echo survived"
+    r = cagette.run(["sh", "-c", script], memory="32M", capture_output=True)
+    assert (r.verdict, r.returncode) == ("oom_killed", -9), r
+    assert b"survived" not in r.stdout
+    assert r.usage.oom_kill_count >= 1
+    r = cagette.run(["sh", "-c", script], memory="32M", oom_policy="continue", capture_output=True)
+    assert (r.verdict, r.returncode) == ("exited", 0) and b"survived" in r.stdout
+    assert r.usage.oom_kill_count >= 1
+
+
+def test_bad_values_are_value_errors_before_anything_runs():
+    for kwargs in ({"timeout": 9.3e18}, {"cpus": 0}, {"pids": 0}, {"memory": 1}, {"memory": "256K"}, {"user": 4294967295}):
+        with pytest.raises(ValueError):
+            cagette.run(["true"], **kwargs)
+
+
+def test_usage_is_the_jobs_not_the_hosts():
+    ballast = bytearray(300 << 20)  # this process holds 300 MB
+    r = cagette.run(["true"])
+    assert r.usage.max_rss_bytes is not None and r.usage.max_rss_bytes < 50 << 20, r.usage
+    assert "usage" not in r.report and isinstance(r.report["wall_time_s"], float)
+    del ballast
+
+
+def test_tty_gives_the_command_a_terminal_of_its_own():
+    r = cagette.run(["sh", "-c", "test -t 0 && test -t 1 && echo on-a-tty; exit 4"], tty=True, capture_output=True, text=True)
+    assert r.returncode == 4 and r.stdout == "on-a-tty\n", r

@@ -58,6 +58,8 @@ pub struct Child {
 #[derive(Clone, Copy, Debug)]
 struct InitRecord {
     status: Option<i32>,
+    /// Init ended the job on the kernel's OOM event (cgroup v1, kill_job).
+    oom: bool,
     cpu_user: Duration,
     cpu_system: Duration,
     max_rss_bytes: u64,
@@ -71,6 +73,7 @@ impl InitRecord {
         let first = w(0);
         InitRecord {
             status: ((first >> 32) & 1 == 1).then_some(first as i32),
+            oom: (first >> 33) & 1 == 1,
             cpu_user: Duration::from_micros(w(1).max(0) as u64),
             cpu_system: Duration::from_micros(w(2).max(0) as u64),
             max_rss_bytes: (w(3).max(0) as u64).saturating_mul(1024),
@@ -367,12 +370,14 @@ impl Child {
         let got = recv_all(self.status.as_fd(), &mut rec);
         let record = (got == InitRecord::SIZE).then(|| InitRecord::parse(&rec));
         let mut cg = self.cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
-        if self.oom_seen {
+        if self.oom_seen || record.is_some_and(|r| r.oom) {
             // We ended the job on the kernel's OOM event, maybe before its OOM killer acted.
             cg.oom_kills = cg.oom_kills.max(1);
         }
         let mut verdict = if let Some(limit) = self.timed_out {
             Verdict::TimedOut(limit)
+        } else if record.is_some_and(|r| r.oom) {
+            Verdict::OomKilled
         } else if let Some(ws) = record.and_then(|r| r.status) {
             if libc::WIFEXITED(ws) {
                 Verdict::Exited(libc::WEXITSTATUS(ws))

@@ -45,13 +45,18 @@ pub(crate) enum Code {
 /// The payload plan being built, with a description of each operation for error messages.
 #[derive(Default)]
 pub(crate) struct PayloadPlan {
+    /// Header flags (init.c): bit 0, init watches an OOM eventfd at its fd 7.
+    pub flags: u64,
     data: Vec<u8>,
     ops: Vec<[u64; 5]>,
     /// What each operation does (same index as the operations).
     pub descs: Vec<Desc>,
 }
 
-const HEADER: usize = 32;
+const HEADER: usize = 40;
+
+/// Flag: init watches the job's OOM eventfd (cgroup v1) at its fd 7.
+pub(crate) const OOM_WATCH: u64 = 1;
 
 impl PayloadPlan {
     fn align(&mut self) {
@@ -106,7 +111,7 @@ impl PayloadPlan {
         let ops_off = HEADER + data.len();
         let size = ops_off + self.ops.len() * 40;
         let mut out = Vec::with_capacity(size);
-        for w in [MAGIC, size as u64, self.ops.len() as u64, ops_off as u64] {
+        for w in [MAGIC, size as u64, self.ops.len() as u64, ops_off as u64, self.flags] {
             out.extend_from_slice(&w.to_ne_bytes());
         }
         out.extend_from_slice(&data);

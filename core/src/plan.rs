@@ -106,13 +106,14 @@ pub(crate) struct FdMove {
     pub cloexec: bool,
 }
 
-/// Init's fixed descriptors (init.c): status socket, init binary, error pipe, payload plan, then
-/// the payload's own descriptors from 7 on.
+/// Init's fixed descriptors (init.c): status socket, init binary, error pipe, payload plan, the
+/// job's OOM eventfd (cgroup v1), then the payload's own descriptors from 8 on.
 pub(crate) const INIT_STATUS_FD: i32 = 3;
 pub(crate) const INIT_BINARY_FD: i32 = 4;
 pub(crate) const INIT_ERR_FD: i32 = 5;
 pub(crate) const INIT_PLAN_FD: i32 = 6;
-pub(crate) const INIT_FIRST_SOURCE: i32 = 7;
+pub(crate) const INIT_OOM_FD: i32 = 7;
+pub(crate) const INIT_FIRST_SOURCE: i32 = 8;
 
 /// What an operation does, for error messages.
 #[derive(Clone, Debug)]
@@ -176,6 +177,8 @@ pub(crate) struct Fds {
     pub devices: Vec<(PathBuf, String)>,
     /// The terminal's size, when the payload gets a pty: rows, columns, x and y pixels.
     pub winsize: Option<[u16; 4]>,
+    /// The job's OOM eventfd (cgroup v1, oom_policy = kill_job), watched by init.
+    pub oom_event: Option<RawFd>,
 }
 
 /// The host paths of a spec, resolved once by the parent (see `hostpath.rs`).
@@ -343,6 +346,9 @@ struct Compiler<'a> {
     layers: usize,
     /// The pty's slave, when the payload gets a terminal.
     tty_slot: Option<usize>,
+    /// The id maps of the sandbox's user namespace.
+    uid_map: Vec<IdMap>,
+    gid_map: Vec<IdMap>,
 }
 
 /// The slots of the spec's host paths (same shape as [`HostPaths`]).
@@ -363,7 +369,7 @@ enum OptValue {
 
 /// Compiles a spec into a plan. Pure planning: no process or host state is changed.
 pub(crate) fn compile(spec: &SandboxSpec, fds: &Fds) -> Result<Plan, SetupFailure> {
-    let mut c = Compiler { spec, plan: Plan::new(), next_slot: 0, root_slot: 0, devnull: std::ptr::null(), staging: "/tmp", scratch: None, layers: 0, tty_slot: None };
+    let mut c = Compiler { spec, plan: Plan::new(), next_slot: 0, root_slot: 0, devnull: std::ptr::null(), staging: "/tmp", scratch: None, layers: 0, tty_slot: None, uid_map: fds.uid_map.clone(), gid_map: fds.gid_map.clone() };
     c.devnull = c.plan.cs("/dev/null")?;
     c.compile(fds)?;
     let mut plan = c.plan;
@@ -430,6 +436,7 @@ impl Compiler<'_> {
         // 1. Keep only our fds, and leave the caller's session: no controlling terminal (no
         // TIOCSTI into the caller's shell), a process group of our own (no kill(0) reaching it).
         let mut keep: Vec<i32> = vec![fds.err_w, fds.status_child, fds.memfd, fds.payload_plan];
+        keep.extend(fds.oom_event);
         keep.extend(fds.host.mount_fds());
         keep.extend(fds.sync_r);
         keep.extend(fds.stdio);
@@ -527,6 +534,10 @@ impl Compiler<'_> {
             FdMove { src: FdSrc::Fd(fds.err_w), dst: INIT_ERR_FD, cloexec: false },
             FdMove { src: FdSrc::Fd(fds.payload_plan), dst: INIT_PLAN_FD, cloexec: false },
         ];
+        if let Some(fd) = fds.oom_event {
+            moves.push(FdMove { src: FdSrc::Fd(fd), dst: INIT_OOM_FD, cloexec: false });
+            self.plan.payload.flags |= crate::payload::OOM_WATCH;
+        }
         for (i, src) in sources.into_iter().enumerate() {
             moves.push(FdMove { src, dst: INIT_FIRST_SOURCE + i as i32, cloexec: false });
         }
@@ -589,13 +600,20 @@ impl Compiler<'_> {
             let mut explode: Vec<Vec<String>> = Vec::new();
             let mut wanted: Vec<String> = spec.mounts.iter().map(|m| m.destination().to_string()).collect();
             wanted.extend(self.hidden_ipc_dirs());
+            // Every directory on the way to a mount point is exploded too, so the path to it is
+            // a tmpfs directory the sandbox can search even where the host's is not (a bind
+            // below /root, which the sandbox's root, not the host's, may not enter).
             for dest in &wanted {
                 let comps = sandbox_components(dest, Step::Mount)?;
                 let mut host = PathBuf::from("/");
                 for (k, c) in comps.iter().enumerate() {
                     host.push(c);
                     match std::fs::symlink_metadata(&host) {
-                        Ok(md) if md.is_dir() => continue,
+                        Ok(md) if md.is_dir() => {
+                            if k + 1 < comps.len() {
+                                explode.push(comps[..=k].to_vec());
+                            }
+                        }
                         Ok(_) => break, // a symlink or file: resolved inside the root as it is
                         Err(_) => {
                             for j in 1..=k {
@@ -814,6 +832,15 @@ impl Compiler<'_> {
     fn host_dir(&mut self, rel: &[String], explode: &[Vec<String>], out: &mut Vec<(Vec<String>, TopKind, usize)>) -> Result<(), SetupFailure> {
         let dir = PathBuf::from("/").join(rel.join("/"));
         let skip: &[&str] = if rel.is_empty() { &["proc", "dev", "tmp", "sys"] } else { &[] };
+        // A directory the sandbox's ids could not enter on the host (like /root, for a private id
+        // range) shows none of its entries: only the mount points the spec puts below it.
+        if !rel.is_empty() && !self.sandbox_can_search(&dir) {
+            for e in explode.iter().filter(|e| e.len() == rel.len() + 1 && e.starts_with(rel)) {
+                out.push((e.clone(), TopKind::Exploded, 0));
+                self.host_dir(e, explode, out)?;
+            }
+            return Ok(());
+        }
         let entries = std::fs::read_dir(&dir).map_err(|e| SetupFailure::new(Step::Mount, e.raw_os_error(), Some(dir.clone()), "list a directory of the host's root"))?;
         let mut names: Vec<(String, std::fs::FileType)> = entries
             .filter_map(|e| e.ok())
@@ -841,6 +868,21 @@ impl Compiler<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the sandbox's root (the host ids its uid and gid 0 map to) may search a host
+    /// directory and those above it, by their owners and modes (host root may search all).
+    fn sandbox_can_search(&self, dir: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let outside = |maps: &[IdMap], fallback: u32| maps.iter().find(|m| m.inside == 0).map_or(fallback, |m| m.outside);
+        let (uid, gid) = if self.plan.user_ns { (outside(&self.uid_map, 0), outside(&self.gid_map, 0)) } else { (crate::sys::euid(), nix::unistd::getegid().as_raw()) };
+        if uid == 0 {
+            return true;
+        }
+        // The directory and every one above it (the child reaches entries by their path).
+        dir.ancestors().all(|d| {
+            std::fs::metadata(d).is_ok_and(|md| (md.uid() == uid && md.mode() & 0o100 != 0) || (md.gid() == gid && md.mode() & 0o010 != 0) || md.mode() & 0o001 != 0)
+        })
     }
 
     /// Plans: find or create `comps` inside the root (RESOLVE_IN_ROOT; missing directories and a

@@ -519,6 +519,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         hidden_store,
         devices,
         winsize: if spec.tty { host_winsize() } else { None },
+        oom_event: cgroup.as_ref().and_then(|c| c.oom_event()).map(|f| f.as_raw_fd()),
     };
     let plan = plan::compile(spec, &fds)?;
     {

@@ -10,7 +10,7 @@ async function main(): Promise<void> {
     mounts: [bind(process.cwd(), '/work', { readOnly: false }), tmpfs('/tmp', { size: '256M' })],
   });
   const code: number | null = r.exitCode;
-  const peak: number = r.usage.memoryPeakBytes;
+  const peak: number | null = r.usage.memoryPeakBytes;
   console.log(code, r.verdict, peak, r.stdout?.toString());
 
   const p: SandboxProcess = spawn(['make'], { signal: AbortSignal.timeout(30_000) });

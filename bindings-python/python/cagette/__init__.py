@@ -20,6 +20,7 @@ import os
 import selectors
 import signal as _signal
 import subprocess
+import sys
 import threading
 import time
 from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, NoReturn, Optional, Sequence, Tuple, TypedDict, Union
@@ -554,6 +555,8 @@ def run(
     process is killed and :class:`TimeoutExpired` is raised (with ``usage``). Other keyword
     arguments describe the sandbox (``memory="256M"``, ``network="none"``, ``mounts=[...]``).
     """
+    if spec.get("tty"):
+        return _run_tty(args, input=input, capture_output=capture_output or stdout == PIPE, timeout=timeout, check=check, env=env, cwd=cwd, text=text, **spec)
     if capture_output:
         if stdout is not None or stderr is not None:
             raise ValueError("stdout and stderr arguments may not be used with capture_output")
@@ -569,6 +572,28 @@ def run(
     if report["verdict"] == "timed_out":
         raise TimeoutExpired(args, float(timeout or 0.0), out, err, Usage(report), report.get("limit"))
     result = CompletedProcess(args, _returncode(report), out, err, report)
+    if check:
+        result.check_returncode()
+    return result
+
+
+def _run_tty(args: Args, *, input: Any, capture_output: bool, timeout: Optional[float], check: bool, env: Optional[Mapping[str, str]], cwd: Optional[StrPath], text: bool, **spec: Any) -> CompletedProcess:
+    """run() with ``tty=True``: the command gets a terminal of its own (a pty in the sandbox).
+    Captured, its output is what it printed on that terminal (stdout and stderr together, with
+    the terminal's CRLF line ends); otherwise the terminal is shown on ours, and what is typed on
+    our stdin goes to it when our stdin is a terminal."""
+    d = _spec(args, spec, env=env, cwd=cwd, timeout=timeout)
+    d["tty"] = True
+    data = input.encode() if isinstance(input, str) else input
+    try:
+        report_json, out = _native.run_tty(json.dumps(d), capture_output, sys.stdin.isatty(), data)
+    except _native.NativeError as e:
+        _raise_native(e)
+    report = json.loads(report_json)
+    output: Any = (out.decode(errors="replace").replace("\r\n", "\n") if text else out) if capture_output else None
+    if report["verdict"] == "timed_out":
+        raise TimeoutExpired(args, float(timeout or 0.0), output, None, Usage(report), report.get("limit"))
+    result = CompletedProcess(args, _returncode(report), output, None, report)
     if check:
         result.check_returncode()
     return result

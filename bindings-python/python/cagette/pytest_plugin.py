@@ -97,17 +97,16 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Optional[bool]:
         spec = dict(options)
         timeout = spec.pop("timeout", None)
         mounts = list(spec.pop("mounts", []))
-        # The sandbox has its own /tmp, /dev and /run: bring back (read-only, same paths) the
-        # test files and the Python installation if they live there.
-        hidden = ("/tmp/", "/dev/", "/run/", "/proc/", "/sys/")
-        seen: set[str] = set()
+        # Bring in, read-only at the same paths, the test files and the Python installation:
+        # the sandbox has its own /tmp, /dev and /run, and (as root) its own unprivileged ids,
+        # which may not enter where they live (a pyenv under /root, say).
+        seen: List[str] = []
         package_dir = os.path.dirname(os.path.dirname(os.path.abspath(cagette.__file__)))
-        candidates = [rootdir, str(pyfuncitem.path.parent), sys.prefix, sys.base_prefix, package_dir]
+        candidates = [rootdir, str(pyfuncitem.path.parent), sys.prefix, sys.base_prefix, package_dir, os.path.dirname(os.path.realpath(sys.executable))]
         candidates += [p for p in sys.path if p and os.path.isdir(p)]
-        for p in candidates:
-            p = os.path.realpath(p)
-            if p.startswith(hidden) and p not in seen and not any(p.startswith(q + "/") for q in seen):
-                seen.add(p)
+        for p in sorted({os.path.realpath(c) for c in candidates}, key=len):
+            if p != "/" and not any(p == q or p.startswith(q + "/") for q in seen):
+                seen.append(p)
                 mounts.append(cagette.bind(p, p, read_only=True))
         mounts.append(cagette.bind(d, d))  # the worker writes its result here
         env = dict(os.environ)

@@ -17,13 +17,16 @@
  *            12-byte record (phase u32, index u32, errno i32); phase 1 = payload op `index`,
  *            phase 2 = init itself (index 0: read the payload plan, 1: fork).
  *   fd 6     the payload plan (a memfd; format below), read once.
- *   fd 7...  the descriptors the payload gets (its standard streams, passed fds), named by the
+ *   fd 7     with the plan's flag OOM_WATCH: an eventfd signalled when the job's memory cgroup
+ *            (cgroup v1) hits an OOM; the whole sandbox is then killed and reaped, and the
+ *            record says so (flags bit 1). (v2 has memory.oom.group in the kernel.)
+ *   fd 8...  the descriptors the payload gets (its standard streams, passed fds), named by the
  *            plan's FDS operation.
  *   signals  all blocked on entry (inherited); SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2,
  *            SIGWINCH and SIGCONT are forwarded to the payload; orphans are reaped.
  *
  * The payload plan: u64 words. Header: magic, total size, number of operations, offset of the
- * operations. Each operation is five u64: code and four arguments; strings and arrays are given as
+ * operations, flags. Each operation is five u64: code and four arguments; strings and arrays are given as
  * offsets from the start of the plan (arrays of strings are arrays of u64 offsets, 0-terminated
  * where noted). The child runs them in order; the last is EXEC.
  */
@@ -178,7 +181,9 @@ __asm__(".text\n.global _start\n_start:\n  mov x0, sp\n  bl cmain\n  brk #0\n");
 #define STATUS_FD 3
 #define ERR_FD 5
 #define PLAN_FD 6
-#define FIRST_SOURCE 7
+#define OOM_FD 7
+#define FIRST_SOURCE 8
+#define PLAN_OOM_WATCH 1
 #define PHASE_PAYLOAD 1
 #define PHASE_INIT 2
 #define PLAN_MAGIC 0x444c59415054474cUL /* the first word of the plan (payload.rs) */
@@ -215,7 +220,7 @@ struct op {
 };
 
 struct header {
-    u64 magic, size, nops, ops;
+    u64 magic, size, nops, ops, flags;
 };
 
 struct timeval {
@@ -514,12 +519,12 @@ static void kill_and_reap(long payload, int pid1, int *status, int *have) {
 }
 
 /* Writes the end-of-job record (see the contract above). */
-static void send_record(int status, int have) {
+static void send_record(int status, int have, int oom) {
     struct rusage ru;
     i64 rec[4];
     for (int i = 0; i < (int)(sizeof ru / sizeof(i64)); i++) ((i64 *)&ru)[i] = 0;
     sc(NR_getrusage, -1 /* RUSAGE_CHILDREN */, (long)&ru, 0, 0, 0);
-    rec[0] = (i64)(u32)status | ((i64)(have ? 1 : 0) << 32);
+    rec[0] = (i64)(u32)status | ((i64)(have ? 1 : 0) << 32) | ((i64)(oom ? 1 : 0) << 33);
     rec[1] = ru.utime.sec * 1000000 + ru.utime.usec;
     rec[2] = ru.stime.sec * 1000000 + ru.stime.usec;
     rec[3] = ru.maxrss;
@@ -538,8 +543,8 @@ __attribute__((used)) void cmain(long *sp) {
     u64 all = ~0UL;
     u64 watched = BIT(SIGCHLD) | BIT(SIGTERM) | BIT(SIGINT) | BIT(SIGHUP) | BIT(SIGQUIT) |
                   BIT(SIGUSR1) | BIT(SIGUSR2) | BIT(SIGWINCH) | BIT(SIGCONT);
-    struct pollfd fds[2];
-    int status = 0, have = 0;
+    struct pollfd fds[3];
+    int status = 0, have = 0, nfds = 2;
     long sfd;
 
     sc(NR_rt_sigprocmask, SIG_BLOCK, (long)&all, 0, 8, 0);
@@ -548,6 +553,7 @@ __attribute__((used)) void cmain(long *sp) {
     char *plan = map_plan();
     if (!plan) die(125);
     const struct header *h = (const struct header *)plan;
+    int oom_watch = (h->flags & PLAN_OOM_WATCH) != 0;
     long payload = sc(NR_clone, SIGCHLD, 0, 0, 0, 0);
     if (payload == 0) payload_main(plan, h);
     if (payload < 0) {
@@ -569,24 +575,27 @@ __attribute__((used)) void cmain(long *sp) {
     fds[0].events = POLLIN;
     fds[1].fd = STATUS_FD;
     fds[1].events = POLLIN;
+    fds[2].fd = OOM_FD;
+    fds[2].events = POLLIN;
+    if (oom_watch) nfds = 3;
 
     for (;;) {
         if (reap(payload, &status)) {
             have = 1;
             /* Everything left in the sandbox goes with the payload (reaped, so it is accounted). */
             if (pid1) kill_and_reap(payload, pid1, &status, &have);
-            send_record(status, have);
+            send_record(status, have, 0);
             die(0);
         }
-        fds[0].revents = fds[1].revents = 0;
-        long r = sc(NR_ppoll, (long)fds, 2, 0, 0, 8);
+        fds[0].revents = fds[1].revents = fds[2].revents = 0;
+        long r = sc(NR_ppoll, (long)fds, nfds, 0, 0, 8);
         if (r == -EINTR) continue;
         if (r >= 0 && (fds[1].revents & POLLIN)) {
             char cmd = 0;
             long n = sc(NR_read, STATUS_FD, (long)&cmd, 1, 0, 0);
             if (n == 1 && cmd == 'K') {
                 kill_and_reap(payload, pid1, &status, &have);
-                send_record(status, have);
+                send_record(status, have, 0);
                 die(0);
             }
             if (n == -EINTR || n == -EAGAIN) continue;
@@ -596,6 +605,15 @@ __attribute__((used)) void cmain(long *sp) {
             /* The host went away (or broke the protocol): take the sandbox down with it. */
             kill_all(payload, pid1);
             die(137);
+        }
+        if (r > 0 && oom_watch && (fds[2].revents & POLLIN)) {
+            /* The kernel's OOM killer struck in the job: the whole job goes (oom_policy kill_job). */
+            u64 count;
+            if (sc(NR_read, OOM_FD, (long)&count, 8, 0, 0) == 8 && count > 0) {
+                kill_and_reap(payload, pid1, &status, &have);
+                send_record(status, have, 1);
+                die(0);
+            }
         }
         if (fds[0].revents & POLLIN) {
             /* struct signalfd_siginfo is 128 bytes; ssi_signo is its first field. */
