@@ -463,3 +463,38 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("cannot write the report"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn a_full_store_is_named_and_the_store_stays_hidden() {
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let d = tempdir("fullstore");
+    // A layer of 4 MB of incompressible data, into a store on a 1 MB tmpfs (mounted in a
+    // mount namespace of its own: the host's mount table is not touched).
+    let src = d.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let mut data = vec![0u8; 4 << 20];
+    let mut x: u32 = 12345;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    std::fs::write(src.join("big"), &data).unwrap();
+    let layer = d.join("layer.tar");
+    assert!(Command::new("tar").arg("-C").arg(&src).arg("-cf").arg(&layer).arg(".").status().unwrap().success());
+    let store = d.join("store");
+    std::fs::create_dir(&store).unwrap();
+    let script = format!("mount -t tmpfs -o size=1m none {s} && exec {} image --store {s} import {} --name big:1 -q", bin(), layer.display(), s = store.display());
+    let o = Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]).output().unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains(&format!("the image store {} is full", store.display())) && err.contains("layer 1 of 1"), "{err}");
+    // The default root never shows the store (its layers may hold setuid files and devices).
+    std::fs::write(store.join("marker"), "x").unwrap();
+    let o = cagette(&["run", "--store", store.to_str().unwrap(), "--", "ls", "-A", store.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "", "the store is visible in the sandbox");
+}

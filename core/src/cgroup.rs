@@ -242,6 +242,40 @@ pub(crate) struct JobCgroup {
     /// v1 with `oom_policy = kill_job`: an eventfd signalled when the job's memory cgroup hits
     /// an OOM (v2 has memory.oom.group instead); the waiter then kills the whole job.
     oom_event: Option<OwnedFd>,
+    /// v1 cgroups the job joins but does not own (the shared standard device allow-list).
+    join_only: Vec<PathBuf>,
+}
+
+/// v1: deny every device to the cgroup `d`, then allow the standard ones and `extra`.
+fn restrict_devices(d: &Path, extra: &[(char, u32, u32)]) -> Result<(), SetupFailure> {
+    write(&d.join("devices.deny"), "a", "deny every device to the job")?;
+    for (t, maj, min) in STANDARD_DEVICES.iter().map(|&(t, a, b)| (t, a, b)).chain(extra.iter().map(|&(t, a, b)| (t, a, Some(b)))) {
+        let min = min.map_or("*".to_string(), |m| m.to_string());
+        write(&d.join("devices.allow"), &format!("{t} {maj}:{min} rwm"), "allow a device to the job")?;
+    }
+    Ok(())
+}
+
+/// v1: the shared cgroup `<parent>/standard-devices` of the devices hierarchy, holding the
+/// standard allow-list (set up once per process; the writes are idempotent).
+fn shared_standard_devices(base: &Path) -> Result<PathBuf, SetupFailure> {
+    static READY: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let dir = base.join("standard-devices");
+    let mut ready = READY.lock().unwrap_or_else(|e| e.into_inner());
+    if !ready.contains(&dir) {
+        if let Err(e) = fs::create_dir(&dir) {
+            if !dir.is_dir() {
+                return Err(with_access_hint(setup_err(e.raw_os_error(), &dir, "create the cgroup of the standard device allow-list")));
+            }
+        }
+        // Already set up by an earlier process: one read instead of nine writes.
+        let want: String = STANDARD_DEVICES.iter().map(|&(t, a, b)| format!("{t} {a}:{} rwm\n", b.map_or("*".to_string(), |m| m.to_string()))).collect();
+        if fs::read_to_string(dir.join("devices.list")).ok().as_deref() != Some(want.as_str()) {
+            restrict_devices(&dir, &[])?;
+        }
+        ready.push(dir.clone());
+    }
+    Ok(dir)
 }
 
 /// The standard device allow-list (as runc and crun): rwm on null, zero, full, random, urandom,
@@ -426,7 +460,7 @@ impl JobCgroup {
     pub fn create(wanted: &Wanted, spec_parent: Option<&Path>) -> Result<JobCgroup, SetupFailure> {
         let backend = backend().ok_or_else(|| setup_err(Some(libc::ENOENT), Path::new(ROOT), "no cgroup file system is mounted").hint("mount cgroup2 at /sys/fs/cgroup"))?;
         let name = job_name();
-        let mut job = JobCgroup { backend: backend.clone(), dirs: Vec::new(), dirfd: None, cpu_time: wanted.cpu_time, removed: false, oom_event: None };
+        let mut job = JobCgroup { backend: backend.clone(), dirs: Vec::new(), dirfd: None, cpu_time: wanted.cpu_time, removed: false, oom_event: None, join_only: Vec::new() };
         match backend {
             Backend::V2 => {
                 let parent = parent_v2(spec_parent, wanted)?;
@@ -456,6 +490,13 @@ impl JobCgroup {
                     }
                     create_levels(&mount, &base, ctrl == "cpuset")?;
                     sweep_once(&Path::new(ROOT).join("*").join(&rel), Some(&rel));
+                    if ctrl == "devices" && wanted.devices.is_empty() {
+                        // The standard allow-list lives in one shared cgroup below the parent,
+                        // set up once: jobs only join it (no mkdir, no writes per job). It is
+                        // never killed or removed by a job (others are in it).
+                        job.join_only.push(shared_standard_devices(&base)?);
+                        continue;
+                    }
                     let dir = base.join(&name);
                     fs::create_dir(&dir).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &dir, &format!("create the job's {ctrl} cgroup"))))?;
                     job.dirs.push((ctrl, dir.clone()));
@@ -468,11 +509,7 @@ impl JobCgroup {
                 }
                 job.limits_v1(wanted)?;
                 if let Some(d) = job.dirs.iter().find(|(c, _)| *c == "devices").map(|(_, d)| d.clone()) {
-                    write(&d.join("devices.deny"), "a", "deny every device to the job")?;
-                    for (t, maj, min) in STANDARD_DEVICES.iter().map(|&(t, a, b)| (t, a, b)).chain(wanted.devices.iter().map(|&(t, a, b)| (t, a, Some(b)))) {
-                        let min = min.map_or("*".to_string(), |m| m.to_string());
-                        write(&d.join("devices.allow"), &format!("{t} {maj}:{min} rwm"), "allow a device to the job")?;
-                    }
+                    restrict_devices(&d, &wanted.devices)?;
                 }
                 if wanted.oom_kill_job && wanted.memory.is_some() {
                     job.oom_event = Some(job.watch_oom_v1()?);
@@ -610,7 +647,7 @@ impl JobCgroup {
     /// would pay it. v2 uses CLONE_INTO_CGROUP instead.
     pub fn self_join_files(&self) -> Vec<PathBuf> {
         match self.backend {
-            Backend::V1 => self.dirs.iter().map(|(_, d)| d.join("tasks")).collect(),
+            Backend::V1 => self.dirs.iter().map(|(_, d)| d.as_path()).chain(self.join_only.iter().map(PathBuf::as_path)).map(|d| d.join("tasks")).collect(),
             Backend::V2 => Vec::new(),
         }
     }
