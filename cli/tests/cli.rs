@@ -492,9 +492,14 @@ fn a_full_store_is_named_and_the_store_stays_hidden() {
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(125), "{err}");
     assert!(err.contains(&format!("the image store {} is full", store.display())) && err.contains("layer 1 of 1"), "{err}");
-    // The default root never shows the store (its layers may hold setuid files and devices).
-    std::fs::write(store.join("marker"), "x").unwrap();
-    let o = cagette(&["run", "--store", store.to_str().unwrap(), "--", "ls", "-A", store.to_str().unwrap()]);
+    // The default root never shows the store (its layers may hold setuid files and devices);
+    // one outside /tmp, which the sandbox would see (read-only) otherwise.
+    let visible = TempDir(PathBuf::from(format!("/var/tmp/cagette-cli-store-{}", std::process::id())));
+    std::fs::create_dir_all(visible.join("layers")).unwrap();
+    std::fs::write(visible.join("marker"), "x").unwrap();
+    let o = cagette(&["run", "--store", visible.to_str().unwrap(), "--", "ls", "-A", visible.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "", "the store is visible in the sandbox");
+    let o = cagette(&["run", "--", "ls", "-A", visible.to_str().unwrap()]);
+    assert!(text(&o.stdout).contains("marker"), "the check cannot fail: {}", text(&o.stdout));
 }
