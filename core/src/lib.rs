@@ -30,45 +30,33 @@
 //! (step, errno) and becomes a [`SetupFailure`].
 #![warn(missing_docs)]
 
-mod caps;
-mod cgroup;
 mod child;
-mod devfilter;
 mod error;
-mod exec;
-mod hostfile;
-mod hostpath;
-mod idrange;
+mod fs;
+mod host;
 mod image;
-mod payload;
+mod limits;
 mod plan;
 mod probe;
 mod sandbox;
-mod seccomp;
-mod spawn;
-mod spec;
-mod sys;
-mod syscall_table;
-mod units;
-mod validate;
-mod verdict;
+mod security;
 
-pub use caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
-pub use child::Child;
+pub use security::caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
+pub use sandbox::child::Child;
 pub use error::{Error, Result, SetupFailure, Step};
-pub use hostfile::{read_host_file, write_host_file};
+pub use fs::hostfile::{read_host_file, write_host_file};
 pub use image::{ImageError, ImageInfo, ImageStore, Limits as ImageLimits, Progress as ImportProgress, RunConfig};
 #[doc(hidden)]
 pub use image::fuzz_apply_layer;
 pub use probe::{CgroupVersion, Probe, probe};
-pub use sandbox::Sandbox;
-pub use spec::{
+pub use sandbox::builder::Sandbox;
+pub use sandbox::spec::{
     CgroupMode, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, IoMax, Landlock, OciSeccomp,
     OciSyscall, OciSyscallArg, Seccomp, SeccompMode, SpecError, Mount, Namespaces, Network, NsMode,
     OomPolicy, PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio, UsernsMode,
 };
-pub use plan::DEFAULT_HOSTNAME;
-pub use validate::{MAX_DURATION, MAX_ID, MIN_MEMORY};
-pub use seccomp::DEFAULT_DENIED as DEFAULT_DENIED_SYSCALLS;
-pub use units::{ParseUnitError, Size, parse_duration};
-pub use verdict::{Outcome, Output, Pressure, Report, TimeLimit, Usage, Verdict};
+pub use plan::compile::DEFAULT_HOSTNAME;
+pub use sandbox::validate::{MAX_DURATION, MAX_ID, MIN_MEMORY};
+pub use security::seccomp::DEFAULT_DENIED as DEFAULT_DENIED_SYSCALLS;
+pub use sandbox::units::{ParseUnitError, Size, parse_duration};
+pub use sandbox::verdict::{Outcome, Output, Pressure, Report, TimeLimit, Usage, Verdict};

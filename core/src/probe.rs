@@ -71,7 +71,7 @@ pub fn probe() -> Probe {
     unsafe { libc::uname(&mut uts) };
     let kernel = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned();
     let cgroup = cgroup_version();
-    let cgroup_controllers = crate::cgroup::usable_controllers();
+    let cgroup_controllers = crate::limits::cgroup::usable_controllers();
     // clone3 with an invalid size answers EINVAL when it exists, ENOSYS when it does not.
     let clone3 = syscall_exists(libc::SYS_clone3, [0, 0, 0]);
     let pidfd = syscall_exists(libc::SYS_pidfd_open, [unsafe { libc::getpid() } as usize, 0, 0]);

@@ -13,8 +13,8 @@
 //! assert_eq!(spec.hostname.as_deref(), Some("box"));
 //! ```
 
-use crate::caps::Capability;
-use crate::units::{Size, duration_opt};
+use crate::security::caps::Capability;
+use crate::sandbox::units::{Size, duration_opt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -420,7 +420,7 @@ impl SandboxSpec {
     /// assert!(spec.validate().unwrap_err().message.contains("out of range"));
     /// ```
     pub fn validate(&self) -> Result<(), SpecError> {
-        crate::validate::values(self).map_err(|f| SpecError {
+        crate::sandbox::validate::values(self).map_err(|f| SpecError {
             unknown_key: false,
             message: match &f.hint {
                 Some(h) => format!("{} (hint: {h})", f.message),

@@ -134,7 +134,7 @@ impl HostPath {
 /// has no rights over (more restrictive, never less). A recursive mapping that fails on one
 /// submount (procfs and sysfs cannot be mapped) maps the top mount only.
 pub(crate) fn idmap(mount: &OwnedFd, userns: &OwnedFd, recursive: bool) -> Result<bool, std::io::Error> {
-    let attempt = |rec: bool| crate::sys::parent_mount_setattr_idmap(mount.as_raw_fd(), userns.as_raw_fd(), rec);
+    let attempt = |rec: bool| crate::child::sys::parent_mount_setattr_idmap(mount.as_raw_fd(), userns.as_raw_fd(), rec);
     match attempt(recursive) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {

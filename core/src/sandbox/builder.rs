@@ -1,10 +1,10 @@
 //! The builder: a chainable way to fill a [`SandboxSpec`].
 
-use crate::caps::Capability;
-use crate::child::Child;
+use crate::security::caps::Capability;
+use crate::sandbox::child::Child;
 use crate::error::Result;
-use crate::spec::{IdMap, Mount, Network, NsMode, PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio};
-use crate::verdict::{Outcome, Output};
+use crate::sandbox::spec::{IdMap, Mount, Network, NsMode, PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio};
+use crate::sandbox::verdict::{Outcome, Output};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -201,7 +201,7 @@ impl Sandbox {
     /// Starts the sandbox. Returns once the payload has been executed, or with a
     /// [`crate::SetupFailure`] naming the step that failed (nothing is left running then).
     pub fn spawn(&self) -> Result<Child> {
-        crate::spawn::spawn(&self.spec)
+        crate::sandbox::spawn::spawn(&self.spec)
     }
 
     /// Runs to the end and returns the verdict and usage (streams as configured).
@@ -222,6 +222,6 @@ impl Sandbox {
         if spec.stderr == Stdio::Inherit {
             spec.stderr = Stdio::Piped;
         }
-        crate::spawn::spawn(&spec)?.wait_with_output()
+        crate::sandbox::spawn::spawn(&spec)?.wait_with_output()
     }
 }

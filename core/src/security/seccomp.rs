@@ -3,7 +3,7 @@
 //! The payload only loads the program, right before exec.
 
 use crate::error::{SetupFailure, Step};
-use crate::spec::{OciSeccomp, SandboxSpec, Seccomp, SeccompMode};
+use crate::sandbox::spec::{OciSeccomp, SandboxSpec, Seccomp, SeccompMode};
 use std::collections::BTreeSet;
 
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
@@ -29,11 +29,11 @@ const AUDIT_ARCH: u32 = 0xc000_00b7;
 
 #[cfg(target_arch = "x86_64")]
 fn table() -> &'static [(&'static str, u32)] {
-    crate::syscall_table::X86_64
+    crate::security::syscall_table::X86_64
 }
 #[cfg(target_arch = "aarch64")]
 fn table() -> &'static [(&'static str, u32)] {
-    crate::syscall_table::AARCH64
+    crate::security::syscall_table::AARCH64
 }
 
 /// The name of syscall `nr` on this architecture, if known.
@@ -279,7 +279,7 @@ pub(crate) fn compile(spec: &SandboxSpec) -> Result<Option<Filter>, SetupFailure
         Seccomp::Mode(SeccompMode::Default) => {
             let allow: BTreeSet<&str> = spec.seccomp_allow.iter().map(String::as_str).collect();
             let mut deny: BTreeSet<&str> = DEFAULT_DENIED.iter().copied().collect();
-            if spec.namespaces.pid != crate::spec::NsMode::New {
+            if spec.namespaces.pid != crate::sandbox::spec::NsMode::New {
                 deny.extend(PTRACE_FAMILY.iter().copied());
             }
             deny.extend(spec.seccomp_deny.iter().map(String::as_str));

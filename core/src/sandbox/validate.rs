@@ -5,7 +5,7 @@
 //! or a host process killed (a memory limit too small for the sandbox to start).
 
 use crate::error::{SetupFailure, Step};
-use crate::spec::{IdMap, Mount, SandboxSpec};
+use crate::sandbox::spec::{IdMap, Mount, SandboxSpec};
 use std::time::Duration;
 
 /// The smallest memory limit a sandbox can start with. The sandbox's setup (namespaces, mounts,
@@ -146,7 +146,7 @@ pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
         }
     }
     for (name, st) in [("stdin", s.stdin), ("stdout", s.stdout), ("stderr", s.stderr)] {
-        if let crate::spec::Stdio::Fd(fd) = st {
+        if let crate::sandbox::spec::Stdio::Fd(fd) = st {
             if fd < 0 {
                 return Err(bad(format!("{name} fd {fd} is not a file descriptor")));
             }

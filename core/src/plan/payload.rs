@@ -12,7 +12,7 @@
 //! each (code, four arguments). Strings and arrays are offsets from the start of the buffer.
 
 use crate::error::Step;
-use crate::plan::Desc;
+use crate::plan::ops::Desc;
 use std::path::Path;
 
 /// The plan's first word, as init.c checks it.

@@ -8,7 +8,7 @@
 //! controller used. Nothing outside cagette's own parent is ever created, moved or removed.
 
 use crate::error::{SetupFailure, Step};
-use crate::spec::SandboxSpec;
+use crate::sandbox::spec::SandboxSpec;
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -149,9 +149,9 @@ impl Wanted {
             cpuset_mems: spec.cpuset_mems.clone(),
             io_weight: spec.io_weight,
             cpu_time: spec.cpu_time,
-            always: spec.cgroup == crate::spec::CgroupMode::Always,
-            pid_ns: spec.namespaces.pid == crate::spec::NsMode::New,
-            oom_kill_job: spec.oom_policy == crate::spec::OomPolicy::KillJob,
+            always: spec.cgroup == crate::sandbox::spec::CgroupMode::Always,
+            pid_ns: spec.namespaces.pid == crate::sandbox::spec::NsMode::New,
+            oom_kill_job: spec.oom_policy == crate::sandbox::spec::OomPolicy::KillJob,
             devices: spec.devices.iter().filter_map(|d| device_of(d)).collect(),
         })
     }
@@ -197,7 +197,7 @@ impl Wanted {
         if self.io_weight.is_some() || !self.io_max.is_empty() {
             c.push("blkio");
         }
-        if crate::sys::euid() == 0 {
+        if crate::host::euid() == 0 {
             c.push("devices"); // the device allow-list (setting it needs root)
         }
         c
@@ -225,7 +225,7 @@ pub(crate) struct CgroupUsage {
     pub io_read: Option<u64>,
     pub io_write: Option<u64>,
     pub oom_kills: u64,
-    pub psi: Option<crate::verdict::Pressure>,
+    pub psi: Option<crate::sandbox::verdict::Pressure>,
 }
 
 /// A job's cgroup (one directory on v2, one per controller on v1). Dropping it kills whatever is
@@ -413,7 +413,7 @@ fn remove_dir_retry(dir: &Path) -> io::Result<()> {
 }
 
 fn parent_v2(spec_parent: Option<&Path>, wanted: &Wanted) -> Result<PathBuf, SetupFailure> {
-    let root = crate::sys::euid() == 0;
+    let root = crate::host::euid() == 0;
     if root || spec_parent.is_some() {
         let rel = parent_rel(spec_parent, &Backend::V2)?;
         let p = Path::new(ROOT).join(&rel);
@@ -470,8 +470,8 @@ impl JobCgroup {
                 job.dirs.push(("", dir.clone()));
                 job.limits_v2(&dir, wanted)?;
                 let fd = fs::File::open(&dir).map_err(|e| setup_err(e.raw_os_error(), &dir, "open the job's cgroup"))?;
-                if crate::sys::euid() == 0 {
-                    crate::devfilter::attach(&fd, &wanted.devices).map_err(|e| {
+                if crate::host::euid() == 0 {
+                    crate::limits::devfilter::attach(&fd, &wanted.devices).map_err(|e| {
                         setup_err(e.raw_os_error(), &dir, "attach the device allow-list (an eBPF program) to the job's cgroup").hint("the kernel must allow BPF_PROG_TYPE_CGROUP_DEVICE programs (CONFIG_CGROUP_BPF)")
                     })?;
                 }
@@ -700,7 +700,7 @@ impl JobCgroup {
                     l.split_whitespace().find_map(|f| f.strip_prefix("total=")?.parse().ok())
                 };
                 if d.join("memory.pressure").exists() {
-                    u.psi = Some(crate::verdict::Pressure {
+                    u.psi = Some(crate::sandbox::verdict::Pressure {
                         cpu_some: Duration::from_micros(total("cpu.pressure", "some").unwrap_or(0)),
                         memory_some: Duration::from_micros(total("memory.pressure", "some").unwrap_or(0)),
                         memory_full: Duration::from_micros(total("memory.pressure", "full").unwrap_or(0)),

@@ -1,9 +1,9 @@
 //! A running sandbox: wait for it, signal it, talk to it. Dropping a [`Child`] that was not waited
 //! for kills its whole process tree and reaps it.
 
-use crate::cgroup::JobCgroup;
+use crate::limits::cgroup::JobCgroup;
 use crate::error::{Error, Result};
-use crate::verdict::{Outcome, Output, TimeLimit, Usage, Verdict};
+use crate::sandbox::verdict::{Outcome, Output, TimeLimit, Usage, Verdict};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -47,8 +47,8 @@ pub struct Child {
     /// what the payload writes to its terminal is read here, what is written here is its input.
     pub pty: Option<File>,
     /// The id range the job runs in (held until the job is gone).
-    pub(crate) id_range: Option<crate::idrange::IdRange>,
-    pub(crate) oom_policy: crate::spec::OomPolicy,
+    pub(crate) id_range: Option<crate::security::idrange::IdRange>,
+    pub(crate) oom_policy: crate::sandbox::spec::OomPolicy,
     /// The job's memory cgroup reported an OOM (v1, kill_job) and the job was killed for it.
     oom_seen: bool,
 }
@@ -133,7 +133,7 @@ fn seccomp_audit_syscall(pid: i32) -> Option<String> {
         }
     }
     let nr = found?;
-    Some(crate::seccomp::name(nr).map(str::to_string).unwrap_or_else(|| format!("#{nr}")))
+    Some(crate::security::seccomp::name(nr).map(str::to_string).unwrap_or_else(|| format!("#{nr}")))
 }
 
 trait NonBlock {
@@ -172,7 +172,7 @@ impl Child {
         let [stdin, stdout, stderr] = ends;
         // Durations were bounded by validation; checked anyway (a deadline past the clock's end is none).
         let deadline = timeout.and_then(|t| started.checked_add(t));
-        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline, pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None, pty: None, id_range: None, oom_policy: crate::spec::OomPolicy::KillJob, oom_seen: false }
+        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline, pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None, pty: None, id_range: None, oom_policy: crate::sandbox::spec::OomPolicy::KillJob, oom_seen: false }
     }
 
     /// Remembers the payload's host pid (the init's only child right after spawn), so that a
@@ -399,7 +399,7 @@ impl Child {
         // an OOM kill is the OOM killer's.
         if self.timed_out.is_none() && cg.oom_kills > 0 {
             let payload_killed = verdict == Verdict::Signaled(libc::SIGKILL);
-            if self.oom_policy == crate::spec::OomPolicy::KillJob || payload_killed {
+            if self.oom_policy == crate::sandbox::spec::OomPolicy::KillJob || payload_killed {
                 verdict = Verdict::OomKilled;
             }
         }

@@ -1,15 +1,16 @@
 //! The parent side of a spawn: prepare fds and the plan, clone, write the id maps, and wait until
 //! the payload and init have exec'd (or a setup step failed).
 
-use crate::cgroup::{JobCgroup, Wanted};
-use crate::child::Child;
+use crate::limits::cgroup::{JobCgroup, Wanted};
+use crate::sandbox::child::Child;
 use crate::error::{Error, Result, SetupFailure, Step};
-use crate::exec::{self, RECORD};
-use crate::hostpath;
-use crate::idrange::IdRange;
-use crate::plan::{self, Fds, HostPaths};
-use crate::spec::{CgroupMode, IdMap, Mount, Network, NsMode, SandboxSpec, Stdio, UsernsMode};
-use crate::sys::{self, CloneArgs, Errno};
+use crate::child::exec;
+use crate::fs::hostpath;
+use crate::security::idrange::IdRange;
+use crate::plan::ops::{self as plan_ops, Fds, HostPaths, RECORD};
+use crate::plan;
+use crate::sandbox::spec::{CgroupMode, IdMap, Mount, Network, NsMode, SandboxSpec, Stdio, UsernsMode};
+use crate::child::sys::{self, CloneArgs, Errno};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -208,8 +209,8 @@ fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(Sandbox
             // image user's ids to themselves next to root, so that its files are its own inside.
             // (The default id range maps 0..65535 already; rootless, the one id there is stays
             // root's, and a non-root USER needs an explicit map.)
-            let euid = sys::euid();
-            let egid = nix::unistd::getegid().as_raw();
+            let euid = crate::host::euid();
+            let egid = crate::host::egid();
             let with_identity = |map: &mut Vec<IdMap>, host_root: u32, id: u32| {
                 if map.is_empty() && id != 0 {
                     map.push(IdMap { inside: 0, outside: host_root, count: 1 });
@@ -227,15 +228,15 @@ fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(Sandbox
 
 /// The uid and gid maps of a new user namespace, and the id range they use (held for the job).
 fn id_maps(spec: &SandboxSpec) -> std::result::Result<(Vec<IdMap>, Vec<IdMap>, Option<IdRange>), SetupFailure> {
-    let euid = sys::euid();
-    let egid = nix::unistd::getegid().as_raw();
+    let euid = crate::host::euid();
+    let egid = crate::host::egid();
     if spec.namespaces.user != NsMode::New {
         return Ok((Vec::new(), Vec::new(), None));
     }
     let (mut uid, mut gid, mut range) = (spec.uid_map.clone(), spec.gid_map.clone(), None);
     if uid.is_empty() && gid.is_empty() && euid == 0 && spec.userns == UsernsMode::Auto {
-        let r = crate::idrange::allocate()?;
-        let m = IdMap { inside: 0, outside: r.base(), count: crate::idrange::RANGE_SIZE };
+        let r = crate::security::idrange::allocate()?;
+        let m = IdMap { inside: 0, outside: r.base(), count: crate::security::idrange::RANGE_SIZE };
         uid.push(m);
         gid.push(m);
         range = Some(r);
@@ -378,7 +379,7 @@ fn receive_pty(sock: &OwnedFd) -> io::Result<File> {
 }
 
 pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
-    crate::validate::spec(spec)?;
+    crate::sandbox::validate::spec(spec)?;
     let resolved;
     let (spec, layers) = match &spec.image {
         Some(name) => {
@@ -423,7 +424,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     // sandbox's root is not the caller, mounted here to be id-mapped onto the sandbox's ids).
     let (uid_map, gid_map, id_range) = id_maps(spec)?;
     let user_new = spec.namespaces.user == NsMode::New;
-    let premount = user_new && sys::euid() == 0 && !uid_map.iter().any(|m| m.inside == 0 && m.outside == 0);
+    let premount = user_new && crate::host::euid() == 0 && !uid_map.iter().any(|m| m.inside == 0 && m.outside == 0);
     let host = host_paths(spec, &layers, &cwd, premount)?;
     let devices = extra_devices(spec)?;
     let hidden_store = if spec.rootfs.is_none() && spec.image.is_none() {
@@ -521,7 +522,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         winsize: if spec.tty { host_winsize() } else { None },
         oom_event: cgroup.as_ref().and_then(|c| c.oom_event()).map(|f| f.as_raw_fd()),
     };
-    let plan = plan::compile(spec, &fds)?;
+    let plan = plan::compile::compile(spec, &fds)?;
     {
         use std::io::Write;
         let bytes = plan.payload.finish();
@@ -532,7 +533,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
 
     // Clone. The child shares our memory until it execs: the plan and stack stay put until then.
     let flags = plan.clone_flags | libc::CLONE_VM as u64 | sys::CLONE_PIDFD;
-    let plan_ptr = &plan as *const plan::Plan as *mut libc::c_void;
+    let plan_ptr = &plan as *const plan_ops::Plan as *mut libc::c_void;
     let mut pidfd: libc::c_int = -1;
     let mut born_in_cgroup = false;
     let result = {
@@ -574,7 +575,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         Ok(pid) => pid as libc::pid_t,
         Err(Errno(e)) => {
             let f = SetupFailure::new(Step::Clone, Some(e), None, "create the sandbox process with its namespaces");
-            let f = match plan::errno_hint(Step::Clone, e, user_new) {
+            let f = match plan_ops::errno_hint(Step::Clone, e, user_new) {
                 Some(h) => f.hint(h),
                 None => f,
             };
@@ -585,7 +586,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let abort = |pidfd: &OwnedFd| {
         let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
-        crate::child::reap_raw(pidfd.as_raw_fd());
+        crate::sandbox::child::reap_raw(pidfd.as_raw_fd());
     };
 
     if let Some(cg) = cgroup.as_ref().filter(|c| c.needs_host_attach() && !born_in_cgroup) {
@@ -678,13 +679,13 @@ fn map_text(maps: &[IdMap]) -> String {
 
 /// Writes uid_map, setgroups and gid_map of the child's new user namespace.
 fn write_id_maps(pid: libc::pid_t, uid: &[IdMap], gid: &[IdMap]) -> std::result::Result<(), SetupFailure> {
-    let euid = sys::euid();
+    let euid = crate::host::euid();
     let write = |file: &str, text: &str| -> std::result::Result<(), SetupFailure> {
         let path = PathBuf::from(format!("/proc/{pid}/{file}"));
         std::fs::write(&path, text).map_err(|e| {
             let errno = e.raw_os_error();
             let f = SetupFailure::new(Step::IdMap, errno, Some(path.clone()), &format!("write {file} {:?}", text.trim_end()));
-            match errno.and_then(|e| plan::errno_hint(Step::IdMap, e, true)) {
+            match errno.and_then(|e| plan_ops::errno_hint(Step::IdMap, e, true)) {
                 Some(h) => f.hint(h),
                 None => f,
             }

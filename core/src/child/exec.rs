@@ -1,24 +1,17 @@
 //! The code that runs between clone and exec: the setup child (future pid 1) and the payload.
 //!
-//! Rules (DEVELOPERS.md, rule 1): only raw system calls from [`crate::sys`] on data the parent
+//! Rules (DEVELOPERS.md, rule 1): only raw system calls from [`crate::child::sys`] on data the parent
 //! prepared in the [`Plan`]; no allocation, no locks, no formatting, no panics. Failures are
 //! reported as one 12-byte record (phase, operation index, errno) on the close-on-exec error
 //! pipe, and the process exits.
 #![allow(clippy::missing_safety_doc)]
 
-use crate::plan::{FdMove, FdSrc, Leaf, Op, PATH_BUF, Plan};
-use crate::sys::{self, Errno, OpenHow};
+use crate::plan::ops::{FdMove, FdSrc, Leaf, Op, PATH_BUF, PHASE_SETUP, Plan, RECORD};
+use crate::child::sys::{self, Errno, OpenHow};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::Ordering;
 
-/// Record phase of a setup-child failure.
-pub(crate) const PHASE_SETUP: u32 = 0;
-/// Record phase of a payload failure (reported by init's fork of the payload).
-pub(crate) const PHASE_PAYLOAD: u32 = 1;
-/// Record phase of a failure of init itself (reading the payload's plan, forking the payload).
-pub(crate) const PHASE_INIT: u32 = 2;
-/// Size of one error record: phase u32, index u32, errno i32.
-pub(crate) const RECORD: usize = 12;
+
 
 const EMPTY: *const libc::c_char = c"".as_ptr();
 

@@ -310,11 +310,6 @@ pub(crate) fn parent_mount_setattr_idmap(mount: c_int, userns: c_int, recursive:
 
 const EMPTY_PATH: &core::ffi::CStr = c"";
 
-/// The caller's effective uid.
-pub(crate) fn euid() -> u32 {
-    nix::unistd::geteuid().as_raw()
-}
-
 /// The kernel's Landlock ABI version (0 without Landlock): landlock_create_ruleset(NULL, 0,
 /// LANDLOCK_CREATE_RULESET_VERSION), which no wrapper crate of ours has.
 pub(crate) fn landlock_abi() -> i64 {

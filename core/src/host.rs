@@ -1,0 +1,36 @@
+//! Facts about the host process and its kernel that several capabilities ask (read once).
+
+use std::sync::OnceLock;
+
+/// The caller's effective uid.
+pub(crate) fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// The caller's effective gid.
+pub(crate) fn egid() -> u32 {
+    nix::unistd::getegid().as_raw()
+}
+
+/// Whether the running kernel is at least `major.minor`.
+pub(crate) fn kernel_at_least(major: u32, minor: u32) -> bool {
+    static V: OnceLock<(u32, u32)> = OnceLock::new();
+    let v = *V.get_or_init(|| {
+        let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut it = r.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse::<u32>().ok());
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    });
+    v >= (major, minor)
+}
+
+/// The highest capability number this kernel knows.
+pub(crate) fn last_cap() -> u32 {
+    static LAST: OnceLock<u32> = OnceLock::new();
+    *LAST.get_or_init(|| std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40))
+}
+
+
+/// The kernel's Landlock ABI version (0 without Landlock).
+pub(crate) fn landlock_abi() -> i64 {
+    crate::child::sys::landlock_abi()
+}
