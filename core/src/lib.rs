@@ -29,6 +29,8 @@
 //! the whole sandbox down if the host process dies. A failing step comes back as
 //! (step, errno) and becomes a [`SetupFailure`].
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod child;
 mod error;

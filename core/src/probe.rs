@@ -54,7 +54,12 @@ fn cgroup_version() -> CgroupVersion {
     }
 }
 
+/// Whether the kernel has system call `nr`, by calling it with arguments it refuses (ENOSYS
+/// means it does not exist; anything else that it does).
 fn syscall_exists(nr: libc::c_long, args: [usize; 3]) -> bool {
+    // SAFETY: every call made here passes arguments the kernel rejects before acting (a null
+    // or invalid pointer with a size of 0, an invalid fd or flags): nothing is read, written or
+    // created in this process.
     let r = unsafe { libc::syscall(nr, args[0], args[1], args[2]) };
     !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
 }
@@ -67,20 +72,18 @@ fn syscall_exists(nr: libc::c_long, args: [usize; 3]) -> bool {
 /// println!("user namespaces: {}, cgroup: {:?}", p.user_namespaces, p.cgroup);
 /// ```
 pub fn probe() -> Probe {
-    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
-    unsafe { libc::uname(&mut uts) };
-    let kernel = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned();
+    let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     let cgroup = cgroup_version();
     let cgroup_controllers = crate::limits::cgroup::usable_controllers();
     // clone3 with an invalid size answers EINVAL when it exists, ENOSYS when it does not.
     let clone3 = syscall_exists(libc::SYS_clone3, [0, 0, 0]);
-    let pidfd = syscall_exists(libc::SYS_pidfd_open, [unsafe { libc::getpid() } as usize, 0, 0]);
+    let pidfd = syscall_exists(libc::SYS_pidfd_open, [usize::MAX, 0, 0]);
     let mount_api = syscall_exists(libc::SYS_mount_setattr, [usize::MAX, 0, 0]) && syscall_exists(libc::SYS_fsopen, [0, 0, 0]);
     let overlayfs = std::fs::read_to_string("/proc/filesystems").map(|s| s.lines().any(|l| l.ends_with("\toverlay"))).unwrap_or(false)
         || Path::new("/sys/module/overlay").exists();
     let seccomp = std::fs::read_to_string("/proc/self/status").map(|s| s.lines().any(|l| l.starts_with("Seccomp:"))).unwrap_or(false);
     // landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) returns the ABI version.
-    let ll = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, 0usize, 0usize, 1usize) };
+    let ll = crate::host::landlock_abi();
     let landlock_abi = if ll > 0 { Some(ll as u32) } else { None };
     // A minimal sandbox with every namespace: no mounts beyond the root, no streams.
     let spec = crate::SandboxSpec {
@@ -99,7 +102,7 @@ pub fn probe() -> Probe {
     let user_namespaces = crate::Sandbox::from_spec(spec).status().map(|o| o.success()).unwrap_or(false);
     Probe {
         kernel,
-        root: unsafe { libc::geteuid() } == 0,
+        root: crate::host::euid() == 0,
         user_namespaces,
         clone3,
         pidfd,

@@ -18,6 +18,8 @@ const EMPTY: *const libc::c_char = c"".as_ptr();
 #[inline(always)]
 fn slot(plan: &Plan, i: usize) -> c_int {
     match plan.slots.get(i) {
+        // SAFETY: slots are written only by this single-threaded child (and read after it
+        // ended by no one): no other reference to the cell exists while we read it.
         Some(c) => unsafe { *c.get() },
         None => -1,
     }
@@ -26,6 +28,7 @@ fn slot(plan: &Plan, i: usize) -> c_int {
 #[inline(always)]
 fn set_slot(plan: &Plan, i: usize, fd: usize) {
     if let Some(c) = plan.slots.get(i) {
+        // SAFETY: as in `slot`: this child is the only one to touch the cell.
         unsafe { *c.get() = fd as c_int };
     }
 }
@@ -37,6 +40,7 @@ fn report(fd: c_int, phase: u32, index: usize, errno: Errno) {
     rec[8..12].copy_from_slice(&errno.0.to_ne_bytes());
     let mut off = 0;
     while off < RECORD {
+        // SAFETY: off < RECORD, so the pointer stays inside `rec`.
         match sys::write(fd, unsafe { rec.as_ptr().add(off) }, RECORD - off) {
             Ok(n) => off += n,
             Err(Errno(libc::EINTR)) => {}
@@ -87,8 +91,8 @@ unsafe fn resolve(root: c_int, path: *const libc::c_char, prefixes: *const *cons
     let mut parent = root;
     let mut i = 0;
     while i < n {
-        let prefix = unsafe { *prefixes.add(i) };
-        let name = unsafe { *names.add(i) };
+        // SAFETY: the caller's contract: both arrays have n entries (plan arenas), i < n.
+        let (prefix, name) = unsafe { (*prefixes.add(i), *names.add(i)) };
         let fd = match open_in_root(root, prefix) {
             Ok(fd) => fd,
             Err(Errno(libc::ENOENT)) => {
@@ -173,8 +177,10 @@ unsafe fn render_fd_path(buf: *mut u8, fd: c_int, suffix: *const libc::c_char) -
     let nd = itoa(fd as u64, &mut digits);
     let mut len = 0usize;
     let mut s = suffix as *const u8;
+    // SAFETY: `suffix` is a NUL-terminated C string of the plan: reading up to its NUL stays in it.
     while unsafe { *s } != 0 {
         len += 1;
+        // SAFETY: not past the NUL just checked.
         s = unsafe { s.add(1) };
     }
     if prefix.len() + nd + 1 + len + 1 > PATH_BUF {
@@ -182,17 +188,21 @@ unsafe fn render_fd_path(buf: *mut u8, fd: c_int, suffix: *const libc::c_char) -
     }
     let mut o = 0usize;
     for &b in prefix.iter().chain(digits[..nd].iter()) {
+        // SAFETY: the length check above keeps every o below PATH_BUF, the buffer's size.
         unsafe { *buf.add(o) = b };
         o += 1;
     }
+    // SAFETY: as above (o < PATH_BUF).
     unsafe { *buf.add(o) = b'/' };
     o += 1;
     let mut j = 0usize;
     while j < len {
+        // SAFETY: o < PATH_BUF as above; j < len, inside the suffix string.
         unsafe { *buf.add(o) = *(suffix as *const u8).add(j) };
         o += 1;
         j += 1;
     }
+    // SAFETY: o < PATH_BUF as above (room for the NUL was counted).
     unsafe { *buf.add(o) = 0 };
     Ok(())
 }
@@ -246,6 +256,7 @@ fn mask(root: c_int, path: *const libc::c_char, devnull: *const libc::c_char) ->
         Err(Errno(libc::ENOENT)) => return Ok(()),
         Err(e) => return Err(e),
     };
+    // SAFETY: an all-zero stat is a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     let r = (|| {
         sys::fstatat(target, EMPTY, &mut st, sys::AT_EMPTY_PATH)?;
@@ -358,6 +369,7 @@ fn open_pty(sock: c_int, winsize: &[u16; 4]) -> Result<c_int, Errno> {
         let mut cbuf = [0u64; 3];
         let hdr_len = core::mem::size_of::<libc::cmsghdr>();
         let c = cbuf.as_mut_ptr() as *mut libc::cmsghdr;
+        // SAFETY: `cbuf` is 24 aligned bytes, room for a cmsghdr (16) and one int after it.
         unsafe {
             (*c).cmsg_len = hdr_len + core::mem::size_of::<c_int>();
             (*c).cmsg_level = libc::SOL_SOCKET;
@@ -366,6 +378,7 @@ fn open_pty(sock: c_int, winsize: &[u16; 4]) -> Result<c_int, Errno> {
         }
         let mut byte = [b'P'];
         let mut iov = libc::iovec { iov_base: byte.as_mut_ptr() as *mut c_void, iov_len: 1 };
+        // SAFETY: an all-zero msghdr is a valid (empty) value of this plain C struct.
         let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
@@ -392,7 +405,8 @@ fn open_tree_checked(path: *const libc::c_char, flags: u32, dev: u64, ino: u64) 
     let how = OpenHow { flags: (libc::O_PATH | libc::O_CLOEXEC) as u64, mode: 0, resolve: sys::RESOLVE_NO_SYMLINKS };
     let fd = sys::openat2(libc::AT_FDCWD, path, &how)? as c_int;
     let r = (|| {
-        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: an all-zero stat is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
         sys::fstatat(fd, EMPTY, &mut st, sys::AT_EMPTY_PATH)?;
         if st.st_dev != dev || st.st_ino != ino {
             return Err(Errno(libc::ESTALE));
@@ -515,6 +529,7 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
                 let fd = unsafe { *c.get() };
                 if fd >= 0 {
                     let _ = sys::close(fd);
+                    // SAFETY: as in `set_slot`: only this child touches the cells.
                     unsafe { *c.get() = -1 };
                 }
             }

@@ -24,6 +24,8 @@ fn check(ret: isize) -> SysResult {
 #[inline(always)]
 pub unsafe fn syscall6(n: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, a6: usize) -> isize {
     let ret: isize;
+    // SAFETY: one `syscall` instruction; the registers it clobbers are declared, and no stack
+    // is used (nostack). What the kernel does with the arguments is the caller's contract.
     unsafe {
         asm!("syscall", inlateout("rax") n as isize => ret, in("rdi") a1, in("rsi") a2, in("rdx") a3,
              in("r10") a4, in("r8") a5, in("r9") a6, lateout("rcx") _, lateout("r11") _,
@@ -36,6 +38,7 @@ pub unsafe fn syscall6(n: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5:
 #[inline(always)]
 pub unsafe fn syscall6(n: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, a6: usize) -> isize {
     let ret: isize;
+    // SAFETY: as on x86_64: one `svc`, registers declared, no stack.
     unsafe {
         asm!("svc #0", in("x8") n, inlateout("x0") a1 as isize => ret, in("x1") a2, in("x2") a3,
              in("x3") a4, in("x4") a5, in("x5") a6, options(nostack));
@@ -46,13 +49,26 @@ pub unsafe fn syscall6(n: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5:
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("cagette supports x86_64 and aarch64 Linux");
 
+/// One raw system call. The wrappers below hand their arguments to the kernel unchanged; they are
+/// used only by the setup child (`exec.rs`), which passes pointers into the plan's arenas or its
+/// own stack, valid for the call (see its module docs).
 macro_rules! sc {
-    ($n:expr) => { check(unsafe { syscall6($n as usize, 0, 0, 0, 0, 0, 0) }) };
-    ($n:expr, $a:expr) => { check(unsafe { syscall6($n as usize, $a as usize, 0, 0, 0, 0, 0) }) };
-    ($n:expr, $a:expr, $b:expr) => { check(unsafe { syscall6($n as usize, $a as usize, $b as usize, 0, 0, 0, 0) }) };
-    ($n:expr, $a:expr, $b:expr, $c:expr) => { check(unsafe { syscall6($n as usize, $a as usize, $b as usize, $c as usize, 0, 0, 0) }) };
-    ($n:expr, $a:expr, $b:expr, $c:expr, $d:expr) => { check(unsafe { syscall6($n as usize, $a as usize, $b as usize, $c as usize, $d as usize, 0, 0) }) };
-    ($n:expr, $a:expr, $b:expr, $c:expr, $d:expr, $e:expr) => { check(unsafe { syscall6($n as usize, $a as usize, $b as usize, $c as usize, $d as usize, $e as usize, 0) }) };
+    ($n:expr $(, $a:expr)*) => {{
+        let a: [usize; 6] = {
+            let v = [$($a as usize),*];
+            let mut a = [0usize; 6];
+            let mut i = 0;
+            while i < v.len() {
+                a[i] = v[i];
+                i += 1;
+            }
+            a
+        };
+        // SAFETY: the `syscall` instruction itself touches no Rust-visible state but its
+        // clobbered registers (declared in syscall6); what the kernel reads or writes through
+        // pointer arguments is the caller's contract (live buffers of the stated sizes).
+        check(unsafe { syscall6($n as usize, a[0], a[1], a[2], a[3], a[4], a[5]) })
+    }};
 }
 
 use libc::{
@@ -135,6 +151,8 @@ pub type ChildFn = unsafe extern "C" fn(*mut c_void) -> c_int;
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn clone3_run(args: *mut CloneArgs, f: ChildFn, arg: *mut c_void) -> SysResult {
     let ret: isize;
+    // SAFETY: the caller's contract (see `# Safety`): the child runs `f` on its own stack and
+    // exits without returning here; the parent gets the pid in rax.
     unsafe {
         asm!(
             "syscall",
@@ -166,6 +184,8 @@ pub unsafe fn clone3_run(args: *mut CloneArgs, f: ChildFn, arg: *mut c_void) -> 
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn clone_run(flags: u64, stack_top: *mut u8, parent_tid: *mut c_int, f: ChildFn, arg: *mut c_void) -> SysResult {
     let ret: isize;
+    // SAFETY: the caller's contract (see `# Safety`): the child runs `f` on its own stack and
+    // exits without returning here; the parent gets the pid in rax.
     unsafe {
         asm!(
             "syscall",
@@ -192,6 +212,7 @@ pub unsafe fn clone_run(flags: u64, stack_top: *mut u8, parent_tid: *mut c_int, 
 #[cfg(target_arch = "aarch64")]
 pub unsafe fn clone3_run(args: *mut CloneArgs, f: ChildFn, arg: *mut c_void) -> SysResult {
     let ret: isize;
+    // SAFETY: as on x86_64 (see `# Safety`).
     unsafe {
         asm!(
             "svc #0",
@@ -215,6 +236,7 @@ pub unsafe fn clone3_run(args: *mut CloneArgs, f: ChildFn, arg: *mut c_void) -> 
 #[cfg(target_arch = "aarch64")]
 pub unsafe fn clone_run(flags: u64, stack_top: *mut u8, parent_tid: *mut c_int, f: ChildFn, arg: *mut c_void) -> SysResult {
     let ret: isize;
+    // SAFETY: as on x86_64 (see `# Safety`).
     unsafe {
         asm!(
             "svc #0",
@@ -293,32 +315,10 @@ pub fn rt_sigaction(sig: c_int, act: *const c_void, old: *mut c_void) -> SysResu
 pub fn setsid() -> SysResult { sc!(libc::SYS_setsid) }
 pub fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> SysResult { sc!(libc::SYS_sendmsg, fd, msg, flags) }
 
-// ---- The parent side's few raw calls (no safe wrapper in nix 0.32 or rustix 1.1) ---------------
-
-pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-
-/// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], {MOUNT_ATTR_IDMAP, userns_fd})`: maps the
-/// ids of a detached mount through a user namespace. Neither nix nor rustix wraps mount_setattr.
-pub(crate) fn parent_mount_setattr_idmap(mount: c_int, userns: c_int, recursive: bool) -> std::io::Result<()> {
-    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns as u64 };
-    let mut flags = AT_EMPTY_PATH;
-    if recursive {
-        flags |= AT_RECURSIVE;
-    }
-    mount_setattr(mount, EMPTY_PATH.as_ptr(), flags, &attr).map(|_| ()).map_err(|Errno(e)| std::io::Error::from_raw_os_error(e))
-}
-
-const EMPTY_PATH: &core::ffi::CStr = c"";
-
-/// The kernel's Landlock ABI version (0 without Landlock): landlock_create_ruleset(NULL, 0,
-/// LANDLOCK_CREATE_RULESET_VERSION), which no wrapper crate of ours has.
-pub(crate) fn landlock_abi() -> i64 {
-    check(unsafe { syscall6(libc::SYS_landlock_create_ruleset as usize, 0, 0, 1, 0, 0, 0) }).map_or(0, |v| v as i64)
-}
-
 /// Ends the calling task (not the thread group: the setup child is its own process).
 pub fn exit(code: c_int) -> ! {
     loop {
+        // SAFETY: exit takes no pointer; it does not return.
         unsafe { syscall6(SYS_exit as usize, code as usize, 0, 0, 0, 0, 0) };
     }
 }

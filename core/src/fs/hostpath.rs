@@ -134,7 +134,7 @@ impl HostPath {
 /// has no rights over (more restrictive, never less). A recursive mapping that fails on one
 /// submount (procfs and sysfs cannot be mapped) maps the top mount only.
 pub(crate) fn idmap(mount: &OwnedFd, userns: &OwnedFd, recursive: bool) -> Result<bool, std::io::Error> {
-    let attempt = |rec: bool| crate::child::sys::parent_mount_setattr_idmap(mount.as_raw_fd(), userns.as_raw_fd(), rec);
+    let attempt = |rec: bool| mount_setattr_idmap(mount, userns, rec);
     match attempt(recursive) {
         Ok(()) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -145,4 +145,26 @@ pub(crate) fn idmap(mount: &OwnedFd, userns: &OwnedFd, recursive: bool) -> Resul
         }
         Err(e) => Err(e),
     }
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], {MOUNT_ATTR_IDMAP, userns_fd})`, which
+/// neither nix 0.32 nor rustix 1.1 wraps.
+fn mount_setattr_idmap(mount: &OwnedFd, userns: &OwnedFd, recursive: bool) -> std::io::Result<()> {
+    const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr { attr_set: MOUNT_ATTR_IDMAP, attr_clr: 0, propagation: 0, userns_fd: userns.as_raw_fd() as u64 };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: the path is an empty C string and `attr` a struct mount_attr of the size passed,
+    // both live for the call; the kernel only reads them. The fds are open (borrowed).
+    let r = unsafe { libc::syscall(libc::SYS_mount_setattr, mount.as_raw_fd(), c"".as_ptr(), flags, &attr as *const MountAttr, std::mem::size_of::<MountAttr>()) };
+    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }

@@ -392,7 +392,7 @@ fn kill_and_remove_dir(dir: &Path) -> io::Result<()> {
 fn kill_procs(dir: &Path) {
     if let Ok(s) = fs::read_to_string(dir.join("cgroup.procs")) {
         for pid in s.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
@@ -446,7 +446,7 @@ fn parent_v2(spec_parent: Option<&Path>, wanted: &Wanted) -> Result<PathBuf, Set
     let rel = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").trim_start_matches('/').to_string();
     let mine = Path::new(ROOT).join(rel);
     let sub = fs::read_to_string(mine.join("cgroup.subtree_control")).unwrap_or_default();
-    let writable = unsafe { libc::access(std::ffi::CString::new(mine.as_os_str().to_string_lossy().as_bytes()).unwrap_or_default().as_ptr(), libc::W_OK) } == 0;
+    let writable = nix::unistd::access(&mine, nix::unistd::AccessFlags::W_OK).is_ok();
     if writable && wanted.v2_controllers().iter().all(|c| sub.split_whitespace().any(|h| h == *c)) {
         return Ok(mine);
     }

@@ -81,7 +81,7 @@ fn load(extra: &[(char, u32, u32)]) -> std::io::Result<OwnedFd> {
     let name = b"cagette_devices";
     attr[48..48 + name.len()].copy_from_slice(name);
     let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
-    // SAFETY: the kernel returned a new fd of ours.
+    // SAFETY: BPF_PROG_LOAD returned a new fd: open, and ours alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 

@@ -153,6 +153,9 @@ pub(crate) struct Plan {
 
 // The plan is built and read on one thread; the children read it through a raw pointer while the
 // spawning thread waits. Send is needed only to move a plan into a spawning helper.
+// SAFETY: the raw pointers in a plan point into its own arenas (boxed, never moved or mutated
+// after compile); the slots and atomics are written only by the setup child while the spawning
+// thread waits for it. Moving a plan to another thread moves those arenas with it.
 unsafe impl Send for Plan {}
 
 /// File descriptors the parent prepared for this spawn.

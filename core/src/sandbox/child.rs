@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::sandbox::verdict::{Outcome, Output, TimeLimit, Usage, Verdict};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// A running sandbox.
@@ -96,23 +96,75 @@ fn recv_all(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
     got
 }
 
+/// Makes a stream non-blocking (for reading or writing without a deadlock).
+fn set_nonblocking(f: &File) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    if let Ok(fl) = fcntl(f, FcntlArg::F_GETFL) {
+        let _ = fcntl(f, FcntlArg::F_SETFL(OFlag::from_bits_retain(fl) | OFlag::O_NONBLOCK));
+    }
+}
+
 /// How often a CPU-time limit is checked.
 const CPU_CHECK: Duration = Duration::from_millis(20);
 
-/// Reaps the process behind `pidfd` (blocking), returning its siginfo and rusage.
-pub(crate) fn reap_raw(pidfd: RawFd) -> Option<(libc::siginfo_t, libc::rusage)> {
+/// How the process behind a pidfd ended, with its rusage.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reaped {
+    /// It exited (else it was killed by a signal).
+    pub exited: bool,
+    /// The exit code or the signal number.
+    pub status: i32,
+    pub cpu_user: Duration,
+    pub cpu_system: Duration,
+}
+
+/// Reaps the process behind `pidfd` (blocking), returning how it ended and its rusage.
+pub(crate) fn reap_raw(pidfd: BorrowedFd<'_>) -> Option<Reaped> {
     const P_PIDFD: libc::c_int = 3;
     loop {
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        let r = unsafe {
-            libc::syscall(libc::SYS_waitid, P_PIDFD, pidfd, &mut info as *mut libc::siginfo_t, libc::WEXITED | libc::__WALL, &mut ru as *mut libc::rusage)
+        let mut info = std::mem::MaybeUninit::<libc::siginfo_t>::zeroed();
+        let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: waitid(P_PIDFD, …) with the rusage argument (which nix and rustix do not
+        // expose) writes into the two zeroed buffers, which live for the call; zeroed, they are
+        // valid values of these plain C structs either way, and on success si_status is the
+        // field of the CLD_* siginfo the kernel filled.
+        let done = unsafe {
+            let r = libc::syscall(libc::SYS_waitid, P_PIDFD, pidfd.as_raw_fd(), info.as_mut_ptr(), libc::WEXITED | libc::__WALL, ru.as_mut_ptr());
+            (r == 0).then(|| (info.assume_init(), ru.assume_init())).map(|(i, r)| (i.si_code, i.si_status(), r))
         };
-        if r == 0 {
-            return Some((info, ru));
+        if let Some((code, status, ru)) = done {
+            return Some(Reaped { exited: code == libc::CLD_EXITED, status, cpu_user: tv(ru.ru_utime), cpu_system: tv(ru.ru_stime) });
         }
         if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
             return None;
+        }
+    }
+}
+
+/// Sends signal `sig` to the process behind `pidfd`.
+pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    use rustix::process::Signal;
+    let s = match Signal::from_named_raw(sig) {
+        Some(s) => s,
+        // SAFETY: a real-time signal number; an invalid one is refused by the kernel (EINVAL).
+        None if (1..=64).contains(&sig) => unsafe { Signal::from_raw_unchecked(sig) },
+        None => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    rustix::process::pidfd_send_signal(pidfd, s).map_err(io::Error::from)
+}
+
+/// Polls `fds` (fd, events) for up to `timeout` (None: forever), retrying on EINTR; returns
+/// each fd's revents.
+fn poll_fds(fds: &[(BorrowedFd<'_>, nix::poll::PollFlags)], timeout: Option<Duration>) -> io::Result<Vec<nix::poll::PollFlags>> {
+    use nix::poll::{PollFd, PollTimeout, poll};
+    let ms = timeout.map(|d| d.as_millis().min(i32::MAX as u128 - 1) as i32 + i32::from(d.subsec_nanos() % 1_000_000 != 0));
+    let t = ms.map_or(PollTimeout::NONE, |m| PollTimeout::try_from(m).unwrap_or(PollTimeout::MAX));
+    loop {
+        let mut p: Vec<PollFd<'_>> = fds.iter().map(|(fd, ev)| PollFd::new(*fd, *ev)).collect();
+        match poll(&mut p, t) {
+            Ok(_) => return Ok(p.iter().map(|f| f.revents().unwrap_or(nix::poll::PollFlags::empty())).collect()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -144,21 +196,6 @@ impl NonBlock for std::fs::OpenOptions {
     fn custom_flags_nonblock(&mut self) -> &mut Self {
         use std::os::unix::fs::OpenOptionsExt;
         self.custom_flags(libc::O_NONBLOCK)
-    }
-}
-
-fn poll_one(fd: RawFd, events: libc::c_short, timeout: Option<Duration>) -> io::Result<bool> {
-    let mut p = libc::pollfd { fd, events, revents: 0 };
-    let ms = timeout.map(|d| d.as_millis().min(i32::MAX as u128) as i32 + i32::from(d.subsec_nanos() % 1_000_000 != 0)).unwrap_or(-1);
-    loop {
-        let r = unsafe { libc::poll(&mut p, 1, ms) };
-        if r >= 0 {
-            return Ok(r > 0);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }
 
@@ -215,14 +252,10 @@ impl Child {
                 cg.kill();
             }
         }
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), signal, 0, 0) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                return Err(Error::io(format!("send signal {signal} to the sandbox (pid {})", self.pid), e));
-            }
+        match send_signal(self.pidfd.as_fd(), signal) {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(Error::io(format!("send signal {signal} to the sandbox (pid {})", self.pid), e)),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     fn remaining(&self) -> Option<Duration> {
@@ -241,42 +274,27 @@ impl Child {
         }
     }
 
-    /// The job's OOM eventfd (cgroup v1 with oom_policy = kill_job), to poll beside the pidfd.
-    fn oom_fd(&self) -> Option<RawFd> {
-        self.cgroup.as_ref().and_then(|c| c.oom_event()).map(|f| f.as_raw_fd())
-    }
-
     /// Waits up to `timeout` for the sandbox to end (true) or its OOM event (handled here).
     fn poll_end(&mut self, timeout: Duration) -> io::Result<bool> {
-        let mut p = vec![libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        if let Some(fd) = self.oom_fd() {
-            p.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-        }
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32 + i32::from(timeout.subsec_nanos() % 1_000_000 != 0);
-        loop {
-            // SAFETY: p is a live array of pollfd of that length.
-            let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
-            if r >= 0 {
-                break;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-        if p.get(1).is_some_and(|o| o.revents != 0) {
+        use nix::poll::PollFlags;
+        let oom = self.cgroup.as_ref().and_then(|c| c.oom_event());
+        let mut fds = vec![(self.pidfd.as_fd(), PollFlags::POLLIN)];
+        fds.extend(oom.map(|f| (f, PollFlags::POLLIN)));
+        let ready = poll_fds(&fds, Some(timeout))?;
+        let oom_ready = ready.get(1).is_some_and(|r| !r.is_empty());
+        let ended = ready.first().is_some_and(|r| !r.is_empty());
+        if oom_ready {
             self.check_oom();
         }
-        Ok(p[0].revents != 0)
+        Ok(ended)
     }
 
     /// With oom_policy = kill_job on cgroup v1: when the job's memory cgroup reported an OOM,
     /// kill the whole job (v2 does it in the kernel: memory.oom.group).
     fn check_oom(&mut self) {
-        let Some(fd) = self.oom_fd() else { return };
+        let Some(fd) = self.cgroup.as_ref().and_then(|c| c.oom_event()) else { return };
         let mut count = [0u8; 8];
-        // SAFETY: fd is the job's open eventfd; an 8-byte read of a counter.
-        let n = unsafe { libc::read(fd, count.as_mut_ptr() as *mut libc::c_void, 8) };
+        let n = nix::unistd::read(fd, &mut count).unwrap_or(0);
         if n == 8 && u64::from_ne_bytes(count) > 0 {
             self.oom_seen = true;
             if let Some(cg) = &self.cgroup {
@@ -312,8 +330,9 @@ impl Child {
         }
         // Ask init to kill and reap everything (so their CPU time is accounted); if it cannot
         // be asked, or does not finish promptly, SIGKILL it.
-        let asked = unsafe { libc::send(self.status.as_raw_fd(), b"K".as_ptr() as *const libc::c_void, 1, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) } == 1;
-        if asked && poll_one(self.pidfd.as_raw_fd(), libc::POLLIN, Some(Duration::from_millis(500))).unwrap_or(false) {
+        use nix::sys::socket::{MsgFlags, send};
+        let asked = send(self.status.as_raw_fd(), b"K", MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT).is_ok_and(|n| n == 1);
+        if asked && poll_fds(&[(self.pidfd.as_fd(), nix::poll::PollFlags::POLLIN)], Some(Duration::from_millis(500))).is_ok_and(|r| !r[0].is_empty()) {
             return Ok(());
         }
         self.kill(libc::SIGKILL)
@@ -364,7 +383,7 @@ impl Child {
     }
 
     fn reap(&mut self) -> Result<Outcome> {
-        let (info, ru) = reap_raw(self.pidfd.as_raw_fd()).ok_or_else(|| Error::last_os(format!("reap the sandbox (pid {})", self.pid)))?;
+        let reaped = reap_raw(self.pidfd.as_fd()).ok_or_else(|| Error::last_os(format!("reap the sandbox (pid {})", self.pid)))?;
         let wall = self.started.elapsed();
         let mut rec = [0u8; InitRecord::SIZE];
         let got = recv_all(self.status.as_fd(), &mut rec);
@@ -386,13 +405,10 @@ impl Child {
             } else {
                 Verdict::Exited(ws)
             }
+        } else if reaped.exited {
+            Verdict::Exited(reaped.status)
         } else {
-            // SAFETY: waitid filled a CLD_* siginfo.
-            let status = unsafe { info.si_status() };
-            match info.si_code {
-                libc::CLD_EXITED => Verdict::Exited(status),
-                _ => Verdict::Signaled(status),
-            }
+            Verdict::Signaled(reaped.status)
         };
         // An OOM kill in the job: with kill_job (the default) the job was killed for it whatever
         // its command did next; with continue, a SIGKILL of the payload while the cgroup counted
@@ -412,8 +428,8 @@ impl Child {
         // for memory: it started as a process sharing the host's memory, whose peak it inherits.
         let usage = Usage {
             wall_time: wall,
-            cpu_user: cg.cpu_user.or(record.map(|r| r.cpu_user)).unwrap_or_else(|| tv(ru.ru_utime)),
-            cpu_system: cg.cpu_system.or(record.map(|r| r.cpu_system)).unwrap_or_else(|| tv(ru.ru_stime)),
+            cpu_user: cg.cpu_user.or(record.map(|r| r.cpu_user)).unwrap_or(reaped.cpu_user),
+            cpu_system: cg.cpu_system.or(record.map(|r| r.cpu_system)).unwrap_or(reaped.cpu_system),
             max_rss_bytes: record.map(|r| r.max_rss_bytes).filter(|&b| b > 0),
             memory_peak_bytes: cg.memory_peak,
             pids_peak: cg.pids_peak,
@@ -440,10 +456,7 @@ impl Child {
             stdin = None;
         }
         if let Some(f) = &stdin {
-            unsafe {
-                let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-                libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
-            }
+            set_nonblocking(f);
         }
         let mut stdout = self.stdout.take();
         let mut stderr = self.stderr.take();
@@ -462,45 +475,37 @@ impl Child {
         let mut input = input.unwrap_or(&[]);
         let mut ended = false;
         while stdout.is_some() || stderr.is_some() || stdin.is_some() {
-            let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(4);
-            let mut kinds = Vec::with_capacity(4);
+            use nix::poll::PollFlags;
+            let mut pfds: Vec<(BorrowedFd<'_>, PollFlags)> = Vec::with_capacity(5);
+            let mut kinds = Vec::with_capacity(5);
             for (k, f) in [(1, &stdout), (2, &stderr)] {
                 if let Some(f) = f {
-                    pfds.push(libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                    pfds.push((f.as_fd(), PollFlags::POLLIN));
                     kinds.push(k);
                 }
             }
             if let Some(f) = &stdin {
-                pfds.push(libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLOUT, revents: 0 });
+                pfds.push((f.as_fd(), PollFlags::POLLOUT));
                 kinds.push(0);
             }
+            let oom = self.cgroup.as_ref().and_then(|c| c.oom_event());
             if !ended {
-                pfds.push(libc::pollfd { fd: self.pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+                pfds.push((self.pidfd.as_fd(), PollFlags::POLLIN));
                 kinds.push(3);
-                if let Some(fd) = self.oom_fd() {
-                    pfds.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+                if let Some(fd) = oom {
+                    pfds.push((fd, PollFlags::POLLIN));
                     kinds.push(4);
                 }
             }
-            let timeout = match self.next_check() {
-                Some(r) => r.as_millis().min(i32::MAX as u128) as i32 + 1,
-                None => -1,
-            };
-            let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::io("poll the sandbox's streams", e));
-            }
-            if r == 0 {
+            let ready = poll_fds(&pfds, self.next_check().map(|d| d + Duration::from_millis(1))).map_err(|e| Error::io("poll the sandbox's streams", e))?;
+            drop(pfds);
+            if ready.iter().all(|r| r.is_empty()) {
                 self.enforce_limits()?;
                 continue;
             }
             let mut buf = [0u8; 65536];
-            for (p, k) in pfds.iter().zip(kinds) {
-                if p.revents == 0 {
+            for (r, k) in ready.iter().zip(kinds) {
+                if r.is_empty() {
                     continue;
                 }
                 match k {
@@ -538,10 +543,7 @@ impl Child {
                 stdin = None;
                 for (slot, sink) in [(&mut stdout, &mut out), (&mut stderr, &mut err)] {
                     if let Some(f) = slot.take() {
-                        unsafe {
-                            let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-                            libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
-                        }
+                        set_nonblocking(&f);
                         let mut f = f;
                         loop {
                             match f.read(&mut buf) {
@@ -591,11 +593,7 @@ impl Child {
         let stdout_fd = io::stdout();
         let _raw = if forward_input { RawMode::enter(stdin.as_fd()) } else { None };
         let host_tty = || -> Option<(u16, u16)> {
-            [0, 1].into_iter().find_map(|fd| {
-                // SAFETY: fds 0 and 1 of this process, only queried.
-                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-                rustix::termios::tcgetwinsize(fd).ok().map(|w| (w.ws_row, w.ws_col))
-            })
+            rustix::termios::tcgetwinsize(io::stdin().as_fd()).or_else(|_| rustix::termios::tcgetwinsize(io::stdout().as_fd())).ok().map(|w| (w.ws_row, w.ws_col))
         };
         let mut size = host_tty();
         let mut input_open = forward_input;
@@ -710,8 +708,8 @@ impl Drop for RawMode {
 impl Drop for Child {
     fn drop(&mut self) {
         if self.outcome.is_none() {
-            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.pidfd.as_raw_fd(), libc::SIGKILL, 0, 0) };
-            reap_raw(self.pidfd.as_raw_fd());
+            let _ = send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+            reap_raw(self.pidfd.as_fd());
         }
     }
 }

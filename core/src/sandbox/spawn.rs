@@ -13,7 +13,7 @@ use crate::sandbox::spec::{CgroupMode, IdMap, Mount, Network, NsMode, SandboxSpe
 use crate::child::sys::{self, CloneArgs, Errno};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,26 +32,23 @@ fn clone3_disabled() -> bool {
 
 /// A sealed, close-on-exec memfd holding the init binary, created once per process.
 fn init_memfd() -> Result<RawFd> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
     static FD: OnceLock<std::result::Result<OwnedFd, i32>> = OnceLock::new();
     let r = FD.get_or_init(|| {
-        const MFD_EXEC: libc::c_uint = 0x10;
-        let name = c"cagette-init";
-        let base = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-        let mut fd = unsafe { libc::memfd_create(name.as_ptr(), base | MFD_EXEC) };
-        if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-            fd = unsafe { libc::memfd_create(name.as_ptr(), base) };
+        // MFD_EXEC (Linux 6.3+; older kernels refuse the flag and need none).
+        let exec = MFdFlags::from_bits_retain(0x10);
+        let base = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+        let fd = match memfd_create(c"cagette-init", base | exec) {
+            Err(nix::errno::Errno::EINVAL) => memfd_create(c"cagette-init", base),
+            r => r,
         }
-        if fd < 0 {
-            return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
-        }
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut f = File::from(owned);
+        .map_err(|e| e as i32)?;
+        let mut f = File::from(fd);
         use std::io::Write;
         f.write_all(INIT_BINARY).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
-        if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-            return Err(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
-        }
+        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
+        fcntl(&f, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| e as i32)?;
         Ok(OwnedFd::from(f))
     });
     match r {
@@ -63,23 +60,23 @@ fn init_memfd() -> Result<RawFd> {
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
 }
 
 fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)
 }
 
+/// Whether `fd` is an open descriptor of this process (a number a caller gave us).
 fn fd_is_open(fd: RawFd) -> bool {
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: the borrow lives for this one fcntl(F_GETFD), which only asks whether the number
+    // is open and changes nothing.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::fcntl::fcntl(b, nix::fcntl::FcntlArg::F_GETFD).is_ok()
 }
 
 /// The setup child's stack, with a guard page, unmapped when dropped (only once the child has
@@ -94,59 +91,51 @@ const GUARD: usize = 4 << 10;
 
 impl Stack {
     fn new() -> io::Result<Stack> {
+        use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, mprotect};
         let len = STACK + GUARD;
-        // SAFETY: an anonymous private mapping; no existing memory is touched.
-        let base = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK, -1, 0)
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let s = Stack { base, len };
-        // SAFETY: the first page of our own mapping.
-        if unsafe { libc::mprotect(base, GUARD, libc::PROT_NONE) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE | MapFlags::MAP_STACK;
+        let size = std::num::NonZeroUsize::new(len).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a new anonymous private mapping: no existing memory is aliased or touched.
+        let base = unsafe { mmap_anonymous(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags) }.map_err(io::Error::from)?;
+        let s = Stack { base: base.as_ptr(), len };
+        // SAFETY: the first page of the mapping just made, which nothing uses.
+        unsafe { mprotect(base, GUARD, ProtFlags::PROT_NONE) }.map_err(io::Error::from)?;
         Ok(s)
     }
     fn low(&self) -> *mut u8 {
-        // SAFETY: within the mapping.
-        unsafe { (self.base as *mut u8).add(GUARD) }
+        (self.base as usize + GUARD) as *mut u8
     }
     fn top(&self) -> *mut u8 {
-        // SAFETY: one past the end of the mapping (a stack grows down from it).
-        unsafe { (self.base as *mut u8).add(self.len) }
+        (self.base as usize + self.len) as *mut u8
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // SAFETY: our own mapping, no longer used by any process.
-        unsafe { libc::munmap(self.base, self.len) };
+        if let Some(p) = std::ptr::NonNull::new(self.base) {
+            // SAFETY: our own mapping, no longer used by any process (dropped only once the
+            // setup child has exec'd init or exited).
+            let _ = unsafe { nix::sys::mman::munmap(p, self.len) };
+        }
     }
 }
 
 /// Blocks every signal in the calling thread until dropped, so that no host handler can run in
 /// the child before it resets them (the child starts with a copy of the host's handlers).
-struct SignalsBlocked(libc::sigset_t);
+struct SignalsBlocked(nix::sys::signal::SigSet);
 
 impl SignalsBlocked {
     fn new() -> SignalsBlocked {
-        // SAFETY: plain sigset manipulation of our own thread's mask.
-        unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-            SignalsBlocked(old)
-        }
+        use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+        let mut old = SigSet::empty();
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old));
+        SignalsBlocked(old)
     }
 }
 
 impl Drop for SignalsBlocked {
     fn drop(&mut self) {
-        // SAFETY: restores the mask saved by new().
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        let _ = nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&self.0), None);
     }
 }
 
@@ -345,13 +334,12 @@ fn extra_devices(spec: &SandboxSpec) -> std::result::Result<Vec<(PathBuf, String
 
 /// The terminal size of the first of our standard streams that is a terminal.
 fn host_winsize() -> Option<[u16; 4]> {
-    for fd in [0, 1, 2] {
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        if let Ok(ws) = rustix::termios::tcgetwinsize(fd) {
-            return Some([ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel]);
-        }
-    }
-    None
+    use std::os::fd::AsFd;
+    let ws = rustix::termios::tcgetwinsize(io::stdin().as_fd())
+        .or_else(|_| rustix::termios::tcgetwinsize(io::stdout().as_fd()))
+        .or_else(|_| rustix::termios::tcgetwinsize(io::stderr().as_fd()))
+        .ok()?;
+    Some([ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel])
 }
 
 /// A memfd holding the payload's plan, for init.
@@ -370,7 +358,8 @@ fn receive_pty(sock: &OwnedFd) -> io::Result<File> {
     for c in msg.cmsgs().map_err(io::Error::from)? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {
-                // SAFETY: the kernel just installed this fd in our table for us.
+                // SAFETY: the kernel just installed this fd in our table (SCM_RIGHTS): it is
+                // open and nothing else owns it.
                 return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
             }
         }
@@ -582,11 +571,11 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
             return Err(f.into());
         }
     };
-    // SAFETY: clone stored the new pidfd there.
+    // SAFETY: clone stored the new pidfd there: open, and ours alone.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let abort = |pidfd: &OwnedFd| {
-        let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
-        crate::sandbox::child::reap_raw(pidfd.as_raw_fd());
+        let _ = crate::sandbox::child::send_signal(pidfd.as_fd(), libc::SIGKILL);
+        crate::sandbox::child::reap_raw(pidfd.as_fd());
     };
 
     if let Some(cg) = cgroup.as_ref().filter(|c| c.needs_host_attach() && !born_in_cgroup) {
