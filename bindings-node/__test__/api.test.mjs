@@ -102,7 +102,7 @@ test('OOM is its own verdict', async () => {
 });
 
 test('error codes', async () => {
-  await assert.rejects(run(['/no/such/program']), (e) => e.code === 'ERR_CAGETTE_SETUP' && e.step === 'exec' && e.errno === 2 && e.path === '/no/such/program' && !!e.hint);
+  await assert.rejects(run(['/no/such/program']), (e) => e.code === 'ENOENT' && e.cagetteCode === 'ERR_CAGETTE_SETUP' && e.step === 'exec' && e.errno === 2 && e.path === '/no/such/program' && e.syscall === 'spawn /no/such/program' && !!e.hint);
   await assert.rejects(run(['true'], { memryHigh: '1G' }), (e) => e instanceof TypeError && e.code === 'ERR_CAGETTE_INVALID_OPTION' && e.message.includes('`memryHigh`') && e.message.includes('`memoryHigh`'));
   await assert.rejects(run(['true'], { memory: '1X' }), (e) => e instanceof TypeError && e.message.includes('1X'));
   await assert.rejects(run(['true'], { network: 'wifi' }), (e) => e instanceof TypeError && e.message.includes('wifi'));
@@ -214,4 +214,25 @@ test('bad values reject before anything runs', async () => {
   for (const opts of [{ timeout: 9.3e21 }, { cpus: 0 }, { pids: 0 }, { memory: 1 }, { user: 4294967295 }]) {
     await assert.rejects(run(['true'], opts), (e) => e instanceof TypeError, JSON.stringify(opts));
   }
+});
+
+test('spawn of a missing command emits error asynchronously, as child_process does', async () => {
+  const { spawn: cpSpawn } = await import('node:child_process');
+  for (const sp of [spawn, cpSpawn]) {
+    const p = sp(['/no/such/program'][0] === '/no/such/program' && sp === cpSpawn ? '/no/such/program' : ['/no/such/program']);
+    const err = await new Promise((resolve) => p.on('error', resolve));
+    assert.equal(err.code, 'ENOENT');
+  }
+  const p = spawn(['sh', '-c', 'exit 3']);
+  const [code] = await new Promise((resolve) => p.on('exit', (...a) => resolve(a)));
+  assert.equal(code, 3);
+});
+
+test('cwd is a host directory, as in child_process', async () => {
+  const { mkdtempSync, readFileSync } = await import('node:fs');
+  const dir = mkdtempSync('/tmp/cagette-node-cwd-');
+  const r = await run(['sh', '-c', 'pwd; echo made > out.txt'], { cwd: dir });
+  assert.equal(r.exitCode, 0);
+  assert.equal(r.stdout.toString(), `${dir}\n`);
+  assert.equal(readFileSync(`${dir}/out.txt`, 'utf8'), 'made\n');
 });

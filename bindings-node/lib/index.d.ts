@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 // Public types of the `cagette` package. The native layer's types (native.d.ts) are generated
 // by napi-rs from the Rust code.
 import type { Readable, Writable } from 'node:stream';
@@ -140,9 +141,13 @@ export interface Result {
 
 /** Errors have these codes: ERR_CAGETTE_SETUP (with step, errno, path, hint),
  * ERR_CAGETTE_LIMIT_UNSUPPORTED, ERR_CAGETTE_INVALID_OPTION (a TypeError), ERR_CAGETTE, and
- * ABORT_ERR (an AbortError, with the result). */
+ * ABORT_ERR (an AbortError, with the result). A command that cannot be executed has the errno's
+ * name as its code, as child_process's errors do ('ENOENT', 'EACCES'), with cagetteCode
+ * 'ERR_CAGETTE_SETUP', syscall 'spawn CMD' and the details above. */
 export interface CagetteError extends Error {
-  code: 'ERR_CAGETTE_SETUP' | 'ERR_CAGETTE_LIMIT_UNSUPPORTED' | 'ERR_CAGETTE_INVALID_OPTION' | 'ERR_CAGETTE_IMAGE' | 'ERR_CAGETTE' | 'ABORT_ERR';
+  code: 'ERR_CAGETTE_SETUP' | 'ERR_CAGETTE_LIMIT_UNSUPPORTED' | 'ERR_CAGETTE_INVALID_OPTION' | 'ERR_CAGETTE_IMAGE' | 'ERR_CAGETTE' | 'ABORT_ERR' | 'ENOENT' | 'EACCES' | string;
+  cagetteCode?: 'ERR_CAGETTE_SETUP';
+  syscall?: string;
   step?: string;
   errno?: number | null;
   path?: string | null;
@@ -150,7 +155,7 @@ export interface CagetteError extends Error {
   result?: Result;
 }
 
-export declare class SandboxProcess {
+export declare class SandboxProcess extends EventEmitter {
   readonly pid: number;
   readonly stdin: Writable | null;
   readonly stdout: Readable | null;

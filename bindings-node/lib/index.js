@@ -11,6 +11,7 @@
  * key or value rejects with a TypeError naming it.
  */
 const net = require('node:net');
+const { EventEmitter } = require('node:events');
 const os = require('node:os');
 const native = require('../native.js');
 
@@ -61,6 +62,16 @@ function cagetteError(e, renames) {
     err.errno = payload.errno ?? null;
     err.path = payload.path ?? null;
     err.hint = payload.hint ?? null;
+    // A command that cannot be executed errs as child_process's does (code 'ENOENT',
+    // 'EACCES', ...), with cagette's details kept (cagetteCode, step, hint).
+    if (payload.step === 'exec' && payload.errno) {
+      const name = Object.entries(os.constants.errno).find(([, v]) => v === payload.errno);
+      if (name) {
+        err.cagetteCode = err.code;
+        err.code = name[0];
+        err.syscall = `spawn ${payload.path ?? ''}`.trim();
+      }
+    }
     return err;
   }
   const err = new Error(msg);
@@ -101,7 +112,12 @@ function buildSpec(argv, options, defaults) {
   for (const [k, v] of Object.entries(opts)) if (!JS_OPTIONS.has(k)) rest[k] = v;
   const spec = snake(rest, renames);
   spec.argv = argv;
-  if (opts.cwd !== undefined) spec.cwd = String(opts.cwd);
+  if (opts.cwd !== undefined) {
+    // As child_process means it: a host directory (bound read-write at the same path); a path
+    // that is no host directory is one inside the sandbox.
+    spec.cwd = String(opts.cwd);
+    spec.cwd_host = true;
+  }
   if (opts.env !== undefined) spec.env = Object.fromEntries(Object.entries(opts.env).map(([k, v]) => [k, String(v)]));
   const ms = (v, name) => {
     if (v === undefined || v === null) return undefined;
@@ -205,9 +221,22 @@ async function run(argv, options = {}) {
   }
 }
 
-/** A running sandboxed command (see spawn()). */
-class SandboxProcess {
-  constructor(child, signal) {
+/** A running sandboxed command (see spawn()): an EventEmitter like child_process's
+ * ChildProcess ('spawn', 'error', 'exit', 'close'). */
+class SandboxProcess extends EventEmitter {
+  constructor(child, signal, failure) {
+    super();
+    if (failure) {
+      // As child_process.spawn: the failure is emitted asynchronously, never thrown.
+      this._child = null;
+      this.pid = undefined;
+      this.stdin = this.stdout = this.stderr = null;
+      this.result = null;
+      this.exited = Promise.reject(failure);
+      this.exited.catch(() => {});
+      process.nextTick(() => this.emit('error', failure));
+      return;
+    }
     this._child = child;
     /** Host pid of the sandbox's init. */
     this.pid = child.pid;
@@ -224,11 +253,14 @@ class SandboxProcess {
     if (signal) signal.addEventListener('abort', onAbort, { once: true });
     this.result = null;
     /** Resolves with the Result when the sandbox has ended. */
+    process.nextTick(() => this.emit('spawn'));
     this.exited = child.wait().finally(() => child.release()).then(
       (report) => {
         if (signal) signal.removeEventListener('abort', onAbort);
         if (this.stdin && !this.stdin.destroyed) this.stdin.destroy();
         this.result = makeResult(report, null, null);
+        this.emit('exit', this.result.exitCode, this.result.signal);
+        this.emit('close', this.result.exitCode, this.result.signal);
         if (aborted) throw abortError(signal, this.result);
         return this.result;
       },
@@ -242,7 +274,7 @@ class SandboxProcess {
   /** Sends a signal (default SIGTERM) to the sandbox: forwarded to the payload; SIGKILL
    * kills the whole tree. Returns false when it had already ended. */
   kill(sig) {
-    if (this.result) return false;
+    if (this.result || !this._child) return false;
     this._child.kill(signalNumber(sig));
     return true;
   }
@@ -256,7 +288,16 @@ function spawn(argv, options = {}) {
   const { signal } = options;
   if (signal && signal.aborted) throw abortError(signal);
   const { json, renames } = buildSpec(argv, options, ['pipe', 'pipe', 'pipe']);
-  return new SandboxProcess(nativeSpawn(json, renames), signal);
+  let child;
+  try {
+    child = nativeSpawn(json, renames);
+  } catch (e) {
+    // Bad options throw (as child_process.spawn's bad arguments do); a sandbox that could not
+    // be started (a missing command, a limit that cannot be applied) emits 'error'.
+    if (e instanceof TypeError) throw e;
+    return new SandboxProcess(null, signal, e);
+  }
+  return new SandboxProcess(child, signal);
 }
 
 /** A host path seen at `destination` in the sandbox. */

@@ -267,3 +267,35 @@ def test_usage_is_the_jobs_not_the_hosts():
 def test_tty_gives_the_command_a_terminal_of_its_own():
     r = cagette.run(["sh", "-c", "test -t 0 && test -t 1 && echo on-a-tty; exit 4"], tty=True, capture_output=True, text=True)
     assert r.returncode == 4 and r.stdout == "on-a-tty\n", r
+
+
+def test_text_mode_is_subprocess_exact():
+    script = ["printf", "a\\r\\nb\\rc\\xe9"]
+    assert cagette.run(script, capture_output=True, text=True, errors="replace").stdout == "a\nb\nc\ufffd"
+    assert cagette.run(script, capture_output=True, universal_newlines=True, errors="replace").stdout == "a\nb\nc\ufffd"
+    assert cagette.run(script, capture_output=True, encoding="latin-1").stdout == "a\nb\nc\xe9"
+    assert subprocess.run(script, capture_output=True, encoding="latin-1").stdout == "a\nb\nc\xe9"
+
+
+def test_missing_or_unexecutable_commands_raise_like_subprocess(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        cagette.run(["/no/such/command"])
+    assert isinstance(e.value, cagette.SetupError) and e.value.filename == "/no/such/command" and e.value.step == "exec"
+    with pytest.raises(FileNotFoundError):
+        subprocess.run(["/no/such/command"])
+    data = tmp_path / "data"
+    data.write_text("not a program")
+    with pytest.raises(PermissionError) as p:
+        cagette.run([str(data)], cwd=tmp_path)
+    assert isinstance(p.value, cagette.CommandNotExecutable) and p.value.hint
+
+
+def test_cwd_is_a_host_directory_as_in_subprocess(tmp_path):
+    # tmp_path lives under the host's /tmp, which the sandbox does not see: it is bound
+    # read-write at the same path because the caller asked to work there.
+    r = cagette.run(["sh", "-c", "pwd; echo made > out.txt"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == f"{tmp_path}\n", r
+    assert (tmp_path / "out.txt").read_text() == "made\n"
+    # A path that is no host directory is one inside the sandbox.
+    r = cagette.run(["pwd"], cwd="/scratch-in-the-sandbox", mounts=[cagette.tmpfs("/scratch-in-the-sandbox")], capture_output=True, text=True)
+    assert r.stdout == "/scratch-in-the-sandbox\n", r

@@ -1,14 +1,16 @@
 //! # cagette — container isolation as a library
 //!
-//! cagette runs a command in a sandbox made of Linux namespaces, a private root file system and
-//! (soon) cgroup limits, from inside your process: no daemon, no setuid helper, no CLI to shell
-//! out to. It returns one [`Verdict`] (exited, signaled, timed out, or setup failed at a named
-//! [`Step`]) and a [`Usage`] report.
+//! cagette runs a command in a sandbox made of Linux namespaces, a private root file system (the
+//! host's, read-only; a rootfs; or an OCI image of its store) and cgroup limits, from inside your
+//! process: no daemon, no setuid helper, no CLI to shell out to. It returns one [`Verdict`]
+//! (exited, signaled, oom_killed, seccomp_killed, timed_out, or setup failed at a named [`Step`])
+//! and a [`Usage`] report of the job's own figures.
 //!
 //! ```
-//! use cagette::{Mount, Network, Sandbox, Verdict};
+//! use cagette::{Network, Sandbox, Verdict};
 //!
 //! let out = Sandbox::new()
+//!     .memory("256M".parse().unwrap())
 //!     .network(Network::None)
 //!     .hostname("box")
 //!     .command("sh")
@@ -22,12 +24,14 @@
 //! ## How a spawn works
 //! The parent compiles the [`SandboxSpec`] into a flat plan (every path, argv and fd ready), then
 //! clones a setup child with `CLONE_VM` and every new namespace. The child only runs raw system
-//! calls from the plan: it waits while the parent writes the id maps, builds the root with the
-//! new mount API (every destination resolved inside the root with `RESOLVE_IN_ROOT`), pivots,
-//! starts the payload (vfork-style), and then executes cagette's tiny init from a sealed memfd;
-//! that init is pid 1, reaps orphans, forwards signals, reports the payload's status and takes
-//! the whole sandbox down if the host process dies. A failing step comes back as
-//! (step, errno) and becomes a [`SetupFailure`].
+//! calls from the plan: it starts a new session, waits while the parent writes the id maps,
+//! builds the root with the new mount API (every destination resolved inside the root with
+//! `RESOLVE_IN_ROOT`), pivots, and executes cagette's tiny init from a sealed memfd. The init is
+//! pid 1: it forks the payload from its own small address space and runs the payload's part of
+//! the plan there (user, capabilities, Landlock, seccomp, fds, exec), reaps orphans, forwards
+//! signals, reports the payload's status and usage, and takes the whole sandbox down if the host
+//! process dies. A failing step comes back as (phase, step, errno) and becomes a
+//! [`SetupFailure`].
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]

@@ -14,6 +14,7 @@ bad key raises :class:`TypeError` and a bad value :class:`ValueError`, both nami
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import os
@@ -42,6 +43,8 @@ __all__ = [
     "Error",
     "SetupError",
     "LimitUnsupported",
+    "CommandNotFound",
+    "CommandNotExecutable",
     "ImageError",
     "CalledProcessError",
     "TimeoutExpired",
@@ -91,6 +94,32 @@ class LimitUnsupported(SetupError):
     """A resource limit was asked for and cannot be applied on this host (never dropped)."""
 
 
+class CommandNotFound(SetupError, FileNotFoundError):
+    """The command was not found inside the sandbox. Also a :class:`FileNotFoundError`, as
+    :mod:`subprocess` raises (``errno``, ``strerror``, ``filename``), with cagette's details."""
+
+    def __init__(self, message: str, step: str, errno: Optional[int], path: Optional[str], hint: Optional[str]) -> None:
+        SetupError.__init__(self, message, step, errno, path, hint)
+        self.strerror = os.strerror(errno) if errno else message
+        self.filename = path
+
+    def __str__(self) -> str:
+        return f"[Errno {self.errno}] {self.strerror}: {self.filename!r} (in the sandbox: {self.message}; hint: {self.hint})"
+
+
+class CommandNotExecutable(SetupError, PermissionError):
+    """The command could not be executed inside the sandbox (permissions, a noexec mount). Also a
+    :class:`PermissionError`, as :mod:`subprocess` raises, with cagette's details."""
+
+    def __init__(self, message: str, step: str, errno: Optional[int], path: Optional[str], hint: Optional[str]) -> None:
+        SetupError.__init__(self, message, step, errno, path, hint)
+        self.strerror = os.strerror(errno) if errno else message
+        self.filename = path
+
+    def __str__(self) -> str:
+        return f"[Errno {self.errno}] {self.strerror}: {self.filename!r} (in the sandbox: {self.message}; hint: {self.hint})"
+
+
 class ImageError(Error):
     """An OCI image could not be read, verified or unpacked."""
 
@@ -135,7 +164,11 @@ def _raise_native(e: "_native.NativeError") -> NoReturn:
     if kind == "spec_value":
         raise ValueError(f"invalid cagette option value: {payload['message']}") from None
     if kind == "setup":
-        cls = LimitUnsupported if payload.get("step") == "cgroup" else SetupError
+        cls: type = LimitUnsupported if payload.get("step") == "cgroup" else SetupError
+        if payload.get("step") == "exec" and payload.get("errno") in (errno.ENOENT, errno.ENOTDIR):
+            cls = CommandNotFound
+        elif payload.get("step") == "exec" and payload.get("errno") is not None:
+            cls = CommandNotExecutable
         path = payload.get("path")
         raise cls(payload["message"], payload["step"], payload.get("errno"), None if path is None else str(path), payload.get("hint")) from None
     if kind == "image":
@@ -249,7 +282,7 @@ def _returncode(report: Mapping[str, Any]) -> int:
 # ----------------------------------------------------------------------------------------------
 # Spec building
 
-_SUBPROCESS_ONLY = {"shell", "preexec_fn", "close_fds", "start_new_session", "universal_newlines", "executable", "pass_fds"}
+_SUBPROCESS_ONLY = {"shell", "preexec_fn", "close_fds", "start_new_session", "executable", "pass_fds"}
 
 
 def _spec(args: Args, spec: Mapping[str, Any], *, env: Optional[Mapping[str, str]], cwd: Optional[StrPath], timeout: Optional[float]) -> Dict[str, Any]:
@@ -269,7 +302,12 @@ def _spec(args: Args, spec: Mapping[str, Any], *, env: Optional[Mapping[str, str
     if env is not None:
         d["env"] = {str(k): str(v) for k, v in env.items()}
     if cwd is not None:
-        d["cwd"] = os.fspath(cwd)
+        # As subprocess means it: a host directory (bound read-write at the same path); a path
+        # that is no host directory is one inside the sandbox.
+        d["cwd"] = os.path.abspath(os.fspath(cwd))
+        if not os.path.isdir(d["cwd"]):
+            d["cwd"] = os.fspath(cwd)
+        d["cwd_host"] = True
     if timeout is not None:
         d["timeout"] = timeout
     return d
@@ -332,8 +370,12 @@ class Process:
     usage: Optional[Usage]
     report: Optional[Dict[str, Any]]
 
-    def __init__(self, args: Args, *, stdin: Stream = None, stdout: Stream = None, stderr: Stream = None, text: bool = False, env: Optional[Mapping[str, str]] = None, cwd: Optional[StrPath] = None, **spec: Any) -> None:
+    def __init__(self, args: Args, *, stdin: Stream = None, stdout: Stream = None, stderr: Stream = None, text: bool = False, env: Optional[Mapping[str, str]] = None, cwd: Optional[StrPath] = None, encoding: Optional[str] = None, errors: Optional[str] = None, universal_newlines: Optional[bool] = None, **spec: Any) -> None:
         timeout = spec.pop("timeout", None)
+        # As subprocess: text mode with text, universal_newlines, encoding or errors.
+        text = bool(text or universal_newlines or encoding is not None or errors is not None)
+        self._encoding = encoding or "utf-8"
+        self._errors = errors or "strict"
         d = _spec(args, spec, env=env, cwd=cwd, timeout=timeout)
         opened: List[int] = []
         parent: List[Optional[int]] = [None, None, None]
@@ -363,7 +405,7 @@ class Process:
             if fd is None:
                 files.append(None)
             elif text:
-                files.append(open(fd, mode[i], encoding="utf-8", errors="strict"))
+                files.append(open(fd, mode[i], encoding=self._encoding, errors=self._errors))
             else:
                 files.append(open(fd, mode[i] + "b", buffering=0 if i == 0 else -1))
         self.stdin, self.stdout, self.stderr = files
@@ -439,7 +481,7 @@ class Process:
         if not hasattr(self, "_out"):
             self._out: List[bytes] = []
             self._err: List[bytes] = []
-            self._input: bytes = b"" if input is None else (input.encode() if isinstance(input, str) else bytes(input))
+            self._input: bytes = b"" if input is None else (input.encode(self._encoding, self._errors) if isinstance(input, str) else bytes(input))
         sel = selectors.DefaultSelector()
         try:
             if self.stdin is not None and not self.stdin.closed:
@@ -485,7 +527,8 @@ class Process:
     def _joined(self, chunks: List[bytes]) -> Any:
         data = b"".join(chunks)
         if self._text:
-            return data.decode("utf-8")
+            # As subprocess: decoded, with universal newlines (\r\n and \r become \n).
+            return data.decode(self._encoding, self._errors).replace("\r\n", "\n").replace("\r", "\n")
         return data
 
     def send_signal(self, sig: int) -> None:
@@ -582,6 +625,8 @@ def _run_tty(args: Args, *, input: Any, capture_output: bool, timeout: Optional[
     Captured, its output is what it printed on that terminal (stdout and stderr together, with
     the terminal's CRLF line ends); otherwise the terminal is shown on ours, and what is typed on
     our stdin goes to it when our stdin is a terminal."""
+    for k in ("encoding", "errors", "universal_newlines"):
+        text = bool(text or spec.pop(k, None))
     d = _spec(args, spec, env=env, cwd=cwd, timeout=timeout)
     d["tty"] = True
     data = input.encode() if isinstance(input, str) else input

@@ -3,7 +3,8 @@
 use crate::security::caps::Capability;
 use crate::sandbox::child::Child;
 use crate::error::Result;
-use crate::sandbox::spec::{IdMap, Mount, Network, NsMode, PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio};
+use crate::sandbox::spec::{CgroupMode, IdMap, Mount, Network, NsMode, OomPolicy, PassFd, Rlimit, RlimitResource, SandboxSpec, Seccomp, Stdio, UsernsMode};
+use crate::sandbox::units::Size;
 use crate::sandbox::verdict::{Outcome, Output};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -195,6 +196,102 @@ impl Sandbox {
     /// Sets the wall-clock timeout.
     pub fn timeout(mut self, t: Duration) -> Sandbox {
         self.spec.timeout = Some(t);
+        self
+    }
+
+    /// Limits the whole job's memory (a cgroup): over it the job is OOM-killed. At least
+    /// [`crate::MIN_MEMORY`].
+    ///
+    /// ```
+    /// let sb = cagette::Sandbox::new().memory("256M".parse().unwrap()).cpus(0.5).pids(64);
+    /// assert_eq!(sb.spec().memory.unwrap().bytes(), 256 << 20);
+    /// ```
+    pub fn memory(mut self, bytes: Size) -> Sandbox {
+        self.spec.memory = Some(bytes);
+        self
+    }
+
+    /// Limits the job's CPU use to this many CPUs (0.5 = half of one).
+    pub fn cpus(mut self, cpus: f64) -> Sandbox {
+        self.spec.cpus = Some(cpus);
+        self
+    }
+
+    /// Limits the number of processes and threads of the job.
+    pub fn pids(mut self, max: u64) -> Sandbox {
+        self.spec.pids = Some(max);
+        self
+    }
+
+    /// Kills the job once it has used this much CPU time (user + system, every process).
+    pub fn cpu_time_limit(mut self, t: Duration) -> Sandbox {
+        self.spec.cpu_time = Some(t);
+        self
+    }
+
+    /// What an OOM kill of one of the job's processes does (default: the whole job ends).
+    pub fn oom_policy(mut self, p: OomPolicy) -> Sandbox {
+        self.spec.oom_policy = p;
+        self
+    }
+
+    /// Gives the job a cgroup even without limits (for its usage report), or never one.
+    pub fn cgroup(mut self, mode: CgroupMode) -> Sandbox {
+        self.spec.cgroup = mode;
+        self
+    }
+
+    /// The cgroup path under which the job's cgroup is made (`/ci/jobs`).
+    pub fn cgroup_parent(mut self, path: impl Into<PathBuf>) -> Sandbox {
+        self.spec.cgroup_parent = Some(path.into());
+        self
+    }
+
+    /// Runs from an image of the store (`name:tag`).
+    pub fn image(mut self, name: impl Into<String>) -> Sandbox {
+        self.spec.image = Some(name.into());
+        self
+    }
+
+    /// Gives the payload a terminal of its own ([`crate::Child::pty`], [`crate::Child::interact`]).
+    pub fn tty(mut self, yes: bool) -> Sandbox {
+        self.spec.tty = yes;
+        self
+    }
+
+    /// Adds capabilities to the default set (or to the one set with [`Sandbox::capabilities`]).
+    pub fn cap_add(mut self, caps: impl IntoIterator<Item = Capability>) -> Sandbox {
+        self.spec.cap_add.extend(caps);
+        self
+    }
+
+    /// Removes capabilities from the default set.
+    pub fn cap_drop(mut self, caps: impl IntoIterator<Item = Capability>) -> Sandbox {
+        self.spec.cap_drop.extend(caps);
+        self
+    }
+
+    /// Sets the system-call filter (`Seccomp::Mode(SeccompMode::None)` for none).
+    pub fn seccomp(mut self, s: Seccomp) -> Sandbox {
+        self.spec.seccomp = s;
+        self
+    }
+
+    /// Sets the host-id mode of a new user namespace (see [`UsernsMode`]).
+    pub fn userns(mut self, mode: UsernsMode) -> Sandbox {
+        self.spec.userns = mode;
+        self
+    }
+
+    /// Follows symlinks in host paths (rootfs, bind sources, overlay directories).
+    pub fn follow_symlinks(mut self, yes: bool) -> Sandbox {
+        self.spec.follow_symlinks = yes;
+        self
+    }
+
+    /// Adds a host device node the payload may use (`/dev/fuse`).
+    pub fn device(mut self, path: impl Into<PathBuf>) -> Sandbox {
+        self.spec.devices.push(path.into());
         self
     }
 

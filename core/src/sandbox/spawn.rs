@@ -367,8 +367,26 @@ fn receive_pty(sock: &OwnedFd) -> io::Result<File> {
     Err(io::Error::new(io::ErrorKind::InvalidData, "the sandbox did not send its terminal"))
 }
 
+/// For `cwd_host`: the spec with the host working directory bound (read-write, same path).
+fn bind_host_cwd(spec: &SandboxSpec, cwd: &std::path::Path) -> Option<SandboxSpec> {
+    let dir = spec.cwd.as_ref().filter(|_| spec.cwd_host)?;
+    let dir = if dir.is_absolute() { dir.clone() } else { cwd.join(dir) };
+    if !std::fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        return None;
+    }
+    let dest = dir.to_str()?.to_string();
+    let mut out = spec.clone();
+    out.cwd = Some(dir.clone());
+    if !out.mounts.iter().any(|m| m.destination() == dest) {
+        out.mounts.push(Mount::bind(dir, dest));
+    }
+    Some(out)
+}
+
 pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     crate::sandbox::validate::spec(spec)?;
+    let with_cwd = bind_host_cwd(spec, &std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")));
+    let spec = with_cwd.as_ref().unwrap_or(spec);
     let resolved;
     let (spec, layers) = match &spec.image {
         Some(name) => {

@@ -31,8 +31,14 @@ pub struct SandboxSpec {
     pub env: BTreeMap<String, String>,
     /// Start from the host process's environment instead of the minimal default one.
     pub inherit_env: bool,
-    /// Working directory inside the sandbox (default `/`). Never a host directory.
+    /// Working directory inside the sandbox (default `/`). Never a host directory — unless
+    /// `cwd_host` says so.
     pub cwd: Option<PathBuf>,
+    /// `cwd` names a host directory (as `subprocess` and `child_process` mean it; the Python and
+    /// Node bindings set this): when it is one, it is bound read-write at the same path inside
+    /// (the caller asked to work there), unless a mount of the spec already targets it. A path
+    /// that is no host directory stays a path inside the sandbox.
+    pub cwd_host: bool,
     /// Hostname inside the sandbox (needs a new UTS namespace).
     pub hostname: Option<String>,
     /// Which namespaces are new, shared with the host, or joined.
@@ -315,6 +321,7 @@ impl Default for SandboxSpec {
             env: BTreeMap::new(),
             inherit_env: false,
             cwd: None,
+            cwd_host: false,
             hostname: None,
             namespaces: Namespaces::default(),
             network: Network::None,
