@@ -42,6 +42,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List the images of the store (as `cagette image ls`).
+    Images {
+        /// The image store.
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print cagette's version.
+    Version {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,7 +77,11 @@ enum ImageCmd {
         quiet: bool,
     },
     /// List the images.
-    Ls,
+    Ls {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write an image as a flat rootfs directory.
     Unpack {
         /// name:tag
@@ -80,6 +99,7 @@ enum ImageCmd {
 }
 
 #[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
 struct RunArgs {
     /// Start from this JSON sandbox spec (flags below are applied on top).
     #[arg(long, value_name = "FILE")]
@@ -99,8 +119,8 @@ struct RunArgs {
     /// Leave the rootfs writable.
     #[arg(long)]
     rootfs_rw: bool,
-    /// Bind a host path: SRC:DST[:ro|rw] (default rw).
-    #[arg(long, value_name = "SRC:DST[:ro|rw]")]
+    /// Bind a host path: SRC:DST[:ro|rw] (default rw). Also -v/--volume, as docker's.
+    #[arg(long, short = 'v', visible_alias = "volume", value_name = "SRC:DST[:ro|rw]")]
     bind: Vec<String>,
     /// Mount a tmpfs: DST[:size=N][,mode=OCTAL].
     #[arg(long, value_name = "DST[:size=N]")]
@@ -108,9 +128,9 @@ struct RunArgs {
     /// Mount an overlay with an ephemeral upper: LOWER[,LOWER...]:DST (first lower on top).
     #[arg(long, value_name = "LOWERS:DST")]
     overlay: Vec<String>,
-    /// Network: none (own namespace, loopback only) or host.
-    #[arg(long, value_name = "none|host", default_value = "none")]
-    net: String,
+    /// Network: none (own namespace, loopback only; the default) or host. Also --network.
+    #[arg(long, visible_alias = "network", value_name = "none|host")]
+    net: Option<String>,
     /// Hostname inside the sandbox.
     #[arg(long)]
     hostname: Option<String>,
@@ -120,12 +140,25 @@ struct RunArgs {
     /// Start from the host's environment instead of a minimal one.
     #[arg(long)]
     inherit_env: bool,
-    /// Working directory inside the sandbox.
-    #[arg(long, value_name = "DIR")]
+    /// Working directory inside the sandbox. Also -w/--workdir.
+    #[arg(long, short = 'w', visible_alias = "workdir", value_name = "DIR")]
     cwd: Option<PathBuf>,
     /// Run as UID[:GID] inside the sandbox.
-    #[arg(long, value_name = "UID[:GID]")]
+    #[arg(long, short = 'u', value_name = "UID[:GID]")]
     user: Option<String>,
+    /// Replace the image's Entrypoint (or, without an image, the command to run with the
+    /// arguments after it). An empty value clears the image's.
+    #[arg(long, value_name = "CMD")]
+    entrypoint: Option<String>,
+    /// Docker's security options: seccomp=FILE, seccomp=unconfined, no-new-privileges.
+    #[arg(long, value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// Accepted for docker's habit: every sandbox is removed when it ends.
+    #[arg(long)]
+    rm: bool,
+    /// Accepted for docker's habit: the root is read-only unless --rootfs-rw.
+    #[arg(long, conflicts_with = "rootfs_rw")]
+    read_only: bool,
     /// Ids without explicit maps: auto (as root, a private range of 65536 unprivileged host ids;
     /// otherwise your uid as 0) or host (your uid as 0: as root, host root — unsafe).
     #[arg(long, value_name = "auto|host")]
@@ -173,8 +206,8 @@ struct RunArgs {
     /// Drop a capability from the default set (or ALL).
     #[arg(long, value_name = "CAP")]
     cap_drop: Vec<String>,
-    /// Memory limit of the whole job (e.g. 256M); over it the job is OOM-killed.
-    #[arg(long, value_name = "SIZE")]
+    /// Memory limit of the whole job (e.g. 256M); over it the job is OOM-killed. Also -m.
+    #[arg(long, short = 'm', value_name = "SIZE")]
     memory: Option<String>,
     /// Memory high mark: throttle and reclaim above it (cgroup v2).
     #[arg(long, value_name = "SIZE")]
@@ -192,9 +225,9 @@ struct RunArgs {
     /// CPU weight, 1-10000 (default 100).
     #[arg(long, value_name = "W")]
     cpu_weight: Option<u32>,
-    /// Maximum number of processes and threads.
-    #[arg(long, value_name = "N")]
-    pids: Option<u64>,
+    /// Maximum number of processes and threads. Also --pids-limit.
+    #[arg(long, visible_alias = "pids-limit", value_name = "N")]
+    pids: Option<i64>,
     /// CPUs to run on (e.g. 0-1).
     #[arg(long, value_name = "LIST")]
     cpuset: Option<String>,
@@ -226,8 +259,8 @@ struct RunArgs {
     /// Write a JSON report of the verdict and usage to PATH (- for stdout).
     #[arg(long, value_name = "PATH|-")]
     report: Option<String>,
-    /// The command and its arguments.
-    #[arg(last = true, value_name = "CMD")]
+    /// The command and its arguments (after `--`, or simply after the options).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
@@ -307,11 +340,32 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
         let (lowers, dst) = o.rsplit_once(':').unwrap_or_else(|| die(format!("invalid --overlay {o:?}: expected LOWER[,LOWER...]:DST")));
         spec.mounts.push(Mount::overlay(lowers.split(','), dst));
     }
-    spec.network = match a.net.as_str() {
-        "none" => Network::None,
-        "host" => Network::Host,
-        other => die(format!("invalid --net {other:?}: expected none or host")),
-    };
+    match a.net.as_deref() {
+        None => {}
+        Some("none") => spec.network = Network::None,
+        Some("host") => spec.network = Network::Host,
+        Some(other) => die(format!("invalid --net {other:?}: expected none or host")),
+    }
+    for o in &a.security_opt {
+        match o.split_once('=').unwrap_or((o.as_str(), "")) {
+            ("seccomp", "unconfined") => spec.seccomp = Seccomp::Mode(SeccompMode::None),
+            ("seccomp", file) if !file.is_empty() => {
+                let bytes = cagette::read_host_file(std::path::Path::new(file), MAX_JSON).unwrap_or_else(|e| die(format!("--security-opt seccomp: cannot read the profile: {e}")));
+                let text = String::from_utf8(bytes).unwrap_or_else(|_| die(format!("--security-opt seccomp={file}: not UTF-8 text")));
+                spec.seccomp = Seccomp::Profile(serde_json::from_str(&text).unwrap_or_else(|e| die(format!("--security-opt seccomp={file}: not an OCI linux.seccomp profile: {e}"))));
+            }
+            ("no-new-privileges", "" | "true") => spec.no_new_privs = true,
+            _ => die(format!("unsupported --security-opt {o:?}: cagette takes seccomp=FILE, seccomp=unconfined and no-new-privileges (AppArmor and SELinux labels are not applied)")),
+        }
+    }
+    if let Some(ep) = &a.entrypoint {
+        let words: Vec<String> = if ep.is_empty() { Vec::new() } else { vec![ep.clone()] };
+        if spec.image.is_some() {
+            spec.entrypoint = Some(words);
+        } else {
+            spec.argv = words.into_iter().chain(a.command.iter().cloned()).collect();
+        }
+    }
     if a.hostname.is_some() {
         spec.hostname = a.hostname.clone();
     }
@@ -403,7 +457,10 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
     }
     spec.cpus = a.cpus.or(spec.cpus);
     spec.cpu_weight = a.cpu_weight.or(spec.cpu_weight);
-    spec.pids = a.pids.or(spec.pids);
+    if let Some(p) = a.pids {
+        // Negative numbers come here (not as a flag parsing error) to be named clearly.
+        spec.pids = Some(u64::try_from(p).unwrap_or_else(|_| die(format!("--pids {p}: the number of processes must be at least 2"))));
+    }
     spec.io_weight = a.io_weight.or(spec.io_weight);
     if a.cpuset.is_some() {
         spec.cpuset_cpus = a.cpuset.clone();
@@ -557,17 +614,31 @@ fn print_probe(json: bool) {
         println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
         return;
     }
-    let yn = |b: bool| if b { "yes" } else { "no" };
-    println!("kernel            {}", p.kernel);
-    println!("running as root   {}", yn(p.root));
-    println!("user namespaces   {}", yn(p.user_namespaces));
-    println!("clone3            {}", yn(p.clone3));
-    println!("pidfd             {}", yn(p.pidfd));
-    println!("new mount API     {}", yn(p.mount_api));
-    println!("overlayfs         {}", yn(p.overlayfs));
-    println!("seccomp           {}", yn(p.seccomp));
-    println!("landlock          {}", p.landlock_abi.map(|v| format!("ABI {v}")).unwrap_or_else(|| "no".into()));
-    println!("cgroup            {:?} ({})", p.cgroup, p.cgroup_controllers.join(" "));
+    // The same names as --json, one per line.
+    let v = serde_json::to_value(&p).unwrap_or_default();
+    if let Some(o) = v.as_object() {
+        for (k, v) in o {
+            let text = match v {
+                serde_json::Value::Array(a) => a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect::<Vec<_>>().join(" "),
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "no".into(),
+                other => other.to_string(),
+            };
+            println!("{k:<20} {text}");
+        }
+    }
+}
+
+/// Lists images as a table, or JSON (the store's own records).
+fn list_images(l: &[cagette::ImageInfo], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(l).unwrap_or_default());
+        return;
+    }
+    println!("{:<32} {:<8} MANIFEST", "NAME", "LAYERS");
+    for i in l {
+        println!("{:<32} {:<8} {}", i.name, i.layers.len(), i.manifest);
+    }
 }
 
 /// The import progress bar: redrawn in place on a terminal, one line a second otherwise.
@@ -635,12 +706,7 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
                 println!("imported {} ({} layers, manifest {})", i.name, i.layers.len(), i.manifest);
             })
         }
-        ImageCmd::Ls => store.list().map(|l| {
-            println!("{:<32} {:<8} MANIFEST", "NAME", "LAYERS");
-            for i in l {
-                println!("{:<32} {:<8} {}", i.name, i.layers.len(), i.manifest);
-            }
-        }),
+        ImageCmd::Ls { json } => store.list().map(|l| list_images(&l, json)),
         ImageCmd::Unpack { name, dest } => store.unpack(&name, &dest).map(|notes| {
             for n in notes {
                 eprintln!("cagette: note: {n}");
@@ -670,8 +736,18 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Run(a) => run(&a),
         Cmd::Image { cmd, store } => image(cmd, store),
+        Cmd::Images { store, json } => image(ImageCmd::Ls { json }, store),
         Cmd::Probe { json } => {
             print_probe(json);
+            ExitCode::SUCCESS
+        }
+        Cmd::Version { json } => {
+            let v = env!("CARGO_PKG_VERSION");
+            if json {
+                println!("{}", serde_json::json!({ "version": v }));
+            } else {
+                println!("cagette {v}");
+            }
             ExitCode::SUCCESS
         }
     }

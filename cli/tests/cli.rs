@@ -503,3 +503,42 @@ fn a_full_store_is_named_and_the_store_stays_hidden() {
     let o = cagette(&["run", "--", "ls", "-A", visible.to_str().unwrap()]);
     assert!(text(&o.stdout).contains("marker"), "the check cannot fail: {}", text(&o.stdout));
 }
+
+#[test]
+fn docker_habits_work() {
+    let d = tempdir("docker");
+    std::fs::write(d.join("f"), "in").unwrap();
+    let vol = format!("{}:/data:ro", d.display());
+    // -v, -m, -w, -u, --rm, --network, --pids-limit, --read-only, and no `--` before the command.
+    let o = cagette(&["run", "--rm", "-v", &vol, "-m", "64M", "-w", "/data", "-u", "0:0", "--network", "none", "--pids-limit", "16", "--read-only", "cat", "f"]);
+    assert_eq!((o.status.code(), text(&o.stdout).as_str()), (Some(0), "in"), "{}", text(&o.stderr));
+    let o = cagette(&["run", "--volume", &vol, "--workdir", "/data", "--", "ls"]);
+    assert_eq!(text(&o.stdout), "f\n", "{}", text(&o.stderr));
+    // --entrypoint without an image: the command, then the arguments.
+    let o = cagette(&["run", "--entrypoint", "echo", "a", "b"]);
+    assert_eq!(text(&o.stdout), "a b\n");
+    // --security-opt.
+    let o = cagette(&["run", "--security-opt", "seccomp=unconfined", "--print-spec", "true"]);
+    assert!(text(&o.stdout).contains("\"seccomp\": \"none\""), "{}", text(&o.stdout));
+    let o = cagette(&["run", "--security-opt", "label=type:x", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o.stderr).contains("unsupported --security-opt"), "{}", text(&o.stderr));
+    // Negative numbers are named, not a flag-parsing riddle.
+    let o = cagette(&["run", "--pids", "-1", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o.stderr).contains("--pids -1"), "{}", text(&o.stderr));
+    // version, images --json, probe with the JSON names in text too.
+    assert!(text(&cagette(&["version"]).stdout).starts_with("cagette "));
+    let store = d.join("store");
+    let o = cagette(&["images", "--store", store.to_str().unwrap(), "--json"]);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap(), serde_json::json!([]));
+    let p = text(&cagette(&["probe"]).stdout);
+    let j: serde_json::Value = serde_json::from_slice(&cagette(&["probe", "--json"]).stdout).unwrap();
+    for k in j.as_object().unwrap().keys() {
+        assert!(p.lines().any(|l| l.starts_with(k.as_str())), "probe's text lacks {k}: {p}");
+    }
+    // An unknown spec key suggests the closest.
+    std::fs::write(d.join("s.json"), r#"{"argv": ["true"], "memry": "1G"}"#).unwrap();
+    let o = cagette(&["run", "--spec", d.join("s.json").to_str().unwrap()]);
+    assert!(text(&o.stderr).contains("did you mean `memory`?"), "{}", text(&o.stderr));
+}

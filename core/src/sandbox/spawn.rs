@@ -173,7 +173,7 @@ fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(Sandbox
     }
     let mut out = spec.clone();
     let c = &info.config;
-    let ep = c.entrypoint.clone().unwrap_or_default();
+    let ep = spec.entrypoint.clone().or_else(|| c.entrypoint.clone()).unwrap_or_default();
     let args = if spec.argv.is_empty() { c.cmd.clone().unwrap_or_default() } else { spec.argv.clone() };
     out.argv = ep.into_iter().chain(args).collect();
     for kv in c.env.iter().flatten() {

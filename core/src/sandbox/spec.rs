@@ -72,6 +72,9 @@ pub struct SandboxSpec {
     pub image: Option<String>,
     /// The image store (default: [`crate::ImageStore::default_dir`]).
     pub image_store: Option<PathBuf>,
+    /// With an image: replaces its Entrypoint (an empty list clears it), as `docker run
+    /// --entrypoint` does; `argv` then replaces its Cmd as usual.
+    pub entrypoint: Option<Vec<String>>,
     /// Extra mounts, applied in order after the default ones.
     pub mounts: Vec<Mount>,
     /// Follow symlinks in host paths (the rootfs, bind sources, overlay directories). Off by
@@ -335,6 +338,7 @@ impl Default for SandboxSpec {
             rootfs_writable: false,
             image: None,
             image_store: None,
+            entrypoint: None,
             mounts: Vec::new(),
             follow_symlinks: false,
             devices: Vec::new(),
@@ -404,15 +408,20 @@ impl SandboxSpec {
     ///
     /// ```
     /// let e = cagette::SandboxSpec::from_json(r#"{"memry": "1G"}"#).unwrap_err();
-    /// assert!(e.unknown_key && e.message.contains("memry"));
+    /// assert!(e.unknown_key && e.message.contains("memry") && e.message.contains("did you mean `memory`?"));
     /// assert!(cagette::SandboxSpec::from_json(r#"{"memory": "1G"}"#).is_ok());
     /// ```
     pub fn from_json(json: &str) -> Result<SandboxSpec, SpecError> {
         let spec: SandboxSpec = serde_json::from_str(json).map_err(|e| {
             // serde_json appends " at line L column C": meaningless for keyword arguments.
             let full = e.to_string();
-            let message = full.rfind(" at line ").map(|i| full[..i].to_string()).unwrap_or(full);
-            SpecError { unknown_key: message.starts_with("unknown field"), message }
+            let mut message = full.rfind(" at line ").map(|i| full[..i].to_string()).unwrap_or(full);
+            let unknown_key = message.starts_with("unknown field");
+            if let Some(s) = unknown_key.then(|| suggestion(&message)).flatten() {
+                let head = message.split(", expected").next().unwrap_or_default().to_string();
+                message = format!("{head}: did you mean `{s}`?");
+            }
+            SpecError { unknown_key, message }
         })?;
         spec.validate()?;
         Ok(spec)
@@ -435,6 +444,28 @@ impl SandboxSpec {
             },
         })
     }
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`": the expected name closest to `x`
+/// (by edit distance, at most a third of its length away).
+fn suggestion(message: &str) -> Option<String> {
+    let mut parts = message.split('`');
+    let got = parts.nth(1)?.to_string();
+    let expected: Vec<&str> = message.split_once("expected")?.1.split('`').skip(1).step_by(2).collect();
+    let dist = |a: &str, b: &str| {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for i in 1..=a.len() {
+            let mut cur = vec![i; b.len() + 1];
+            for j in 1..=b.len() {
+                cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + usize::from(a[i - 1] != b[j - 1]));
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    };
+    let (best, d) = expected.iter().map(|e| (*e, dist(&got, e))).min_by_key(|(_, d)| *d)?;
+    (d > 0 && d <= got.chars().count().max(3) / 3 + 1).then(|| best.to_string())
 }
 
 /// Paths masked by default, as runc does: a file is covered with `/dev/null`, a directory with an
