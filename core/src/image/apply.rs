@@ -28,10 +28,16 @@
 
 use super::{ImageError, Limits};
 use std::collections::HashSet;
-use std::ffi::{CString, OsStr};
+use nix::dir::Dir;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{FchmodatFlags, FileStat, Mode as Perm, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, UnlinkatFlags};
+use nix::fcntl::AtFlags;
+use std::ffi::{CStr, CString, OsStr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -88,32 +94,15 @@ fn os_err(what: String, path: &Path) -> impl FnOnce(io::Error) -> ImageError + '
     move |e| ImageError::Io { context: format!("{what} {}", path.display()), source: e }
 }
 
-fn last_err() -> io::Error {
-    io::Error::last_os_error()
-}
-
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_IN_ROOT: u64 = 0x10;
-
 /// openat2 inside `root`, retrying the EAGAIN the kernel answers when a ".." raced with a rename.
-pub(crate) fn open_in_root(root: RawFd, rel: &Path, flags: i32) -> io::Result<OwnedFd> {
+pub(crate) fn open_in_root(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
     let c = CString::new(if rel.as_os_str().is_empty() { ".".as_bytes() } else { rel.as_os_str().as_bytes() }).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let how = OpenHow { flags: (flags | libc::O_CLOEXEC) as u64, mode: 0, resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+    let how = OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     for _ in 0..128 {
-        let r = unsafe { libc::syscall(libc::SYS_openat2, root, c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) };
-        if r >= 0 {
-            return Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
-        }
-        let e = last_err();
-        if e.raw_os_error() != Some(libc::EAGAIN) {
-            return Err(e);
+        match nix::fcntl::openat2(root, c.as_c_str(), how) {
+            Ok(fd) => return Ok(fd),
+            Err(nix::errno::Errno::EAGAIN) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Err(io::Error::from_raw_os_error(libc::EAGAIN))
@@ -144,76 +133,60 @@ pub(crate) fn clean(path: &Path, limits: &Limits) -> Result<PathBuf, ImageError>
 }
 
 /// Opens (creating missing directories, 0755) the directory `rel` inside `root`.
-fn parent_dir(root: RawFd, rel: &Path) -> Result<OwnedFd, ImageError> {
-    match open_in_root(root, rel, libc::O_PATH | libc::O_DIRECTORY) {
+fn parent_dir(root: BorrowedFd<'_>, rel: &Path) -> Result<OwnedFd, ImageError> {
+    match open_in_root(root, rel, OFlag::O_PATH | OFlag::O_DIRECTORY) {
         Ok(fd) => return Ok(fd),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         Err(e) => return Err(ImageError::Io { context: format!("resolve {} inside the root", rel.display()), source: e }),
     }
     let mut cur = PathBuf::new();
     for c in rel.components() {
-        let parent = open_in_root(root, &cur, libc::O_PATH | libc::O_DIRECTORY).map_err(os_err("resolve".into(), &cur))?;
+        let parent = open_in_root(root, &cur, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(os_err("resolve".into(), &cur))?;
         cur.push(c);
         let name = cstr(Path::new(c.as_os_str()))?;
-        if unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755) } != 0 {
-            let e = last_err();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(ImageError::Io { context: format!("create directory {}", cur.display()), source: e });
-            }
+        match nix::sys::stat::mkdirat(&parent, name.as_c_str(), Perm::from_bits_retain(0o755)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(ImageError::Io { context: format!("create directory {}", cur.display()), source: e.into() }),
         }
     }
-    open_in_root(root, rel, libc::O_PATH | libc::O_DIRECTORY).map_err(|e| ImageError::Io { context: format!("resolve {} inside the root", rel.display()), source: e })
+    open_in_root(root, rel, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(|e| ImageError::Io { context: format!("resolve {} inside the root", rel.display()), source: e })
 }
 
-fn lstat_at(dir: RawFd, name: &CString) -> Option<libc::stat> {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    (unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } == 0).then_some(st)
+fn lstat_at(dir: impl AsFd, name: &CStr) -> Option<FileStat> {
+    nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()
 }
 
-fn is_dir(st: &libc::stat) -> bool {
+fn is_dir(st: &FileStat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
 /// Removes `name` in `dir` (recursively for a directory), never following symlinks.
-fn remove_at(dir: RawFd, name: &CString) -> io::Result<()> {
+fn remove_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     let Some(st) = lstat_at(dir, name) else { return Ok(()) };
     if !is_dir(&st) {
-        return if unsafe { libc::unlinkat(dir, name.as_ptr(), 0) } == 0 { Ok(()) } else { Err(last_err()) };
+        return Ok(nix::unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?);
     }
-    let fd = unsafe { libc::openat(dir, name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(last_err());
+    let sub = nix::fcntl::openat(dir, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Perm::empty())?;
+    for child in list_dir(sub.as_fd())? {
+        remove_at(sub.as_fd(), &child)?;
     }
-    let sub = unsafe { OwnedFd::from_raw_fd(fd) };
-    for child in list_dir(sub.as_raw_fd())? {
-        remove_at(sub.as_raw_fd(), &child)?;
-    }
-    if unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) } == 0 { Ok(()) } else { Err(last_err()) }
+    Ok(nix::unistd::unlinkat(dir, name, UnlinkatFlags::RemoveDir)?)
 }
 
 /// The names in a directory fd (not . and ..).
-fn list_dir(fd: RawFd) -> io::Result<Vec<CString>> {
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return Err(last_err());
-    }
-    let d = unsafe { libc::fdopendir(dup) };
-    if d.is_null() {
-        unsafe { libc::close(dup) };
-        return Err(last_err());
-    }
+fn list_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    // A duplicate (F_DUPFD_CLOEXEC) for the directory stream, which owns and closes it; `fd`
+    // stays open for the caller.
+    let d = Dir::from_fd(fd.try_clone_to_owned()?)?;
     let mut out = Vec::new();
-    loop {
-        let e = unsafe { libc::readdir64(d) };
-        if e.is_null() {
-            break;
-        }
-        let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) };
+    // Consumed (not `Dir::iter`, which rewinds on drop); a read error ends the listing, as
+    // the end of the directory does.
+    for e in d.into_iter().map_while(Result::ok) {
+        let name = e.file_name();
         if name.to_bytes() != b"." && name.to_bytes() != b".." {
             out.push(name.to_owned());
         }
     }
-    unsafe { libc::closedir(d) };
     Ok(out)
 }
 
@@ -275,30 +248,30 @@ pub(crate) fn map_xattr(name: &[u8], mode: Mode, as_root: bool) -> Result<Vec<u8
 
 /// Sets ownership, mode, xattrs and mtime on an open file or directory, in that order: mode
 /// after ownership (chown clears setuid), file capabilities after chown (chown clears them too).
-fn finish_fd(fd: RawFd, m: &Meta, st: &mut State, path: &Path) -> Result<(), ImageError> {
+fn finish_fd(fd: BorrowedFd<'_>, m: &Meta, st: &mut State, path: &Path) -> Result<(), ImageError> {
     // Created by this process in a directory tree without setgid: already owned so.
     if st.born_ours.is_none_or(|ids| ids != (m.uid, m.gid)) {
-        set_owner(st, m, path, || unsafe { libc::fchown(fd, m.uid, m.gid) })?;
+        set_owner(st, m, path, || nix::unistd::fchown(fd, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid))))?;
     }
-    if unsafe { libc::fchmod(fd, m.mode & 0o7777) } != 0 {
-        return Err(ImageError::Io { context: format!("chmod {}", path.display()), source: last_err() });
+    if let Err(e) = nix::sys::stat::fchmod(fd, Perm::from_bits_retain(m.mode & 0o7777)) {
+        return Err(ImageError::Io { context: format!("chmod {}", path.display()), source: e.into() });
     }
     for (name, value) in &m.xattrs {
         let c = CString::new(name.as_slice()).map_err(|_| ImageError::unsafe_entry(path, "a NUL byte in an xattr name"))?;
-        if unsafe { libc::fsetxattr(fd, c.as_ptr(), value.as_ptr() as *const libc::c_void, value.len(), 0) } != 0 {
-            return Err(ImageError::Io { context: format!("set xattr {} on {}", String::from_utf8_lossy(name), path.display()), source: last_err() });
+        if let Err(e) = rustix::fs::fsetxattr(fd, c.as_c_str(), value, rustix::fs::XattrFlags::empty()) {
+            return Err(ImageError::Io { context: format!("set xattr {} on {}", String::from_utf8_lossy(name), path.display()), source: e.into() });
         }
     }
-    let ts = [libc::timespec { tv_sec: m.mtime, tv_nsec: 0 }, libc::timespec { tv_sec: m.mtime, tv_nsec: 0 }];
-    unsafe { libc::futimens(fd, ts.as_ptr()) };
+    let ts = TimeSpec::new(m.mtime, 0);
+    let _ = nix::sys::stat::futimens(fd, &ts, &ts);
     Ok(())
 }
 
 /// Ownership as the image says, as root; without root, the importer keeps it (and counts it).
-fn set_owner(st: &mut State, m: &Meta, path: &Path, chown: impl FnOnce() -> libc::c_int) -> Result<(), ImageError> {
+fn set_owner(st: &mut State, m: &Meta, path: &Path, chown: impl FnOnce() -> nix::Result<()>) -> Result<(), ImageError> {
     if st.as_root {
-        if chown() != 0 {
-            return Err(ImageError::Io { context: format!("chown {}", path.display()), source: last_err() });
+        if let Err(e) = chown() {
+            return Err(ImageError::Io { context: format!("chown {}", path.display()), source: e.into() });
         }
     } else if m.uid != 0 || m.gid != 0 {
         st.applied.not_owned += 1;
@@ -308,16 +281,16 @@ fn set_owner(st: &mut State, m: &Meta, path: &Path, chown: impl FnOnce() -> libc
 
 /// Ownership and mtime of what cannot be opened (symlinks, device nodes), by name; devices also
 /// get their mode.
-fn finish_at(dir: RawFd, name: &CString, m: &Meta, chmod: bool, st: &mut State, path: &Path) -> Result<(), ImageError> {
-    set_owner(st, m, path, || unsafe { libc::fchownat(dir, name.as_ptr(), m.uid, m.gid, libc::AT_SYMLINK_NOFOLLOW) })?;
-    if chmod && unsafe { libc::fchmodat(dir, name.as_ptr(), m.mode & 0o7777, 0) } != 0 {
-        return Err(ImageError::Io { context: format!("chmod {}", path.display()), source: last_err() });
+fn finish_at(dir: BorrowedFd<'_>, name: &CStr, m: &Meta, chmod: bool, st: &mut State, path: &Path) -> Result<(), ImageError> {
+    set_owner(st, m, path, || nix::unistd::fchownat(dir, name, Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)), AtFlags::AT_SYMLINK_NOFOLLOW))?;
+    if chmod {
+        nix::sys::stat::fchmodat(dir, name, Perm::from_bits_retain(m.mode & 0o7777), FchmodatFlags::FollowSymlink).map_err(|e| ImageError::Io { context: format!("chmod {}", path.display()), source: e.into() })?;
     }
     if !m.xattrs.is_empty() {
         st.applied.note(format!("xattrs on /{} dropped: only files and directories carry them here", path.display()));
     }
-    let ts = [libc::timespec { tv_sec: m.mtime, tv_nsec: 0 }, libc::timespec { tv_sec: m.mtime, tv_nsec: 0 }];
-    unsafe { libc::utimensat(dir, name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let ts = TimeSpec::new(m.mtime, 0);
+    let _ = nix::sys::stat::utimensat(dir, name, &ts, &ts, UtimensatFlags::NoFollowSymlink);
     Ok(())
 }
 
@@ -422,10 +395,10 @@ fn entry_meta(header: &tar::Header, size: u64, ext: ExtHeaders, st: &mut State) 
 /// (two readers must never see two different archives), and PAX xattrs are available.
 pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits, cancel: &AtomicBool) -> Result<Applied, ImageError> {
     let root_fd: OwnedFd = std::fs::File::open(root).map_err(os_err("open the unpack directory".into(), root))?.into();
-    let root_fd = root_fd.as_raw_fd();
-    let root_setgid = lstat_at(root_fd, &CString::from(c".")).is_none_or(|s| s.st_mode & libc::S_ISGID != 0);
-    let born_ours = (mode == Mode::Overlay && !root_setgid && unsafe { libc::geteuid() } == 0).then(|| (0, unsafe { libc::getegid() }));
-    let mut st = State { mode, as_root: unsafe { libc::geteuid() } == 0, applied: Applied::default(), born_ours };
+    let root_fd = root_fd.as_fd();
+    let root_setgid = lstat_at(root_fd, c".").is_none_or(|s| s.st_mode & libc::S_ISGID != 0);
+    let born_ours = (mode == Mode::Overlay && !root_setgid && nix::unistd::geteuid().is_root()).then(|| (0, nix::unistd::getegid().as_raw()));
+    let mut st = State { mode, as_root: nix::unistd::geteuid().is_root(), applied: Applied::default(), born_ours };
     let mut archive = tar::Archive::new(reader);
     let mut written: HashSet<PathBuf> = HashSet::new();
     let mut dirs: Vec<DirMeta> = Vec::new();
@@ -508,11 +481,12 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             if written.contains(&tpath) {
                 continue; // only against lower layers
             }
-            remove_at(parent.as_raw_fd(), &tname).map_err(os_err("apply a whiteout to".into(), &tpath))?;
-            if mode == Mode::Overlay && unsafe { libc::mknodat(parent.as_raw_fd(), tname.as_ptr(), libc::S_IFCHR, 0) } != 0 {
-                let e = last_err();
-                let hint = if st.as_root { "" } else { " (without root, creating a whiteout needs Linux 5.8 or later; import as root on older kernels)" };
-                return Err(ImageError::Io { context: format!("create the whiteout for {}{hint}", tpath.display()), source: e });
+            remove_at(parent.as_fd(), &tname).map_err(os_err("apply a whiteout to".into(), &tpath))?;
+            if mode == Mode::Overlay {
+                nix::sys::stat::mknodat(&parent, tname.as_c_str(), SFlag::S_IFCHR, Perm::empty(), 0).map_err(|e| {
+                    let hint = if st.as_root { "" } else { " (without root, creating a whiteout needs Linux 5.8 or later; import as root on older kernels)" };
+                    ImageError::Io { context: format!("create the whiteout for {}{hint}", tpath.display()), source: e.into() }
+                })?;
             }
             continue;
         }
@@ -525,15 +499,15 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             Some((p, fd)) if p == parent_rel => fd,
             _ => parent_dir(root_fd, &parent_rel)?,
         };
-        let pfd = parent.as_raw_fd();
+        let pfd = parent.as_fd();
         let name = cstr(Path::new(name_os))?;
         let is_link = etype.is_hard_link();
         // Replace what is there (never write through it), except a directory onto a directory.
         // Regular files and directories try to create first (one system call less for the
         // usual case, nothing there yet).
-        let create_file = || {
-            let fd = unsafe { libc::openat(pfd, name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
-            if fd < 0 { Err(last_err()) } else { Ok(unsafe { std::fs::File::from_raw_fd(fd) }) }
+        let create_file = || -> io::Result<std::fs::File> {
+            let fd = nix::fcntl::openat(pfd, name.as_c_str(), OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Perm::from_bits_retain(0o600))?;
+            Ok(std::fs::File::from(fd))
         };
         let mut removed = false;
         let mut file = None;
@@ -547,14 +521,14 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
                 r => r,
             });
         } else if etype.is_dir() {
-            if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } != 0 {
-                let e = last_err();
+            if let Err(e) = nix::sys::stat::mkdirat(pfd, name.as_c_str(), Perm::from_bits_retain(0o700)) {
+                let e = io::Error::from(e);
                 match lstat_at(pfd, &name) {
                     Some(old) if e.raw_os_error() == Some(libc::EEXIST) && is_dir(&old) => {}
                     Some(_) if e.raw_os_error() == Some(libc::EEXIST) => {
                         remove_at(pfd, &name).map_err(os_err("replace".into(), &path))?;
-                        if unsafe { libc::mkdirat(pfd, name.as_ptr(), 0o700) } != 0 {
-                            return Err(ImageError::Io { context: format!("create directory {}", path.display()), source: last_err() });
+                        if let Err(e) = nix::sys::stat::mkdirat(pfd, name.as_c_str(), Perm::from_bits_retain(0o700)) {
+                            return Err(ImageError::Io { context: format!("create directory {}", path.display()), source: e.into() });
                         }
                     }
                     _ => return Err(ImageError::Io { context: format!("create directory {}", path.display()), source: e }),
@@ -572,13 +546,13 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
             _ if is_file => {
                 let f = file.take().unwrap_or_else(|| Err(io::Error::from_raw_os_error(libc::EINVAL))).map_err(os_err("create".into(), &path))?;
                 copy_to(&mut entry, &f, &mut buf, &path)?;
-                finish_fd(f.as_raw_fd(), &meta, &mut st, &path)?;
+                finish_fd(f.as_fd(), &meta, &mut st, &path)?;
             }
             t if t.is_symlink() => {
                 let target = link.ok_or_else(|| ImageError::unsafe_entry(&raw_path, "a symlink without a target"))?;
                 let ct = CString::new(target).map_err(|_| ImageError::unsafe_entry(&raw_path, "a NUL byte in a link target"))?;
-                if unsafe { libc::symlinkat(ct.as_ptr(), pfd, name.as_ptr()) } != 0 {
-                    return Err(ImageError::Io { context: format!("create symlink {}", path.display()), source: last_err() });
+                if let Err(e) = nix::unistd::symlinkat(ct.as_c_str(), pfd, name.as_c_str()) {
+                    return Err(ImageError::Io { context: format!("create symlink {}", path.display()), source: e.into() });
                 }
                 finish_at(pfd, &name, &meta, false, &mut st, &path)?;
             }
@@ -589,18 +563,18 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
                     return Err(ImageError::unsafe_entry(&raw_path, "a hardlink to the root"));
                 };
                 let tname = cstr(Path::new(tname_os))?;
-                let tparent = match open_in_root(root_fd, tparent_rel, libc::O_PATH | libc::O_DIRECTORY) {
+                let tparent = match open_in_root(root_fd, tparent_rel, OFlag::O_PATH | OFlag::O_DIRECTORY) {
                     Ok(fd) => Some(fd),
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
                     Err(e) => return Err(ImageError::Io { context: format!("find the hardlink target {}", tpath.display()), source: e }),
                 };
-                match tparent.as_ref().and_then(|p| lstat_at(p.as_raw_fd(), &tname)) {
+                match tparent.as_ref().and_then(|p| lstat_at(p, &tname)) {
                     Some(s) if is_dir(&s) => return Err(ImageError::unsafe_entry(&raw_path, "a hardlink to a directory")),
                     Some(s) if is_whiteout(&s) => return Err(ImageError::unsafe_entry(&raw_path, &format!("a hardlink to {}, which this layer deletes", tpath.display()))),
                     Some(_) => {
-                        let tp = tparent.as_ref().map(|p| p.as_raw_fd()).unwrap_or(root_fd);
-                        if unsafe { libc::linkat(tp, tname.as_ptr(), pfd, name.as_ptr(), 0) } != 0 {
-                            return Err(ImageError::Io { context: format!("create hardlink {}", path.display()), source: last_err() });
+                        let tp = tparent.as_ref().map(|p| p.as_fd()).unwrap_or(root_fd);
+                        if let Err(e) = nix::unistd::linkat(tp, tname.as_c_str(), pfd, name.as_c_str(), AtFlags::empty()) {
+                            return Err(ImageError::Io { context: format!("create hardlink {}", path.display()), source: e.into() });
                         }
                     }
                     // A link to a lower layer's file: resolved once the lower layers are there.
@@ -611,15 +585,15 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
                 }
             }
             t if t == tar::EntryType::Char || t == tar::EntryType::Block || t == tar::EntryType::Fifo => {
-                let kind = if t == tar::EntryType::Char { libc::S_IFCHR } else if t == tar::EntryType::Block { libc::S_IFBLK } else { libc::S_IFIFO };
-                if kind != libc::S_IFIFO && !st.as_root {
+                let kind = if t == tar::EntryType::Char { SFlag::S_IFCHR } else if t == tar::EntryType::Block { SFlag::S_IFBLK } else { SFlag::S_IFIFO };
+                if kind != SFlag::S_IFIFO && !st.as_root {
                     st.applied.note(format!("device node /{} skipped: creating devices needs root", path.display()));
                     continue;
                 }
                 let h = entry.header();
                 let dev = libc::makedev(h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0));
-                if unsafe { libc::mknodat(pfd, name.as_ptr(), kind | 0o600, dev) } != 0 {
-                    return Err(ImageError::Io { context: format!("create device {}", path.display()), source: last_err() });
+                if let Err(e) = nix::sys::stat::mknodat(pfd, name.as_c_str(), kind, Perm::from_bits_retain(0o600), dev) {
+                    return Err(ImageError::Io { context: format!("create device {}", path.display()), source: e.into() });
                 }
                 finish_at(pfd, &name, &meta, true, &mut st, &path)?;
             }
@@ -640,8 +614,8 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
     // Directories' metadata last, deepest first (creating entries in them changed their mtime).
     dirs.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
     for d in dirs {
-        match open_in_root(root_fd, &d.path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW) {
-            Ok(fd) => finish_fd(fd.as_raw_fd(), &d.meta, &mut st, &d.path)?,
+        match open_in_root(root_fd, &d.path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW) {
+            Ok(fd) => finish_fd(fd.as_fd(), &d.meta, &mut st, &d.path)?,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)) => {} // replaced later in the layer
             Err(e) => return Err(ImageError::Io { context: format!("reopen {}", d.path.display()), source: e }),
         }
@@ -650,7 +624,7 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
     Ok(st.applied)
 }
 
-fn is_whiteout(st: &libc::stat) -> bool {
+fn is_whiteout(st: &FileStat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
 }
 
@@ -660,28 +634,28 @@ fn is_whiteout(st: &libc::stat) -> bool {
 pub(crate) fn resolve_lower_links(layer: &Path, lowers: &[PathBuf], links: &[(PathBuf, PathBuf, PathBuf)], limits: &Limits) -> Result<(), ImageError> {
     let root: OwnedFd = std::fs::File::open(layer).map_err(os_err("open".into(), layer))?.into();
     let lower_fds: Vec<OwnedFd> = lowers.iter().map(|l| std::fs::File::open(l).map(OwnedFd::from).map_err(os_err("open".into(), l))).collect::<Result<_, _>>()?;
-    let mut st = State { mode: Mode::Overlay, as_root: unsafe { libc::geteuid() } == 0, applied: Applied::default(), born_ours: None };
+    let mut st = State { mode: Mode::Overlay, as_root: nix::unistd::geteuid().is_root(), applied: Applied::default(), born_ours: None };
     // Each target is copied once; further links to it link to that copy. The bytes copied
     // count against the layer limit (a million links to one big lower file must not fill the
     // disk).
     let mut copies: std::collections::HashMap<&Path, &Path> = std::collections::HashMap::new();
     let mut copied_total: u64 = 0;
     'links: for (path, target, raw) in links {
-        let parent = parent_dir(root.as_raw_fd(), path.parent().unwrap_or(Path::new("")))?;
+        let parent = parent_dir(root.as_fd(), path.parent().unwrap_or(Path::new("")))?;
         let name = cstr(Path::new(path.file_name().unwrap_or_default()))?;
-        remove_at(parent.as_raw_fd(), &name).map_err(os_err("replace".into(), path))?;
+        remove_at(parent.as_fd(), &name).map_err(os_err("replace".into(), path))?;
         if let Some(first) = copies.get(target.as_path()) {
-            let fparent = open_in_root(root.as_raw_fd(), first.parent().unwrap_or(Path::new("")), libc::O_PATH | libc::O_DIRECTORY).map_err(os_err("find".into(), first))?;
+            let fparent = open_in_root(root.as_fd(), first.parent().unwrap_or(Path::new("")), OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(os_err("find".into(), first))?;
             let fname = cstr(Path::new(first.file_name().unwrap_or_default()))?;
-            if unsafe { libc::linkat(fparent.as_raw_fd(), fname.as_ptr(), parent.as_raw_fd(), name.as_ptr(), 0) } != 0 {
-                return Err(ImageError::Io { context: format!("create hardlink {}", path.display()), source: last_err() });
+            if let Err(e) = nix::unistd::linkat(&fparent, fname.as_c_str(), &parent, name.as_c_str(), AtFlags::empty()) {
+                return Err(ImageError::Io { context: format!("create hardlink {}", path.display()), source: e.into() });
             }
             continue;
         }
         let tname = cstr(Path::new(target.file_name().unwrap_or_default()))?;
         for lower in &lower_fds {
-            let Ok(tparent) = open_in_root(lower.as_raw_fd(), target.parent().unwrap_or(Path::new("")), libc::O_PATH | libc::O_DIRECTORY) else { continue };
-            let Some(s) = lstat_at(tparent.as_raw_fd(), &tname) else { continue };
+            let Ok(tparent) = open_in_root(lower.as_fd(), target.parent().unwrap_or(Path::new("")), OFlag::O_PATH | OFlag::O_DIRECTORY) else { continue };
+            let Some(s) = lstat_at(&tparent, &tname) else { continue };
             if s.st_mode & libc::S_IFMT != libc::S_IFREG {
                 return Err(ImageError::unsafe_entry(raw, &format!("a hardlink to {}, which is not a regular file in the lower layers", target.display())));
             }
@@ -689,14 +663,13 @@ pub(crate) fn resolve_lower_links(layer: &Path, lowers: &[PathBuf], links: &[(Pa
             if copied_total > limits.max_layer_bytes {
                 return Err(ImageError::limit(format!("hardlinks to lower layers' files copy more than {} bytes", limits.max_layer_bytes)));
             }
-            let src = unsafe { libc::openat(tparent.as_raw_fd(), tname.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
-            if src < 0 {
-                return Err(ImageError::Io { context: format!("open the hardlink target {}", target.display()), source: last_err() });
-            }
-            let src = unsafe { std::fs::File::from_raw_fd(src) };
+            let src = match nix::fcntl::openat(&tparent, tname.as_c_str(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Perm::empty()) {
+                Ok(fd) => std::fs::File::from(fd),
+                Err(e) => return Err(ImageError::Io { context: format!("open the hardlink target {}", target.display()), source: e.into() }),
+            };
             // The store's xattrs as they are (already filtered and escaped).
-            let xattrs = stored_xattrs(src.as_raw_fd()).map_err(os_err("read the xattrs of the hardlink target".into(), target))?;
-            copy_file(&src, &s, parent.as_raw_fd(), &name, xattrs, &mut st, path)?;
+            let xattrs = stored_xattrs(src.as_fd()).map_err(os_err("read the xattrs of the hardlink target".into(), target))?;
+            copy_file(&src, &s, parent.as_fd(), &name, xattrs, &mut st, path)?;
             copies.insert(target, path);
             continue 'links;
         }
@@ -706,57 +679,48 @@ pub(crate) fn resolve_lower_links(layer: &Path, lowers: &[PathBuf], links: &[(Pa
 }
 
 /// The names of the xattrs on an open file.
-fn list_xattrs(fd: RawFd) -> io::Result<Vec<CString>> {
-    let n = unsafe { libc::flistxattr(fd, std::ptr::null_mut(), 0) };
-    if n < 0 {
-        return Err(last_err());
-    }
-    let mut names = vec![0u8; n as usize];
-    let n = unsafe { libc::flistxattr(fd, names.as_mut_ptr() as *mut libc::c_char, names.len()) };
-    if n < 0 {
-        return Err(last_err());
-    }
-    names.truncate(n as usize);
+fn list_xattrs(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let n = rustix::fs::flistxattr_query(fd)?;
+    let mut names = vec![0u8; n];
+    let n = rustix::fs::flistxattr(fd, &mut names[..])?;
+    names.truncate(n);
     Ok(names.split(|&b| b == 0).filter(|s| !s.is_empty()).filter_map(|s| CString::new(s).ok()).collect())
 }
 
-fn get_xattr(fd: RawFd, name: &CString) -> io::Result<Vec<u8>> {
+fn get_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     let mut v = vec![0u8; 65536];
-    let n = unsafe { libc::fgetxattr(fd, name.as_ptr(), v.as_mut_ptr() as *mut libc::c_void, v.len()) };
-    if n < 0 {
-        return Err(last_err());
-    }
-    v.truncate(n as usize);
+    let n = rustix::fs::fgetxattr(fd, name, &mut v[..])?;
+    v.truncate(n);
     Ok(v)
 }
 
 /// Every xattr of an open file, by name.
-fn stored_xattrs(fd: RawFd) -> io::Result<Xattrs> {
+fn stored_xattrs(fd: BorrowedFd<'_>) -> io::Result<Xattrs> {
     list_xattrs(fd)?.into_iter().map(|name| Ok((name.as_bytes().to_vec(), get_xattr(fd, &name)?))).collect()
 }
 
 /// An opaque directory: hide everything lower layers put in it.
-fn opaque(rel: &Path, written: &HashSet<PathBuf>, st: &State, root: RawFd) -> Result<(), ImageError> {
+fn opaque(rel: &Path, written: &HashSet<PathBuf>, st: &State, root: BorrowedFd<'_>) -> Result<(), ImageError> {
     match st.mode {
         Mode::Flatten => {
-            let d = open_in_root(root, rel, libc::O_RDONLY | libc::O_DIRECTORY).map_err(os_err("open".into(), rel))?;
-            for child in list_dir(d.as_raw_fd()).map_err(os_err("list".into(), rel))? {
+            let d = open_in_root(root, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(os_err("open".into(), rel))?;
+            for child in list_dir(d.as_fd()).map_err(os_err("list".into(), rel))? {
                 let cpath = rel.join(std::ffi::OsStr::from_bytes(child.as_bytes()));
                 if !written.contains(&cpath) {
-                    remove_at(d.as_raw_fd(), &child).map_err(os_err("apply an opaque whiteout to".into(), &cpath))?;
+                    remove_at(d.as_fd(), &child).map_err(os_err("apply an opaque whiteout to".into(), &cpath))?;
                 }
             }
             Ok(())
         }
         Mode::Overlay => {
-            let d = open_in_root(root, rel, libc::O_RDONLY | libc::O_DIRECTORY).map_err(os_err("open".into(), rel))?;
+            let d = open_in_root(root, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(os_err("open".into(), rel))?;
             // trusted.* for overlays mounted by the host's root, user.* for those mounted in a
             // user namespace (the `userxattr` option, which cagette's sandboxes use).
             // (A non-root importer cannot set trusted.*: its layers serve user-namespace mounts.)
-            let names: &[&std::ffi::CStr] = if st.as_root { &[c"trusted.overlay.opaque", c"user.overlay.opaque"] } else { &[c"user.overlay.opaque"] };
+            let names: &[&CStr] = if st.as_root { &[c"trusted.overlay.opaque", c"user.overlay.opaque"] } else { &[c"user.overlay.opaque"] };
             for name in names {
-                if unsafe { libc::fsetxattr(d.as_raw_fd(), name.as_ptr(), b"y".as_ptr() as *const libc::c_void, 1, 0) } != 0 {
-                    return Err(ImageError::Io { context: format!("mark {} opaque", rel.display()), source: last_err() });
+                if let Err(e) = rustix::fs::fsetxattr(&d, *name, b"y", rustix::fs::XattrFlags::empty()) {
+                    return Err(ImageError::Io { context: format!("mark {} opaque", rel.display()), source: e.into() });
                 }
             }
             Ok(())
@@ -766,7 +730,7 @@ fn opaque(rel: &Path, written: &HashSet<PathBuf>, st: &State, root: RawFd) -> Re
 
 /// The xattrs of an open file as the image had them, without overlayfs's (the store's opaque
 /// marks, and image overlay xattrs, which a flat rootfs does not keep).
-fn image_xattrs(fd: RawFd, st: &mut State, path: &Path) -> Result<Xattrs, ImageError> {
+fn image_xattrs(fd: BorrowedFd<'_>, st: &mut State, path: &Path) -> Result<Xattrs, ImageError> {
     let mut out = Vec::new();
     for (name, value) in stored_xattrs(fd).map_err(os_err("read the xattrs of".into(), path))? {
         if name.starts_with(b"user.overlay.") || name.starts_with(b"trusted.overlay.") {
@@ -782,26 +746,26 @@ fn image_xattrs(fd: RawFd, st: &mut State, path: &Path) -> Result<Xattrs, ImageE
 
 /// Writes a copy of `from` (whose stat is `s`) as `name` in `dir` (nothing there: created
 /// `O_EXCL`), with its owner, mode and mtime and the given xattrs (as they go on disk).
-fn copy_file(from: &std::fs::File, s: &libc::stat, dir: RawFd, name: &CString, xattrs: Xattrs, st: &mut State, path: &Path) -> Result<(), ImageError> {
-    let fd = unsafe { libc::openat(dir, name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
-    if fd < 0 {
-        return Err(ImageError::Io { context: format!("create {}", path.display()), source: last_err() });
-    }
-    let to = unsafe { std::fs::File::from_raw_fd(fd) };
+fn copy_file(from: &std::fs::File, s: &FileStat, dir: BorrowedFd<'_>, name: &CStr, xattrs: Xattrs, st: &mut State, path: &Path) -> Result<(), ImageError> {
+    let to = match nix::fcntl::openat(dir, name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Perm::from_bits_retain(0o600)) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) => return Err(ImageError::Io { context: format!("create {}", path.display()), source: e.into() }),
+    };
     let mut left = s.st_size as usize;
     while left > 0 {
-        let n = unsafe { libc::copy_file_range(from.as_raw_fd(), std::ptr::null_mut(), to.as_raw_fd(), std::ptr::null_mut(), left, 0) };
-        if n <= 0 {
-            // Across file systems on old kernels: a plain copy of the rest.
-            copy_to(&mut &*from, &to, &mut vec![0u8; 1 << 16], path)?;
-            break;
+        match nix::fcntl::copy_file_range(from, None, &to, None, left) {
+            Ok(n) if n > 0 => left -= n,
+            _ => {
+                // Across file systems on old kernels: a plain copy of the rest.
+                copy_to(&mut &*from, &to, &mut vec![0u8; 1 << 16], path)?;
+                break;
+            }
         }
-        left -= n as usize;
     }
-    finish_fd(to.as_raw_fd(), &meta_of(s, xattrs), st, path)
+    finish_fd(to.as_fd(), &meta_of(s, xattrs), st, path)
 }
 
-fn meta_of(st: &libc::stat, xattrs: Xattrs) -> Meta {
+fn meta_of(st: &FileStat, xattrs: Xattrs) -> Meta {
     Meta { uid: st.st_uid, gid: st.st_gid, mode: st.st_mode & 0o7777, mtime: st.st_mtime, xattrs }
 }
 
@@ -812,23 +776,23 @@ fn meta_of(st: &libc::stat, xattrs: Xattrs) -> Meta {
 pub(crate) fn flatten_layer(layer: &Path, dest: &Path) -> Result<Vec<String>, ImageError> {
     let src: OwnedFd = std::fs::File::open(layer).map_err(os_err("open the layer".into(), layer))?.into();
     let dst: OwnedFd = std::fs::File::open(dest).map_err(os_err("open".into(), dest))?.into();
-    let mut st = State { mode: Mode::Flatten, as_root: unsafe { libc::geteuid() } == 0, applied: Applied::default(), born_ours: None };
+    let mut st = State { mode: Mode::Flatten, as_root: nix::unistd::geteuid().is_root(), applied: Applied::default(), born_ours: None };
     let mut links = std::collections::HashMap::new();
     let mut dirs = Vec::new();
-    flatten_dir(src.as_raw_fd(), Path::new(""), dst.as_raw_fd(), &mut st, &mut links, &mut dirs)?;
+    flatten_dir(src.as_fd(), Path::new(""), dst.as_fd(), &mut st, &mut links, &mut dirs)?;
     dirs.sort_by_key(|d: &DirMeta| std::cmp::Reverse(d.path.components().count()));
     for d in dirs {
-        let fd = open_in_root(dst.as_raw_fd(), &d.path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW).map_err(os_err("reopen".into(), &d.path))?;
-        finish_fd(fd.as_raw_fd(), &d.meta, &mut st, &d.path)?;
+        let fd = open_in_root(dst.as_fd(), &d.path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).map_err(os_err("reopen".into(), &d.path))?;
+        finish_fd(fd.as_fd(), &d.meta, &mut st, &d.path)?;
     }
     // (Without root, the store's files are the importer's own: the import already said so.)
     st.applied.not_owned = 0;
     Ok(st.applied.summary())
 }
 
-fn flatten_dir(src: RawFd, rel: &Path, dst_root: RawFd, st: &mut State, links: &mut std::collections::HashMap<(u64, u64), PathBuf>, dirs: &mut Vec<DirMeta>) -> Result<(), ImageError> {
+fn flatten_dir(src: BorrowedFd<'_>, rel: &Path, dst_root: BorrowedFd<'_>, st: &mut State, links: &mut std::collections::HashMap<(u64, u64), PathBuf>, dirs: &mut Vec<DirMeta>) -> Result<(), ImageError> {
     let dparent = parent_dir(dst_root, rel)?;
-    let dp = dparent.as_raw_fd();
+    let dp = dparent.as_fd();
     let mut names = list_dir(src).map_err(os_err("list the layer at".into(), rel))?;
     names.sort();
     for name in names {
@@ -844,54 +808,57 @@ fn flatten_dir(src: RawFd, rel: &Path, dst_root: RawFd, st: &mut State, links: &
                 remove_at(dp, &name).map_err(os_err("replace".into(), &path))?;
             }
         }
-        let open_src = |flags: i32| {
-            let fd = unsafe { libc::openat(src, name.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
-            if fd < 0 { Err(ImageError::Io { context: format!("open the layer's {}", path.display()), source: last_err() }) } else { Ok(unsafe { OwnedFd::from_raw_fd(fd) }) }
+        let open_src = |flags: OFlag| {
+            nix::fcntl::openat(src, name.as_c_str(), flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Perm::empty()).map_err(|e| ImageError::Io { context: format!("open the layer's {}", path.display()), source: e.into() })
         };
         match kind {
             libc::S_IFDIR => {
-                if unsafe { libc::mkdirat(dp, name.as_ptr(), 0o700) } != 0 && last_err().raw_os_error() != Some(libc::EEXIST) {
-                    return Err(ImageError::Io { context: format!("create directory {}", path.display()), source: last_err() });
+                match nix::sys::stat::mkdirat(dp, name.as_c_str(), Perm::from_bits_retain(0o700)) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(ImageError::Io { context: format!("create directory {}", path.display()), source: e.into() }),
                 }
-                let sub = open_src(libc::O_RDONLY | libc::O_DIRECTORY)?;
+                let sub = open_src(OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
                 let mut v = [0u8; 2];
-                let n = unsafe { libc::fgetxattr(sub.as_raw_fd(), c"user.overlay.opaque".as_ptr(), v.as_mut_ptr() as *mut libc::c_void, 2) };
-                if n == 1 && v[0] == b'y' {
-                    let d = open_in_root(dst_root, &path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(os_err("open".into(), &path))?;
-                    for child in list_dir(d.as_raw_fd()).map_err(os_err("list".into(), &path))? {
-                        remove_at(d.as_raw_fd(), &child).map_err(os_err("clear the opaque directory".into(), &path))?;
+                let n = rustix::fs::fgetxattr(&sub, c"user.overlay.opaque", &mut v[..]);
+                if matches!(n, Ok(1)) && v[0] == b'y' {
+                    let d = open_in_root(dst_root, &path, OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(os_err("open".into(), &path))?;
+                    for child in list_dir(d.as_fd()).map_err(os_err("list".into(), &path))? {
+                        remove_at(d.as_fd(), &child).map_err(os_err("clear the opaque directory".into(), &path))?;
                     }
                 }
-                let xattrs = image_xattrs(sub.as_raw_fd(), st, &path)?;
-                flatten_dir(sub.as_raw_fd(), &path, dst_root, st, links, dirs)?;
+                let xattrs = image_xattrs(sub.as_fd(), st, &path)?;
+                flatten_dir(sub.as_fd(), &path, dst_root, st, links, dirs)?;
                 dirs.push(DirMeta { path, meta: meta_of(&s, xattrs) });
             }
             libc::S_IFREG => {
                 if s.st_nlink > 1 {
                     if let Some(first) = links.get(&(s.st_dev, s.st_ino)) {
-                        let fparent = open_in_root(dst_root, first.parent().unwrap_or(Path::new("")), libc::O_PATH | libc::O_DIRECTORY).map_err(os_err("find".into(), first))?;
+                        let fparent = open_in_root(dst_root, first.parent().unwrap_or(Path::new("")), OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(os_err("find".into(), first))?;
                         let fname = cstr(Path::new(first.file_name().unwrap_or_default()))?;
-                        if unsafe { libc::linkat(fparent.as_raw_fd(), fname.as_ptr(), dp, name.as_ptr(), 0) } != 0 {
-                            return Err(ImageError::Io { context: format!("create hardlink {}", path.display()), source: last_err() });
+                        if let Err(e) = nix::unistd::linkat(&fparent, fname.as_c_str(), dp, name.as_c_str(), AtFlags::empty()) {
+                            return Err(ImageError::Io { context: format!("create hardlink {}", path.display()), source: e.into() });
                         }
                         continue;
                     }
                     links.insert((s.st_dev, s.st_ino), path.clone());
                 }
-                let from = std::fs::File::from(open_src(libc::O_RDONLY)?);
-                let xattrs = image_xattrs(from.as_raw_fd(), st, &path)?;
+                let from = std::fs::File::from(open_src(OFlag::O_RDONLY)?);
+                let xattrs = image_xattrs(from.as_fd(), st, &path)?;
                 copy_file(&from, &s, dp, &name, xattrs, st, &path)?;
             }
             libc::S_IFLNK => {
                 let mut target = vec![0u8; 4097];
-                let n = unsafe { libc::readlinkat(src, name.as_ptr(), target.as_mut_ptr() as *mut libc::c_char, target.len()) };
-                if n < 0 || n as usize >= target.len() {
-                    return Err(ImageError::Io { context: format!("read the link {}", path.display()), source: last_err() });
-                }
-                target.truncate(n as usize);
+                // One readlinkat(2) into this buffer: nix's readlinkat adds an fstatat to size its
+                // own (hence rustix here).
+                let n = match rustix::fs::readlinkat_raw(src, name.as_c_str(), &mut target[..]) {
+                    Ok(n) if n < 4097 => n,
+                    Ok(_) => return Err(ImageError::Io { context: format!("read the link {}", path.display()), source: io::Error::last_os_error() }),
+                    Err(e) => return Err(ImageError::Io { context: format!("read the link {}", path.display()), source: e.into() }),
+                };
+                target.truncate(n);
                 let ct = CString::new(target).map_err(|_| ImageError::unsafe_entry(&path, "a NUL byte in a link target"))?;
-                if unsafe { libc::symlinkat(ct.as_ptr(), dp, name.as_ptr()) } != 0 {
-                    return Err(ImageError::Io { context: format!("create symlink {}", path.display()), source: last_err() });
+                if let Err(e) = nix::unistd::symlinkat(ct.as_c_str(), dp, name.as_c_str()) {
+                    return Err(ImageError::Io { context: format!("create symlink {}", path.display()), source: e.into() });
                 }
                 finish_at(dp, &name, &meta_of(&s, Vec::new()), false, st, &path)?;
             }
@@ -900,8 +867,8 @@ fn flatten_dir(src: RawFd, rel: &Path, dst_root: RawFd, st: &mut State, links: &
                     st.applied.note(format!("device node /{} skipped: creating devices needs root", path.display()));
                     continue;
                 }
-                if unsafe { libc::mknodat(dp, name.as_ptr(), kind | 0o600, s.st_rdev) } != 0 {
-                    return Err(ImageError::Io { context: format!("create device {}", path.display()), source: last_err() });
+                if let Err(e) = nix::sys::stat::mknodat(dp, name.as_c_str(), SFlag::from_bits_retain(kind), Perm::from_bits_retain(0o600), s.st_rdev) {
+                    return Err(ImageError::Io { context: format!("create device {}", path.display()), source: e.into() });
                 }
                 finish_at(dp, &name, &meta_of(&s, Vec::new()), true, st, &path)?;
             }

@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::ops::ControlFlow;
-use std::os::fd::AsRawFd;
+use nix::fcntl::{FlockArg, OFlag};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
@@ -301,7 +302,7 @@ impl ImageStore {
         if let Some(d) = std::env::var_os("CAGETTE_STORE") {
             return d.into();
         }
-        if unsafe { libc::geteuid() } == 0 {
+        if nix::unistd::geteuid().is_root() {
             return "/var/lib/cagette".into();
         }
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/".into());
@@ -417,7 +418,7 @@ impl ImageStore {
         let file = name_file(name)?;
         // Imports share the store; gc waits for them (it could remove a layer an import found
         // already there before the import records its image).
-        let _shared = self.store_lock(libc::LOCK_SH)?;
+        let _shared = self.store_lock(FlockArg::LockShared)?;
         // A FIFO or a device would hang or never end: a directory or a regular file only.
         let md = fs::metadata(src).map_err(ImageError::io(format!("read {}", src.display())))?;
         if !(md.is_dir() || md.is_file()) {
@@ -692,23 +693,24 @@ impl ImageStore {
     }
 
     /// A lock file of `locks/`, held (flock `how`) until the returned file is dropped.
-    fn flock(&self, name: &str, how: i32) -> Result<fs::File, ImageError> {
+    fn flock(&self, name: &str, how: FlockArg) -> Result<fs::File, ImageError> {
         let path = self.root.join("locks").join(name);
         let lock = fs::File::options().create(true).truncate(false).write(true).open(&path).map_err(ImageError::io(format!("open the lock {}", path.display())))?;
-        if unsafe { libc::flock(lock.as_raw_fd(), how) } != 0 {
-            return Err(ImageError::io(format!("lock {}", path.display()))(io::Error::last_os_error()));
-        }
+        // nix's `Flock` guard would add a LOCK_UN (and a panic if it fails) on drop; the lock
+        // is released by closing the file, as before. The fd is borrowed for this call only.
+        #[allow(deprecated)]
+        nix::fcntl::flock(lock.as_raw_fd(), how).map_err(|e| ImageError::io(format!("lock {}", path.display()))(e.into()))?;
         Ok(lock)
     }
 
     /// Shared by imports, exclusive for gc.
-    fn store_lock(&self, how: i32) -> Result<fs::File, ImageError> {
+    fn store_lock(&self, how: FlockArg) -> Result<fs::File, ImageError> {
         self.flock("store", how)
     }
 
     /// One layer's: one process unpacks it.
     fn lock(&self, diff_id: &str) -> Result<fs::File, ImageError> {
-        self.flock(digest_hex(diff_id)?, libc::LOCK_EX)
+        self.flock(digest_hex(diff_id)?, FlockArg::LockExclusive)
     }
 
     /// Decompresses, applies and verifies one layer blob. A producer thread reads the blob,
@@ -851,7 +853,7 @@ impl ImageStore {
 
     /// Removes layers no image refers to; returns how many.
     pub fn gc(&self) -> Result<usize, ImageError> {
-        let _exclusive = self.store_lock(libc::LOCK_EX)?;
+        let _exclusive = self.store_lock(FlockArg::LockExclusive)?;
         let used: std::collections::HashSet<String> = self.list()?.into_iter().flat_map(|i| i.layers).filter_map(|d| digest_hex(&d).ok().map(str::to_string)).collect();
         let mut removed = 0;
         let mut first_err = None;
@@ -990,7 +992,7 @@ impl std::fmt::Display for Src {
 /// that would hang, a device) refused.
 fn open_inside(root: &Path, rel: &Path, what: &str) -> Result<fs::File, ImageError> {
     let dir = fs::File::open(root).map_err(ImageError::io(format!("open {}", root.display())))?;
-    let fd = apply::open_in_root(dir.as_raw_fd(), rel, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK).map_err(ImageError::io(format!("open the {what} {}", rel.display())))?;
+    let fd = apply::open_in_root(dir.as_fd(), rel, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).map_err(ImageError::io(format!("open the {what} {}", rel.display())))?;
     let f = fs::File::from(fd);
     if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
         return Err(ImageError::Invalid(format!("the {what} {} is not a regular file", rel.display())));
@@ -1055,7 +1057,7 @@ fn sweep_tmp(tmp: &Path) {
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.split('-').next()).and_then(|p| p.parse::<i32>().ok()) else { continue };
-        if pid > 0 && unsafe { libc::kill(pid, 0) } != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        if pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH) {
             let p = e.path();
             let _ = if p.is_dir() { remove_tree(&p) } else { fs::remove_file(&p) };
         }
