@@ -260,7 +260,7 @@ struct RunArgs {
     #[arg(long, value_name = "PATH|-")]
     report: Option<String>,
     /// The command and its arguments (after `--`, or simply after the options).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
     command: Vec<String>,
 }
 

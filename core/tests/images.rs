@@ -392,7 +392,8 @@ fn digests_and_sizes_are_verified() {
     let bad = idx.replacen("\"digest\":\"sha256:", "\"digest\":\"sha256:../../", 1);
     std::fs::write(lay2.join("index.json"), bad).unwrap();
     let e = ImageStore::open(d2.path().join("store")).unwrap().import(&lay2, "x:1").unwrap_err();
-    assert!(e.to_string().contains("malformed digest"), "{e}");
+    // oci-spec's digest type refuses it while parsing the index.
+    assert!(matches!(e, ImageError::Invalid(_)) && e.to_string().contains("index.json") && e.to_string().contains("../../"), "{e}");
 }
 
 #[test]

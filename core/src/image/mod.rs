@@ -18,6 +18,7 @@
 mod apply;
 mod gz;
 
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -193,7 +194,6 @@ pub struct ImageStore {
     limits: Limits,
 }
 
-const LAYOUT_MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Checks `sha256:<64 lowercase hex>`; returns the hex part.
@@ -205,45 +205,31 @@ fn digest_hex(d: &str) -> Result<&str, ImageError> {
     Ok(hex)
 }
 
-#[derive(Deserialize)]
-struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
+/// A blob's expected digest and size, from a descriptor.
+struct Expected<'a> {
+    digest: &'a str,
     size: u64,
-    #[serde(default)]
-    platform: Option<Platform>,
 }
 
-#[derive(Deserialize)]
-struct Platform {
-    architecture: String,
-    os: String,
-    #[serde(default)]
-    variant: Option<String>,
+impl<'a> Expected<'a> {
+    fn of(d: &'a Descriptor, digest: &'a str) -> Self {
+        Expected { digest, size: d.size() }
+    }
 }
 
-#[derive(Deserialize)]
-struct Index {
-    manifests: Vec<Descriptor>,
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ImageError> {
+    serde_json::from_slice(bytes).map_err(|e| ImageError::Invalid(format!("the {what}: {e}")))
 }
 
-#[derive(Deserialize)]
-struct Manifest {
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-}
-
-#[derive(Deserialize)]
-struct ConfigFile {
-    #[serde(default)]
-    config: Option<RunConfig>,
-    rootfs: RootFs,
-}
-
-#[derive(Deserialize)]
-struct RootFs {
-    diff_ids: Vec<String>,
+/// The runtime settings of an image config, as cagette keeps them.
+fn run_config(config: &ImageConfiguration) -> RunConfig {
+    config.config().as_ref().map_or_else(RunConfig::default, |c| RunConfig {
+        entrypoint: c.entrypoint().clone(),
+        cmd: c.cmd().clone(),
+        env: c.env().clone(),
+        working_dir: c.working_dir().clone(),
+        user: c.user().clone(),
+    })
 }
 
 /// Hashes and counts what passes through, refusing more than `limit` bytes.
@@ -357,38 +343,45 @@ impl ImageStore {
 
     /// Reads a blob of an OCI layout, checking its size and digest.
     fn blob(&self, layout: &Path, d: &Descriptor, what: &str) -> Result<Vec<u8>, ImageError> {
-        let hex = digest_hex(&d.digest)?;
-        if d.size > self.limits.max_json {
+        let digest = d.digest().to_string();
+        let hex = digest_hex(&digest)?;
+        if d.size() > self.limits.max_json {
             return Err(ImageError::limit(format!("the {what} is larger than {} bytes", self.limits.max_json)));
         }
         let path = layout.join("blobs/sha256").join(hex);
         let f = open_inside(layout, &Path::new("blobs/sha256").join(hex), &format!("{what} blob"))?;
-        let mut h = Hashing::new(f, d.size);
+        let mut h = Hashing::new(f, d.size());
         let mut buf = Vec::new();
         h.read_to_end(&mut buf).map_err(|e| ImageError::Invalid(format!("the {what} blob {}: {e}", path.display())))?;
-        verify(&h, d, what)?;
+        verify(&h, &Expected::of(d, &digest), what)?;
         Ok(buf)
     }
 
-    fn pick_manifest(&self, layout: &Path, index: Index, depth: usize) -> Result<Descriptor, ImageError> {
+    fn pick_manifest(&self, layout: &Path, index: ImageIndex, depth: usize) -> Result<Descriptor, ImageError> {
         if depth > 4 {
             return Err(ImageError::Invalid("image indexes nested more than 4 deep".into()));
         }
         let mut fallback = None;
-        for m in index.manifests {
-            let matches = m.platform.as_ref().is_none_or(|p| p.os == "linux" && p.architecture == go_arch() && (go_arch() != "arm64" || p.variant.as_deref().is_none_or(|v| v == "v8")));
+        for m in index.manifests() {
+            let matches = m.platform().as_ref().is_none_or(|p| {
+                p.os().to_string() == "linux" && p.architecture().to_string() == go_arch() && (go_arch() != "arm64" || p.variant().as_deref().is_none_or(|v| v == "v8"))
+            });
             if !matches {
                 continue;
             }
-            if m.media_type == LAYOUT_MEDIA_INDEX || m.media_type == DOCKER_LIST {
-                let bytes = self.blob(layout, &m, "nested index")?;
-                let nested: Index = serde_json::from_slice(&bytes).map_err(|e| ImageError::Invalid(format!("a nested index: {e}")))?;
+            let nested = match m.media_type() {
+                MediaType::ImageIndex => true,
+                MediaType::Other(t) => t == DOCKER_LIST,
+                _ => false,
+            };
+            if nested {
+                let nested: ImageIndex = parse_json(&self.blob(layout, m, "nested index")?, "nested index")?;
                 return self.pick_manifest(layout, nested, depth + 1);
             }
-            if m.platform.is_some() {
-                return Ok(m);
+            if m.platform().is_some() {
+                return Ok(m.clone());
             }
-            fallback.get_or_insert(m);
+            fallback.get_or_insert_with(|| m.clone());
         }
         fallback.ok_or_else(|| ImageError::Invalid(format!("no manifest for linux/{} in the index", go_arch())))
     }
@@ -443,19 +436,21 @@ impl ImageStore {
         if open_inside(layout, Path::new("oci-layout"), "oci-layout").is_err() {
             return Err(ImageError::Invalid(format!("{} is not an OCI image layout (no oci-layout file)", layout.display())));
         }
-        let index: Index = self.read_json_inside(layout, "index.json", "index.json")?;
+        let index: ImageIndex = self.read_json_inside(layout, "index.json", "index.json")?;
         let mdesc = self.pick_manifest(layout, index, 0)?;
-        let manifest: Manifest = serde_json::from_slice(&self.blob(layout, &mdesc, "manifest")?).map_err(|e| ImageError::Invalid(format!("the manifest: {e}")))?;
-        let config: ConfigFile = serde_json::from_slice(&self.blob(layout, &manifest.config, "config")?).map_err(|e| ImageError::Invalid(format!("the config: {e}")))?;
-        if manifest.layers.len() != config.rootfs.diff_ids.len() {
-            return Err(ImageError::Invalid(format!("{} layers but {} diff_ids", manifest.layers.len(), config.rootfs.diff_ids.len())));
+        let manifest: ImageManifest = parse_json(&self.blob(layout, &mdesc, "manifest")?, "manifest")?;
+        let config: ImageConfiguration = parse_json(&self.blob(layout, manifest.config(), "config")?, "config")?;
+        let diff_ids = config.rootfs().diff_ids();
+        if manifest.layers().len() != diff_ids.len() {
+            return Err(ImageError::Invalid(format!("{} layers but {} diff_ids", manifest.layers().len(), diff_ids.len())));
         }
         let mut layers = Vec::new();
-        for (d, diff_id) in manifest.layers.into_iter().zip(config.rootfs.diff_ids) {
-            let src = Src::Inside(layout.to_path_buf(), Path::new("blobs/sha256").join(digest_hex(&d.digest)?));
-            layers.push(LayerSrc { src, media_type: d.media_type, digest: Some(d.digest), size: d.size, diff_id: Some(diff_id) });
+        for (d, diff_id) in manifest.layers().iter().zip(diff_ids) {
+            let digest = d.digest().to_string();
+            let src = Src::Inside(layout.to_path_buf(), Path::new("blobs/sha256").join(digest_hex(&digest)?));
+            layers.push(LayerSrc { src, media_type: d.media_type().to_string(), digest: Some(digest), size: d.size(), diff_id: Some(diff_id.clone()) });
         }
-        Ok(Parsed { layers, manifest: Some(mdesc.digest), config_digest: Some(manifest.config.digest), config: config.config.unwrap_or_default() })
+        Ok(Parsed { layers, manifest: Some(mdesc.digest().to_string()), config_digest: Some(manifest.config().digest().to_string()), config: run_config(&config) })
     }
 
     /// Unpacks what the store lacks, resolves the user, commits the record.
@@ -515,19 +510,20 @@ impl ImageStore {
         if stem.len() == 64 && config_digest[7..] != *stem {
             return Err(ImageError::Digest { what: format!("the config {}", e.config), expected: format!("sha256:{stem}"), actual: config_digest });
         }
-        let config: ConfigFile = serde_json::from_slice(&config_bytes).map_err(|e| ImageError::Invalid(format!("the config: {e}")))?;
-        if e.layers.len() != config.rootfs.diff_ids.len() {
-            return Err(ImageError::Invalid(format!("{} layers but {} diff_ids", e.layers.len(), config.rootfs.diff_ids.len())));
+        let config: ImageConfiguration = parse_json(&config_bytes, "config")?;
+        let diff_ids = config.rootfs().diff_ids();
+        if e.layers.len() != diff_ids.len() {
+            return Err(ImageError::Invalid(format!("{} layers but {} diff_ids", e.layers.len(), diff_ids.len())));
         }
         let mut layers = Vec::new();
-        for (layer, diff_id) in e.layers.iter().zip(config.rootfs.diff_ids) {
+        for (layer, diff_id) in e.layers.iter().zip(diff_ids.iter().cloned()) {
             let rel = inside(layer)?;
             let size = open_inside(&staging.0, &rel, "layer")?.metadata().map_err(ImageError::io(format!("find layer {layer}")))?.len();
             // A docker layer is named by where it is, not by a digest: the diff_id is what
             // verifies it.
             layers.push(LayerSrc { src: Src::Inside(staging.0.clone(), rel), media_type: String::new(), digest: None, size, diff_id: Some(diff_id) });
         }
-        let parsed = Parsed { layers, manifest: Some(config_digest.clone()), config_digest: Some(config_digest), config: config.config.unwrap_or_default() };
+        let parsed = Parsed { layers, manifest: Some(config_digest.clone()), config_digest: Some(config_digest), config: run_config(&config) };
         self.import_parsed(parsed, name, file, progress)
     }
 
@@ -781,7 +777,7 @@ impl ImageStore {
                 drop(decoded);
                 io::copy(&mut blob, &mut io::sink()).map_err(|e| ImageError::Tar(format!("layer {what}: {e}")))?;
                 if let Some(d) = &l.digest {
-                    verify(blob.get_ref(), &Descriptor { media_type: String::new(), digest: d.clone(), size: l.size, platform: None }, "layer blob")?;
+                    verify(blob.get_ref(), &Expected { digest: d, size: l.size }, "layer blob")?;
                 }
                 Ok(Some(diff_id))
             });
@@ -931,13 +927,13 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-fn verify<R>(h: &Hashing<R>, d: &Descriptor, what: &str) -> Result<(), ImageError> {
+fn verify<R>(h: &Hashing<R>, d: &Expected<'_>, what: &str) -> Result<(), ImageError> {
     let actual = h.digest();
     if h.count != d.size {
         return Err(ImageError::Digest { what: format!("the size of the {what} {}", d.digest), expected: d.size.to_string(), actual: h.count.to_string() });
     }
     if actual != d.digest {
-        return Err(ImageError::Digest { what: format!("the {what}"), expected: d.digest.clone(), actual });
+        return Err(ImageError::Digest { what: format!("the {what}"), expected: d.digest.to_string(), actual });
     }
     Ok(())
 }
