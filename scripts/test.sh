@@ -52,9 +52,12 @@ python3 -m venv .venv
 .venv/bin/python examples/python/example.py > /dev/null
 
 echo "== Node bindings (npm ci, napi build, node --test, tsc --strict)"
-npm --prefix bindings-node ci --no-audit --no-fund --loglevel=error
-npm --prefix bindings-node run build --silent
-npm --prefix bindings-node test
+# In the package's directory rather than with --prefix: npm resolves --prefix against its own
+# config (an npmrc's prefix, npm_config_prefix), which is not always this directory.
+(cd bindings-node && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent && npm test)
+
+echo "== README examples (Python and Node as written; the Rust ones ran as doc tests)"
+.venv/bin/python scripts/readme-examples.py
 
 # cgroup v2: most users have it, this machine has v1. The cgroup tests run again inside a
 # throwaway cgroup-v2-only VM (../shared/vm/run-in-cgroup2-vm, present in the project's

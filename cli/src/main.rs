@@ -703,7 +703,7 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
                 for n in &i.notes {
                     eprintln!("cagette: note: {n}");
                 }
-                println!("imported {} ({} layers, manifest {})", i.name, i.layers.len(), i.manifest);
+                println!("imported {} ({} layer{}, manifest {})", i.name, i.layers.len(), if i.layers.len() == 1 { "" } else { "s" }, i.manifest);
             })
         }
         ImageCmd::Ls { json } => store.list().map(|l| list_images(&l, json)),

@@ -38,6 +38,11 @@
 
 mod child;
 mod error;
+
+// The README's Rust examples run as doc tests (its other blocks are not Rust).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
 mod fs;
 mod host;
 mod image;
