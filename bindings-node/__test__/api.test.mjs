@@ -190,6 +190,53 @@ test('image store: import, run from it, remove, gc', async () => {
   }
 });
 
+test('image store: pull from a registry (docker-registry on 127.0.0.1), cancel, errors', async () => {
+  const { execFileSync, spawn: spawnProc } = await import('node:child_process');
+  const { mkdtempSync, rmSync, writeFileSync, statSync } = await import('node:fs');
+  const net = await import('node:net');
+  const path = (await import('node:path')).default;
+  const { tmpdir } = await import('node:os');
+  const { ImageStore, login } = require('../lib/index.js');
+  const dir = mkdtempSync(path.join(tmpdir(), 'cagette-node-pull-'));
+  const port = await new Promise((res) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); }); });
+  const addr = `127.0.0.1:${port}`;
+  writeFileSync(`${dir}/registry.yml`, `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/registry\nhttp:\n  addr: ${addr}\n`);
+  const reg = spawnProc('docker-registry', ['serve', `${dir}/registry.yml`], { stdio: 'ignore' });
+  try {
+    for (let i = 0; i < 200; i++) {
+      const up = await new Promise((res) => { const c = net.connect(port, '127.0.0.1', () => { c.end(); res(true); }); c.on('error', () => res(false)); });
+      if (up) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const script = new URL('../../scripts/make-busybox-rootfs.sh', import.meta.url).pathname;
+    execFileSync('sh', [script, `${dir}/rootfs`]);
+    execFileSync('umoci', ['init', '--layout', `${dir}/oci`]);
+    execFileSync('umoci', ['new', '--image', `${dir}/oci:t`]);
+    execFileSync('umoci', ['unpack', '--image', `${dir}/oci:t`, `${dir}/bundle`]);
+    execFileSync('cp', ['-a', `${dir}/rootfs/.`, `${dir}/bundle/rootfs`]);
+    execFileSync('umoci', ['repack', '--image', `${dir}/oci:t`, `${dir}/bundle`]);
+    execFileSync('skopeo', ['--insecure-policy', 'copy', '-q', '--dest-tls-verify=false', `oci:${dir}/oci:t`, `docker://${addr}/bb:1`]);
+    const cancelled = new ImageStore(`${dir}/cancelled`);
+    await assert.rejects(cancelled.pull(`${addr}/bb:1`, { signal: AbortSignal.abort() }), (e) => e.code === 'ERR_CAGETTE_IMAGE' && /cancelled/.test(e.message));
+    assert.deepEqual(await cancelled.list(), []);
+    const store = new ImageStore(`${dir}/store`);
+    const seen = [];
+    const info = await store.pull(`${addr}/bb:1`, { onProgress: (p) => seen.push(p), timeout: 10_000 });
+    assert.equal(info.name, `${addr}/bb:1`);
+    assert.equal(seen.at(-1).layersDone, 1);
+    const r = await run(['/bin/sh', '-c', 'echo pulled'], { image: `${addr}/bb:1`, imageStore: `${dir}/store` });
+    assert.equal(r.stdout.toString(), 'pulled\n');
+    await assert.rejects(store.pull(`${addr}/bb:nope`), (e) => e.code === 'ERR_CAGETTE_IMAGE' && e.message.includes(addr));
+    await assert.rejects(store.pull(`${addr}/bb:1`, { nope: 1 }), (e) => e.code === 'ERR_CAGETTE_INVALID_OPTION' && /nope/.test(e.message));
+    const file = login(addr, 'ci', 's3cret', `${dir}/auth.json`);
+    assert.equal(file, `${dir}/auth.json`);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+  } finally {
+    reg.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('an OOM kill of any process ends the whole job', async () => {
   // The OOM killer picks `tail`; the shell would go on and exit 0 without the whole-job kill.
   const script = 'head -c 300000000 /dev/zero | tail -n 1 >/dev/null; sleep 0.5; echo survived';

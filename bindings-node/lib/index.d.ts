@@ -216,11 +216,28 @@ export interface ImportOptions {
   /** Cancels the import: it rejects (ERR_CAGETTE_IMAGE, "import cancelled"), nothing is left. */
   signal?: AbortSignal;
 }
+export interface PullOptions extends ImportOptions {
+  /** 'os/arch[/variant]' to pick from a multi-platform image (default: this host's). */
+  platform?: string;
+  /** Registries ('host[:port]') reached over plain HTTP (loopback ones always are). */
+  insecureRegistries?: string[];
+  /** PEM files of certificate authorities to trust besides the system's. */
+  caFiles?: string[];
+  /** [user, password]; else `authFile`, else the user's auth.json or docker config.json. */
+  credentials?: [string, string];
+  authFile?: string;
+  /** Per request, in milliseconds (default 30000). */
+  timeout?: number;
+}
+
+export declare function login(registry: string, username: string, password: string, authFile?: string): string;
+
 export declare class ImageStore {
   constructor(path?: string);
   readonly path: string | null;
   /** Imports an OCI layout directory, a docker-save archive or a plain layer tar. */
   importImage(source: string, name: string, options?: ImportOptions): Promise<ImageInfo>;
+  pull(reference: string, options?: PullOptions): Promise<ImageInfo>;
   list(): Promise<ImageInfo[]>;
   get(name: string): Promise<ImageInfo>;
   remove(name: string): Promise<void>;

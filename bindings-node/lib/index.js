@@ -351,8 +351,28 @@ class ImageStore {
    * the promise rejects with code ERR_CAGETTE_IMAGE ("import cancelled"), nothing is left.
    */
   async importImage(source, name, options = {}) {
+    return this._job(native.startImport(this.path, String(source), name), options);
+  }
+  /**
+   * Pulls `reference` from its registry (`alpine:3.20` is docker.io/library/alpine:3.20;
+   * loopback registries over plain HTTP, others over HTTPS unless in `insecureRegistries`) into
+   * the store under that name; layers are verified and unpacked while they download, layers
+   * the store has are skipped. Options: `platform` ('os/arch[/variant]'), `insecureRegistries`,
+   * `caFiles`, `credentials` ([user, password]; else `authFile`, else the user's auth.json or
+   * docker config.json), `timeout` (ms, per request), and `onProgress`/`signal` as importImage.
+   */
+  async pull(reference, options = {}) {
+    const { onProgress, signal, ...rest } = options;
+    let job;
+    try {
+      job = native.startPull(this.path, String(reference), JSON.stringify(rest));
+    } catch (e) {
+      throw cagetteError(e);
+    }
+    return this._job(job, { onProgress, signal });
+  }
+  async _job(job, options) {
     const { onProgress, signal } = options;
-    const job = native.startImport(this.path, String(source), name);
     const report = () => {
       const [layers, layersDone, bytes, bytesDone] = job.progress();
       if (onProgress) onProgress({ layers, layersDone, bytes, bytesDone });
@@ -381,4 +401,17 @@ class ImageStore {
   async unpack(name, dest) { await this._op('unpack', name, String(dest)); }
 }
 
-module.exports = { run, spawn, SandboxProcess, bind, tmpfs, overlay, probe, validate, ImageStore };
+/**
+ * Stores credentials for `registry` ('host[:port]') in a containers auth.json (the file podman
+ * and skopeo read: `authFile`, else $REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json,
+ * else ~/.config/containers/auth.json), mode 0600; returns its path.
+ */
+function login(registry, username, password, authFile) {
+  try {
+    return native.login(String(registry), String(username), String(password), authFile == null ? null : String(authFile));
+  } catch (e) {
+    throw cagetteError(e);
+  }
+}
+
+module.exports = { run, spawn, SandboxProcess, bind, tmpfs, overlay, probe, validate, ImageStore, login };

@@ -255,7 +255,7 @@ pub fn image<'env>(env: &'env Env, op: String, store_dir: Option<String>, a: Opt
 /// for `onProgress` and calls `cancel()` on its AbortSignal: no JS runs off the main thread).
 #[napi]
 pub struct NativeImport {
-    args: Mutex<Option<(Option<String>, String, String)>>,
+    args: Mutex<Option<(Option<String>, Work)>>,
     progress: Arc<Mutex<[f64; 4]>>,
     cancel: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -265,7 +265,7 @@ impl NativeImport {
     /// Starts the import on a thread of its own; resolves with the ImageInfo as JSON. Once.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn run<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
-        let (store_dir, source, name) = self.args.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| err("error", serde_json::json!({"message": "run() was already called"})))?;
+        let (store_dir, work) = self.args.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| err("error", serde_json::json!({"message": "run() was already called"})))?;
         let (deferred, promise) = env.create_deferred()?;
         let (progress, cancel) = (self.progress.clone(), self.cancel.clone());
         std::thread::Builder::new()
@@ -274,10 +274,14 @@ impl NativeImport {
                 let r = (|| -> std::result::Result<String, cagette::ImageError> {
                     let dir = store_dir.map(std::path::PathBuf::from).unwrap_or_else(cagette::ImageStore::default_dir);
                     let st = cagette::ImageStore::open(dir)?;
-                    let info = st.import_with(std::path::Path::new(&source), &name, &mut |p| {
+                    let mut cb = |p: &cagette::ImportProgress| {
                         *progress.lock().unwrap_or_else(|e| e.into_inner()) = [p.layers as f64, p.layers_done as f64, p.bytes as f64, p.bytes_done as f64];
                         if cancel.load(std::sync::atomic::Ordering::SeqCst) { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
-                    })?;
+                    };
+                    let info = match work {
+                        Work::Import { source, name } => st.import_with(std::path::Path::new(&source), &name, &mut cb)?,
+                        Work::Pull { reference, options } => st.pull_with(&reference, &options, &mut cb)?,
+                    };
                     Ok(serde_json::to_string(&info).unwrap_or_default())
                 })();
                 match r {
@@ -302,10 +306,53 @@ impl NativeImport {
     }
 }
 
+/// What a [`NativeImport`] does.
+enum Work {
+    Import { source: String, name: String },
+    Pull { reference: String, options: cagette::PullOptions },
+}
+
+fn job(store_dir: Option<String>, work: Work) -> NativeImport {
+    NativeImport { args: Mutex::new(Some((store_dir, work))), progress: Arc::new(Mutex::new([0.0; 4])), cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)) }
+}
+
 /// An import to `run()`.
 #[napi]
 pub fn start_import(store_dir: Option<String>, source: String, name: String) -> NativeImport {
-    NativeImport { args: Mutex::new(Some((store_dir, source, name))), progress: Arc::new(Mutex::new([0.0; 4])), cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)) }
+    job(store_dir, Work::Import { source, name })
+}
+
+/// A pull to `run()`. `options` is JSON: platform, insecureRegistries, caFiles, credentials
+/// ([user, password]), authFile, timeout (ms).
+#[napi]
+pub fn start_pull(store_dir: Option<String>, reference: String, options: String) -> Result<NativeImport> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct Opts {
+        platform: Option<String>,
+        #[serde(default)]
+        insecure_registries: Vec<String>,
+        #[serde(default)]
+        ca_files: Vec<std::path::PathBuf>,
+        credentials: Option<(String, String)>,
+        auth_file: Option<std::path::PathBuf>,
+        timeout: Option<f64>,
+    }
+    let o: Opts = serde_json::from_str(&options).map_err(|e| err("spec_value", serde_json::json!({"message": format!("pull options: {e}")})))?;
+    let mut opts = cagette::PullOptions { platform: o.platform, insecure_registries: o.insecure_registries, ca_files: o.ca_files, credentials: o.credentials, auth_file: o.auth_file, ..cagette::PullOptions::default() };
+    if let Some(t) = o.timeout {
+        if !(t.is_finite() && t > 0.0 && t < 1e9) {
+            return Err(err("spec_value", serde_json::json!({"message": format!("timeout: {t}: expected a positive number of milliseconds")})));
+        }
+        opts.timeout = std::time::Duration::from_secs_f64(t / 1000.0);
+    }
+    Ok(job(store_dir, Work::Pull { reference, options: opts }))
+}
+
+/// Stores registry credentials in a containers auth.json; returns the file's path.
+#[napi]
+pub fn login(registry: String, username: String, password: String, auth_file: Option<String>) -> Result<String> {
+    cagette::login(&registry, &username, &password, auth_file.as_deref().map(std::path::Path::new)).map(|p| p.display().to_string()).map_err(|e| err("image", serde_json::json!({"message": e.to_string()})))
 }
 
 /// Checks a JSON `SandboxSpec`; returns it complete (defaults filled in).

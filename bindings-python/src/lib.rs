@@ -187,18 +187,20 @@ fn image(py: Python<'_>, op: &str, store_dir: Option<&str>, a: Option<&str>, b: 
     })
 }
 
-/// Imports an image (GIL released), calling `progress(layers, layers_done, bytes, bytes_done)`
-/// with the GIL about ten times a second: a return of exactly `False` cancels, and so does an
-/// exception in it or a pending signal (Ctrl-C), which is then raised. Returns the ImageInfo
-/// as JSON.
-#[pyfunction]
-#[pyo3(signature = (store_dir, source, name, progress=None))]
-fn image_import(py: Python<'_>, store_dir: Option<&str>, source: &str, name: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
-    let (store_dir, source, name) = (store_dir.map(str::to_string), source.to_string(), name.to_string());
+/// Runs an import or a pull (GIL released), calling `progress(layers, layers_done, bytes,
+/// bytes_done)` with the GIL about ten times a second: a return of exactly `False` cancels, and
+/// so does an exception in it or a pending signal (Ctrl-C), which is then raised. Returns the
+/// ImageInfo as JSON.
+fn with_progress(
+    py: Python<'_>,
+    store_dir: Option<String>,
+    progress: Option<Py<PyAny>>,
+    work: impl FnOnce(&cagette::ImageStore, &mut dyn FnMut(&cagette::ImportProgress) -> std::ops::ControlFlow<()>) -> Result<cagette::ImageInfo, cagette::ImageError> + Send,
+) -> PyResult<String> {
     let mut raised: Option<PyErr> = None;
     let r = py.detach(|| -> PyResult<_> {
         let st = store(store_dir.as_deref())?;
-        Ok(st.import_with(std::path::Path::new(&source), &name, &mut |p| {
+        Ok(work(&st, &mut |p| {
             Python::attach(|py| {
                 if let Err(e) = py.check_signals() {
                     raised = Some(e);
@@ -225,6 +227,51 @@ fn image_import(py: Python<'_>, store_dir: Option<&str>, source: &str, name: &st
     serde_json::to_string(&info).map_err(|e| native_err("error", serde_json::json!({"message": e.to_string()})))
 }
 
+/// Imports an image (see [`with_progress`]).
+#[pyfunction]
+#[pyo3(signature = (store_dir, source, name, progress=None))]
+fn image_import(py: Python<'_>, store_dir: Option<&str>, source: &str, name: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
+    let (source, name) = (source.to_string(), name.to_string());
+    with_progress(py, store_dir.map(str::to_string), progress, move |st, cb| st.import_with(std::path::Path::new(&source), &name, cb))
+}
+
+/// Pulls an image from a registry (see [`with_progress`]). `options` is JSON: platform,
+/// insecure_registries, ca_files, credentials ([user, password]), auth_file, timeout (s).
+#[pyfunction]
+#[pyo3(signature = (store_dir, reference, options, progress=None))]
+fn image_pull(py: Python<'_>, store_dir: Option<&str>, reference: &str, options: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Opts {
+        platform: Option<String>,
+        #[serde(default)]
+        insecure_registries: Vec<String>,
+        #[serde(default)]
+        ca_files: Vec<std::path::PathBuf>,
+        credentials: Option<(String, String)>,
+        auth_file: Option<std::path::PathBuf>,
+        timeout: Option<f64>,
+    }
+    let o: Opts = serde_json::from_str(options).map_err(|e| pyo3::exceptions::PyTypeError::new_err(format!("pull options: {e}")))?;
+    let mut opts = cagette::PullOptions { platform: o.platform, insecure_registries: o.insecure_registries, ca_files: o.ca_files, credentials: o.credentials, auth_file: o.auth_file, ..cagette::PullOptions::default() };
+    if let Some(t) = o.timeout {
+        if !(t.is_finite() && t > 0.0 && t < 1e6) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!("timeout={t}: expected a positive number of seconds")));
+        }
+        opts.timeout = std::time::Duration::from_secs_f64(t);
+    }
+    let reference = reference.to_string();
+    with_progress(py, store_dir.map(str::to_string), progress, move |st, cb| st.pull_with(&reference, &opts, cb))
+}
+
+/// Stores registry credentials in a containers auth.json; returns the file's path.
+#[pyfunction]
+#[pyo3(signature = (registry, username, password, auth_file=None))]
+fn login(py: Python<'_>, registry: &str, username: &str, password: &str, auth_file: Option<&str>) -> PyResult<String> {
+    let (registry, username, password, auth_file) = (registry.to_string(), username.to_string(), password.to_string(), auth_file.map(std::path::PathBuf::from));
+    py.detach(move || cagette::login(&registry, &username, &password, auth_file.as_deref())).map(|p| p.display().to_string()).map_err(image_err)
+}
+
 /// What this host supports, as JSON.
 #[pyfunction]
 fn probe(py: Python<'_>) -> String {
@@ -237,7 +284,7 @@ mod _native {
     #[pymodule_export]
     use super::NativeError;
     #[pymodule_export]
-    use super::{NativeChild, image, image_import, probe, run_tty, spawn, validate};
+    use super::{NativeChild, image, image_import, image_pull, login, probe, run_tty, spawn, validate};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

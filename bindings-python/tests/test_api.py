@@ -299,3 +299,77 @@ def test_cwd_is_a_host_directory_as_in_subprocess(tmp_path):
     # A path that is no host directory is one inside the sandbox.
     r = cagette.run(["pwd"], cwd="/scratch-in-the-sandbox", mounts=[cagette.tmpfs("/scratch-in-the-sandbox")], capture_output=True, text=True)
     assert r.stdout == "/scratch-in-the-sandbox\n", r
+
+
+def _registry(tmp_path):
+    """Debian's docker-registry on a free 127.0.0.1 port, with its own storage; (process, addr)."""
+    import shutil
+    import socket
+    import time
+
+    for tool, pkg in (("docker-registry", "docker-registry"), ("skopeo", "skopeo"), ("umoci", "umoci")):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is needed (apt-get install {pkg})")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    addr = f"127.0.0.1:{port}"
+    cfg = tmp_path / "registry.yml"
+    cfg.write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'registry'}\nhttp:\n  addr: {addr}\n")
+    p = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return p, addr
+        except OSError:
+            time.sleep(0.05)
+    p.kill()
+    pytest.fail("docker-registry did not start")
+
+
+def test_pull_from_a_registry(tmp_path):
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    rootfs = tmp_path / "rootfs"
+    subprocess.run(["sh", os.path.join(root, "scripts", "make-busybox-rootfs.sh"), str(rootfs)], check=True)
+    layer = tmp_path / "layer.tar"
+    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(layer), "."], check=True)
+    seed = cagette.ImageStore(tmp_path / "seed")
+    seed.import_image(layer, "bb:1")
+    seed.unpack("bb:1", tmp_path / "flat")
+    proc, addr = _registry(tmp_path)
+    try:
+        # An OCI layout for skopeo, made with umoci from the flat tree.
+        lay = tmp_path / "oci"
+        subprocess.run(["umoci", "init", "--layout", str(lay)], check=True)
+        subprocess.run(["umoci", "new", "--image", f"{lay}:t"], check=True)
+        subprocess.run(["umoci", "unpack", "--image", f"{lay}:t", str(tmp_path / "bundle")], check=True, capture_output=True)
+        subprocess.run(["cp", "-a", f"{tmp_path / 'flat'}/.", str(tmp_path / "bundle" / "rootfs")], check=True)
+        subprocess.run(["umoci", "repack", "--image", f"{lay}:t", str(tmp_path / "bundle")], check=True)
+        subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false", f"oci:{lay}:t", f"docker://{addr}/bb:1"], check=True)
+        store = cagette.ImageStore(tmp_path / "store")
+        seen: list = []
+        info = store.pull(f"{addr}/bb:1", progress=seen.append)
+        assert info["name"] == f"{addr}/bb:1" and len(info["layers"]) == 1
+        assert seen and seen[-1]["layers_done"] == seen[-1]["layers"] == 1
+        r = cagette.run(["/bin/sh", "-c", "echo pulled"], image=f"{addr}/bb:1", image_store=str(tmp_path / "store"), capture_output=True)
+        assert r.stdout == b"pulled\n"
+        # Cancelled from the callback: nothing recorded.
+        other = cagette.ImageStore(tmp_path / "other")
+        with pytest.raises(cagette.ImageError, match="cancelled"):
+            other.pull(f"{addr}/bb:1", progress=lambda p: False)
+        assert other.list() == []
+        # Errors: a missing tag, a bad reference, a bad option.
+        with pytest.raises(cagette.ImageError, match=addr):
+            store.pull(f"{addr}/bb:nope", timeout=5)
+        with pytest.raises(cagette.ImageError, match="reference"):
+            store.pull("Not A Reference")
+        with pytest.raises(ValueError, match="timeout"):
+            store.pull(f"{addr}/bb:1", timeout=-1)
+        # login writes an auth.json that pull reads (mode 0600).
+        auth = tmp_path / "auth.json"
+        assert cagette.login(addr, "ci", "s3cret", auth_file=auth) == str(auth)
+        assert oct(os.stat(auth).st_mode & 0o777) == "0o600"
+        assert "ci" not in auth.read_text() or "s3cret" not in auth.read_text()  # base64, not plain
+    finally:
+        proc.kill()
+        proc.wait()

@@ -76,6 +76,36 @@ enum ImageCmd {
         #[arg(long, short, conflicts_with = "progress")]
         quiet: bool,
     },
+    /// Pull an image from a registry into the store: `alpine:3.20` (docker.io/library/ for short
+    /// names), `127.0.0.1:5000/app:1` (loopback registries over plain HTTP), `ghcr.io/org/tool@sha256:…`.
+    /// Layers are verified and unpacked while they download; layers the store has are skipped.
+    Pull {
+        /// The image reference.
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        /// Show a progress bar even when stderr is not a terminal (one line a second).
+        #[arg(long)]
+        progress: bool,
+        /// No progress bar.
+        #[arg(long, short, conflicts_with = "progress")]
+        quiet: bool,
+    },
+    /// Store credentials for a registry (in the containers auth.json that podman and skopeo
+    /// read: --authfile, REGISTRY_AUTH_FILE, or $XDG_RUNTIME_DIR/containers/auth.json).
+    Login {
+        /// The registry (host[:port]).
+        registry: String,
+        /// The user name.
+        #[arg(long, short)]
+        username: String,
+        /// Read the password (or token) from standard input (it is never taken as an argument).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// The credentials file to write.
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
+    },
     /// List the images.
     Ls {
         /// Print JSON instead of a table.
@@ -98,6 +128,45 @@ enum ImageCmd {
     Gc,
 }
 
+/// How to reach a registry (for `image pull` and `run --pull`).
+#[derive(clap::Args, Clone, Default)]
+struct RegistryArgs {
+    /// The platform to pull from a multi-platform image: os/arch[/variant] (default: this host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
+    /// A registry (host[:port]) to reach over plain HTTP, as docker's insecure-registries
+    /// (loopback registries always are).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
+    /// A PEM file of certificate authorities to trust besides the system's.
+    #[arg(long = "ca-file", value_name = "FILE")]
+    ca_files: Vec<PathBuf>,
+    /// A credentials file to read first (auth.json or docker's config.json).
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+    /// Credentials as USER:PASSWORD (prefer `cagette image login`: arguments are visible to
+    /// other users of the machine).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    creds: Option<String>,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> cagette::PullOptions {
+        let credentials = self.creds.as_ref().map(|c| match c.split_once(':') {
+            Some((u, p)) => (u.to_string(), p.to_string()),
+            None => die("--creds: expected USER:PASSWORD"),
+        });
+        cagette::PullOptions {
+            platform: self.platform.clone(),
+            insecure_registries: self.insecure_registries.clone(),
+            ca_files: self.ca_files.clone(),
+            credentials,
+            auth_file: self.authfile.clone(),
+            ..cagette::PullOptions::default()
+        }
+    }
+}
+
 #[derive(clap::Args)]
 #[command(allow_negative_numbers = true)]
 struct RunArgs {
@@ -113,6 +182,12 @@ struct RunArgs {
     /// The image store (default: CAGETTE_STORE, /var/lib/cagette as root, ~/.local/share/cagette).
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// With --image: pull it when the store lacks it (missing, the default), every time
+    /// (always), or never.
+    #[arg(long, value_name = "missing|always|never", default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pull: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Use DIR as the root file system (default: the host's / read-only).
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
@@ -535,6 +610,15 @@ fn run(a: &RunArgs) -> ExitCode {
             die(format!("--report {dest}: {}", if p.is_dir() { "is a directory" } else { "its directory does not exist" }));
         }
     }
+    if let Some(image) = spec.image.clone().filter(|_| a.pull != "never") {
+        let dir = spec.image_store.clone().unwrap_or_else(cagette::ImageStore::default_dir);
+        let store = cagette::ImageStore::open(&dir).unwrap_or_else(|e| die(e));
+        if a.pull == "always" || matches!(store.get(&image), Err(cagette::ImageError::NotFound(_))) {
+            if let Err(e) = pull(&store, &image, &a.registry, false, false) {
+                die(format!("--image {image}: {e}"));
+            }
+        }
+    }
     let sigfd = forward_signals();
     let tty = spec.tty;
     let result = cagette::Sandbox::from_spec(spec).spawn().and_then(|mut child| {
@@ -642,58 +726,91 @@ fn list_images(l: &[cagette::ImageInfo], json: bool) {
 }
 
 /// The import progress bar: redrawn in place on a terminal, one line a second otherwise.
+/// Progress of an import or a pull: indicatif's bar on a terminal; one plain line a second
+/// otherwise (with --progress), for logs.
 struct ProgressBar {
-    tty: bool,
-    show: bool,
+    bar: Option<indicatif::ProgressBar>,
+    lines: bool,
     started: std::time::Instant,
     last: Option<std::time::Instant>,
 }
 
 impl ProgressBar {
+    fn new(show: bool) -> ProgressBar {
+        use std::io::IsTerminal;
+        let tty = std::io::stderr().is_terminal();
+        let bar = (show && tty).then(|| {
+            let style = indicatif::ProgressStyle::with_template("[{bar:30}] {percent:>3}%  {msg}  {decimal_bytes}/{decimal_total_bytes}  {decimal_bytes_per_sec}").map(|s| s.progress_chars("#> "));
+            let b = indicatif::ProgressBar::new(0);
+            if let Ok(style) = style {
+                b.set_style(style);
+            }
+            b
+        });
+        ProgressBar { bar, lines: show && !tty, started: std::time::Instant::now(), last: None }
+    }
     fn update(&mut self, p: &cagette::ImportProgress) {
-        if !self.show || p.layers == 0 {
+        if p.layers == 0 {
+            return;
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_length(p.bytes);
+            bar.set_position(p.bytes_done);
+            bar.set_message(format!("{}/{} layers", p.layers_done, p.layers));
             return;
         }
         let now = std::time::Instant::now();
-        if !self.tty && self.last.is_some_and(|l| now.duration_since(l).as_secs() < 1) && p.layers_done < p.layers {
+        if !self.lines || self.last.is_some_and(|l| now.duration_since(l).as_secs() < 1) && p.layers_done < p.layers {
             return;
         }
         self.last = Some(now);
         let frac = if p.bytes == 0 { 1.0 } else { p.bytes_done as f64 / p.bytes as f64 };
-        let width = 30;
-        let filled = ((frac * width as f64) as usize).min(width);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let line = format!(
-            "[{}{}] {:>3.0}%  {}/{} layers  {:.1}/{:.1} MB  {:.0} MB/s",
-            "#".repeat(filled),
-            " ".repeat(width - filled),
-            frac * 100.0,
-            p.layers_done,
-            p.layers,
-            p.bytes_done as f64 / 1e6,
-            p.bytes as f64 / 1e6,
-            p.bytes_done as f64 / 1e6 / secs
-        );
-        if self.tty {
-            eprint!("\r{line}\x1b[K");
-        } else {
-            eprintln!("{line}");
-        }
+        eprintln!("{:>3.0}%  {}/{} layers  {:.1}/{:.1} MB  {:.0} MB/s", frac * 100.0, p.layers_done, p.layers, p.bytes_done as f64 / 1e6, p.bytes as f64 / 1e6, p.bytes_done as f64 / 1e6 / secs);
     }
     fn finish(&self) {
-        if self.show && self.tty && self.last.is_some() {
-            eprintln!();
+        if let Some(bar) = &self.bar {
+            bar.finish();
         }
     }
+}
+
+/// Pulls `reference` into `store`, with a progress bar (or lines) and the import's notes.
+fn pull(store: &cagette::ImageStore, reference: &str, registry: &RegistryArgs, progress: bool, quiet: bool) -> Result<cagette::ImageInfo, cagette::ImageError> {
+    use std::io::IsTerminal;
+    let mut bar = ProgressBar::new(!quiet && (std::io::stderr().is_terminal() || progress));
+    let r = store.pull_with(reference, &registry.options(), &mut |p| {
+        bar.update(p);
+        std::ops::ControlFlow::Continue(())
+    });
+    bar.finish();
+    r.inspect(|i| {
+        for n in &i.notes {
+            eprintln!("cagette: note: {n}");
+        }
+        eprintln!("pulled {} ({} layer{}, manifest {})", i.name, i.layers.len(), if i.layers.len() == 1 { "" } else { "s" }, i.manifest);
+    })
 }
 
 fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
     let dir = store.unwrap_or_else(cagette::ImageStore::default_dir);
     let store = cagette::ImageStore::open(&dir).unwrap_or_else(|e| die(e));
     let r: Result<(), cagette::ImageError> = match cmd {
+        ImageCmd::Pull { reference, registry, progress, quiet } => pull(&store, &reference, &registry, progress, quiet).map(|_| ()),
+        ImageCmd::Login { registry, username, password_stdin: _, authfile } => {
+            let mut password = String::new();
+            if std::io::Read::read_to_string(&mut std::io::Read::take(std::io::stdin(), 1 << 16), &mut password).is_err() {
+                die("--password-stdin: cannot read standard input");
+            }
+            let password = password.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                die("--password-stdin: no password on standard input");
+            }
+            cagette::login(&registry, &username, password, authfile.as_deref()).map(|file| println!("credentials for {registry} stored in {}", file.display()))
+        }
         ImageCmd::Import { dir: src, name, progress, quiet } => {
-            let tty = unsafe { libc::isatty(2) } == 1;
-            let mut bar = ProgressBar { tty, show: !quiet && (tty || progress), started: std::time::Instant::now(), last: None };
+            use std::io::IsTerminal;
+            let mut bar = ProgressBar::new(!quiet && (std::io::stderr().is_terminal() || progress));
             let r = store.import_with(&src, &name, &mut |p| {
                 bar.update(p);
                 std::ops::ControlFlow::Continue(())

@@ -57,6 +57,8 @@ pub use sandbox::child::Child;
 pub use error::{Error, Result, SetupFailure, Step};
 pub use fs::hostfile::{read_host_file, write_host_file};
 pub use image::{ImageError, ImageInfo, ImageStore, Limits as ImageLimits, Progress as ImportProgress, RunConfig};
+#[cfg(feature = "registry")]
+pub use image::{credentials_for, login, ImageReference, PullOptions};
 #[doc(hidden)]
 pub use image::fuzz_apply_layer;
 pub use probe::{CgroupVersion, Probe, probe};

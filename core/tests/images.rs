@@ -2,14 +2,9 @@
 //! refused or contained, with nothing written outside the root and nothing left in the store.
 mod common;
 use cagette::{ImageError, ImageStore, Sandbox, SandboxSpec, Verdict};
+use common::oci::*;
 use common::*;
-use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-
-fn sha(b: &[u8]) -> String {
-    format!("sha256:{}", Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>())
-}
 
 /// One tar entry, written raw (names are not validated: the corpus needs bad ones).
 enum E<'a> {
@@ -87,36 +82,6 @@ fn tar_of(entries: &[E]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn gzip(b: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(b).unwrap();
-    e.finish().unwrap()
-}
-
-/// Writes an OCI image layout with these (uncompressed) layers, gzip-compressed; returns it.
-fn layout(dir: &Path, layers: &[Vec<u8>], cmd: &[&str]) -> PathBuf {
-    let l = dir.join("layout");
-    std::fs::create_dir_all(l.join("blobs/sha256")).unwrap();
-    let blobs = l.join("blobs/sha256");
-    let blob = |bytes: &[u8]| put_blob(&blobs, bytes);
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for t in layers {
-        diff_ids.push(sha(t));
-        let gz = gzip(t);
-        let (d, n) = blob(&gz);
-        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n}));
-    }
-    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": cmd, "Env": ["FROM_IMAGE=yes"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}});
-    let (cd, cn) = blob(config.to_string().as_bytes());
-    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn}, "layers": descs});
-    let (md, mn) = blob(manifest.to_string().as_bytes());
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn, "platform": {"architecture": "amd64", "os": "linux"}, "annotations": {"org.opencontainers.image.ref.name": "t"}}]});
-    std::fs::write(l.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(l.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    l
-}
-
 /// Rewrites an OCI layout's manifest and config (`f` may also add blobs, by `put_blob`), then
 /// the index that names them.
 fn edit_image(lay: &Path, f: impl FnOnce(&Path, &mut serde_json::Value, &mut serde_json::Value)) {
@@ -138,13 +103,6 @@ fn edit_config(lay: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     edit_image(lay, |_, _, config| f(config));
 }
 
-/// Writes a blob into a layout's blobs/sha256; returns its descriptor's digest and size.
-fn put_blob(blobs: &Path, bytes: &[u8]) -> (String, usize) {
-    let d = sha(bytes);
-    std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
-    (d, bytes.len())
-}
-
 /// A tar of raw headers: (name, type, data), for entries `tar_of` cannot express.
 fn raw_tar(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -158,13 +116,6 @@ fn raw_tar(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
         h.set_cksum();
         b.append(&h, *data).unwrap();
     }
-    b.into_inner().unwrap()
-}
-
-fn busybox_layer() -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    b.follow_symlinks(false);
-    b.append_dir_all(".", busybox_rootfs()).unwrap();
     b.into_inner().unwrap()
 }
 

@@ -55,6 +55,7 @@ __all__ = [
     "validate",
     "ImageStore",
     "ImportProgress",
+    "login",
 ]
 
 PIPE: int = subprocess.PIPE
@@ -318,6 +319,20 @@ def validate(**spec: Any) -> Dict[str, Any]:
     filled in). Raises TypeError for an unknown option, ValueError for a bad value."""
     try:
         return dict(json.loads(_native.validate(json.dumps(spec))))
+    except _native.NativeError as e:
+        _raise_native(e)
+
+
+def login(registry: str, username: str, password: str, auth_file: Optional[StrPath] = None) -> str:
+    """Stores credentials for ``registry`` (``host[:port]``) in a containers ``auth.json`` (the file
+    podman and skopeo read: ``auth_file``, else ``$REGISTRY_AUTH_FILE``, else
+    ``$XDG_RUNTIME_DIR/containers/auth.json``, else ``~/.config/containers/auth.json``), mode 0600;
+    returns its path. The next :meth:`ImageStore.pull` from that registry uses them.
+
+    >>> cagette.login("127.0.0.1:5000", "ci", os.environ["REGISTRY_TOKEN"])
+    """
+    try:
+        return str(_native.login(registry, username, password, None if auth_file is None else os.fspath(auth_file)))
     except _native.NativeError as e:
         _raise_native(e)
 
@@ -746,6 +761,48 @@ class ImageStore:
 
         try:
             return dict(json.loads(_native.image_import(self.path, os.fspath(source), name, call)))
+        except _native.NativeError as e:
+            _raise_native(e)
+
+    def pull(
+        self,
+        reference: str,
+        progress: Optional[Callable[[ImportProgress], Optional[bool]]] = None,
+        *,
+        platform: Optional[str] = None,
+        insecure_registries: Sequence[str] = (),
+        ca_files: Sequence[StrPath] = (),
+        credentials: Optional[Tuple[str, str]] = None,
+        auth_file: Optional[StrPath] = None,
+        timeout: float = 30.0,
+    ) -> Dict[str, Any]:
+        """Pulls ``reference`` from its registry (``alpine:3.20`` is
+        ``docker.io/library/alpine:3.20``; loopback registries are reached over plain HTTP, others
+        over HTTPS unless named in ``insecure_registries``) into the store under that name. Layers
+        are verified and unpacked while they download; layers the store has are not downloaded.
+        Credentials: ``credentials=(user, password)``, else ``auth_file``, else the user's
+        ``auth.json``/docker ``config.json`` (see :func:`login`). ``platform`` is ``os/arch[/variant]``
+        (default: this host's). ``progress`` as for :meth:`import_image` (``bytes`` are compressed
+        bytes to download); returning ``False`` or Ctrl-C cancels. Raises :class:`ImageError`.
+
+        >>> store.pull("127.0.0.1:5000/app:1", progress=print)
+        """
+
+        def call(layers: int, layers_done: int, nbytes: int, bytes_done: int) -> Optional[bool]:
+            if progress is None:
+                return None
+            return progress(ImportProgress(layers=layers, layers_done=layers_done, bytes=nbytes, bytes_done=bytes_done))
+
+        options = {
+            "platform": platform,
+            "insecure_registries": list(insecure_registries),
+            "ca_files": [os.fspath(f) for f in ca_files],
+            "credentials": list(credentials) if credentials is not None else None,
+            "auth_file": None if auth_file is None else os.fspath(auth_file),
+            "timeout": timeout,
+        }
+        try:
+            return dict(json.loads(_native.image_pull(self.path, reference, json.dumps(options), call)))
         except _native.NativeError as e:
             _raise_native(e)
 

@@ -41,12 +41,17 @@ fn parent_dir(path: &Path, what: &str) -> io::Result<(OwnedFd, PathBuf)> {
 /// std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub fn write_host_file(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_host_file_mode(path, data, 0o644)
+}
+
+/// [`write_host_file`] with the new file's mode (0o600 for secrets).
+pub(crate) fn write_host_file_mode(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let what = "write";
     let (dir, name) = parent_dir(path, what)?;
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = PathBuf::from(format!(".{}.cagette-{}-{}", name.to_string_lossy(), std::process::id(), SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = openat(&dir, &tmp, flags, Mode::from_bits_truncate(0o644)).map_err(|e| err(path, e, what))?;
+    let fd = openat(&dir, &tmp, flags, Mode::from_bits_truncate(mode)).map_err(|e| err(path, e, what))?;
     let r = std::fs::File::from(fd).write_all(data).and_then(|()| renameat(&dir, &tmp, &dir, &name).map_err(|e| err(path, e, what)));
     if r.is_err() {
         let _ = nix::unistd::unlinkat(&dir, &tmp, nix::unistd::UnlinkatFlags::NoRemoveDir);

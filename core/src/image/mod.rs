@@ -17,6 +17,10 @@
 
 mod apply;
 mod gz;
+#[cfg(feature = "registry")]
+mod registry;
+#[cfg(feature = "registry")]
+pub use registry::{credentials_for, login, ImageReference, PullOptions};
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
@@ -81,6 +85,16 @@ pub enum ImageError {
         /// The underlying error (ENOSPC or EDQUOT).
         #[source]
         source: std::io::Error,
+    },
+    /// A registry could not be reached, refused a request, or answered something unusable.
+    #[error("registry {registry}: {what}: {why}")]
+    Registry {
+        /// The registry (`host[:port]`).
+        registry: String,
+        /// What was being done.
+        what: String,
+        /// Why it failed, and what to do (never a secret).
+        why: String,
     },
     /// A file-system operation failed.
     #[error("{context}: {source}")]
@@ -715,7 +729,7 @@ impl ImageStore {
     /// diff_id of what was read (checked against the expected one, if any).
     fn unpack_blob(&self, l: &LayerSrc, dest: &Path, job: &Job) -> Result<(apply::Applied, String), ImageError> {
         const CHUNK: usize = 1 << 20;
-        let f = l.src.open()?;
+        let f = l.src.open(l.size)?;
         let what = l.digest.clone().unwrap_or_else(|| l.src.to_string());
         let limits = &self.limits;
         let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
@@ -956,19 +970,25 @@ enum Src {
     File(PathBuf),
     /// A path inside an image layout or an extracted archive (untrusted: see [`open_inside`]).
     Inside(PathBuf, PathBuf),
+    /// A blob of a registry, by digest.
+    #[cfg(feature = "registry")]
+    Remote(std::sync::Arc<registry::Remote>, String),
 }
 
 impl Src {
-    fn open(&self) -> Result<fs::File, ImageError> {
+    fn open(&self, size: u64) -> Result<Box<dyn Read + Send>, ImageError> {
+        let _ = size;
         match self {
             Src::File(p) => {
                 let f = fs::File::open(p).map_err(ImageError::io(format!("open {}", p.display())))?;
                 if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
                     return Err(ImageError::Invalid(format!("{} is not a regular file", p.display())));
                 }
-                Ok(f)
+                Ok(Box::new(f))
             }
-            Src::Inside(root, rel) => open_inside(root, rel, "layer blob"),
+            Src::Inside(root, rel) => Ok(Box::new(open_inside(root, rel, "layer blob")?)),
+            #[cfg(feature = "registry")]
+            Src::Remote(remote, digest) => Ok(remote.open(digest, size)),
         }
     }
 }
@@ -978,6 +998,8 @@ impl std::fmt::Display for Src {
         match self {
             Src::File(p) => write!(f, "{}", p.display()),
             Src::Inside(root, rel) => write!(f, "{}", root.join(rel).display()),
+            #[cfg(feature = "registry")]
+            Src::Remote(remote, digest) => write!(f, "{digest} of {remote:?}"),
         }
     }
 }

@@ -161,7 +161,7 @@ struct ChildSide {
 /// (topmost first) that make its root.
 fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(SandboxSpec, Vec<PathBuf>), SetupFailure> {
     let dir = spec.image_store.clone().unwrap_or_else(crate::ImageStore::default_dir);
-    let fail = |e: crate::ImageError| SetupFailure::new(Step::Image, None, Some(dir.clone()), &format!("image {name:?}: {e}")).hint("import it first: cagette image import DIR --name NAME; `cagette image ls` lists the store");
+    let fail = |e: crate::ImageError| SetupFailure::new(Step::Image, None, Some(dir.clone()), &format!("image {name:?}: {e}")).hint("pull it (cagette image pull NAME, or `cagette run --pull missing`) or import it (cagette image import DIR --name NAME); `cagette image ls` lists the store");
     if spec.rootfs.is_some() {
         return Err(SetupFailure::new(Step::Image, Some(libc::EINVAL), None, "image and rootfs are exclusive: the image is the root"));
     }

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests (real namespaces, real mounts, real processes).
 #![allow(dead_code)]
 
+pub mod oci;
+
 use cagette::{Output, Sandbox, Stdio};
 use std::path::{Path, PathBuf};
 use std::process::Command;
