@@ -318,8 +318,6 @@ fn helper_get(helper: &str, registry: &str) -> Result<(String, String), ImageErr
 
 /// One pull's connection to a registry: a small runtime, the client, the reference.
 pub(crate) struct Remote {
-    /// Why HTTPS failed, when this is the plain-HTTP fallback.
-    https_error: Option<String>,
     rt: tokio::runtime::Runtime,
     client: Client,
     reference: Reference,
@@ -345,6 +343,10 @@ impl Remote {
         }
         let config = ClientConfig {
             protocol: if plain { ClientProtocol::HttpsExcept(vec![registry.clone(), reference.registry().to_string()]) } else { ClientProtocol::Https },
+            // A plain-HTTP client never verifies a certificate: given one root of its own (a
+            // throwaway self-signed certificate, never used), it skips loading the system's
+            // ~150 roots (~15 ms of a pull whose layers are all present, from the CLI).
+            tls_certs_only: if plain { vec![Certificate { encoding: CertificateEncoding::Pem, data: include_bytes!("plain-http-client.pem").to_vec() }] } else { Vec::new() },
             extra_root_certificates: extra,
             read_timeout: Some(opts.timeout),
             connect_timeout: Some(opts.timeout),
@@ -353,7 +355,7 @@ impl Remote {
         };
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("cagette-pull").enable_all().build().map_err(ImageError::io("start the pull's I/O threads"))?;
         let client = rt.block_on(async { Client::new(config) });
-        Ok(Remote { https_error: None, rt, client, reference: reference.0.clone(), registry, attempts: opts.attempts.max(1), timeout: opts.timeout })
+        Ok(Remote { rt, client, reference: reference.0.clone(), registry, attempts: opts.attempts.max(1), timeout: opts.timeout })
     }
 
     /// Authenticates for pulling (a bearer token, when the registry asks for one).
@@ -374,14 +376,7 @@ impl Remote {
             match self.rt.block_on(self.client.pull_manifest_raw(reference, &RegistryAuth::Anonymous, &types)) {
                 Ok(r) => break r,
                 Err(e) if attempt < self.attempts && retryable(&e) => std::thread::sleep(backoff(attempt)),
-                Err(e) => {
-                    let mut why = explain(&e);
-                    if let Some(https) = self.https_error.as_ref().filter(|_| why.contains("HTTPS server")) {
-                        // The registry speaks HTTPS after all: what went wrong is HTTPS's.
-                        why = format!("over HTTPS: {https}");
-                    }
-                    return Err(registry_err(&self.registry, format!("fetch the manifest of {}", reference.whole()), why));
-                }
+                Err(e) => return Err(registry_err(&self.registry, format!("fetch the manifest of {}", reference.whole()), explain(&e))),
             }
         };
         if bytes.len() as u64 > limits.max_json {
@@ -557,23 +552,33 @@ impl ImageStore {
             None => credentials_for(r.registry(), opts.auth_file.as_deref())?,
         };
         let auth = creds.map_or(RegistryAuth::Anonymous, |(u, p)| RegistryAuth::Basic(u, p));
-        // HTTPS first; a loopback or insecure registry falls back to plain HTTP when HTTPS
-        // cannot even connect (as Docker does).
+        // A loopback or insecure registry: plain HTTP first, HTTPS when it turns out to speak
+        // TLS (Docker tries the other order; this one saves a TLS client, ~50 ms, on the common
+        // case). Other registries: HTTPS only.
         let resolved = r.0.resolve_registry().to_string();
         let plain_ok = is_loopback(r.registry()) || opts.insecure_registries.iter().any(|x| x == r.registry() || *x == resolved);
-        let mut remote = Remote::new(&r, opts, false)?;
-        if let Err(e) = remote.auth(&auth) {
-            let transport = matches!(&e, oci_client::errors::OciDistributionError::RequestError(_));
-            if !(plain_ok && transport) {
-                return Err(remote.auth_err(&e));
-            }
-            remote = Remote::new(&r, opts, true)?;
-            remote.https_error = Some(explain(&e));
-            remote.auth(&auth).map_err(|e| remote.auth_err(&e))?;
-        }
-        let remote = Arc::new(remote);
         let limits = &self.limits;
-        let (mut bytes, mut digest) = remote.manifest(&r.0, limits)?;
+        let connect = |plain: bool| -> Result<(Remote, (Vec<u8>, String)), ImageError> {
+            let remote = Remote::new(&r, opts, plain)?;
+            remote.auth(&auth).map_err(|e| remote.auth_err(&e))?;
+            let m = remote.manifest(&r.0, limits)?;
+            Ok((remote, m))
+        };
+        let (remote, (mut bytes, mut digest)) = if plain_ok {
+            match connect(true) {
+                Ok(x) => x,
+                Err(plain_err @ ImageError::Registry { .. }) => match connect(false) {
+                    Ok(x) => x,
+                    // The registry speaks HTTPS: what went wrong is HTTPS's.
+                    Err(ImageError::Registry { registry, what, why }) if plain_err.to_string().contains("HTTPS server") => return Err(ImageError::Registry { registry, what, why: format!("over HTTPS: {why}") }),
+                    Err(_) => return Err(plain_err),
+                },
+                Err(e) => return Err(e),
+            }
+        } else {
+            connect(false)?
+        };
+        let remote = Arc::new(remote);
         if let Some(want) = r.digest() {
             if digest != want {
                 return Err(ImageError::Digest { what: format!("the manifest of {reference}"), expected: want.to_string(), actual: digest });
