@@ -16,6 +16,7 @@ command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v podman >/dev/null || need_apt+=(podman)   # pulls what cagette pushed
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v node >/dev/null || need_apt+=(nodejs npm)

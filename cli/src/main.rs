@@ -69,6 +69,10 @@ enum ImageCmd {
         /// The name to give it (name:tag).
         #[arg(long)]
         name: String,
+        /// Keep the compressed layers, manifest and config too (needed to push or export it;
+        /// an OCI layout only).
+        #[arg(long)]
+        keep_blobs: bool,
         /// Show a progress bar even when stderr is not a terminal (one line a second).
         #[arg(long)]
         progress: bool,
@@ -84,6 +88,9 @@ enum ImageCmd {
         reference: String,
         #[command(flatten)]
         registry: RegistryArgs,
+        /// Keep the compressed layers, manifest and config too (needed to push or export it).
+        #[arg(long)]
+        keep_blobs: bool,
         /// Show a progress bar even when stderr is not a terminal (one line a second).
         #[arg(long)]
         progress: bool,
@@ -105,6 +112,26 @@ enum ImageCmd {
         /// The credentials file to write.
         #[arg(long, value_name = "FILE")]
         authfile: Option<PathBuf>,
+    },
+    /// Push an image of the store to a registry (its blobs must have been kept: --keep-blobs).
+    Push {
+        /// The image in the store.
+        name: String,
+        /// Where to: registry/repository:tag.
+        destination: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Write an image of the store as an OCI layout directory or a docker-save archive (its
+    /// blobs must have been kept: --keep-blobs).
+    Export {
+        /// The image in the store.
+        name: String,
+        /// The directory (oci) or file (docker-archive) to write; must not exist.
+        dest: PathBuf,
+        /// oci or docker-archive.
+        #[arg(long, default_value = "oci", value_parser = ["oci", "docker-archive"])]
+        format: String,
     },
     /// List the images.
     Ls {
@@ -148,6 +175,9 @@ struct RegistryArgs {
     /// other users of the machine).
     #[arg(long, value_name = "USER:PASSWORD")]
     creds: Option<String>,
+    /// A mirror for a registry, tried before it: REGISTRY=MIRROR (docker.io=mirror.local:5000).
+    #[arg(long = "mirror", value_name = "REGISTRY=MIRROR")]
+    mirrors: Vec<String>,
 }
 
 impl RegistryArgs {
@@ -156,7 +186,16 @@ impl RegistryArgs {
             Some((u, p)) => (u.to_string(), p.to_string()),
             None => die("--creds: expected USER:PASSWORD"),
         });
+        let mirrors = self
+            .mirrors
+            .iter()
+            .map(|m| match m.split_once('=') {
+                Some((r, m)) if !r.is_empty() && !m.is_empty() => (r.to_string(), m.to_string()),
+                _ => die(format!("--mirror {m:?}: expected REGISTRY=MIRROR")),
+            })
+            .collect();
         cagette::PullOptions {
+            mirrors,
             platform: self.platform.clone(),
             insecure_registries: self.insecure_registries.clone(),
             ca_files: self.ca_files.clone(),
@@ -796,7 +835,12 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
     let dir = store.unwrap_or_else(cagette::ImageStore::default_dir);
     let store = cagette::ImageStore::open(&dir).unwrap_or_else(|e| die(e));
     let r: Result<(), cagette::ImageError> = match cmd {
-        ImageCmd::Pull { reference, registry, progress, quiet } => pull(&store, &reference, &registry, progress, quiet).map(|_| ()),
+        ImageCmd::Pull { reference, registry, keep_blobs, progress, quiet } => pull(&store.clone().keep_blobs(keep_blobs), &reference, &registry, progress, quiet).map(|_| ()),
+        ImageCmd::Push { name, destination, registry } => store.push(&name, &destination, &registry.options()).map(|d| println!("pushed {name} to {destination} (manifest {d})")),
+        ImageCmd::Export { name, dest, format } => {
+            let f = if format == "oci" { cagette::ExportFormat::Oci } else { cagette::ExportFormat::DockerArchive };
+            store.export(&name, &dest, f).map(|()| println!("exported {name} to {} ({format})", dest.display()))
+        }
         ImageCmd::Login { registry, username, password_stdin: _, authfile } => {
             let mut password = String::new();
             if std::io::Read::read_to_string(&mut std::io::Read::take(std::io::stdin(), 1 << 16), &mut password).is_err() {
@@ -808,10 +852,10 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
             }
             cagette::login(&registry, &username, password, authfile.as_deref()).map(|file| println!("credentials for {registry} stored in {}", file.display()))
         }
-        ImageCmd::Import { dir: src, name, progress, quiet } => {
+        ImageCmd::Import { dir: src, name, keep_blobs, progress, quiet } => {
             use std::io::IsTerminal;
             let mut bar = ProgressBar::new(!quiet && (std::io::stderr().is_terminal() || progress));
-            let r = store.import_with(&src, &name, &mut |p| {
+            let r = store.clone().keep_blobs(keep_blobs).import_with(&src, &name, &mut |p| {
                 bar.update(p);
                 std::ops::ControlFlow::Continue(())
             });

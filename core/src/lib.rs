@@ -56,7 +56,7 @@ pub use security::caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
 pub use sandbox::child::Child;
 pub use error::{Error, Result, SetupFailure, Step};
 pub use fs::hostfile::{read_host_file, write_host_file};
-pub use image::{ImageError, ImageInfo, ImageStore, Limits as ImageLimits, Progress as ImportProgress, RunConfig};
+pub use image::{ExportFormat, ImageError, ImageInfo, ImageStore, Limits as ImageLimits, Progress as ImportProgress, RunConfig};
 #[cfg(feature = "registry")]
 pub use image::{credentials_for, login, ImageReference, PullOptions};
 #[doc(hidden)]

@@ -634,3 +634,104 @@ fn a_killed_pull_leaves_the_store_consistent() {
     let (v, _) = run_image(&store_dir, &name, "test -s /data/noise");
     assert_eq!(v, Verdict::Exited(0));
 }
+
+fn tree_of(store: &ImageStore, name: &str, dest: &Path) -> Vec<String> {
+    store.unpack(name, dest).unwrap();
+    let o = Command::new("sh").arg("-c").arg("find . -printf '%p %y %m %s %l\\n' | sort").current_dir(dest).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect()
+}
+
+#[test]
+fn push_then_pull_back_export_and_podman() {
+    let src = Registry::start("push-src", "", None);
+    let dst = Registry::start("push-dst", "", None);
+    let d = TempDir::new("push");
+    let lay = layout(d.path(), &[busybox_layer(), file_layer("etc/pushed", b"yes\n")], &["/bin/sh"]);
+    src.push(&lay, "app:1", None, false, None);
+    let from = format!("{}/app:1", src.addr);
+    // Without kept blobs there is nothing to push, and the error says what to do.
+    let plain = ImageStore::open(d.path().join("plain")).unwrap();
+    plain.pull(&from, &PullOptions::default()).unwrap();
+    let e = plain.push(&from, &format!("{}/team/app:1", dst.addr), &PullOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("--keep-blobs"), "{e}");
+    // With them: pushed byte for byte (same manifest digest), then pulled back: the same tree.
+    let keep = ImageStore::open(d.path().join("keep")).unwrap().keep_blobs(true);
+    let info = keep.pull(&from, &PullOptions::default()).unwrap();
+    let to = format!("{}/team/app:1", dst.addr);
+    let pushed = keep.push(&from, &to, &PullOptions::default()).unwrap();
+    assert_eq!(pushed, info.manifest);
+    // Again: every blob is there (HEAD), only the manifest goes.
+    assert_eq!(keep.push(&from, &to, &PullOptions::default()).unwrap(), info.manifest);
+    let back = ImageStore::open(d.path().join("back")).unwrap();
+    let again = back.pull(&to, &PullOptions::default()).unwrap();
+    assert_eq!(again.manifest, info.manifest);
+    assert_eq!(again.layers, info.layers);
+    assert_eq!(tree_of(&keep, &from, &d.path().join("t1")), tree_of(&back, &to, &d.path().join("t2")));
+    // podman pulls what cagette pushed.
+    need("podman", "podman");
+    let pr = d.path().join("podman");
+    let o = Command::new("podman")
+        .arg("--root")
+        .arg(pr.join("root"))
+        .arg("--runroot")
+        .arg(pr.join("run"))
+        .args(["--storage-driver", "vfs", "pull", "-q", "--tls-verify=false", &to])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "podman pull: {}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(!id.is_empty());
+    let o = Command::new("podman").arg("--root").arg(pr.join("root")).arg("--runroot").arg(pr.join("run")).args(["--storage-driver", "vfs", "image", "inspect", "--format", "{{.Digest}}", &to]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), info.manifest, "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = Command::new("podman").arg("--root").arg(pr.join("root")).arg("--runroot").arg(pr.join("run")).args(["--storage-driver", "vfs", "rmi", "-a", "-f"]).output();
+    // Export: an OCI layout skopeo reads with the same digest, and a docker archive skopeo
+    // copies (as podman load would read it).
+    let oci = d.path().join("export-oci");
+    keep.export(&from, &oci, cagette::ExportFormat::Oci).unwrap();
+    let o = Command::new("skopeo").args(["inspect", "--raw"]).arg(format!("oci:{}", oci.display())).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha(&o.stdout), info.manifest);
+    let archive = d.path().join("export.tar");
+    keep.export(&from, &archive, cagette::ExportFormat::DockerArchive).unwrap();
+    let o = Command::new("skopeo").args(["--insecure-policy", "copy", "-q"]).arg(format!("docker-archive:{}", archive.display())).arg(format!("oci:{}:t", d.path().join("from-archive").display())).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reimported = ImageStore::open(d.path().join("reimport")).unwrap();
+    let r = reimported.import(&d.path().join("from-archive"), "re:1").unwrap();
+    assert_eq!(r.layers, info.layers, "the same layers (diff_ids) through the docker archive");
+    // An existing destination is refused; a store without the blobs says what to do.
+    let e = keep.export(&from, &oci, cagette::ExportFormat::Oci).unwrap_err();
+    assert!(e.to_string().contains("exists"), "{e}");
+    let e = plain.export(&from, &d.path().join("x"), cagette::ExportFormat::Oci).unwrap_err();
+    assert!(e.to_string().contains("--keep-blobs"), "{e}");
+    // Blobs go with gc once no image uses them.
+    let blobs = d.path().join("keep/blobs/sha256");
+    assert!(std::fs::read_dir(&blobs).unwrap().count() >= 4, "manifest, config, two layers");
+    keep.remove(&from).unwrap();
+    keep.gc().unwrap();
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0);
+    // Keeping blobs of a plain layer tar: nothing to push later, so refused up front.
+    let tarf = d.path().join("layer.tar");
+    std::fs::write(&tarf, file_layer("x", b"y")).unwrap();
+    let e = keep.import(&tarf, "plain:1").unwrap_err();
+    assert!(e.to_string().contains("manifest"), "{e}");
+}
+
+#[test]
+fn mirrors_first_then_the_registry() {
+    let mirror = Registry::start("mirror", "", None);
+    let origin = Registry::start("origin", "", None);
+    let d = TempDir::new("mirrors");
+    let lay = layout(d.path(), &[busybox_layer()], &["/bin/sh"]);
+    origin.push(&lay, "app:1", None, false, None);
+    // A mirror that lacks the image: the registry itself serves it.
+    let s = store(&d);
+    let name = format!("{}/app:1", origin.addr);
+    let opts = PullOptions { mirrors: vec![(origin.addr.clone(), mirror.addr.clone())], ..PullOptions::default() };
+    s.pull(&name, &opts).unwrap();
+    // A mirror that has it: used even when the registry is down.
+    mirror.push(&lay, "app:1", None, false, None);
+    let dead = format!("127.0.0.1:{}", free_port());
+    let s2 = ImageStore::open(d.path().join("store2")).unwrap();
+    let info = s2.pull(&format!("{dead}/app:1"), &PullOptions { mirrors: vec![(dead.clone(), mirror.addr.clone())], attempts: 1, ..PullOptions::default() }).unwrap();
+    assert_eq!(info.name, format!("{dead}/app:1"), "recorded under the name asked for");
+}

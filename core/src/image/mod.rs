@@ -201,11 +201,21 @@ pub struct RunConfig {
     pub user: Option<String>,
 }
 
+/// How [`ImageStore::export`] writes an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// An OCI image layout directory (`skopeo copy oci:DIR …`, `podman pull oci:DIR`).
+    Oci,
+    /// A `docker save` archive, one tar file (`docker load`, `podman load`).
+    DockerArchive,
+}
+
 /// A store of images. See the module docs.
 #[derive(Clone, Debug)]
 pub struct ImageStore {
     root: PathBuf,
     limits: Limits,
+    keep_blobs: bool,
 }
 
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -316,7 +326,7 @@ impl ImageStore {
         // (setuid binaries, device nodes as root), and the locks must not be taken by others.
         use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&root).map_err(ImageError::io(format!("create the image store at {}", root.display())))?;
-        for d in ["layers", "layers/sha256", "images", "tmp", "locks"] {
+        for d in ["layers", "layers/sha256", "images", "tmp", "locks", "blobs", "blobs/sha256"] {
             let p = root.join(d);
             fs::DirBuilder::new().recursive(true).mode(0o700).create(&p).map_err(ImageError::io(format!("create the image store at {}", root.display())))?;
             if d != "images" && fs::metadata(&p).map(|m| m.permissions().mode() & 0o077 != 0).unwrap_or(false) {
@@ -324,7 +334,44 @@ impl ImageStore {
             }
         }
         sweep_tmp(&root.join("tmp"));
-        Ok(ImageStore { root, limits: Limits::default() })
+        Ok(ImageStore { root, limits: Limits::default(), keep_blobs: false })
+    }
+
+    /// Keeps, besides the unpacked layers, the exact bytes of what imports and pulls verify —
+    /// the manifest, the config and each compressed layer blob — under `blobs/sha256/`, so
+    /// that the image can be pushed ([`push`](Self::push)) or exported
+    /// ([`export`](Self::export)) with the same digests. Costs the compressed size on disk.
+    /// Images from a `docker save` archive or a plain layer tar have no manifest to keep:
+    /// importing one with blobs kept is an error.
+    ///
+    /// ```no_run
+    /// let store = cagette::ImageStore::open("/tmp/store")?.keep_blobs(true);
+    /// store.import("./alpine-oci".as_ref(), "alpine:3")?;
+    /// store.export("alpine:3", "./alpine-copy".as_ref(), cagette::ExportFormat::Oci)?;
+    /// # Ok::<(), cagette::ImageError>(())
+    /// ```
+    pub fn keep_blobs(mut self, keep: bool) -> ImageStore {
+        self.keep_blobs = keep;
+        self
+    }
+
+    /// Where a kept blob is.
+    fn blob_path(&self, digest: &str) -> Result<PathBuf, ImageError> {
+        Ok(self.root.join("blobs/sha256").join(digest_hex(digest)?))
+    }
+
+    /// Keeps `bytes` (already verified to be `digest`) as a blob: written beside, renamed in.
+    fn keep_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ImageError> {
+        let dest = self.blob_path(digest)?;
+        if dest.is_file() {
+            return Ok(());
+        }
+        let tmp = self.root.join("tmp").join(format!("{}-blob-{}", std::process::id(), unique()));
+        fs::write(&tmp, bytes).map_err(ImageError::io(format!("keep the blob {digest}")))?;
+        fs::rename(&tmp, &dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            ImageError::Io { context: format!("keep the blob {digest}"), source: e }
+        })
     }
 
     /// Replaces the bounds on untrusted input.
@@ -440,7 +487,7 @@ impl ImageStore {
             Sniffed::Layer => {
                 let size = fs::metadata(src).map_err(ImageError::io(format!("read {}", src.display())))?.len();
                 let layer = LayerSrc { src: Src::File(src.to_path_buf()), media_type: String::new(), digest: None, size, diff_id: None };
-                self.import_parsed(Parsed { layers: vec![layer], manifest: None, config_digest: None, config: RunConfig::default() }, name, &file, progress)
+                self.import_parsed(Parsed { layers: vec![layer], manifest: None, config_digest: None, config: RunConfig::default(), manifest_bytes: None, config_bytes: None }, name, &file, progress)
             }
         }
     }
@@ -452,8 +499,10 @@ impl ImageStore {
         }
         let index: ImageIndex = self.read_json_inside(layout, "index.json", "index.json")?;
         let mdesc = self.pick_manifest(layout, index, 0)?;
-        let manifest: ImageManifest = parse_json(&self.blob(layout, &mdesc, "manifest")?, "manifest")?;
-        let config: ImageConfiguration = parse_json(&self.blob(layout, manifest.config(), "config")?, "config")?;
+        let manifest_bytes = self.blob(layout, &mdesc, "manifest")?;
+        let manifest: ImageManifest = parse_json(&manifest_bytes, "manifest")?;
+        let config_bytes = self.blob(layout, manifest.config(), "config")?;
+        let config: ImageConfiguration = parse_json(&config_bytes, "config")?;
         let diff_ids = config.rootfs().diff_ids();
         if manifest.layers().len() != diff_ids.len() {
             return Err(ImageError::Invalid(format!("{} layers but {} diff_ids", manifest.layers().len(), diff_ids.len())));
@@ -464,7 +513,7 @@ impl ImageStore {
             let src = Src::Inside(layout.to_path_buf(), Path::new("blobs/sha256").join(digest_hex(&digest)?));
             layers.push(LayerSrc { src, media_type: d.media_type().to_string(), digest: Some(digest), size: d.size(), diff_id: Some(diff_id.clone()) });
         }
-        Ok(Parsed { layers, manifest: Some(mdesc.digest().to_string()), config_digest: Some(manifest.config().digest().to_string()), config: run_config(&config) })
+        Ok(Parsed { layers, manifest: Some(mdesc.digest().to_string()), config_digest: Some(manifest.config().digest().to_string()), config: run_config(&config), manifest_bytes: Some(manifest_bytes), config_bytes: Some(config_bytes) })
     }
 
     /// Unpacks what the store lacks, resolves the user, commits the record.
@@ -479,6 +528,16 @@ impl ImageStore {
             if let Some(d) = &l.digest {
                 digest_hex(d)?;
             }
+        }
+        if self.keep_blobs {
+            let (Some(m), Some(c), Some(md), Some(cd)) = (&parsed.manifest_bytes, &parsed.config_bytes, &parsed.manifest, &parsed.config_digest) else {
+                return Err(ImageError::Invalid("keeping blobs needs an image with a manifest (an OCI layout or a registry): a `docker save` archive or a plain layer tar has none to push or export".into()));
+            };
+            if parsed.layers.iter().any(|l| l.digest.is_none()) {
+                return Err(ImageError::Invalid("keeping blobs needs every layer's digest".into()));
+            }
+            self.keep_blob(md, m)?;
+            self.keep_blob(cd, c)?;
         }
         let (diff_ids, notes) = self.unpack_layers(&parsed.layers, progress)?;
         let config_digest = match parsed.config_digest {
@@ -537,7 +596,7 @@ impl ImageStore {
             // verifies it.
             layers.push(LayerSrc { src: Src::Inside(staging.0.clone(), rel), media_type: String::new(), digest: None, size, diff_id: Some(diff_id) });
         }
-        let parsed = Parsed { layers, manifest: Some(config_digest.clone()), config_digest: Some(config_digest), config: run_config(&config) };
+        let parsed = Parsed { layers, manifest: Some(config_digest.clone()), config_digest: Some(config_digest), config: run_config(&config), manifest_bytes: None, config_bytes: None };
         self.import_parsed(parsed, name, file, progress)
     }
 
@@ -556,7 +615,8 @@ impl ImageStore {
     /// (decompress and hash the blob / hash and apply the tar); reports progress from this
     /// thread. Returns the diff_ids (those of plain layers are learnt here) and the notes.
     fn unpack_layers(&self, layers: &[LayerSrc], progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>) -> Result<(Vec<String>, Vec<String>), ImageError> {
-        let mut todo: Vec<usize> = (0..layers.len()).filter(|&i| layers[i].diff_id.as_ref().is_none_or(|d| self.layer_dir(d).map(|p| !p.is_dir()).unwrap_or(true))).collect();
+        let missing_blob = |l: &LayerSrc| self.keep_blobs && l.digest.as_ref().is_some_and(|d| self.blob_path(d).map(|p| !p.is_file()).unwrap_or(true));
+        let mut todo: Vec<usize> = (0..layers.len()).filter(|&i| missing_blob(&layers[i]) || layers[i].diff_id.as_ref().is_none_or(|d| self.layer_dir(d).map(|p| !p.is_dir()).unwrap_or(true))).collect();
         // Largest first: the biggest layer is the critical path.
         todo.sort_by_key(|&i| std::cmp::Reverse(layers[i].size));
         let total: u64 = todo.iter().map(|&i| layers[i].size).sum();
@@ -664,6 +724,23 @@ impl ImageStore {
 
     fn import_layer_inner(&self, layers: &[LayerSrc], i: usize, job: &Job) -> Result<LayerDone, ImageError> {
         let l = &layers[i];
+        if let (true, Some(d), Some(digest)) = (self.keep_blobs, &l.diff_id, &l.digest) {
+            if self.layer_dir(d)?.is_dir() && !self.blob_path(digest)?.is_file() {
+                // Unpacked already, its blob wanted: read it through, verified, into blobs/.
+                let mut r = BufReader::with_capacity(1 << 20, Hashing::new(Counting { inner: l.src.open(l.size)?, done: &job.bytes_done }, l.size));
+                let tmp = self.root.join("tmp").join(format!("{}-blob-{}", std::process::id(), unique()));
+                let mut out = fs::File::create(&tmp).map_err(ImageError::io("keep a layer blob"))?;
+                let copied = io::copy(&mut r, &mut out).map_err(|e| ImageError::Tar(format!("layer {digest}: {e}")));
+                let verified = copied.and_then(|_| verify(r.get_ref(), &Expected { digest, size: l.size }, "layer blob"));
+                match verified.and_then(|()| fs::rename(&tmp, self.blob_path(digest)?).map_err(ImageError::io("keep a layer blob"))) {
+                    Ok(()) => return Ok(LayerDone { diff_id: d.clone(), notes: Vec::new(), deferred: None }),
+                    Err(e) => {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(e);
+                    }
+                }
+            }
+        }
         // One process does the work; the others wait on the lock and find it done.
         let lock = match &l.diff_id {
             Some(d) => {
@@ -739,7 +816,23 @@ impl ImageStore {
             // Ok(None): the applier stopped first (its error is the one to report).
             let producer = s.spawn(move || -> Result<Option<String>, ImageError> {
                 let counted = Counting { inner: f, done: &job.bytes_done };
-                let mut blob = BufReader::with_capacity(CHUNK, Hashing::new(counted, l.size));
+                // With blobs kept, the compressed bytes go to a file too, renamed into blobs/
+                // once verified.
+                let keep = match (self.keep_blobs, &l.digest) {
+                    (true, Some(d)) => {
+                        let tmp = self.root.join("tmp").join(format!("{}-blob-{}", std::process::id(), unique()));
+                        let file = fs::File::create(&tmp).map_err(ImageError::io("keep a layer blob"))?;
+                        Some((tmp, self.blob_path(d)?, file))
+                    }
+                    _ => None,
+                };
+                let (keep_paths, keep_file) = match keep {
+                    Some((tmp, dest, file)) => (Some((tmp, dest)), Some(file)),
+                    None => (None, None),
+                };
+                let _cleanup = keep_paths.as_ref().map(|(tmp, _)| RemoveOnDrop(tmp.clone()));
+                let teed = Tee { inner: counted, out: keep_file };
+                let mut blob = BufReader::with_capacity(CHUNK, Hashing::new(teed, l.size));
                 let head = blob.fill_buf().map_err(|e| ImageError::Invalid(format!("layer {what}: {e}")))?;
                 let gz = head.starts_with(&[0x1f, 0x8b]);
                 let zst = head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
@@ -792,6 +885,12 @@ impl ImageStore {
                 io::copy(&mut blob, &mut io::sink()).map_err(|e| ImageError::Tar(format!("layer {what}: {e}")))?;
                 if let Some(d) = &l.digest {
                     verify(blob.get_ref(), &Expected { digest: d, size: l.size }, "layer blob")?;
+                }
+                if let Some((tmp, dest)) = &keep_paths {
+                    drop(blob);
+                    if !dest.is_file() {
+                        fs::rename(tmp, dest).map_err(ImageError::io("keep a layer blob"))?;
+                    }
                 }
                 Ok(Some(diff_id))
             });
@@ -887,9 +986,96 @@ impl ImageStore {
                 }
             }
         }
+        // Kept blobs no image refers to (its manifest, config and layer blobs).
+        let mut blobs: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for i in self.list()? {
+            for d in [&i.manifest, &i.config_digest] {
+                blobs.extend(digest_hex(d).ok().map(str::to_string));
+            }
+            if let Ok(bytes) = fs::read(self.blob_path(&i.manifest)?) {
+                if let Ok(m) = serde_json::from_slice::<ImageManifest>(&bytes) {
+                    blobs.extend(m.layers().iter().filter_map(|l| digest_hex(&l.digest().to_string()).ok().map(str::to_string)));
+                }
+            }
+        }
+        for e in fs::read_dir(self.root.join("blobs/sha256")).map_err(ImageError::io("list blobs"))?.flatten() {
+            if !blobs.contains(e.file_name().to_string_lossy().as_ref()) {
+                if let Err(err) = fs::remove_file(e.path()) {
+                    first_err.get_or_insert(ImageError::Io { context: format!("remove the blob {}", e.file_name().to_string_lossy()), source: err });
+                }
+            }
+        }
         match first_err {
             Some(e) => Err(e),
             None => Ok(removed),
+        }
+    }
+
+    /// Writes image `name` to `dest` as an OCI image layout directory or a `docker save`
+    /// archive, from its kept blobs (see [`keep_blobs`](Self::keep_blobs)): the same manifest,
+    /// config and layer bytes, so the same digests. `dest` must not exist; it is written beside
+    /// and renamed into place.
+    pub fn export(&self, name: &str, dest: &Path, format: ExportFormat) -> Result<(), ImageError> {
+        let info = self.get(name)?;
+        if fs::symlink_metadata(dest).is_ok() {
+            return Err(ImageError::Invalid(format!("{} exists: export writes a new directory or file", dest.display())));
+        }
+        let kept = |digest: &str| -> Result<PathBuf, ImageError> {
+            let p = self.blob_path(digest)?;
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(ImageError::Invalid(format!("{name}: the store has not kept its blob {digest}, which an export writes as it is: pull or import it again with blobs kept (`--keep-blobs`)")))
+            }
+        };
+        let manifest_path = kept(&info.manifest)?;
+        let manifest_bytes = fs::read(&manifest_path).map_err(ImageError::io(format!("read the manifest of {name}")))?;
+        let manifest: ImageManifest = parse_json(&manifest_bytes, "manifest")?;
+        let mut blobs = vec![manifest.config().digest().to_string()];
+        blobs.extend(manifest.layers().iter().map(|l| l.digest().to_string()));
+        let paths: Vec<PathBuf> = blobs.iter().map(|d| kept(d)).collect::<Result<_, _>>()?;
+        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let tmp = parent.join(format!(".{}.cagette-export-{}", dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), unique()));
+        let tag = name.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map(|(_, t)| t.to_string()).unwrap_or_else(|| "latest".into());
+        let written = match format {
+            ExportFormat::Oci => (|| -> Result<(), ImageError> {
+                let b = tmp.join("blobs/sha256");
+                fs::create_dir_all(&b).map_err(ImageError::io(format!("create {}", b.display())))?;
+                for (d, p) in std::iter::once((&info.manifest, &manifest_path)).chain(blobs.iter().zip(&paths)) {
+                    fs::copy(p, b.join(digest_hex(d)?)).map_err(ImageError::io(format!("write the blob {d}")))?;
+                }
+                let media = manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into());
+                let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [{"mediaType": media, "digest": info.manifest, "size": manifest_bytes.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+                fs::write(tmp.join("index.json"), index.to_string()).map_err(ImageError::io("write index.json"))?;
+                fs::write(tmp.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).map_err(ImageError::io("write oci-layout"))
+            })(),
+            ExportFormat::DockerArchive => (|| -> Result<(), ImageError> {
+                let f = fs::File::create(&tmp).map_err(ImageError::io(format!("create {}", tmp.display())))?;
+                let mut t = tar::Builder::new(io::BufWriter::new(f));
+                let cfg = format!("{}.json", digest_hex(&blobs[0])?);
+                let mut layers = Vec::new();
+                t.append_path_with_name(&paths[0], &cfg).map_err(ImageError::io("write the config"))?;
+                for (d, p) in blobs[1..].iter().zip(&paths[1..]) {
+                    let entry = format!("{}/layer.tar", digest_hex(d)?);
+                    t.append_path_with_name(p, &entry).map_err(ImageError::io(format!("write the layer {d}")))?;
+                    layers.push(entry);
+                }
+                let repo_tag = if name.rsplit_once(':').is_some_and(|(_, t)| !t.contains('/')) { name.to_string() } else { format!("{name}:latest") };
+                let m = serde_json::json!([{"Config": cfg, "RepoTags": [repo_tag], "Layers": layers}]).to_string();
+                let mut h = tar::Header::new_gnu();
+                h.set_size(m.len() as u64);
+                h.set_mode(0o644);
+                t.append_data(&mut h, "manifest.json", m.as_bytes()).map_err(ImageError::io("write manifest.json"))?;
+                let out = t.into_inner().map_err(ImageError::io("write the archive"))?;
+                out.into_inner().map_err(|e| ImageError::Io { context: "write the archive".into(), source: e.into_error() })?.sync_all().map_err(ImageError::io("write the archive"))
+            })(),
+        };
+        match written.and_then(|()| fs::rename(&tmp, dest).map_err(ImageError::io(format!("move the export to {}", dest.display())))) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = if tmp.is_dir() { fs::remove_dir_all(&tmp) } else { fs::remove_file(&tmp) };
+                Err(e)
+            }
         }
     }
 
@@ -964,6 +1150,31 @@ struct LayerSrc {
     diff_id: Option<String>,
 }
 
+/// A reader that also writes what it reads to a file (when it has one).
+struct Tee<R> {
+    inner: R,
+    out: Option<fs::File>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(f) = &mut self.out {
+            io::Write::write_all(f, &buf[..n])?;
+        }
+        Ok(n)
+    }
+}
+
+/// Removes a staging file when dropped (a no-op once it was renamed away).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
 /// Where a layer's bytes are.
 enum Src {
     /// A file the caller named (a plain layer tar).
@@ -1024,6 +1235,10 @@ struct Parsed {
     manifest: Option<String>,
     config_digest: Option<String>,
     config: RunConfig,
+    /// The verified bytes of the manifest and the config, when the image has them (an OCI
+    /// layout, a registry), for `keep_blobs`.
+    manifest_bytes: Option<Vec<u8>>,
+    config_bytes: Option<Vec<u8>>,
 }
 
 /// What the workers of one import share.

@@ -58,11 +58,14 @@ pub struct PullOptions {
     /// Attempts per request on connection errors, timeouts, 429 and 5xx (a layer resumes where
     /// it stopped when the registry allows ranges).
     pub attempts: u32,
+    /// Mirrors, as (registry, mirror) pairs (`docker.io`, `mirror.example:5000`): a pull from
+    /// the registry tries its mirrors in order, then the registry itself.
+    pub mirrors: Vec<(String, String)>,
 }
 
 impl Default for PullOptions {
     fn default() -> Self {
-        PullOptions { platform: None, insecure_registries: Vec::new(), ca_files: Vec::new(), credentials: None, auth_file: None, timeout: Duration::from_secs(30), attempts: 4 }
+        PullOptions { platform: None, insecure_registries: Vec::new(), ca_files: Vec::new(), credentials: None, auth_file: None, timeout: Duration::from_secs(30), attempts: 4, mirrors: Vec::new() }
     }
 }
 
@@ -358,9 +361,9 @@ impl Remote {
         Ok(Remote { rt, client, reference: reference.0.clone(), registry, attempts: opts.attempts.max(1), timeout: opts.timeout })
     }
 
-    /// Authenticates for pulling (a bearer token, when the registry asks for one).
-    fn auth(&self, auth: &RegistryAuth) -> Result<(), oci_client::errors::OciDistributionError> {
-        self.rt.block_on(self.client.auth(&self.reference, auth, RegistryOperation::Pull)).map(|_| ())
+    /// Authenticates (a bearer token, when the registry asks for one).
+    fn auth(&self, auth: &RegistryAuth, op: RegistryOperation) -> Result<(), oci_client::errors::OciDistributionError> {
+        self.rt.block_on(self.client.auth(&self.reference, auth, op)).map(|_| ())
     }
 
     fn auth_err(&self, e: &oci_client::errors::OciDistributionError) -> ImageError {
@@ -524,6 +527,62 @@ fn platform(p: Option<&str>) -> Result<(String, String, Option<String>), ImageEr
     }
 }
 
+/// Connects to the registry of `r` (its mirrors first, for a pull) and runs `first` (the first
+/// real request) there: credentials looked up, authenticated for `op`; a loopback or insecure
+/// registry over plain HTTP first, HTTPS when it turns out to speak TLS (Docker tries the other
+/// order; this one saves a TLS client, ~50 ms, in the common case); others over HTTPS only.
+fn connect<T>(r: &ImageReference, opts: &PullOptions, op: RegistryOperation, first: impl Fn(&Remote) -> Result<T, ImageError>) -> Result<(Remote, T), ImageError> {
+    let mut candidates: Vec<ImageReference> = Vec::new();
+    if op == RegistryOperation::Pull {
+        for (registry, mirror) in &opts.mirrors {
+            if registry == r.registry() || registry == r.0.resolve_registry() {
+                let mut m = r.clone();
+                m.0.set_mirror_registry(mirror.clone());
+                candidates.push(m);
+            }
+        }
+    }
+    candidates.push(r.clone());
+    let mut last = None;
+    for c in &candidates {
+        match connect_one(c, opts, op, &first) {
+            Ok(x) => return Ok(x),
+            // A mirror that fails: the next one, then the registry itself.
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ImageError::Invalid("no registry to try".into())))
+}
+
+fn connect_one<T>(r: &ImageReference, opts: &PullOptions, op: RegistryOperation, first: &impl Fn(&Remote) -> Result<T, ImageError>) -> Result<(Remote, T), ImageError> {
+    let host = r.0.resolve_registry().to_string();
+    let creds = match &opts.credentials {
+        Some(c) => Some(c.clone()),
+        None => credentials_for(&host, opts.auth_file.as_deref())?,
+    };
+    let auth = creds.map_or(RegistryAuth::Anonymous, |(u, p)| RegistryAuth::Basic(u, p));
+    let plain_ok = is_loopback(&host) || opts.insecure_registries.iter().any(|x| *x == host || x == r.registry());
+    let attempt = |plain: bool| -> Result<(Remote, T), ImageError> {
+        let remote = Remote::new(r, opts, plain)?;
+        remote.auth(&auth, op).map_err(|e| remote.auth_err(&e))?;
+        let t = first(&remote)?;
+        Ok((remote, t))
+    };
+    if !plain_ok {
+        return attempt(false);
+    }
+    match attempt(true) {
+        Ok(x) => Ok(x),
+        Err(plain_err @ ImageError::Registry { .. }) => match attempt(false) {
+            Ok(x) => Ok(x),
+            // The registry speaks HTTPS: what went wrong is HTTPS's.
+            Err(ImageError::Registry { registry, what, why }) if plain_err.to_string().contains("HTTPS server") => Err(ImageError::Registry { registry, what, why: format!("over HTTPS: {why}") }),
+            Err(_) => Err(plain_err),
+        },
+        Err(e) => Err(e),
+    }
+}
+
 impl ImageStore {
     /// Pulls `reference` (`alpine:3.20`, `127.0.0.1:5000/app:1`, `ghcr.io/org/tool@sha256:…`)
     /// into the store under that name (`:latest` added when it has neither tag nor digest).
@@ -547,37 +606,8 @@ impl ImageStore {
         let name = if r.tag().is_none() && r.digest().is_none() { format!("{reference}:latest") } else { reference.to_string() };
         let file = super::name_file(&name)?;
         let (os, arch, variant) = platform(opts.platform.as_deref())?;
-        let creds = match &opts.credentials {
-            Some(c) => Some(c.clone()),
-            None => credentials_for(r.registry(), opts.auth_file.as_deref())?,
-        };
-        let auth = creds.map_or(RegistryAuth::Anonymous, |(u, p)| RegistryAuth::Basic(u, p));
-        // A loopback or insecure registry: plain HTTP first, HTTPS when it turns out to speak
-        // TLS (Docker tries the other order; this one saves a TLS client, ~50 ms, on the common
-        // case). Other registries: HTTPS only.
-        let resolved = r.0.resolve_registry().to_string();
-        let plain_ok = is_loopback(r.registry()) || opts.insecure_registries.iter().any(|x| x == r.registry() || *x == resolved);
         let limits = &self.limits;
-        let connect = |plain: bool| -> Result<(Remote, (Vec<u8>, String)), ImageError> {
-            let remote = Remote::new(&r, opts, plain)?;
-            remote.auth(&auth).map_err(|e| remote.auth_err(&e))?;
-            let m = remote.manifest(&r.0, limits)?;
-            Ok((remote, m))
-        };
-        let (remote, (mut bytes, mut digest)) = if plain_ok {
-            match connect(true) {
-                Ok(x) => x,
-                Err(plain_err @ ImageError::Registry { .. }) => match connect(false) {
-                    Ok(x) => x,
-                    // The registry speaks HTTPS: what went wrong is HTTPS's.
-                    Err(ImageError::Registry { registry, what, why }) if plain_err.to_string().contains("HTTPS server") => return Err(ImageError::Registry { registry, what, why: format!("over HTTPS: {why}") }),
-                    Err(_) => return Err(plain_err),
-                },
-                Err(e) => return Err(e),
-            }
-        } else {
-            connect(false)?
-        };
+        let (remote, (mut bytes, mut digest)) = connect(&r, opts, RegistryOperation::Pull, |remote| remote.manifest(&remote.reference, limits))?;
         let remote = Arc::new(remote);
         if let Some(want) = r.digest() {
             if digest != want {
@@ -607,7 +637,7 @@ impl ImageStore {
                 return Err(ImageError::Invalid(format!("{reference} has no image for {os}/{arch}{}; it has: {}", variant.as_deref().map(|v| format!("/{v}")).unwrap_or_default(), if have.is_empty() { "none with a platform".into() } else { have.join(", ") })));
             };
             let want = pick.digest().to_string();
-            let by_digest = r.0.clone_with_digest(want.clone());
+            let by_digest = remote.reference.clone_with_digest(want.clone());
             (bytes, digest) = remote.manifest(&by_digest, limits)?;
             if digest != want {
                 return Err(ImageError::Digest { what: format!("the {os}/{arch} manifest of {reference}"), expected: want, actual: digest });
@@ -630,8 +660,64 @@ impl ImageStore {
             }
             layers.push(LayerSrc { src: Src::Remote(remote.clone(), layer_digest.clone()), media_type: media, digest: Some(layer_digest), size: d.size(), diff_id: Some(diff_id.clone()) });
         }
-        let parsed = Parsed { layers, manifest: Some(digest), config_digest: Some(manifest.config().digest().to_string()), config: super::run_config(&config) };
+        let parsed = Parsed { layers, manifest: Some(digest), config_digest: Some(manifest.config().digest().to_string()), config: super::run_config(&config), manifest_bytes: Some(bytes), config_bytes: Some(config_bytes) };
         let _shared = self.store_lock(nix::fcntl::FlockArg::LockShared)?;
         self.import_parsed(parsed, &name, &file, progress)
+    }
+
+    /// Pushes image `name` of the store to `destination` (`registry/repo:tag`): the config and
+    /// layer blobs the registry lacks (a HEAD first; streamed from the store, chunked by the
+    /// client), then the manifest, byte for byte, so its digest is the one the store records.
+    /// Needs the image's blobs kept ([`keep_blobs`](Self::keep_blobs) when it was pulled or
+    /// imported). Credentials and transport as for [`pull`](Self::pull). Returns the manifest's
+    /// digest.
+    ///
+    /// ```no_run
+    /// let store = cagette::ImageStore::open("/tmp/store")?.keep_blobs(true);
+    /// store.pull("127.0.0.1:5000/app:1", &Default::default())?;
+    /// let digest = store.push("127.0.0.1:5000/app:1", "127.0.0.1:5001/team/app:1", &Default::default())?;
+    /// # Ok::<(), cagette::ImageError>(())
+    /// ```
+    pub fn push(&self, name: &str, destination: &str, opts: &PullOptions) -> Result<String, ImageError> {
+        let info = self.get(name)?;
+        let kept = |digest: &str| -> Result<PathBuf, ImageError> {
+            let p = self.blob_path(digest)?;
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(ImageError::Invalid(format!("{name}: the store has not kept its blob {digest}, which a push sends as it is: pull or import it again with blobs kept (`--keep-blobs`)")))
+            }
+        };
+        let manifest_bytes = crate::read_host_file(&kept(&info.manifest)?, self.limits.max_json).map_err(ImageError::io(format!("read the manifest of {name}")))?;
+        let manifest: ImageManifest = parse_json(&manifest_bytes, "manifest")?;
+        let media_type = manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_else(|| OCI_MANIFEST.to_string());
+        let mut blobs: Vec<(String, u64)> = vec![(manifest.config().digest().to_string(), manifest.config().size())];
+        blobs.extend(manifest.layers().iter().map(|l| (l.digest().to_string(), l.size())));
+        let paths: Vec<PathBuf> = blobs.iter().map(|(d, _)| kept(d)).collect::<Result<_, _>>()?;
+        let dest = ImageReference::parse(destination)?;
+        let (remote, ()) = connect(&dest, opts, RegistryOperation::Push, |_| Ok(()))?;
+        let what = |d: &str| format!("push {d} to {}", remote.reference.whole());
+        for ((digest, size), path) in blobs.iter().zip(&paths) {
+            let exists = remote.rt.block_on(remote.client.blob_exists(&remote.reference, digest)).map_err(|e| registry_err(&remote.registry, what(digest), explain(&e)))?;
+            if exists {
+                continue;
+            }
+            let file = std::fs::File::open(path).map_err(ImageError::io(format!("read the blob {digest}")))?;
+            let stream = futures_util::stream::unfold(file, |mut f| async move {
+                let mut buf = vec![0u8; 1 << 20];
+                match f.read(&mut buf) {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some((Ok(bytes::Bytes::from(buf)), f))
+                    }
+                    Err(e) => Some((Err(oci_client::errors::OciDistributionError::IoError(e)), f)),
+                }
+            });
+            remote.rt.block_on(remote.client.push_blob_stream(&remote.reference, stream, digest, Some(*size))).map_err(|e| registry_err(&remote.registry, what(digest), explain(&e)))?;
+        }
+        let content_type = http::HeaderValue::from_str(&media_type).map_err(|_| ImageError::Invalid(format!("manifest media type {media_type:?}")))?;
+        remote.rt.block_on(remote.client.push_manifest_raw(&remote.reference, manifest_bytes.clone(), content_type)).map_err(|e| registry_err(&remote.registry, format!("push the manifest of {}", remote.reference.whole()), explain(&e)))?;
+        Ok(format!("sha256:{}", super::hex(&Sha256::digest(&manifest_bytes))))
     }
 }
