@@ -39,12 +39,17 @@ cargo test --workspace
 if [ "$(id -u)" -eq 0 ]; then
   echo "== escape suite again, as root with a rootfs of its own"
   CAGETTE_ESCAPE_ROOTFS=1 cargo test -q -p cagette --test escape
-  echo "== escape suite again, rootless (as nobody, through an unprivileged user namespace)"
-  bin=$(cargo test -q -p cagette --test escape --no-run --message-format=json 2>/dev/null \
-        | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+  echo "== escape suite and named sandboxes again, rootless (as nobody, through an unprivileged user namespace)"
   tmpbin=$(mktemp -d /tmp/cagette-rootless.XXXXXX)
-  cp "$bin" "$tmpbin/escape" && chmod -R a+rX "$tmpbin" target/tmp
-  (cd / && setpriv --reuid=65534 --regid=65534 --clear-groups "$tmpbin/escape" --test-threads=2)
+  for t in escape named; do
+    bin=$(cargo test -q -p cagette --test "$t" --no-run --message-format=json 2>/dev/null \
+          | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+    cp "$bin" "$tmpbin/$t"
+  done
+  chmod -R a+rX "$tmpbin" target/tmp
+  for t in escape named; do
+    (cd / && setpriv --reuid=65534 --regid=65534 --clear-groups "$tmpbin/$t" --test-threads=2)
+  done
   rm -rf "$tmpbin"
 fi
 

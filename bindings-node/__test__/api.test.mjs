@@ -237,6 +237,25 @@ test('image store: pull from a registry (docker-registry on 127.0.0.1), cancel, 
   }
 });
 
+test('named sandboxes: list() and execIn', async () => {
+  const { list } = require('../lib/index.js');
+  const name = `node-${process.pid}`;
+  const p = spawn(['sh', '-c', 'echo from-node > /tmp/mark; exec sleep 30'], { name, hostname: 'nodebox' });
+  try {
+    for (let i = 0; i < 250 && !list().some((s) => s.name === name); i++) await new Promise((r) => setTimeout(r, 20));
+    const entry = list().find((s) => s.name === name);
+    assert.ok(entry && entry.pid > 0 && entry.argv[0] === 'sh' && 'hostPid' in entry, JSON.stringify(entry));
+    const r = await run(['sh', '-c', 'hostname; cat /tmp/mark'], { execIn: name });
+    assert.equal(r.stdout.toString(), 'nodebox\nfrom-node\n');
+    await assert.rejects(run(['true'], { name }), (e) => e.code === 'ERR_CAGETTE_SETUP' && /is running/.test(e.message));
+  } finally {
+    p.kill('SIGKILL');
+    await p.exited;
+  }
+  assert.ok(!list().some((s) => s.name === name));
+  await assert.rejects(run(['true'], { execIn: name }), (e) => /no running sandbox/.test(e.message));
+});
+
 test('an OOM kill of any process ends the whole job', async () => {
   // The OOM killer picks `tail`; the shell would go on and exit 0 without the whole-job kill.
   const script = 'head -c 300000000 /dev/zero | tail -n 1 >/dev/null; sleep 0.5; echo survived';

@@ -104,6 +104,10 @@ export interface Options {
   noNewPrivs?: boolean;
   rlimits?: Array<{ resource: string; soft: number; hard: number }>;
   passFds?: Array<{ host: number; sandbox: number }>;
+  /** Register the sandbox under this name while it runs (list() shows it; execIn joins it). */
+  name?: string;
+  /** Run the command in the running sandbox of this name (as `docker exec`). */
+  execIn?: string;
 }
 
 /** What a job used. Seconds and bytes. */
@@ -229,6 +233,22 @@ export interface PullOptions extends ImportOptions {
   /** Per request, in milliseconds (default 30000). */
   timeout?: number;
 }
+
+export interface SandboxEntry {
+  name: string;
+  /** The host pid of the sandbox's init. */
+  pid: number;
+  /** The host pid of the process that started it. */
+  hostPid: number;
+  /** When it started, in seconds since the Unix epoch. */
+  started: number;
+  argv: string[];
+  memoryBytes: number | null;
+  cpuS: number | null;
+}
+
+/** The caller's running named sandboxes (started with `name`), oldest first. */
+export declare function list(): SandboxEntry[];
 
 export declare function login(registry: string, username: string, password: string, authFile?: string): string;
 

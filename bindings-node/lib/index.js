@@ -414,4 +414,17 @@ function login(registry, username, password, authFile) {
   }
 }
 
-module.exports = { run, spawn, SandboxProcess, bind, tmpfs, overlay, probe, validate, ImageStore, login };
+/**
+ * The caller's running named sandboxes (started with `name`, or `cagette run --name`), oldest
+ * first: { name, pid, hostPid, started, argv, memoryBytes, cpuS }. Run more commands in one
+ * with `run(argv, { execIn: name })`.
+ */
+function list() {
+  try {
+    return camel(JSON.parse(native.listSandboxes()));
+  } catch (e) {
+    throw cagetteError(e);
+  }
+}
+
+module.exports = { run, spawn, SandboxProcess, bind, tmpfs, overlay, probe, validate, ImageStore, login, list };

@@ -349,6 +349,13 @@ pub fn start_pull(store_dir: Option<String>, reference: String, options: String)
     Ok(job(store_dir, Work::Pull { reference, options: opts }))
 }
 
+/// The caller's running named sandboxes, as JSON.
+#[napi]
+pub fn list_sandboxes() -> Result<String> {
+    let l = cagette::list_sandboxes().map_err(|e| err("error", serde_json::json!({"message": e.to_string()})))?;
+    serde_json::to_string(&l).map_err(|e| err("error", serde_json::json!({"message": e.to_string()})))
+}
+
 /// Stores registry credentials in a containers auth.json; returns the file's path.
 #[napi]
 pub fn login(registry: String, username: String, password: String, auth_file: Option<String>) -> Result<String> {

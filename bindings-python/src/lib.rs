@@ -272,6 +272,13 @@ fn login(py: Python<'_>, registry: &str, username: &str, password: &str, auth_fi
     py.detach(move || cagette::login(&registry, &username, &password, auth_file.as_deref())).map(|p| p.display().to_string()).map_err(image_err)
 }
 
+/// The caller's running named sandboxes, as JSON.
+#[pyfunction]
+fn list_sandboxes(py: Python<'_>) -> PyResult<String> {
+    let l = py.detach(cagette::list_sandboxes).map_err(|e| native_err("error", serde_json::json!({"message": e.to_string()})))?;
+    serde_json::to_string(&l).map_err(|e| native_err("error", serde_json::json!({"message": e.to_string()})))
+}
+
 /// What this host supports, as JSON.
 #[pyfunction]
 fn probe(py: Python<'_>) -> String {
@@ -284,7 +291,7 @@ mod _native {
     #[pymodule_export]
     use super::NativeError;
     #[pymodule_export]
-    use super::{NativeChild, image, image_import, image_pull, login, probe, run_tty, spawn, validate};
+    use super::{NativeChild, image, image_import, image_pull, list_sandboxes, login, probe, run_tty, spawn, validate};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

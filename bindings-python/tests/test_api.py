@@ -373,3 +373,27 @@ def test_pull_from_a_registry(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_named_sandboxes_list_and_exec_in():
+    name = f"py-{os.getpid()}"
+    p = cagette.Process(["sh", "-c", "echo from-py > /tmp/mark; exec sleep 30"], name=name, hostname="pybox")
+    try:
+        for _ in range(250):
+            if any(s["name"] == name for s in cagette.list()):
+                break
+            time.sleep(0.02)
+        entry = next(s for s in cagette.list_sandboxes() if s["name"] == name)
+        assert entry["pid"] > 0 and entry["argv"][0] == "sh"
+        r = cagette.run(["sh", "-c", "hostname; cat /tmp/mark"], exec_in=name, capture_output=True, text=True)
+        assert (r.returncode, r.stdout) == (0, "pybox\nfrom-py\n")
+        with pytest.raises(cagette.SetupError, match="is running"):
+            cagette.run(["true"], name=name)
+        with pytest.raises(ValueError, match="exec_in"):
+            cagette.run(["true"], exec_in=name, memory="64M")
+    finally:
+        p.kill()
+        p.wait()
+    assert all(s["name"] != name for s in cagette.list())
+    with pytest.raises(cagette.SetupError, match="no running sandbox"):
+        cagette.run(["true"], exec_in=name)

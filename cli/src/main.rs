@@ -51,6 +51,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a command in a running named sandbox (`cagette run --name NAME`), as `docker exec`:
+    /// in its namespaces, root and cgroup, with its user, capabilities and filters.
+    Exec(Box<ExecArgs>),
+    /// List the running named sandboxes (yours): name, pid, age, command, memory and CPU.
+    Ps {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print cagette's version.
     Version {
         /// Print JSON instead of text.
@@ -155,6 +164,86 @@ enum ImageCmd {
     Gc,
 }
 
+#[derive(clap::Args)]
+#[command(allow_negative_numbers = true)]
+struct ExecArgs {
+    /// Give the command a terminal of its own (a pty of the sandbox's devpts).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Keep standard input open for the command (with -t: what you type goes to it).
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Set an environment variable (on top of the sandbox's).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory inside the sandbox (default: the sandbox's).
+    #[arg(short = 'w', long = "workdir", visible_alias = "cwd", value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    /// Run as UID[:GID] inside (default: the sandbox's user).
+    #[arg(short = 'u', long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Kill the command after this long (the sandbox goes on).
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// Write a JSON report of the command's verdict and usage to PATH (- for stdout).
+    #[arg(long, value_name = "PATH|-")]
+    report: Option<String>,
+    /// The sandbox's name.
+    name: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, value_name = "CMD", required = true)]
+    command: Vec<String>,
+}
+
+fn exec(a: &ExecArgs) -> ExitCode {
+    let mut spec = SandboxSpec { exec_in: Some(a.name.clone()), argv: a.command.clone(), tty: a.tty, ..SandboxSpec::default() };
+    for e in &a.env {
+        match e.split_once('=') {
+            Some((k, v)) => {
+                spec.env.insert(k.to_string(), v.to_string());
+            }
+            None => die(format!("invalid --env {e:?}: expected K=V")),
+        }
+    }
+    spec.cwd = a.cwd.clone();
+    if let Some(u) = &a.user {
+        let (uid, gid) = u.split_once(':').map_or((u.as_str(), None), |(x, y)| (x, Some(y)));
+        spec.user = Some(uid.parse().unwrap_or_else(|_| die(format!("invalid --user {u:?}: expected UID[:GID] (numbers)"))));
+        spec.group = gid.map(|g| g.parse().unwrap_or_else(|_| die(format!("invalid --user {u:?}: expected UID[:GID] (numbers)"))));
+    }
+    if let Some(t) = &a.timeout {
+        spec.timeout = Some(cagette::parse_duration(t).unwrap_or_else(|e| die(format!("--timeout {t:?}: {e}"))));
+    }
+    if !a.interactive && !a.tty {
+        spec.stdin = cagette::Stdio::Null;
+    }
+    execute(spec, a.interactive, a.report.as_deref())
+}
+
+fn ps(json: bool) -> ExitCode {
+    let list = match cagette::list_sandboxes() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cagette: {e}");
+            return ExitCode::from(125);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&list).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    println!("{:<20} {:>8} {:>8} {:>10} {:>9}  COMMAND", "NAME", "PID", "AGE", "MEMORY", "CPU");
+    for s in list {
+        let age = now.saturating_sub(s.started);
+        let age = if age < 120 { format!("{age}s") } else if age < 7200 { format!("{}m", age / 60) } else { format!("{}h", age / 3600) };
+        let mem = s.memory_bytes.map_or("-".to_string(), |b| format!("{:.1}M", b as f64 / (1 << 20) as f64));
+        let cpu = s.cpu_s.map_or("-".to_string(), |c| format!("{c:.2}s"));
+        println!("{:<20} {:>8} {:>8} {:>10} {:>9}  {}", s.name, s.pid, age, mem, cpu, s.argv.join(" "));
+    }
+    ExitCode::SUCCESS
+}
+
 /// How to reach a registry (for `image pull` and `run --pull`).
 #[derive(clap::Args, Clone, Default)]
 struct RegistryArgs {
@@ -248,6 +337,10 @@ struct RunArgs {
     /// Hostname inside the sandbox.
     #[arg(long)]
     hostname: Option<String>,
+    /// Register the sandbox under this name while it runs (`cagette ps` lists it, `cagette exec
+    /// NAME CMD` runs more commands in it).
+    #[arg(long)]
+    name: Option<String>,
     /// Set an environment variable (K=V); K alone copies the host's value.
     #[arg(long, short = 'e', value_name = "K=V")]
     env: Vec<String>,
@@ -483,6 +576,9 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
     if a.hostname.is_some() {
         spec.hostname = a.hostname.clone();
     }
+    if a.name.is_some() {
+        spec.name = a.name.clone();
+    }
     for e in &a.env {
         match e.split_once('=') {
             Some((k, v)) => spec.env.insert(k.into(), v.into()),
@@ -658,11 +754,17 @@ fn run(a: &RunArgs) -> ExitCode {
             }
         }
     }
+    execute(spec, a.interactive, a.report.as_deref())
+}
+
+/// Runs `spec` (a new sandbox, or a command in a running one), forwarding signals and the
+/// terminal; prints setup failures; writes the report; returns the exit status.
+fn execute(spec: SandboxSpec, interactive: bool, report_to: Option<&str>) -> ExitCode {
     let sigfd = forward_signals();
     let tty = spec.tty;
     let result = cagette::Sandbox::from_spec(spec).spawn().and_then(|mut child| {
         if tty {
-            child.interact(a.interactive, sigfd.as_ref().map(|f| f.as_fd()))
+            child.interact(interactive, sigfd.as_ref().map(|f| f.as_fd()))
         } else {
             wait(&mut child, sigfd.as_ref())
         }
@@ -691,7 +793,7 @@ fn run(a: &RunArgs) -> ExitCode {
             eprintln!("cagette: warning: the job exited 0, but the OOM killer killed {} of its processes (oom_policy = continue)", o.usage.oom_kills);
         }
     }
-    if let Some(dest) = &a.report {
+    if let Some(dest) = report_to {
         let json = serde_json::to_string(&report).unwrap_or_default();
         let r = if dest == "-" {
             let mut out = std::io::stdout().lock();
@@ -896,6 +998,8 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Run(a) => run(&a),
+        Cmd::Exec(a) => exec(&a),
+        Cmd::Ps { json } => ps(json),
         Cmd::Image { cmd, store } => image(cmd, store),
         Cmd::Images { store, json } => image(ImageCmd::Ls { json }, store),
         Cmd::Probe { json } => {

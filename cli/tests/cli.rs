@@ -542,3 +542,48 @@ fn docker_habits_work() {
     let o = cagette(&["run", "--spec", d.join("s.json").to_str().unwrap()]);
     assert!(text(&o.stderr).contains("did you mean `memory`?"), "{}", text(&o.stderr));
 }
+
+/// `run --name`, `ps` (table and --json), `exec` (as docker exec: -e, -w, -u, --timeout, exit
+/// codes), and the errors of each.
+#[test]
+fn named_sandboxes_ps_and_exec() {
+    let name = format!("cli-{}", std::process::id());
+    let mut web = Command::new(bin()).args(["run", "--name", &name, "--hostname", "web", "--", "sh", "-c", "echo up > /tmp/state; exec sleep 71"]).stdin(Stdio::null()).spawn().unwrap();
+    let listed = |json: &str| json.contains(&format!("\"name\":\"{name}\""));
+    let mut ok = false;
+    for _ in 0..250 {
+        if listed(&text(&cagette(&["ps", "--json"]).stdout)) {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(ok, "not listed");
+    let ps: serde_json::Value = serde_json::from_slice(&cagette(&["ps", "--json"]).stdout).unwrap();
+    let me = ps.as_array().unwrap().iter().find(|s| s["name"] == name.as_str()).unwrap().clone();
+    assert_eq!(me["argv"][0], "sh");
+    let table = text(&cagette(&["ps"]).stdout);
+    assert!(table.starts_with("NAME") && table.contains(&name) && table.contains("sleep 71"), "{table}");
+    // exec: the sandbox's hostname and files; options; the command's exit code.
+    let o = cagette(&["exec", "-e", "X=1", "-w", "/tmp", &name, "sh", "-c", "hostname; cat state; echo $X; pwd; exit 3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "web\nup\n1\n/tmp\n");
+    let o = cagette(&["exec", "--timeout", "200ms", &name, "sleep", "5"]);
+    assert_eq!(o.status.code(), Some(124));
+    let o = cagette(&["exec", &name, "no-such-command"]);
+    assert_eq!(o.status.code(), Some(127));
+    // Errors: the same name twice, an unknown name, a bad name, exec without a command.
+    let o = cagette(&["run", "--name", &name, "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o.stderr).contains("is running"), "{}", text(&o.stderr));
+    let o = cagette(&["exec", "no-such-sandbox", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o.stderr).contains("no running sandbox named") && text(&o.stderr).contains("cagette ps"), "{}", text(&o.stderr));
+    let o = cagette(&["run", "--name", "bad/name", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(cagette(&["exec", &name]).status.code() == Some(125));
+    // Ended: no longer listed.
+    unsafe { libc::kill(web.id() as i32, libc::SIGTERM) };
+    web.wait().unwrap();
+    assert!(!listed(&text(&cagette(&["ps", "--json"]).stdout)));
+}

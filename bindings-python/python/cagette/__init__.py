@@ -56,6 +56,8 @@ __all__ = [
     "ImageStore",
     "ImportProgress",
     "login",
+    "list_sandboxes",
+    "SandboxEntry",
 ]
 
 PIPE: int = subprocess.PIPE
@@ -321,6 +323,44 @@ def validate(**spec: Any) -> Dict[str, Any]:
         return dict(json.loads(_native.validate(json.dumps(spec))))
     except _native.NativeError as e:
         _raise_native(e)
+
+
+class SandboxEntry(TypedDict):
+    """A running named sandbox (``name=`` when it started), as :func:`list_sandboxes` gives it."""
+
+    name: str
+    pid: int
+    host_pid: int
+    started: int
+    argv: List[str]
+    memory_bytes: Optional[int]
+    cpu_s: Optional[float]
+
+
+def list_sandboxes() -> List[SandboxEntry]:
+    """The caller's running named sandboxes (started with ``name=``, or ``cagette run --name``),
+    oldest first: name, pid (of its init), host_pid, started (Unix time), argv, and memory_bytes
+    and cpu_s from its cgroup (``None`` without one). Also ``cagette.list()``. Run more commands
+    in one with ``cagette.run([...], exec_in=name)``.
+
+    >>> with cagette.Sandbox(name="web") as box:
+    ...     p = box.popen(["sleep", "10"])
+    ...     [s["name"] for s in cagette.list()]
+    ['web']
+    """
+    try:
+        entries: List[SandboxEntry] = json.loads(_native.list_sandboxes())
+        return entries
+    except _native.NativeError as e:
+        _raise_native(e)
+
+
+def __getattr__(name: str) -> Callable[[], List[SandboxEntry]]:
+    # ``cagette.list()``: a module attribute only (a global ``list`` would shadow the builtin
+    # inside this module).
+    if name == "list":
+        return list_sandboxes
+    raise AttributeError(f"module 'cagette' has no attribute {name!r}")
 
 
 def login(registry: str, username: str, password: str, auth_file: Optional[StrPath] = None) -> str:

@@ -652,6 +652,14 @@ impl JobCgroup {
         }
     }
 
+    /// (v2?, every (controller, directory) the job is in — those it owns and the shared ones it
+    /// joins), for a command run later in the same job (`exec_in`).
+    pub fn members(&self) -> (bool, Vec<(String, PathBuf)>) {
+        let mut v: Vec<(String, PathBuf)> = self.dirs.iter().map(|(c, d)| (c.to_string(), d.clone())).collect();
+        v.extend(self.join_only.iter().map(|d| ("devices".to_string(), d.clone())));
+        (self.backend == Backend::V2, v)
+    }
+
     /// Whether the host must attach the child itself when CLONE_INTO_CGROUP is unavailable.
     pub fn needs_host_attach(&self) -> bool {
         self.backend == Backend::V2

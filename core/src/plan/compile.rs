@@ -129,6 +129,14 @@ impl Compiler<'_> {
             let what = format!("join the {} namespace", ns_name(nstype));
             self.plan.op(Op::SetNs { fd, nstype }, Step::Namespace, what, None);
         }
+        if joining_user {
+            // Become the sandbox's root (or its first id) in the joined user namespace: a
+            // process whose uid is not mapped there loses its capabilities when it executes init.
+            let first = |m: &[IdMap]| if m.is_empty() || m.iter().any(|m| m.inside == 0) { 0 } else { m[0].inside };
+            let (uid, gid) = (first(&fds.uid_map), first(&fds.gid_map));
+            let clear_groups = crate::host::euid() == 0;
+            self.plan.op(Op::SetIds { uid, gid, clear_groups }, Step::IdMap, format!("become uid {uid}, gid {gid} in the sandbox's user namespace"), None);
+        }
         if unshare_flags != 0 {
             // cgroup and time namespaces are created after the host placed us (cgroups later).
             self.plan.op(Op::Unshare { flags: unshare_flags }, Step::Namespace, "create the cgroup/time namespaces", None);
@@ -176,7 +184,7 @@ impl Compiler<'_> {
                 .hint("leave namespaces.mount = new"));
         }
         if spec.tty {
-            if !(mount_new && spec.dev) {
+            if !((mount_new && spec.dev) || matches!(ns.mount, NsMode::Join(_))) {
                 return Err(fail(Step::Stdio, None, "a terminal (tty) needs the sandbox's own /dev (a private devpts)").hint("leave dev = true and namespaces.mount = new"));
             }
             let slot = self.slot();
@@ -225,7 +233,13 @@ impl Compiler<'_> {
         let mut p = PayloadPlan::default();
         p.op(PCode::DeathSignal, [0; 4], Step::Init, "set the payload's parent-death signal", None);
 
-        crate::security::privileges(&mut p, spec, self.plan.user_ns)?;
+        // A joined user namespace (exec_in) is one to switch ids in, as a new one is.
+        let in_user_ns = self.plan.user_ns || matches!(spec.namespaces.user, NsMode::Join(_));
+        crate::security::privileges(&mut p, spec, in_user_ns)?;
+        // Again: a change of effective ids clears the parent-death signal. (Inside a pid
+        // namespace of its own, init's end kills the payload anyway; a command run in a running
+        // sandbox, whose init is outside, depends on it.)
+        p.op(PCode::DeathSignal, [0; 4], Step::Init, "set the payload's parent-death signal", None);
 
         // Working directory: inside the sandbox, never a host directory.
         let cwd = spec.cwd.clone().unwrap_or_else(|| PathBuf::from("/"));

@@ -91,6 +91,26 @@ impl Sandbox {
         self
     }
 
+    /// Registers the sandbox under `name` while it runs: [`crate::list_sandboxes`] lists it and
+    /// [`exec_in`](Self::exec_in) runs more commands in it.
+    ///
+    /// ```no_run
+    /// let mut web = cagette::Sandbox::new().name("web").command("httpd").args(["-f"]).spawn()?;
+    /// let ps = cagette::Sandbox::new().exec_in("web").command("ps").output()?;
+    /// # Ok::<(), cagette::Error>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Sandbox {
+        self.spec.name = Some(name.into());
+        self
+    }
+
+    /// Runs the command in the running sandbox `name` instead of a new one (as `docker exec`;
+    /// see [`SandboxSpec::exec_in`](crate::SandboxSpec::exec_in)).
+    pub fn exec_in(mut self, name: impl Into<String>) -> Sandbox {
+        self.spec.exec_in = Some(name.into());
+        self
+    }
+
     /// Sets the hostname.
     pub fn hostname(mut self, name: impl Into<String>) -> Sandbox {
         self.spec.hostname = Some(name.into());

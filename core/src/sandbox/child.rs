@@ -51,6 +51,8 @@ pub struct Child {
     pub(crate) oom_policy: crate::sandbox::spec::OomPolicy,
     /// The job's memory cgroup reported an OOM (v1, kill_job) and the job was killed for it.
     oom_seen: bool,
+    /// A named sandbox's registration (removed when the child is reaped or dropped).
+    pub(crate) live: Option<crate::sandbox::live::Registration>,
 }
 
 /// The end-of-job record init writes (init.c): wait status and flags, then the CPU time and peak
@@ -209,7 +211,7 @@ impl Child {
         let [stdin, stdout, stderr] = ends;
         // Durations were bounded by validation; checked anyway (a deadline past the clock's end is none).
         let deadline = timeout.and_then(|t| started.checked_add(t));
-        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline, pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None, pty: None, id_range: None, oom_policy: crate::sandbox::spec::OomPolicy::KillJob, oom_seen: false }
+        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline, pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None, pty: None, id_range: None, oom_policy: crate::sandbox::spec::OomPolicy::KillJob, oom_seen: false, live: None }
     }
 
     /// Remembers the payload's host pid (the init's only child right after spawn), so that a
@@ -443,6 +445,7 @@ impl Child {
         }
         let o = Outcome { verdict, usage };
         self.outcome = Some(o.clone());
+        self.live = None; // a named sandbox is no longer listed
         Ok(o)
     }
 

@@ -3,6 +3,7 @@
 
 use crate::limits::cgroup::{JobCgroup, Wanted};
 use crate::sandbox::child::Child;
+use crate::sandbox::live;
 use crate::error::{Error, Result, SetupFailure, Step};
 use crate::child::exec;
 use crate::fs::hostpath;
@@ -383,9 +384,75 @@ fn bind_host_cwd(spec: &SandboxSpec, cwd: &std::path::Path) -> Option<SandboxSpe
     Some(out)
 }
 
+/// The spec of a command run in the running sandbox `r` (`exec_in`): the sandbox's user,
+/// capabilities, filters, environment and working directory, with the command's on top; every
+/// namespace the sandbox has of its own joined through its init.
+fn exec_spec(exec: &SandboxSpec, r: &live::Record) -> std::result::Result<SandboxSpec, SetupFailure> {
+    let base = &r.spec;
+    let ns_path = |which: &str| PathBuf::from(format!("/proc/{}/ns/{which}", r.pid));
+    let differs = |which: &str| -> std::result::Result<bool, SetupFailure> {
+        let theirs = std::fs::metadata(ns_path(which)).map_err(|e| SetupFailure::new(Step::Namespace, e.raw_os_error(), Some(ns_path(which)), &format!("find the {which} namespace of sandbox {:?}", r.name)))?;
+        let ours = std::fs::metadata(format!("/proc/self/ns/{which}")).ok();
+        use std::os::unix::fs::MetadataExt;
+        Ok(ours.is_none_or(|o| (o.dev(), o.ino()) != (theirs.dev(), theirs.ino())))
+    };
+    let mode = |which: &str| -> std::result::Result<NsMode, SetupFailure> { Ok(if differs(which)? { NsMode::Join(ns_path(which)) } else { NsMode::Host }) };
+    let mut s = SandboxSpec::default();
+    s.argv = exec.argv.clone();
+    s.inherit_env = exec.inherit_env;
+    s.env = base.env.clone();
+    s.env.extend(exec.env.clone());
+    s.user = exec.user.or(base.user);
+    s.group = exec.group.or(base.group);
+    s.supplementary_groups = if exec.user.is_some() || exec.group.is_some() { exec.supplementary_groups.clone() } else { base.supplementary_groups.clone() };
+    s.cwd = exec.cwd.clone().or_else(|| base.cwd.clone());
+    s.capabilities = base.capabilities.clone();
+    s.cap_add = base.cap_add.clone();
+    s.cap_drop = base.cap_drop.clone();
+    s.ambient_capabilities = base.ambient_capabilities;
+    s.no_new_privs = base.no_new_privs;
+    s.seccomp = base.seccomp.clone();
+    s.seccomp_allow = base.seccomp_allow.clone();
+    s.seccomp_deny = base.seccomp_deny.clone();
+    s.seccomp_kill = base.seccomp_kill;
+    s.allow_user_namespaces = base.allow_user_namespaces;
+    s.landlock = base.landlock.clone();
+    s.rlimits = base.rlimits.clone();
+    s.dev = base.dev;
+    s.tty = exec.tty;
+    s.stdin = exec.stdin;
+    s.stdout = exec.stdout;
+    s.stderr = exec.stderr;
+    s.pass_fds = exec.pass_fds.clone();
+    s.timeout = exec.timeout;
+    s.namespaces.user = mode("user")?;
+    s.namespaces.mount = mode("mnt")?;
+    s.namespaces.uts = mode("uts")?;
+    s.namespaces.ipc = mode("ipc")?;
+    s.namespaces.pid = mode("pid_for_children").or_else(|_| mode("pid"))?;
+    s.namespaces.cgroup = mode("cgroup")?;
+    s.namespaces.time = mode("time").unwrap_or(NsMode::Host);
+    s.network = if differs("net")? { Network::Join(ns_path("net")) } else { Network::Host };
+    s.hostname = None;
+    s.exec_in = exec.exec_in.clone();
+    Ok(s)
+}
+
 pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     crate::sandbox::validate::spec(spec)?;
-    let with_cwd = bind_host_cwd(spec, &std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")));
+    // A command for a running sandbox: its spec is made from the sandbox's.
+    let exec_rec = spec.exec_in.as_deref().map(live::find).transpose()?;
+    let exec_made;
+    let spec = match &exec_rec {
+        Some(r) => {
+            exec_made = exec_spec(spec, r)?;
+            &exec_made
+        }
+        None => spec,
+    };
+    // A name is held before anything starts (a second sandbox of that name fails here).
+    let registration = spec.name.as_deref().map(live::Registration::reserve).transpose()?;
+    let with_cwd = if exec_rec.is_some() { None } else { bind_host_cwd(spec, &std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))) };
     let spec = with_cwd.as_ref().unwrap_or(spec);
     let resolved;
     let (spec, layers) = match &spec.image {
@@ -404,7 +471,9 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
 
     // The job's cgroup first: a limit that cannot be applied fails before anything runs.
     let wanted = Wanted::from_spec(spec)?;
-    let cgroup = if wanted.any() {
+    let cgroup = if exec_rec.is_some() {
+        None // the command joins the sandbox's (below)
+    } else if wanted.any() {
         if spec.cgroup == CgroupMode::Never {
             let why = if wanted.tracking_only() {
                 "the job shares the host's pid namespace, so only a cgroup can find (and kill) all its processes at the end, but cgroup = never"
@@ -429,7 +498,23 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
 
     // Ids: as root, a private id range; then the host paths, resolved once (and, when the
     // sandbox's root is not the caller, mounted here to be id-mapped onto the sandbox's ids).
-    let (uid_map, gid_map, id_range) = id_maps(spec)?;
+    let (mut uid_map, mut gid_map, id_range) = id_maps(spec)?;
+    if let Some(r) = exec_rec.as_ref().filter(|_| matches!(spec.namespaces.user, NsMode::Join(_))) {
+        // The sandbox's maps: the command becomes the sandbox's root (or first id) in its user
+        // namespace before it executes init, so that it keeps its capabilities there.
+        let read = |f: &str| -> Vec<IdMap> {
+            std::fs::read_to_string(format!("/proc/{}/{f}", r.pid))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let v: Vec<u32> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                    (v.len() == 3).then(|| IdMap { inside: v[0], outside: v[1], count: v[2] })
+                })
+                .collect()
+        };
+        uid_map = read("uid_map");
+        gid_map = read("gid_map");
+    }
     let user_new = spec.namespaces.user == NsMode::New;
     let premount = user_new && crate::host::euid() == 0 && !uid_map.iter().any(|m| m.inside == 0 && m.outside == 0);
     let host = host_paths(spec, &layers, &cwd, premount)?;
@@ -444,7 +529,18 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
 
     let mut side = ChildSide { keep: Vec::new() };
     let (err_r, err_w) = pipe().map_err(io_err("create the setup error pipe"))?;
-    let host_attach = cgroup.as_ref().is_some_and(|c| c.needs_host_attach());
+    // A command run in a running sandbox joins its cgroup: v1 by moving itself (tasks), v2 by
+    // being born there (CLONE_INTO_CGROUP), else the host moves it.
+    let (exec_tasks, exec_cgroup_dir) = match &exec_rec {
+        Some(r) if r.cgroup_v2 => (Vec::new(), r.cgroups.first().map(|(_, d)| d.clone())),
+        Some(r) => (r.cgroups.iter().map(|(_, d)| d.join("tasks")).collect(), None),
+        None => (Vec::new(), None),
+    };
+    let exec_cgroup_fd = match &exec_cgroup_dir {
+        Some(d) => Some(nix::fcntl::open(d.as_path(), nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| Error::from(SetupFailure::new(Step::Cgroup, Some(e as i32), Some(d.clone()), "open the sandbox's cgroup to join it")))?),
+        None => None,
+    };
+    let host_attach = cgroup.as_ref().is_some_and(|c| c.needs_host_attach()) || exec_cgroup_dir.is_some();
     let (sync_r, sync_w) = if user_new || host_attach {
         let (r, w) = pipe().map_err(io_err("create the setup sync pipe"))?;
         (Some(r), Some(w))
@@ -505,7 +601,14 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
             side.keep.push(f.into());
         }
     }
-    if matches!(ns.pid, NsMode::Join(_)) {
+    if let Some(r) = &exec_rec {
+        // The namespaces were opened through the init's pid: still the same process (its start
+        // time) now that they are open, so they are the sandbox's, not a later process's.
+        if live::start_ticks(r.pid) != Some(r.start_ticks) {
+            return Err(SetupFailure::new(Step::Namespace, Some(libc::ESRCH), None, &format!("sandbox {:?} ended while the command was starting", r.name)).into());
+        }
+    }
+    if matches!(ns.pid, NsMode::Join(_)) && exec_rec.is_none() {
         return Err(SetupFailure::new(Step::Namespace, Some(libc::EINVAL), None, "joining a pid namespace is not supported (the sandbox's init would not be in it)")
             .hint("use namespaces.pid = new or host")
             .into());
@@ -519,7 +622,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         stdio,
         passed: spec.pass_fds.iter().map(|p| (p.host, p.sandbox)).collect(),
         joins,
-        cgroup_tasks: cgroup.as_ref().map(|c| c.self_join_files()).unwrap_or_default(),
+        cgroup_tasks: if exec_rec.is_some() { exec_tasks } else { cgroup.as_ref().map(|c| c.self_join_files()).unwrap_or_default() },
         uid_map,
         gid_map,
         payload_plan: plan_fd.as_raw_fd(),
@@ -539,7 +642,11 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     plan.err_fd.store(err_w.as_raw_fd(), Ordering::Relaxed);
 
     // Clone. The child shares our memory until it execs: the plan and stack stay put until then.
-    let flags = plan.clone_flags | libc::CLONE_VM as u64 | sys::CLONE_PIDFD;
+    // A command for a running sandbox joins its user namespace, which a process sharing our
+    // memory may not (the kernel refuses setns(CLONE_NEWUSER) with mm_users > 1): that child
+    // gets a copy of our memory instead (it still only runs raw system calls from the plan).
+    let vm = if exec_rec.is_some() { 0 } else { libc::CLONE_VM as u64 };
+    let flags = plan.clone_flags | vm | sys::CLONE_PIDFD;
     let plan_ptr = &plan as *const plan_ops::Plan as *mut libc::c_void;
     let mut pidfd: libc::c_int = -1;
     let mut born_in_cgroup = false;
@@ -547,7 +654,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         let _blocked = SignalsBlocked::new();
         let mut r = Err(Errno(libc::ENOSYS));
         if !clone3_disabled() {
-            let into = cgroup.as_ref().and_then(|c| c.clone_fd());
+            let into = cgroup.as_ref().and_then(|c| c.clone_fd()).or(exec_cgroup_fd.as_ref().map(|f| f.as_raw_fd()));
             let mut args = CloneArgs {
                 flags: flags | if into.is_some() { sys::CLONE_INTO_CGROUP } else { 0 },
                 cgroup: into.map_or(0, |fd| fd as u64),
@@ -601,6 +708,13 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
             abort(&pidfd);
             drop(stack);
             return Err(f.into());
+        }
+    }
+    if let Some(d) = exec_cgroup_dir.as_ref().filter(|_| !born_in_cgroup) {
+        if let Err(e) = std::fs::write(d.join("cgroup.procs"), pid.to_string()) {
+            abort(&pidfd);
+            drop(stack);
+            return Err(SetupFailure::new(Step::Cgroup, e.raw_os_error(), Some(d.clone()), "move the command into the sandbox's cgroup").into());
         }
     }
     if user_new {
@@ -670,7 +784,31 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         None
     };
 
+    // A named sandbox is registered once it runs (its init's pid and start time tell it from a
+    // later process with the same pid); the file goes when the child is reaped.
+    if let Some(reg) = &registration {
+        let (cgroup_v2, cgroups) = cgroup.as_ref().map(|c| c.members()).unwrap_or_default();
+        let started_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mut own = spec.clone();
+        own.name = None;
+        let record = live::Record {
+            name: spec.name.clone().unwrap_or_default(),
+            pid,
+            start_ticks: live::start_ticks(pid).unwrap_or(0),
+            host_pid: std::process::id() as i32,
+            started: started_unix,
+            argv: spec.argv.clone(),
+            cgroup_v2,
+            cgroups,
+            spec: own,
+        };
+        if let Err(e) = reg.commit(&record) {
+            abort(&pidfd);
+            return Err(Error::io("register the sandbox's name", e));
+        }
+    }
     let mut child = Child::new(pid, pidfd, status_host, host_ends, started, spec.timeout, spec.namespaces.pid == NsMode::New, cgroup);
+    child.live = registration;
     child.pty = pty;
     child.id_range = id_range;
     child.oom_policy = spec.oom_policy;

@@ -175,6 +175,17 @@ pub struct SandboxSpec {
     /// one subdirectory per controller). Default: `/sys/fs/cgroup/cagette` as root (v2),
     /// `/sys/fs/cgroup/<controller>/cagette` (v1), or the caller's delegated cgroup.
     pub cgroup_parent: Option<PathBuf>,
+    /// Registers the sandbox under this name while it runs (letters, digits, `_.-`, at most 64;
+    /// unique among the caller's running sandboxes): [`crate::list_sandboxes`] and `cagette ps`
+    /// list it, and `exec_in` (`cagette exec NAME`) runs more commands in it.
+    pub name: Option<String>,
+    /// Runs the command inside the running sandbox of this name instead of a new one, as `docker
+    /// exec` does: in its namespaces, root, cgroup, and with its user, capabilities, seccomp,
+    /// Landlock and environment; `user`, `group`, `cwd`, `env`, `tty` and the streams of this
+    /// spec apply on top. Everything that shapes a sandbox (root, mounts, limits, namespaces)
+    /// belongs to the sandbox and is refused here. The command's leftovers stay in the sandbox
+    /// (they end with it); its report is the command's own (no cgroup figures).
+    pub exec_in: Option<String>,
 }
 
 /// The system-call filter.
@@ -361,6 +372,8 @@ impl Default for SandboxSpec {
             allow_user_namespaces: false,
             landlock: None,
             tty: false,
+            name: None,
+            exec_in: None,
             stdin: Stdio::Inherit,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,

@@ -132,6 +132,36 @@ pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
             _ => {}
         }
     }
+    for (what, n) in [("name", &s.name), ("exec_in", &s.exec_in)] {
+        if let Some(n) = n {
+            crate::sandbox::live::check_name(n).map_err(|why| bad(format!("{what} {n:?}: {why}")))?;
+        }
+    }
+    if s.exec_in.is_some() {
+        // What shapes a sandbox belongs to the sandbox, not to a command run in it.
+        let d = SandboxSpec::default();
+        let shaped: [(&str, bool); 16] = [
+            ("rootfs", s.rootfs.is_some()),
+            ("image", s.image.is_some()),
+            ("mounts", !s.mounts.is_empty()),
+            ("namespaces", s.namespaces != d.namespaces),
+            ("network", s.network != d.network),
+            ("hostname", s.hostname.is_some()),
+            ("memory", s.memory.is_some()),
+            ("pids", s.pids.is_some()),
+            ("cpus", s.cpus.is_some()),
+            ("cpu_time", s.cpu_time.is_some()),
+            ("uid_map", !s.uid_map.is_empty()),
+            ("gid_map", !s.gid_map.is_empty()),
+            ("name", s.name.is_some()),
+            ("devices", !s.devices.is_empty()),
+            ("cgroup_parent", s.cgroup_parent.is_some()),
+            ("cwd_host", s.cwd_host),
+        ];
+        if let Some((field, _)) = shaped.iter().find(|(_, set)| *set) {
+            return Err(bad(format!("{field} cannot be set with exec_in: it shapes the sandbox, which is already running")).hint("set it on the sandbox when it starts; exec_in takes the command, user, group, cwd, env, tty and streams"));
+        }
+    }
     if let Some(r) = &s.rootfs {
         if r.as_os_str().is_empty() {
             return Err(bad("rootfs is empty".into()).hint("give the directory holding the sandbox's files, or leave rootfs unset for the host's root (read-only)"));
