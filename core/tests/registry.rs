@@ -735,3 +735,37 @@ fn mirrors_first_then_the_registry() {
     let info = s2.pull(&format!("{dead}/app:1"), &PullOptions { mirrors: vec![(dead.clone(), mirror.addr.clone())], attempts: 1, ..PullOptions::default() }).unwrap();
     assert_eq!(info.name, format!("{dead}/app:1"), "recorded under the name asked for");
 }
+
+/// Run by `credential_helpers_are_run` in a child process whose PATH has a fake helper.
+#[test]
+#[ignore = "run as a child process by credential_helpers_are_run"]
+fn credential_helper_in_a_child_process() {
+    let Some(file) = std::env::var_os("CAGETTE_TEST_AUTH_FILE") else { return };
+    let c = cagette::credentials_for("registry.example:5000", Some(Path::new(&file))).unwrap();
+    assert_eq!(c, Some(("helper-user".into(), "helper-secret".into())));
+    // A store (credsStore) is asked for registries without an entry of their own.
+    let c = cagette::credentials_for("other.example", Some(Path::new(&file))).unwrap();
+    assert_eq!(c, Some(("store-user".into(), "store-secret".into())));
+}
+
+#[test]
+fn credential_helpers_are_run() {
+    // docker-credential-<helper> get: the registry on stdin, {"Username","Secret"} on stdout.
+    let d = TempDir::new("credhelper");
+    for (helper, user) in [("cagettetest", "helper"), ("cagettestore", "store")] {
+        let p = d.path().join(format!("docker-credential-{helper}"));
+        std::fs::write(&p, format!("#!/bin/sh\nread reg\necho '{{\"ServerURL\":\"'$reg'\",\"Username\":\"{user}-user\",\"Secret\":\"{user}-secret\"}}'\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let auth = d.path().join("config.json");
+    std::fs::write(&auth, r#"{"credHelpers":{"registry.example:5000":"cagettetest"},"credsStore":"cagettestore"}"#).unwrap();
+    let path = format!("{}:{}", d.path().display(), std::env::var("PATH").unwrap_or_default());
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "credential_helper_in_a_child_process", "--ignored", "--test-threads=1"])
+        .env("PATH", path)
+        .env("CAGETTE_TEST_AUTH_FILE", &auth)
+        .output()
+        .unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("1 passed"), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+}
