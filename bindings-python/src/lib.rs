@@ -208,7 +208,7 @@ fn with_progress(
                 }
                 if let Some(cb) = &progress {
                     match cb.call1(py, (p.layers, p.layers_done, p.bytes, p.bytes_done)) {
-                        Ok(v) if v.bind(py).is(&pyo3::types::PyBool::new(py, false)) => return std::ops::ControlFlow::Break(()),
+                        Ok(v) if v.bind(py).is(pyo3::types::PyBool::new(py, false)) => return std::ops::ControlFlow::Break(()),
                         Ok(_) => {}
                         Err(e) => {
                             raised = Some(e);

@@ -748,11 +748,10 @@ fn run(a: &RunArgs) -> ExitCode {
     if let Some(image) = spec.image.clone().filter(|_| a.pull != "never") {
         let dir = spec.image_store.clone().unwrap_or_else(cagette::ImageStore::default_dir);
         let store = cagette::ImageStore::open(&dir).unwrap_or_else(|e| die(e));
-        if a.pull == "always" || matches!(store.get(&image), Err(cagette::ImageError::NotFound(_))) {
-            if let Err(e) = pull(&store, &image, &a.registry, false, false) {
+        if (a.pull == "always" || matches!(store.get(&image), Err(cagette::ImageError::NotFound(_))))
+            && let Err(e) = pull(&store, &image, &a.registry, false, false) {
                 die(format!("--image {image}: {e}"));
             }
-        }
     }
     execute(spec, a.interactive, a.report.as_deref())
 }
@@ -788,11 +787,10 @@ fn execute(spec: SandboxSpec, interactive: bool, report_to: Option<&str>) -> Exi
         Ok(o) => o.verdict.exit_code(),
         Err(e) => e.setup_failure().map(|f| Verdict::SetupFailed(f.clone()).exit_code()).unwrap_or(125),
     };
-    if let Ok(o) = &result {
-        if o.usage.oom_kills > 0 && o.verdict.success() {
+    if let Ok(o) = &result
+        && o.usage.oom_kills > 0 && o.verdict.success() {
             eprintln!("cagette: warning: the job exited 0, but the OOM killer killed {} of its processes (oom_policy = continue)", o.usage.oom_kills);
         }
-    }
     if let Some(dest) = report_to {
         let json = serde_json::to_string(&report).unwrap_or_default();
         let r = if dest == "-" {
@@ -818,15 +816,14 @@ fn wait(child: &mut cagette::Child, sigfd: Option<&std::fs::File>) -> cagette::R
             fds.push(libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         }
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-        if let (Some(s), Some(p)) = (sigfd, fds.get(1)) {
-            if p.revents & libc::POLLIN != 0 {
+        if let (Some(s), Some(p)) = (sigfd, fds.get(1))
+            && p.revents & libc::POLLIN != 0 {
                 let mut info = [0u8; 128];
                 while unsafe { libc::read(s.as_raw_fd(), info.as_mut_ptr() as *mut libc::c_void, 128) } == 128 {
                     let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32;
                     child.kill(signo)?;
                 }
             }
-        }
         if let Some(o) = child.wait_timeout(Duration::ZERO)? {
             return Ok(o);
         }

@@ -44,11 +44,10 @@ fn first_symlink(p: &Path) -> Option<(PathBuf, PathBuf)> {
     let mut cur = PathBuf::new();
     for c in p.components() {
         cur.push(c);
-        if let Ok(md) = std::fs::symlink_metadata(&cur) {
-            if md.file_type().is_symlink() {
+        if let Ok(md) = std::fs::symlink_metadata(&cur)
+            && md.file_type().is_symlink() {
                 return Some((cur.clone(), std::fs::read_link(&cur).unwrap_or_default()));
             }
-        }
     }
     None
 }
@@ -67,13 +66,12 @@ pub(crate) fn resolve(p: &Path, cwd: &Path, follow: bool, step: Step, what: &str
     let how = OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
     let opath = openat2(nix::fcntl::AT_FDCWD, &abs, how).map_err(|e| {
         let errno = e as i32;
-        if errno == libc::ELOOP {
-            if let Some((link, target)) = first_symlink(&abs) {
+        if errno == libc::ELOOP
+            && let Some((link, target)) = first_symlink(&abs) {
                 let real = std::fs::canonicalize(&abs).map(|r| format!("give the real path {}, or ", r.display())).unwrap_or_default();
                 return SetupFailure::new(step, Some(errno), Some(abs.clone()), &format!("{what} {}: {} is a symlink (to {}), and host paths are not followed through symlinks", abs.display(), link.display(), target.display()))
                     .hint(format!("a sandbox that can write there could have planted it: {real}set follow_symlinks (--follow-symlinks) if the link is yours"));
             }
-        }
         SetupFailure::new(step, Some(errno), Some(abs.clone()), &format!("{what} {}", abs.display())).hint("the path must exist on the host")
     })?;
     let st = fstat(&opath).map_err(|e| SetupFailure::new(step, Some(e as i32), Some(abs.clone()), &format!("{what} {}: stat", abs.display())))?;

@@ -138,22 +138,19 @@ impl Compiler<'_> {
             // The host's IPC endpoints (sockets, FIFOs, lock files under /run) stay out of reach.
             for d in self.hidden_ipc_dirs() {
                 let comps = sandbox_components(&d, Step::Mount)?;
-                if !user_targets.iter().any(|t| *t == comps) {
+                if !user_targets.contains(&comps) {
                     mounts.push((Mount::Tmpfs { destination: d.clone(), size: Some(crate::Size(1 << 20)), mode: Some(0o755) }, comps, None));
                 }
             }
             // With the host's network, its resolver configuration, where /etc/resolv.conf points
             // into /run (systemd-resolved, NetworkManager), is bound back read-only.
-            if spec.network != Network::None {
-                if let Ok(target) = std::fs::canonicalize("/etc/resolv.conf") {
-                    if target.starts_with("/run/") && target.is_file() {
-                        if let Some(dest) = target.to_str() {
+            if spec.network != Network::None
+                && let Ok(target) = std::fs::canonicalize("/etc/resolv.conf")
+                    && target.starts_with("/run/") && target.is_file()
+                        && let Some(dest) = target.to_str() {
                             let comps = sandbox_components(dest, Step::Mount)?;
                             mounts.push((Mount::bind(&target, dest).read_only(), comps, None));
                         }
-                    }
-                }
-            }
         }
         for (i, (m, t)) in spec.mounts.iter().zip(user_targets).enumerate() {
             mounts.push((m.clone(), t, Some(i)));

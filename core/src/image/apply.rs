@@ -803,11 +803,10 @@ fn flatten_dir(src: BorrowedFd<'_>, rel: &Path, dst_root: BorrowedFd<'_>, st: &m
             continue;
         }
         let kind = s.st_mode & libc::S_IFMT;
-        if let Some(old) = lstat_at(dp, &name) {
-            if !(kind == libc::S_IFDIR && is_dir(&old)) {
+        if let Some(old) = lstat_at(dp, &name)
+            && !(kind == libc::S_IFDIR && is_dir(&old)) {
                 remove_at(dp, &name).map_err(os_err("replace".into(), &path))?;
             }
-        }
         let open_src = |flags: OFlag| {
             nix::fcntl::openat(src, name.as_c_str(), flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Perm::empty()).map_err(|e| ImageError::Io { context: format!("open the layer's {}", path.display()), source: e.into() })
         };

@@ -724,8 +724,8 @@ impl ImageStore {
 
     fn import_layer_inner(&self, layers: &[LayerSrc], i: usize, job: &Job) -> Result<LayerDone, ImageError> {
         let l = &layers[i];
-        if let (true, Some(d), Some(digest)) = (self.keep_blobs, &l.diff_id, &l.digest) {
-            if self.layer_dir(d)?.is_dir() && !self.blob_path(digest)?.is_file() {
+        if let (true, Some(d), Some(digest)) = (self.keep_blobs, &l.diff_id, &l.digest)
+            && self.layer_dir(d)?.is_dir() && !self.blob_path(digest)?.is_file() {
                 // Unpacked already, its blob wanted: read it through, verified, into blobs/.
                 let mut r = BufReader::with_capacity(1 << 20, Hashing::new(Counting { inner: l.src.open(l.size)?, done: &job.bytes_done }, l.size));
                 let tmp = self.root.join("tmp").join(format!("{}-blob-{}", std::process::id(), unique()));
@@ -740,7 +740,6 @@ impl ImageStore {
                     }
                 }
             }
-        }
         // One process does the work; the others wait on the lock and find it done.
         let lock = match &l.diff_id {
             Some(d) => {
@@ -908,11 +907,10 @@ impl ImageStore {
             let applied = applied?;
             drained.map_err(|e| ImageError::Tar(format!("layer {what}: {e}")))?;
             let actual = produced.ok_or_else(|| ImageError::Tar(format!("layer {what}: the decompressor stopped early")))?;
-            if let Some(expected) = &l.diff_id {
-                if actual != *expected {
+            if let Some(expected) = &l.diff_id
+                && actual != *expected {
                     return Err(ImageError::Digest { what: format!("the uncompressed layer {what}"), expected: expected.clone(), actual });
                 }
-            }
             Ok((applied, actual))
         })
     }
@@ -934,8 +932,8 @@ impl ImageStore {
     /// `name` is a `name:tag`, or a digest: `sha256:` and the manifest's (or the config's) hex
     /// digits, at least 12 of them, naming one image.
     pub fn get(&self, name: &str) -> Result<ImageInfo, ImageError> {
-        if let Some(hex) = name.strip_prefix("sha256:") {
-            if hex.len() >= 12 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if let Some(hex) = name.strip_prefix("sha256:")
+            && hex.len() >= 12 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
                 let found: Vec<ImageInfo> = self.list()?.into_iter().filter(|i| i.manifest[7..].starts_with(hex) || i.config_digest[7..].starts_with(hex)).collect();
                 let mut ids: Vec<&str> = found.iter().map(|i| i.manifest.as_str()).collect();
                 ids.sort();
@@ -946,7 +944,6 @@ impl ImageStore {
                     n => Err(ImageError::Invalid(format!("{name} names {n} different images: give more digits"))),
                 };
             }
-        }
         let p = self.root.join("images").join(format!("{}.json", name_file(name)?));
         if !p.is_file() {
             return Err(ImageError::NotFound(name.to_string()));
@@ -992,18 +989,16 @@ impl ImageStore {
             for d in [&i.manifest, &i.config_digest] {
                 blobs.extend(digest_hex(d).ok().map(str::to_string));
             }
-            if let Ok(bytes) = fs::read(self.blob_path(&i.manifest)?) {
-                if let Ok(m) = serde_json::from_slice::<ImageManifest>(&bytes) {
-                    blobs.extend(m.layers().iter().filter_map(|l| digest_hex(&l.digest().to_string()).ok().map(str::to_string)));
+            if let Ok(bytes) = fs::read(self.blob_path(&i.manifest)?)
+                && let Ok(m) = serde_json::from_slice::<ImageManifest>(&bytes) {
+                    blobs.extend(m.layers().iter().filter_map(|l| digest_hex(l.digest().as_ref()).ok().map(str::to_string)));
                 }
-            }
         }
         for e in fs::read_dir(self.root.join("blobs/sha256")).map_err(ImageError::io("list blobs"))?.flatten() {
-            if !blobs.contains(e.file_name().to_string_lossy().as_ref()) {
-                if let Err(err) = fs::remove_file(e.path()) {
+            if !blobs.contains(e.file_name().to_string_lossy().as_ref())
+                && let Err(err) = fs::remove_file(e.path()) {
                     first_err.get_or_insert(ImageError::Io { context: format!("remove the blob {}", e.file_name().to_string_lossy()), source: err });
                 }
-            }
         }
         match first_err {
             Some(e) => Err(e),

@@ -198,11 +198,10 @@ pub fn credentials_for(registry: &str, auth_file: Option<&std::path::Path>) -> R
                 }
             }
         }
-        if let Some(store) = &cfg.creds_store {
-            if let Ok(c) = helper_get(store, registry) {
+        if let Some(store) = &cfg.creds_store
+            && let Ok(c) = helper_get(store, registry) {
                 return Ok(Some(c));
             }
-        }
     }
     Ok(None)
 }
@@ -609,11 +608,10 @@ impl ImageStore {
         let limits = &self.limits;
         let (remote, (mut bytes, mut digest)) = connect(&r, opts, RegistryOperation::Pull, |remote| remote.manifest(&remote.reference, limits))?;
         let remote = Arc::new(remote);
-        if let Some(want) = r.digest() {
-            if digest != want {
+        if let Some(want) = r.digest()
+            && digest != want {
                 return Err(ImageError::Digest { what: format!("the manifest of {reference}"), expected: want.to_string(), actual: digest });
             }
-        }
         // An index (or Docker manifest list): pick the platform's manifest, then fetch it by
         // digest and check it is the one the index named.
         for depth in 0.. {

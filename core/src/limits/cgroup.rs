@@ -263,11 +263,10 @@ fn shared_standard_devices(base: &Path) -> Result<PathBuf, SetupFailure> {
     let dir = base.join("standard-devices");
     let mut ready = READY.lock().unwrap_or_else(|e| e.into_inner());
     if !ready.contains(&dir) {
-        if let Err(e) = fs::create_dir(&dir) {
-            if !dir.is_dir() {
+        if let Err(e) = fs::create_dir(&dir)
+            && !dir.is_dir() {
                 return Err(with_access_hint(setup_err(e.raw_os_error(), &dir, "create the cgroup of the standard device allow-list")));
             }
-        }
         // Already set up by an earlier process: one read instead of nine writes.
         let want: String = STANDARD_DEVICES.iter().map(|&(t, a, b)| format!("{t} {a}:{} rwm\n", b.map_or("*".to_string(), |m| m.to_string()))).collect();
         if fs::read_to_string(dir.join("devices.list")).ok().as_deref() != Some(want.as_str()) {
@@ -329,11 +328,10 @@ fn create_levels(top: &Path, base: &Path, cpuset: bool) -> Result<(), SetupFailu
         if cur.is_dir() {
             continue;
         }
-        if let Err(e) = fs::create_dir(&cur) {
-            if !cur.is_dir() {
+        if let Err(e) = fs::create_dir(&cur)
+            && !cur.is_dir() {
                 return Err(with_access_hint(setup_err(e.raw_os_error(), &cur, "create the parent cgroup")));
             }
-        }
         if cpuset {
             for f in ["cpuset.cpus", "cpuset.mems"] {
                 let v = fs::read_to_string(parent.join(f)).unwrap_or_default();
@@ -729,13 +727,12 @@ impl JobCgroup {
                     u.cpu_user = read_u64(&d.join("cpuacct.usage_user")).map(Duration::from_nanos);
                     u.cpu_system = read_u64(&d.join("cpuacct.usage_sys")).map(Duration::from_nanos);
                 }
-                if let Some(d) = self.dir("blkio") {
-                    if let Ok(s) = fs::read_to_string(d.join("blkio.throttle.io_service_bytes_recursive")) {
+                if let Some(d) = self.dir("blkio")
+                    && let Ok(s) = fs::read_to_string(d.join("blkio.throttle.io_service_bytes_recursive")) {
                         let sum = |op: &str| s.lines().filter(|l| l.split_whitespace().nth(1) == Some(op)).filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()).sum::<u64>();
                         u.io_read = Some(sum("Read"));
                         u.io_write = Some(sum("Write"));
                     }
-                }
             }
         }
         u
@@ -746,11 +743,10 @@ impl JobCgroup {
     pub fn kill(&self) {
         match self.backend {
             Backend::V2 => {
-                if let Some(d) = self.dir("") {
-                    if fs::write(d.join("cgroup.kill"), "1").is_err() {
+                if let Some(d) = self.dir("")
+                    && fs::write(d.join("cgroup.kill"), "1").is_err() {
                         kill_procs(d);
                     }
-                }
             }
             Backend::V1 => {
                 let Some(fz) = self.dirs.iter().find(|(c, _)| *c == "freezer").map(|(_, d)| d.as_path()) else {
@@ -818,11 +814,10 @@ fn sweep_v1(parent: &Path, rel: &Path) {
 
 /// "MAJ:MIN" of a block device given as a path or as "MAJ:MIN".
 fn device_number(dev: &str) -> Result<String, SetupFailure> {
-    if let Some((a, b)) = dev.split_once(':') {
-        if a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok() {
+    if let Some((a, b)) = dev.split_once(':')
+        && a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok() {
             return Ok(dev.to_string());
         }
-    }
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let md = fs::metadata(dev).map_err(|e| setup_err(e.raw_os_error(), Path::new(dev), "find the block device for an I/O limit").hint("give a block device path such as /dev/sda, or MAJOR:MINOR"))?;
     if !md.file_type().is_block_device() {

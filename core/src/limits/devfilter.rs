@@ -44,7 +44,7 @@ pub(crate) fn program(extra: &[(char, u32, u32)]) -> Vec<[u8; 8]> {
     let rules = STANDARD.iter().copied().chain(extra.iter().map(|&(t, a, b)| (t, a, Some(b))));
     for (t, major, minor) in rules {
         let ty = if t == 'b' { 1 } else { 2 };
-        let mut checks = vec![(3u8, ty as i32), (4, major as i32)];
+        let mut checks = vec![(3u8, ty), (4, major as i32)];
         if let Some(m) = minor {
             checks.push((5, m as i32));
         }

@@ -249,11 +249,10 @@ impl Child {
         if self.outcome.is_some() {
             return Ok(());
         }
-        if signal == libc::SIGKILL {
-            if let Some(cg) = &self.cgroup {
+        if signal == libc::SIGKILL
+            && let Some(cg) = &self.cgroup {
                 cg.kill();
             }
-        }
         match send_signal(self.pidfd.as_fd(), signal) {
             Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(Error::io(format!("send signal {signal} to the sandbox (pid {})", self.pid), e)),
             _ => Ok(()),
@@ -315,13 +314,11 @@ impl Child {
         if self.remaining() == Some(Duration::ZERO) {
             return self.time_out(TimeLimit::Wall);
         }
-        if let Some(cg) = &self.cgroup {
-            if let (Some(limit), Some(used)) = (cg.cpu_time_limit(), cg.cpu_used()) {
-                if used >= limit {
+        if let Some(cg) = &self.cgroup
+            && let (Some(limit), Some(used)) = (cg.cpu_time_limit(), cg.cpu_used())
+                && used >= limit {
                     return self.time_out(TimeLimit::Cpu);
                 }
-            }
-        }
         Ok(())
     }
 
@@ -421,11 +418,10 @@ impl Child {
                 verdict = Verdict::OomKilled;
             }
         }
-        if verdict == Verdict::Signaled(libc::SIGSYS) {
-            if let Some(pid) = self.payload_pid {
+        if verdict == Verdict::Signaled(libc::SIGSYS)
+            && let Some(pid) = self.payload_pid {
                 verdict = Verdict::SeccompKilled { syscall: seccomp_audit_syscall(pid) };
             }
-        }
         // CPU: the cgroup's (every process), else what init reaped. Init's own rusage is not used
         // for memory: it started as a process sharing the host's memory, whose peak it inherits.
         let usage = Usage {
@@ -639,8 +635,8 @@ impl Child {
                     Err(_) => input_open = false,
                 }
             }
-            if sig_ready {
-                if let Some(s) = signals {
+            if sig_ready
+                && let Some(s) = signals {
                     let mut info = [0u8; 128];
                     while nix::unistd::read(s, &mut info).is_ok_and(|n| n == 128) {
                         let signo = i32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
@@ -651,7 +647,6 @@ impl Child {
                         }
                     }
                 }
-            }
             let now = host_tty();
             if now != size {
                 if let Some((r, c)) = now {

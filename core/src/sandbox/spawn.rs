@@ -185,8 +185,8 @@ fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(Sandbox
     if out.cwd.is_none() {
         out.cwd = c.working_dir.as_ref().filter(|w| !w.is_empty()).map(PathBuf::from);
     }
-    if out.user.is_none() {
-        if let Some(u) = c.user.as_ref().filter(|u| !u.is_empty()) {
+    if out.user.is_none()
+        && let Some(u) = c.user.as_ref().filter(|u| !u.is_empty()) {
             // Names were resolved against the image's /etc/passwd and /etc/group at import.
             let (uid, gid) = info.user_ids.ok_or_else(|| {
                 SetupFailure::new(Step::Image, Some(libc::ENOENT), None, &format!("the image's USER {u:?} is not in its /etc/passwd (or its group is not in /etc/group)")).hint("pass user (and group) as numbers to override the image's USER")
@@ -212,7 +212,6 @@ fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(Sandbox
                 with_identity(&mut out.gid_map, egid, out.group.unwrap_or(gid));
             }
         }
-    }
     Ok((out, layers))
 }
 
@@ -357,13 +356,12 @@ fn receive_pty(sock: &OwnedFd) -> io::Result<File> {
     let mut cmsg = nix::cmsg_space!(RawFd);
     let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)?;
     for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
+        if let ControlMessageOwned::ScmRights(fds) = c
+            && let Some(&fd) = fds.first() {
                 // SAFETY: the kernel just installed this fd in our table (SCM_RIGHTS): it is
                 // open and nothing else owns it.
                 return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
             }
-        }
     }
     Err(io::Error::new(io::ErrorKind::InvalidData, "the sandbox did not send its terminal"))
 }
@@ -703,20 +701,18 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         crate::sandbox::child::reap_raw(pidfd.as_fd());
     };
 
-    if let Some(cg) = cgroup.as_ref().filter(|c| c.needs_host_attach() && !born_in_cgroup) {
-        if let Err(f) = cg.attach(pid) {
+    if let Some(cg) = cgroup.as_ref().filter(|c| c.needs_host_attach() && !born_in_cgroup)
+        && let Err(f) = cg.attach(pid) {
             abort(&pidfd);
             drop(stack);
             return Err(f.into());
         }
-    }
-    if let Some(d) = exec_cgroup_dir.as_ref().filter(|_| !born_in_cgroup) {
-        if let Err(e) = std::fs::write(d.join("cgroup.procs"), pid.to_string()) {
+    if let Some(d) = exec_cgroup_dir.as_ref().filter(|_| !born_in_cgroup)
+        && let Err(e) = std::fs::write(d.join("cgroup.procs"), pid.to_string()) {
             abort(&pidfd);
             drop(stack);
             return Err(SetupFailure::new(Step::Cgroup, e.raw_os_error(), Some(d.clone()), "move the command into the sandbox's cgroup").into());
         }
-    }
     if user_new {
         let r = write_id_maps(pid, &fds.uid_map, &fds.gid_map).and_then(|()| idmap_mounts(pid, &fds.host));
         if let Err(f) = r {

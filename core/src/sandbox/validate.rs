@@ -85,11 +85,10 @@ pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
             return Err(bad(format!("memory {} bytes is below the {} MiB a sandbox needs to start", m.bytes(), MIN_MEMORY >> 20)).hint(format!("give at least {}M", MIN_MEMORY >> 20)));
         }
     }
-    if let Some(m) = s.memory_high {
-        if m.bytes() < MIN_MEMORY {
+    if let Some(m) = s.memory_high
+        && m.bytes() < MIN_MEMORY {
             return Err(bad(format!("memory_high {} bytes is below the {} MiB a sandbox needs to start", m.bytes(), MIN_MEMORY >> 20)));
         }
-    }
     if let Some(c) = s.cpus {
         if !(c.is_finite() && c > 0.0 && c <= 1_000_000.0) {
             return Err(bad(format!("cpus must be a positive number of CPUs (like 0.5 or 2), got {c}")));
@@ -98,17 +97,15 @@ pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
             return Err(bad(format!("cpus {c} is below the smallest quota (0.01 of a CPU)")));
         }
     }
-    if let Some(p) = s.pids {
-        if p < 2 {
+    if let Some(p) = s.pids
+        && p < 2 {
             return Err(bad(format!("pids must be at least 2 (the sandbox's init and the command), got {p}")));
         }
-    }
     for (name, w) in [("cpu_weight", s.cpu_weight), ("io_weight", s.io_weight)] {
-        if let Some(w) = w {
-            if !(1..=10000).contains(&w) {
+        if let Some(w) = w
+            && !(1..=10000).contains(&w) {
                 return Err(bad(format!("{name} must be from 1 to 10000, got {w}")));
             }
-        }
     }
     for r in &s.rlimits {
         if r.soft > r.hard {
@@ -162,11 +159,10 @@ pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
             return Err(bad(format!("{field} cannot be set with exec_in: it shapes the sandbox, which is already running")).hint("set it on the sandbox when it starts; exec_in takes the command, user, group, cwd, env, tty and streams"));
         }
     }
-    if let Some(r) = &s.rootfs {
-        if r.as_os_str().is_empty() {
+    if let Some(r) = &s.rootfs
+        && r.as_os_str().is_empty() {
             return Err(bad("rootfs is empty".into()).hint("give the directory holding the sandbox's files, or leave rootfs unset for the host's root (read-only)"));
         }
-    }
     for p in &s.pass_fds {
         if p.host < 0 {
             return Err(bad(format!("passed fd {} is not a file descriptor", p.host)));
@@ -176,11 +172,10 @@ pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
         }
     }
     for (name, st) in [("stdin", s.stdin), ("stdout", s.stdout), ("stderr", s.stderr)] {
-        if let crate::sandbox::spec::Stdio::Fd(fd) = st {
-            if fd < 0 {
+        if let crate::sandbox::spec::Stdio::Fd(fd) = st
+            && fd < 0 {
                 return Err(bad(format!("{name} fd {fd} is not a file descriptor")));
             }
-        }
     }
     Ok(())
 }

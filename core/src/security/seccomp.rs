@@ -180,11 +180,10 @@ fn pieces<'a>(rules: &'a [Rule], default_ret: u32) -> Vec<(u32, Piece<'a>)> {
     nrs.dedup();
     let mut out: Vec<(u32, Piece<'a>)> = Vec::new();
     let push_const = |out: &mut Vec<(u32, Piece<'a>)>, start: u32, ret: u32| {
-        if let Some((_, Piece::Const(prev))) = out.last() {
-            if *prev == ret {
+        if let Some((_, Piece::Const(prev))) = out.last()
+            && *prev == ret {
                 return; // extends the previous piece
             }
-        }
         out.push((start, Piece::Const(ret)));
     };
     let mut cur = 0u32;
@@ -309,19 +308,18 @@ pub(crate) fn compile(spec: &SandboxSpec) -> Result<Option<Filter>, SetupFailure
             // but its stdio may be the caller's). The command is an unsigned int: compare its low
             // 32 bits only, or a value with high bits set would slip by (CVE-2019-10063).
             if let Some(nr) = number("ioctl") {
-                for cmd in [libc::TIOCSTI as u64, libc::TIOCLINUX as u64] {
+                for cmd in [libc::TIOCSTI, libc::TIOCLINUX] {
                     rules.push(Rule { nr, conds: vec![Cond::MaskedEq(1, 0xffff_ffff, cmd)], ret: deny_ret });
                 }
             }
             // personality: only the harmless personas (as Docker).
-            if !allow.contains("personality") {
-                if let Some(nr) = number("personality") {
+            if !allow.contains("personality")
+                && let Some(nr) = number("personality") {
                     for ok in [0u64, 0x8, 0x20000, 0x20008, 0xffff_ffff] {
                         rules.push(Rule { nr, conds: vec![Cond::Eq(0, ok)], ret: RET_ALLOW });
                     }
                     rules.push(Rule { nr, conds: vec![], ret: deny_ret });
                 }
-            }
             RET_ALLOW
         }
         Seccomp::Profile(p) => {
