@@ -250,6 +250,22 @@ def test_an_oom_kill_of_any_process_ends_the_whole_job():
     assert r.usage.oom_kill_count >= 1
 
 
+def test_wait_async_ends_the_whole_job_on_an_oom_kill():
+    # wait_async watches only the pidfd: the whole-job kill must not depend on the host polling
+    # (on cgroup v1 the sandbox's init watches the OOM event itself).
+    script = "head -c 300000000 /dev/zero | tail -n 1 >/dev/null; sleep 3; echo survived"
+
+    async def main():
+        p = cagette.Process(["sh", "-c", script], memory="32M", stdout=cagette.PIPE)
+        await p.wait_async()
+        assert p.stdout is not None
+        return p, p.stdout.read()
+
+    p, out = asyncio.run(main())
+    assert p.verdict == "oom_killed" and p.returncode == -9, (p.verdict, p.returncode)
+    assert b"survived" not in out
+
+
 def test_bad_values_are_value_errors_before_anything_runs():
     for kwargs in ({"timeout": 9.3e18}, {"cpus": 0}, {"pids": 0}, {"memory": 1}, {"memory": "256K"}, {"user": 4294967295}):
         with pytest.raises(ValueError):

@@ -444,7 +444,8 @@ class _Runner:
             return out
         _, status = os.waitpid(self.pid, 0)
         self.pid = 0
-        return json.dumps({"error": f"the test's process ended (wait status {status}) before it reported"}).encode()
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+        return json.dumps({"error": f"the test's process ended (wait status {status}) before it reported", "sigkill": killed}).encode()
 
     def end(self) -> None:
         os.close(self.req)
@@ -575,7 +576,17 @@ class _WorkerSandbox:
         started = time.monotonic()
         line = self._line(timeout)
         if line is not None:
-            return json.loads(line), "running"
+            response = json.loads(line)
+            if not response.get("sigkill"):
+                return response, "running"
+            # The test's process was SIGKILLed: by the OOM killer, most likely. With the default
+            # oom_policy the whole job is being killed (by the kernel on cgroup v2, by the
+            # sandbox's init on v1), which can lag behind this report: wait for that verdict.
+            try:
+                self.proc.wait(5)
+            except cagette.TimeoutExpired:
+                return response, "running"  # killed by something else: the worker goes on
+            return None, str(self.proc.verdict)
         if timeout is None or time.monotonic() - started < timeout:
             # The worker closed its end: it is ending (killed for OOM, say); its verdict says why.
             try:
