@@ -17,6 +17,8 @@ command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v podman >/dev/null || need_apt+=(podman)   # pulls what cagette pushed
+command -v slirp4netns >/dev/null || need_apt+=(slirp4netns)   # network "private"
+command -v ip >/dev/null || need_apt+=(iproute2)     # the network tests' "remote" namespace
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v node >/dev/null || need_apt+=(nodejs npm)
@@ -39,17 +41,24 @@ cargo test --workspace
 if [ "$(id -u)" -eq 0 ]; then
   echo "== escape suite again, as root with a rootfs of its own"
   CAGETTE_ESCAPE_ROOTFS=1 cargo test -q -p cagette --test escape
-  echo "== escape suite and named sandboxes again, rootless (as nobody, through an unprivileged user namespace)"
+  echo "== escape suite, named sandboxes and private networks again, rootless (as nobody, through an unprivileged user namespace)"
   tmpbin=$(mktemp -d /tmp/cagette-rootless.XXXXXX)
-  for t in escape named; do
+  for t in escape named network; do
     bin=$(cargo test -q -p cagette --test "$t" --no-run --message-format=json 2>/dev/null \
           | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
     cp "$bin" "$tmpbin/$t"
   done
   chmod -R a+rX "$tmpbin" target/tmp
-  for t in escape named; do
+  # slirp4netns run by a user opens /dev/net/tun: most distributions ship it 0666, this kind of
+  # VM 0600. Opened up for the rootless run only, and put back.
+  tun_mode=$(stat -c %a /dev/net/tun 2>/dev/null || echo "")
+  [ -n "$tun_mode" ] && chmod 0666 /dev/net/tun
+  trap '[ -n "$tun_mode" ] && chmod "$tun_mode" /dev/net/tun' EXIT
+  for t in escape named network; do
     (cd / && setpriv --reuid=65534 --regid=65534 --clear-groups "$tmpbin/$t" --test-threads=2)
   done
+  [ -n "$tun_mode" ] && chmod "$tun_mode" /dev/net/tun
+  trap - EXIT
   rm -rf "$tmpbin"
 fi
 

@@ -302,3 +302,31 @@ test('cwd is a host directory, as in child_process', async () => {
   assert.equal(r.stdout.toString(), `${dir}\n`);
   assert.equal(readFileSync(`${dir}/out.txt`, 'utf8'), 'made\n');
 });
+
+test("network 'private': a published port answers, the host's loopback does not", async () => {
+  const net = require('node:net');
+  const host = net.createServer((c) => c.end('host-secret'));
+  await new Promise((r) => host.listen(0, '127.0.0.1', r));
+  const hostPort = host.address().port;
+  const r = await run(['sh', '-c', `busybox nc -w 3 10.0.2.2 ${hostPort} </dev/null; echo rc=$?; cat /etc/resolv.conf`], {
+    network: 'private', dns: ['9.9.9.9'], timeout: 20_000,
+  });
+  host.close();
+  assert.equal(r.exitCode, 0, r.stderr.toString());
+  assert.ok(!r.stdout.toString().includes('host-secret') && r.stdout.toString().includes('rc=1\nnameserver 9.9.9.9\n'), r.stdout.toString());
+  const free = net.createServer();
+  await new Promise((res) => free.listen(0, '127.0.0.1', res));
+  const port = free.address().port;
+  await new Promise((res) => free.close(res));
+  const child = spawn(['sh', '-c', 'echo published | busybox nc -l -p 80; sleep 30'], { network: 'private', publish: [`${port}:80`] });
+  let got = '';
+  const ok = await eventually(() => {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('data', (d) => { got += d; });
+    s.on('error', () => {});
+    return got === 'published\n';
+  }, 10_000);
+  child.kill('SIGKILL');
+  assert.ok(ok, `got ${JSON.stringify(got)}`);
+  await assert.rejects(run(['true'], { allowHostLoopback: true }), /allow_host_loopback needs network "private"/);
+});

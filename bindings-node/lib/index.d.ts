@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 
 /** How a job ended: the same strings as `cagette run --report`. */
-export type Verdict = 'exited' | 'signaled' | 'oom_killed' | 'seccomp_killed' | 'timed_out';
+export type Verdict = 'exited' | 'signaled' | 'oom_killed' | 'seccomp_killed' | 'timed_out' | 'network_lost';
 
 /** A standard stream: a pipe (default for spawn), /dev/null, the parent's, or an fd. */
 export type StdioOption = 'pipe' | 'ignore' | 'inherit' | number;
@@ -61,8 +61,17 @@ export interface Options {
   /** Data written to stdin (run() only). */
   input?: string | Buffer;
 
-  /** Network: 'none' (own namespace, loopback only; the default) or 'host'. */
-  network?: 'none' | 'host' | { join: string };
+  /** Network: 'none' (own namespace, loopback only; the default), 'private' (own namespace with a
+   * way out through slirp4netns, never to the host's loopback) or 'host'. */
+  network?: 'none' | 'private' | 'host' | { join: string };
+  /** With network 'private': host ports forwarded in, '[HOST_IP:]HOST_PORT:PORT[/udp]' (127.0.0.1 by default). */
+  publish?: string[];
+  /** With network 'private': name servers of the sandbox's /etc/resolv.conf. */
+  dns?: string[];
+  /** With network 'private': extra /etc/hosts lines, 'NAME:IP'. */
+  addHosts?: string[];
+  /** With network 'private': let the sandbox reach the host's loopback and link-local addresses. */
+  allowHostLoopback?: boolean;
   hostname?: string;
   /** Memory limit of the whole job, e.g. '2G' or a number of bytes. */
   memory?: number | string;

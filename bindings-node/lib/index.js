@@ -142,7 +142,7 @@ function makeResult(reportJson, stdout, stderr) {
   const report = JSON.parse(reportJson);
   let signal = null;
   if (report.verdict === 'signaled' || report.verdict === 'seccomp_killed') signal = SIGNAL_NAMES[report.signal] || null;
-  else if (report.verdict === 'oom_killed' || report.verdict === 'timed_out') signal = 'SIGKILL';
+  else if (report.verdict === 'oom_killed' || report.verdict === 'timed_out' || report.verdict === 'network_lost') signal = 'SIGKILL';
   const usage = camel({
     wall_time_s: report.wall_time_s,
     cpu_user_s: report.cpu_user_s,

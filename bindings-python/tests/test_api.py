@@ -191,6 +191,43 @@ def test_probe():
     assert p["cgroup"] in ("v1", "v2")
 
 
+def test_private_network_publishes_a_port_and_keeps_the_host_loopback_out():
+    import socket
+    import threading
+
+    # A server on the host's loopback: the sandbox must not reach it.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    host_port = srv.getsockname()[1]
+    threading.Thread(target=lambda: [c.sendall(b"host-secret") or c.close() for c, _ in iter(srv.accept, None)], daemon=True).start()
+    r = cagette.run(["sh", "-c", f"busybox nc -w 3 10.0.2.2 {host_port} </dev/null; echo rc=$?; cat /etc/hosts"],
+                    network="private", add_hosts=["db:10.0.2.2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "host-secret" not in r.stdout and "rc=1" in r.stdout and "10.0.2.2\tdb" in r.stdout, r.stdout
+    # A published port: the sandbox's server answers on the host's 127.0.0.1.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with cagette.Process(["sh", "-c", "echo published | busybox nc -l -p 80; sleep 30"], network="private", publish=[f"{port}:80"]) as p:
+        got = b""
+        for _ in range(200):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+                    got = c.recv(100)
+                if got == b"published\n":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        assert got == b"published\n"
+        p.kill()
+    with pytest.raises(ValueError, match="publish needs network"):
+        cagette.run(["true"], publish=["8080:80"])
+    assert "private_network" in cagette.probe()
+
+
 def test_image_store(tmp_path):
     # An OCI layout made with umoci from a busybox rootfs (built by the Rust tests' script).
     import shutil

@@ -331,9 +331,24 @@ struct RunArgs {
     /// Mount an overlay with an ephemeral upper: LOWER[,LOWER...]:DST (first lower on top).
     #[arg(long, value_name = "LOWERS:DST")]
     overlay: Vec<String>,
-    /// Network: none (own namespace, loopback only; the default) or host. Also --network.
-    #[arg(long, visible_alias = "network", value_name = "none|host")]
+    /// Network: none (own namespace, loopback only; the default), private (own namespace with a
+    /// way out through slirp4netns; never to the host's loopback) or host. Also --network.
+    #[arg(long, visible_alias = "network", value_name = "none|private|host")]
     net: Option<String>,
+    /// With --net private: forward a host port into the sandbox, [HOST_IP:]HOST_PORT:PORT[/udp]
+    /// (the host side binds 127.0.0.1 unless an address is given). Also -p.
+    #[arg(long, short = 'p', value_name = "[IP:]HOST:PORT[/udp]")]
+    publish: Vec<String>,
+    /// With --net private: a name server for the sandbox's /etc/resolv.conf (repeatable).
+    #[arg(long, value_name = "IP")]
+    dns: Vec<String>,
+    /// With --net private: an extra /etc/hosts line, NAME:IP (repeatable).
+    #[arg(long, value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// With --net private: let the sandbox reach the host's loopback (as 10.0.2.2) and link-local
+    /// addresses (cloud metadata).
+    #[arg(long)]
+    allow_host_loopback: bool,
     /// Hostname inside the sandbox.
     #[arg(long)]
     hostname: Option<String>,
@@ -551,8 +566,19 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
         None => {}
         Some("none") => spec.network = Network::None,
         Some("host") => spec.network = Network::Host,
-        Some(other) => die(format!("invalid --net {other:?}: expected none or host")),
+        Some("private") => spec.network = Network::Private,
+        Some(other) => die(format!("invalid --net {other:?}: expected none, private or host")),
     }
+    for p in &a.publish {
+        spec.publish.push(p.parse().unwrap_or_else(|e| die(format!("invalid --publish: {e}"))));
+    }
+    for d in &a.dns {
+        spec.dns.push(d.parse().unwrap_or_else(|_| die(format!("invalid --dns {d:?}: expected an IP address"))));
+    }
+    for h in &a.add_host {
+        spec.add_hosts.push(h.parse().unwrap_or_else(|e| die(format!("invalid --add-host: {e}"))));
+    }
+    spec.allow_host_loopback |= a.allow_host_loopback;
     for o in &a.security_opt {
         match o.split_once('=').unwrap_or((o.as_str(), "")) {
             ("seccomp", "unconfined") => spec.seccomp = Seccomp::Mode(SeccompMode::None),
@@ -846,7 +872,7 @@ fn print_probe(json: bool) {
                 serde_json::Value::Null => "no".into(),
                 other => other.to_string(),
             };
-            println!("{k:<20} {text}");
+            println!("{k:<24} {text}");
         }
     }
 }

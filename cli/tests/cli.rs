@@ -587,3 +587,25 @@ fn named_sandboxes_ps_and_exec() {
     web.wait().unwrap();
     assert!(!listed(&text(&cagette(&["ps", "--json"]).stdout)));
 }
+
+#[test]
+fn net_private_flags_and_a_missing_helper() {
+    // The flags, end to end: DNS, hosts, and a published port refused before anything runs.
+    let o = cagette(&["run", "--net", "private", "--dns", "9.9.9.9", "--add-host", "db:10.0.2.2", "--", "cat", "/etc/resolv.conf", "/etc/hosts"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).starts_with("nameserver 9.9.9.9\n") && text(&o.stdout).contains("10.0.2.2\tdb\n"), "{}", text(&o.stdout));
+    let o = cagette(&["run", "--net", "private", "-p", "80", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o.stderr).contains("invalid --publish: publish \"80\""), "{}", text(&o.stderr));
+    let o = cagette(&["run", "--publish", "8080:80", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(text(&o.stderr).contains("publish needs network \"private\""), "{}", text(&o.stderr));
+    // No slirp4netns: fails closed, says what to install, leaves nothing.
+    let o = Command::new(bin()).args(["run", "--net", "private", "--", "true"]).env("CAGETTE_SLIRP4NETNS", "/nonexistent/slirp4netns").stdin(Stdio::null()).output().unwrap();
+    assert_eq!(o.status.code(), Some(125));
+    let err = text(&o.stderr);
+    assert!(err.contains("needs slirp4netns, which is not installed") && err.contains("apt install slirp4netns"), "{err}");
+    let o = Command::new(bin()).args(["probe", "--json"]).env("CAGETTE_SLIRP4NETNS", "/nonexistent/slirp4netns").output().unwrap();
+    let probe: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(probe["private_network_problem"], "slirp4netns is not installed", "{probe}");
+}

@@ -47,6 +47,7 @@ mod fs;
 mod host;
 mod image;
 mod limits;
+mod net;
 mod plan;
 mod probe;
 mod sandbox;
@@ -66,7 +67,7 @@ pub use probe::{CgroupVersion, Probe, probe};
 pub use sandbox::builder::Sandbox;
 pub use sandbox::spec::{
     CgroupMode, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, IoMax, Landlock, OciSeccomp,
-    OciSyscall, OciSyscallArg, Seccomp, SeccompMode, SpecError, Mount, Namespaces, Network, NsMode,
+    OciSyscall, OciSyscallArg, Seccomp, SeccompMode, SpecError, Mount, Namespaces, Network, NsMode, Publish, HostEntry,
     OomPolicy, PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio, UsernsMode,
 };
 pub use plan::compile::DEFAULT_HOSTNAME;

@@ -41,6 +41,12 @@ pub struct Probe {
     /// Controllers cagette can use for jobs (v2: the root's cgroup.controllers; v1: the mounted
     /// controller hierarchies).
     pub cgroup_controllers: Vec<String>,
+    /// The user-mode network stack `network: private` uses (`slirp4netns`), if installed and
+    /// usable: its path. `None` with the reason in `private_network_problem`.
+    pub private_network: Option<std::path::PathBuf>,
+    /// Why `network: private` cannot work here, when it cannot (no slirp4netns, or /dev/net/tun
+    /// not usable by this user).
+    pub private_network_problem: Option<String>,
 }
 
 fn cgroup_version() -> CgroupVersion {
@@ -100,6 +106,13 @@ pub fn probe() -> Probe {
         ..Default::default()
     };
     let user_namespaces = crate::Sandbox::from_spec(spec).status().map(|o| o.success()).unwrap_or(false);
+    let (private_network, private_network_problem) = match crate::net::helper_path() {
+        None => (None, Some("slirp4netns is not installed".to_string())),
+        Some(p) => match nix::unistd::access("/dev/net/tun", nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK) {
+            Ok(()) => (Some(p), None),
+            Err(e) => (None, Some(format!("/dev/net/tun is not usable by this user ({e})"))),
+        },
+    };
     Probe {
         kernel,
         root: crate::host::euid() == 0,
@@ -112,6 +125,8 @@ pub fn probe() -> Probe {
         landlock_abi,
         cgroup,
         cgroup_controllers,
+        private_network,
+        private_network_problem,
     }
 }
 

@@ -253,7 +253,7 @@ class CompletedProcess(subprocess.CompletedProcess):  # type: ignore[type-arg]
     """subprocess.CompletedProcess plus ``verdict`` and ``usage``.
 
     ``verdict`` is one of ``"exited"``, ``"signaled"``, ``"oom_killed"``, ``"seccomp_killed"``,
-    ``"timed_out"`` (the
+    ``"timed_out"``, ``"network_lost"`` (the
     same strings as ``cagette run --report``); ``returncode`` is negative for a signal, as in
     subprocess (-9 for an OOM kill).
     """
@@ -279,7 +279,7 @@ def _returncode(report: Mapping[str, Any]) -> int:
         return int(report["exit_code"])
     if v in ("signaled", "seccomp_killed"):
         return -int(report["signal"])
-    return -_signal.SIGKILL  # oom_killed, timed_out: killed with SIGKILL
+    return -_signal.SIGKILL  # oom_killed, timed_out, network_lost: killed with SIGKILL
 
 
 # ----------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--cagette", action="store_true", default=None, help="run every test in a fresh cagette sandbox (options: --cagette-memory etc., or the sandbox marker's)")
     group.addoption("--cagette-memory", default=None, help="memory limit of each sandboxed test (e.g. 1G)")
     group.addoption("--cagette-timeout", default=None, type=float, help="time limit of each sandboxed test, in seconds")
-    group.addoption("--cagette-network", default=None, help="network of each sandboxed test: none or host")
+    group.addoption("--cagette-network", default=None, help="network of each sandboxed test: none, private or host")
     group.addoption("--cagette-isolation", default=None, choices=_ISOLATIONS, help="a fresh process per test (test, the default), per module, per session, or a fresh sandbox per test")
     group.addoption("--cagette-option", action="append", default=[], metavar="KEY=VALUE", help="any other option of cagette.run for each sandboxed test (value as JSON, else a string)")
     group.addoption("--cagette-report", action="store_true", default=False, help="report the usage (peak memory, CPU) of sandboxed tests in the summary and the JUnit XML")

@@ -235,6 +235,42 @@ fn loopback_up() -> Result<(), Errno> {
     r.map(|_| ())
 }
 
+/// Adds a `prohibit` route to 169.254.0.0/16 in the current network namespace: one netlink
+/// RTM_NEWROUTE request, acknowledged.
+fn block_link_local() -> Result<(), Errno> {
+    let fd = sys::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)? as c_int;
+    // nlmsghdr (16 bytes), rtmsg (12), one rtattr RTA_DST (4 + 4).
+    let mut msg = [0u8; 36];
+    msg[0..4].copy_from_slice(&36u32.to_ne_bytes());
+    msg[4..6].copy_from_slice(&libc::RTM_NEWROUTE.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    msg[16] = libc::AF_INET as u8; // rtm_family
+    msg[17] = 16; // rtm_dst_len
+    msg[20] = libc::RT_TABLE_MAIN;
+    msg[21] = libc::RTPROT_BOOT;
+    msg[22] = libc::RT_SCOPE_UNIVERSE;
+    msg[23] = libc::RTN_PROHIBIT;
+    msg[28..30].copy_from_slice(&8u16.to_ne_bytes());
+    msg[30..32].copy_from_slice(&libc::RTA_DST.to_ne_bytes());
+    msg[32..36].copy_from_slice(&[169, 254, 0, 0]);
+    let r = sys::write(fd, msg.as_ptr(), msg.len()).and_then(|_| {
+        // The acknowledgement: nlmsghdr of type NLMSG_ERROR, then the (negative) errno.
+        let mut ack = [0u8; 64];
+        let n = sys::read(fd, ack.as_mut_ptr(), ack.len())?;
+        if n < 20 {
+            return Err(Errno(libc::EPROTO));
+        }
+        match i32::from_ne_bytes([ack[16], ack[17], ack[18], ack[19]]) {
+            0 => Ok(0),
+            e => Err(Errno(-e)),
+        }
+    });
+    let _ = sys::close(fd);
+    r.map(|_| ())
+}
+
 fn wait_host(fd: c_int) -> Result<(), Errno> {
     let mut b = [0u8; 1];
     loop {
@@ -458,6 +494,7 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
         Op::SetSid => sys::setsid().map(|_| ()),
         Op::Hostname { name, len } => sys::sethostname(name, len).map(|_| ()),
         Op::LoopbackUp => loopback_up(),
+        Op::BlockLinkLocal => block_link_local(),
         Op::MakePrivate => sys::mount(core::ptr::null(), c"/".as_ptr(), core::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, core::ptr::null()).map(|_| ()),
         Op::OpenTree { path, flags, slot: s } => sys::open_tree(libc::AT_FDCWD, path, flags).map(|fd| set_slot(plan, s, fd)),
         Op::OpenTreeChecked { path, flags, dev, ino, slot: s } => open_tree_checked(path, flags, dev, ino).map(|fd| set_slot(plan, s, fd as usize)),

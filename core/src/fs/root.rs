@@ -8,7 +8,7 @@ use crate::fs::hostpath::HostPath;
 use crate::plan::compile::Compiler;
 use crate::plan::ops::*;
 use crate::child::sys::{self, AT_RECURSIVE, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE};
-use crate::sandbox::spec::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, Mount, Network, NsMode};
+use crate::sandbox::spec::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, Mount, NsMode};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -125,7 +125,7 @@ impl Compiler<'_> {
         if spec.sys && !user_has("sys") {
             // A network namespace of our own gets its own sysfs (its /sys/class/net shows only
             // lo); otherwise the host's, read-only.
-            let m = if spec.network == Network::None { Mount::Sysfs { destination: "/sys".into() } } else { Mount::bind("/sys", "/sys").read_only() };
+            let m = if spec.network.own_namespace() { Mount::Sysfs { destination: "/sys".into() } } else { Mount::bind("/sys", "/sys").read_only() };
             mounts.push((m, vec!["sys".into()], None));
         }
         if spec.dev && !user_has("dev") {
@@ -144,7 +144,7 @@ impl Compiler<'_> {
             }
             // With the host's network, its resolver configuration, where /etc/resolv.conf points
             // into /run (systemd-resolved, NetworkManager), is bound back read-only.
-            if spec.network != Network::None
+            if !spec.network.own_namespace()
                 && let Ok(target) = std::fs::canonicalize("/etc/resolv.conf")
                     && target.starts_with("/run/") && target.is_file()
                         && let Some(dest) = target.to_str() {

@@ -71,10 +71,7 @@ impl Compiler<'_> {
             (&ns.ipc, libc::CLONE_NEWIPC as u64),
             (&ns.pid, libc::CLONE_NEWPID as u64),
             (
-                match &spec.network {
-                    Network::None => &NsMode::New,
-                    _ => &NsMode::Host,
-                },
+                if spec.network.own_namespace() { &NsMode::New } else { &NsMode::Host },
                 libc::CLONE_NEWNET as u64,
             ),
         ];
@@ -98,6 +95,10 @@ impl Compiler<'_> {
         }
         if ns.time == NsMode::New {
             unshare_flags |= sys::CLONE_NEWTIME as i32;
+        }
+        if joining_user && spec.network == Network::Private {
+            // Its namespace would come after the host's go, too late for the network helper.
+            return Err(fail(Step::Network, None, "network \"private\" cannot be combined with joining a user namespace").hint("use network \"none\" or \"host\", or a new user namespace"));
         }
         self.plan.clone_flags = flags;
 
@@ -172,8 +173,11 @@ impl Compiler<'_> {
             let p = self.plan.cs(h)?;
             self.plan.op(Op::Hostname { name: p as *const u8, len: h.len() }, Step::Hostname, format!("set the hostname to {h:?}"), None);
         }
-        if spec.network == Network::None {
+        if spec.network.own_namespace() {
             self.plan.op(Op::LoopbackUp, Step::Network, "bring up the loopback interface", None);
+        }
+        if spec.network == Network::Private && !spec.allow_host_loopback {
+            self.plan.op(Op::BlockLinkLocal, Step::Network, "add a prohibit route to 169.254.0.0/16 (link-local, cloud metadata)", None);
         }
 
         // 4. File system.

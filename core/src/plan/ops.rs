@@ -51,6 +51,9 @@ pub(crate) enum Op {
     SetIds { uid: u32, gid: u32, clear_groups: bool },
     Hostname { name: *const u8, len: usize },
     LoopbackUp,
+    /// A `prohibit` route to 169.254.0.0/16 (link-local: cloud metadata services) in the
+    /// sandbox's network namespace (netlink RTM_NEWROUTE).
+    BlockLinkLocal,
     MakePrivate,
     OpenTree { path: CStr, flags: u32, slot: usize },
     SetAttr { slot: usize, set: u64, recursive: bool },

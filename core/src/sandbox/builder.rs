@@ -123,6 +123,36 @@ impl Sandbox {
         self
     }
 
+    /// With [`Network::Private`]: forwards host ports into the sandbox.
+    ///
+    /// ```no_run
+    /// use cagette::{Network, Sandbox};
+    /// let child = Sandbox::new().network(Network::Private).publish(["8080:80".parse().unwrap()]).command("httpd").args(["-f", "-p", "80"]).spawn();
+    /// ```
+    pub fn publish(mut self, ports: impl IntoIterator<Item = crate::sandbox::spec::Publish>) -> Sandbox {
+        self.spec.publish.extend(ports);
+        self
+    }
+
+    /// With [`Network::Private`]: the name servers of the sandbox's `/etc/resolv.conf`.
+    pub fn dns(mut self, servers: impl IntoIterator<Item = std::net::IpAddr>) -> Sandbox {
+        self.spec.dns.extend(servers);
+        self
+    }
+
+    /// With [`Network::Private`]: an extra `/etc/hosts` line.
+    pub fn add_host(mut self, name: impl Into<String>, ip: std::net::IpAddr) -> Sandbox {
+        self.spec.add_hosts.push(crate::sandbox::spec::HostEntry { name: name.into(), ip });
+        self
+    }
+
+    /// With [`Network::Private`]: lets the sandbox reach the host's loopback (as 10.0.2.2) and
+    /// link-local addresses.
+    pub fn allow_host_loopback(mut self, yes: bool) -> Sandbox {
+        self.spec.allow_host_loopback = yes;
+        self
+    }
+
     /// Sets the user namespace mode.
     pub fn user_namespace(mut self, m: NsMode) -> Sandbox {
         self.spec.namespaces.user = m;

@@ -51,6 +51,10 @@ pub struct Child {
     pub(crate) oom_policy: crate::sandbox::spec::OomPolicy,
     /// The job's memory cgroup reported an OOM (v1, kill_job) and the job was killed for it.
     oom_seen: bool,
+    /// The network helper of a private network (killed and reaped with the job).
+    pub(crate) net: Option<crate::net::NetHelper>,
+    /// The network helper ended while the job ran (the job was killed for it).
+    net_lost: bool,
     /// A named sandbox's registration (removed when the child is reaped or dropped).
     pub(crate) live: Option<crate::sandbox::live::Registration>,
 }
@@ -157,7 +161,7 @@ pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
 
 /// Polls `fds` (fd, events) for up to `timeout` (None: forever), retrying on EINTR; returns
 /// each fd's revents.
-fn poll_fds(fds: &[(BorrowedFd<'_>, nix::poll::PollFlags)], timeout: Option<Duration>) -> io::Result<Vec<nix::poll::PollFlags>> {
+pub(crate) fn poll_fds(fds: &[(BorrowedFd<'_>, nix::poll::PollFlags)], timeout: Option<Duration>) -> io::Result<Vec<nix::poll::PollFlags>> {
     use nix::poll::{PollFd, PollTimeout, poll};
     let ms = timeout.map(|d| d.as_millis().min(i32::MAX as u128 - 1) as i32 + i32::from(d.subsec_nanos() % 1_000_000 != 0));
     let t = ms.map_or(PollTimeout::NONE, |m| PollTimeout::try_from(m).unwrap_or(PollTimeout::MAX));
@@ -211,7 +215,7 @@ impl Child {
         let [stdin, stdout, stderr] = ends;
         // Durations were bounded by validation; checked anyway (a deadline past the clock's end is none).
         let deadline = timeout.and_then(|t| started.checked_add(t));
-        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline, pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None, pty: None, id_range: None, oom_policy: crate::sandbox::spec::OomPolicy::KillJob, oom_seen: false, live: None }
+        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline, pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None, pty: None, id_range: None, oom_policy: crate::sandbox::spec::OomPolicy::KillJob, oom_seen: false, live: None, net: None, net_lost: false }
     }
 
     /// Remembers the payload's host pid (the init's only child right after spawn), so that a
@@ -279,13 +283,24 @@ impl Child {
     fn poll_end(&mut self, timeout: Duration) -> io::Result<bool> {
         use nix::poll::PollFlags;
         let oom = self.cgroup.as_ref().and_then(|c| c.oom_event());
+        let helper = self.net.as_ref().filter(|_| !self.net_lost).and_then(|n| n.pidfd());
         let mut fds = vec![(self.pidfd.as_fd(), PollFlags::POLLIN)];
-        fds.extend(oom.map(|f| (f, PollFlags::POLLIN)));
+        let oom_at = oom.map(|f| {
+            fds.push((f, PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let helper_at = helper.map(|f| {
+            fds.push((f, PollFlags::POLLIN));
+            fds.len() - 1
+        });
         let ready = poll_fds(&fds, Some(timeout))?;
-        let oom_ready = ready.get(1).is_some_and(|r| !r.is_empty());
+        let fired = |i: Option<usize>| i.and_then(|i| ready.get(i)).is_some_and(|r| !r.is_empty());
         let ended = ready.first().is_some_and(|r| !r.is_empty());
-        if oom_ready {
+        if fired(oom_at) {
             self.check_oom();
+        }
+        if fired(helper_at) && !ended {
+            self.network_lost();
         }
         Ok(ended)
     }
@@ -302,6 +317,16 @@ impl Child {
                 cg.kill();
             }
         }
+    }
+
+    /// The network helper ended while the job runs: a job without its network is killed, not
+    /// left silently offline.
+    fn network_lost(&mut self) {
+        self.net_lost = true;
+        if let Some(cg) = &self.cgroup {
+            cg.kill();
+        }
+        let _ = send_signal(self.pidfd.as_fd(), libc::SIGKILL);
     }
 
     /// Kills the job if its wall-clock or CPU-time limit has run out (or, see `check_oom`, when
@@ -394,6 +419,8 @@ impl Child {
         }
         let mut verdict = if let Some(limit) = self.timed_out {
             Verdict::TimedOut(limit)
+        } else if self.net_lost {
+            Verdict::NetworkLost
         } else if record.is_some_and(|r| r.oom) {
             Verdict::OomKilled
         } else if let Some(ws) = record.and_then(|r| r.status) {
@@ -436,6 +463,7 @@ impl Child {
             oom_kills: cg.oom_kills,
             pressure: cg.psi,
         };
+        self.net = None; // the helper ends with the job (before its cgroup goes)
         if let Some(mut c) = self.cgroup.take() {
             c.remove().map_err(|e| Error::io("remove the job's cgroup", e))?;
         }
@@ -495,6 +523,10 @@ impl Child {
                     pfds.push((fd, PollFlags::POLLIN));
                     kinds.push(4);
                 }
+                if let Some(fd) = self.net.as_ref().filter(|_| !self.net_lost).and_then(|n| n.pidfd()) {
+                    pfds.push((fd, PollFlags::POLLIN));
+                    kinds.push(5);
+                }
             }
             let ready = poll_fds(&pfds, self.next_check().map(|d| d + Duration::from_millis(1))).map_err(|e| Error::io("poll the sandbox's streams", e))?;
             drop(pfds);
@@ -532,6 +564,7 @@ impl Child {
                         }
                     }
                     3 => ended = true,
+                    5 => self.network_lost(),
                     _ => self.check_oom(),
                 }
             }

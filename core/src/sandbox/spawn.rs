@@ -460,6 +460,18 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         }
         None => (spec, Vec::new()),
     };
+    // A private network: the helper's files, bound over /etc/resolv.conf and /etc/hosts.
+    let net_made;
+    let (spec, mut net) = if spec.network == Network::Private {
+        let hostname = spec.hostname.as_deref().unwrap_or(crate::plan::compile::DEFAULT_HOSTNAME);
+        let (helper, mounts) = crate::net::NetHelper::prepare(spec, hostname)?;
+        let mut s = spec.clone();
+        s.mounts.extend(mounts);
+        net_made = s;
+        (&net_made, Some(helper))
+    } else {
+        (spec, None)
+    };
     let started = Instant::now();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let io_err = |what: &str| {
@@ -539,7 +551,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         None => None,
     };
     let host_attach = cgroup.as_ref().is_some_and(|c| c.needs_host_attach()) || exec_cgroup_dir.is_some();
-    let (sync_r, sync_w) = if user_new || host_attach {
+    let (sync_r, sync_w) = if user_new || host_attach || net.is_some() {
         let (r, w) = pipe().map_err(io_err("create the setup sync pipe"))?;
         (Some(r), Some(w))
     } else {
@@ -721,6 +733,12 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
             return Err(f.into());
         }
     }
+    if let Some(n) = net.as_mut()
+        && let Err(f) = n.start(pid, user_new, spec, cgroup.as_ref()) {
+            abort(&pidfd);
+            drop(stack);
+            return Err(f.into());
+        }
     if let Some(w) = sync_w {
         let mut w = File::from(w);
         use std::io::Write;
@@ -808,6 +826,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     child.pty = pty;
     child.id_range = id_range;
     child.oom_policy = spec.oom_policy;
+    child.net = net;
     if spec.seccomp_kill {
         child.track_payload();
     }

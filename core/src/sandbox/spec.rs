@@ -43,8 +43,22 @@ pub struct SandboxSpec {
     pub hostname: Option<String>,
     /// Which namespaces are new, shared with the host, or joined.
     pub namespaces: Namespaces,
-    /// Network: `none` (a new network namespace with only `lo`, up) or `host`.
+    /// Network: `none` (a new network namespace with only `lo`, up), `private` (a namespace of
+    /// its own with a way out through a user-mode stack, never to the host's loopback), `host`,
+    /// or `{"join": path}`.
     pub network: Network,
+    /// With `network: private`: ports of the sandbox forwarded from the host, as
+    /// `[HOST_IP:]HOST_PORT:SANDBOX_PORT[/tcp|/udp]` (the host side binds 127.0.0.1 unless an
+    /// address is given).
+    pub publish: Vec<Publish>,
+    /// With `network: private`: the name servers written to the sandbox's `/etc/resolv.conf`
+    /// (default: the user-mode stack's forwarder, 10.0.2.3, which asks the host's resolvers).
+    pub dns: Vec<std::net::IpAddr>,
+    /// With `network: private`: extra `/etc/hosts` lines, as `NAME:IP` (Docker's `--add-host`).
+    pub add_hosts: Vec<HostEntry>,
+    /// With `network: private`: let the sandbox reach the host's loopback (as 10.0.2.2) and
+    /// link-local addresses (cloud metadata services). Off by default.
+    pub allow_host_loopback: bool,
     /// How ids map in a new user namespace when `uid_map` and `gid_map` are empty: `auto` (the
     /// default: as root, a private range of 65536 host ids that no host user owns, so the
     /// sandbox's root has no rights over the host's files, sockets and devices; as another user,
@@ -339,6 +353,10 @@ impl Default for SandboxSpec {
             hostname: None,
             namespaces: Namespaces::default(),
             network: Network::None,
+            publish: Vec::new(),
+            dns: Vec::new(),
+            add_hosts: Vec::new(),
+            allow_host_loopback: false,
             userns: UsernsMode::Auto,
             uid_map: Vec::new(),
             gid_map: Vec::new(),
@@ -539,17 +557,134 @@ pub struct Namespaces {
 
 /// The sandbox's network.
 ///
-/// Serialized as `"none"`, `"host"` or `{"join": "/run/netns/test"}`.
+/// Serialized as `"none"`, `"private"`, `"host"` or `{"join": "/run/netns/test"}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
     /// A new network namespace with only the loopback interface, up.
     #[default]
     None,
+    /// A new network namespace with a default route out through a user-mode network stack
+    /// (`slirp4netns`, a helper process that is part of the job): egress works, the host's
+    /// loopback and link-local addresses are refused (see `allow_host_loopback`), ports are
+    /// forwarded with `publish`, and `/etc/resolv.conf` and `/etc/hosts` are the sandbox's own.
+    Private,
     /// The host's network.
     Host,
     /// Join an existing network namespace.
     Join(PathBuf),
+}
+
+impl Network {
+    /// Whether the sandbox gets a network namespace of its own (`none` and `private`).
+    pub fn own_namespace(&self) -> bool {
+        matches!(self, Network::None | Network::Private)
+    }
+}
+
+/// A port of a private-network sandbox forwarded from the host: `[HOST_IP:]HOST_PORT:SANDBOX_PORT[/tcp|/udp]`.
+///
+/// ```
+/// let p: cagette::Publish = "8080:80".parse().unwrap();
+/// assert_eq!((p.host_port, p.sandbox_port, p.udp), (8080, 80, false));
+/// assert_eq!(p.host_ip.to_string(), "127.0.0.1");
+/// assert!("80".parse::<cagette::Publish>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Publish {
+    /// The host address to listen on (default 127.0.0.1).
+    pub host_ip: std::net::Ipv4Addr,
+    /// The host port.
+    pub host_port: u16,
+    /// The port inside the sandbox.
+    pub sandbox_port: u16,
+    /// UDP instead of TCP.
+    pub udp: bool,
+}
+
+impl std::str::FromStr for Publish {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("publish {s:?}: {why} (expected [HOST_IP:]HOST_PORT:SANDBOX_PORT[/tcp|/udp], e.g. 8080:80)");
+        let (ports, udp) = match s.rsplit_once('/') {
+            Some((p, "tcp")) => (p, false),
+            Some((p, "udp")) => (p, true),
+            Some((_, other)) => return Err(bad(&format!("unknown protocol {other:?}"))),
+            None => (s, false),
+        };
+        let parts: Vec<&str> = ports.split(':').collect();
+        let (ip, host, inside) = match parts.as_slice() {
+            [h, i] => (None, *h, *i),
+            [a, h, i] => (Some(*a), *h, *i),
+            _ => return Err(bad("wrong number of fields")),
+        };
+        let port = |p: &str, which: &str| match p.parse::<u16>() {
+            Ok(0) | Err(_) => Err(bad(&format!("{which} port {p:?} is not a number from 1 to 65535"))),
+            Ok(n) => Ok(n),
+        };
+        let host_ip = match ip {
+            Some(a) => a.parse().map_err(|_| bad(&format!("host address {a:?} is not an IPv4 address")))?,
+            None => std::net::Ipv4Addr::LOCALHOST,
+        };
+        Ok(Publish { host_ip, host_port: port(host, "host")?, sandbox_port: port(inside, "sandbox")?, udp })
+    }
+}
+
+impl TryFrom<String> for Publish {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Publish> for String {
+    fn from(p: Publish) -> String {
+        format!("{}:{}:{}/{}", p.host_ip, p.host_port, p.sandbox_port, if p.udp { "udp" } else { "tcp" })
+    }
+}
+
+/// An extra `/etc/hosts` line of a private-network sandbox: `NAME:IP`.
+///
+/// ```
+/// let h: cagette::HostEntry = "db:10.0.2.2".parse().unwrap();
+/// assert_eq!(h.name, "db");
+/// assert!("db".parse::<cagette::HostEntry>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostEntry {
+    /// The host name.
+    pub name: String,
+    /// Its address.
+    pub ip: std::net::IpAddr,
+}
+
+impl std::str::FromStr for HostEntry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = |why: &str| format!("add_host {s:?}: {why} (expected NAME:IP, e.g. db:10.0.2.2)");
+        let (name, ip) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
+        let valid = !name.is_empty() && name.len() <= 253 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') && !name.starts_with(['-', '.']);
+        if !valid {
+            return Err(bad("the name must be letters, digits, '-' and '.'"));
+        }
+        let ip = ip.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| bad(&format!("{ip:?} is not an IP address")))?;
+        Ok(HostEntry { name: name.to_string(), ip })
+    }
+}
+
+impl TryFrom<String> for HostEntry {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<HostEntry> for String {
+    fn from(h: HostEntry) -> String {
+        format!("{}:{}", h.name, h.ip)
+    }
 }
 
 /// One range of a uid or gid mapping: ids `inside..inside+count` in the sandbox are

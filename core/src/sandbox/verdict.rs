@@ -40,13 +40,16 @@ pub enum Verdict {
         /// The system call, when known.
         syscall: Option<String>,
     },
+    /// The job's network helper (`network: private`) ended while the job ran: the job was
+    /// killed rather than left silently offline.
+    NetworkLost,
     /// The sandbox could not be set up (only in reports: the API returns it as an error).
     SetupFailed(SetupFailure),
 }
 
 impl Verdict {
-    /// The report's name: `exited`, `signaled`, `oom_killed`, `seccomp_killed`, `timed_out` or
-    /// `setup_failed`.
+    /// The report's name: `exited`, `signaled`, `oom_killed`, `seccomp_killed`, `timed_out`,
+    /// `network_lost` or `setup_failed`.
     pub fn name(&self) -> &'static str {
         match self {
             Verdict::Exited(_) => "exited",
@@ -54,6 +57,7 @@ impl Verdict {
             Verdict::TimedOut(_) => "timed_out",
             Verdict::OomKilled => "oom_killed",
             Verdict::SeccompKilled { .. } => "seccomp_killed",
+            Verdict::NetworkLost => "network_lost",
             Verdict::SetupFailed(_) => "setup_failed",
         }
     }
@@ -81,7 +85,7 @@ impl Verdict {
     }
 
     /// The shell-style status the CLI exits with: the code; 128+N for signal N (137 for an OOM
-    /// kill); 124 on timeout;
+    /// kill and for `network_lost`); 124 on timeout;
     /// 125, 126 or 127 for setup failures (see [`SetupFailure::exit_code`]).
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -90,6 +94,7 @@ impl Verdict {
             Verdict::TimedOut(_) => 124,
             Verdict::OomKilled => 128 + libc::SIGKILL,
             Verdict::SeccompKilled { .. } => 128 + libc::SIGSYS,
+            Verdict::NetworkLost => 128 + libc::SIGKILL,
             Verdict::SetupFailed(f) => f.exit_code(),
         }
     }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# `network: private`: what it adds to a start, and TCP throughput through it.
+#
+#   benches/network.sh [RUNS] [MIB]     (as root; needs hyperfine, slirp4netns, iproute2, python3,
+#                                        busybox-static; podman for the podman row, optional)
+#
+# 1. Start: `cagette run --net none -- true` against `--net private`, in one hyperfine run.
+# 2. Throughput: MIB MiB sent over TCP to a sink in a "remote" network namespace this script
+#    makes (a veth pair, 10.214.0.0/24), from the host itself, from a private sandbox, and from
+#    `podman run --network slirp4netns` where podman is installed; in one hyperfine run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-100}
+mib=${2:-256}
+for t in hyperfine slirp4netns ip python3 busybox; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install hyperfine slirp4netns iproute2 python3 busybox-static" >&2; exit 1; }
+done
+cargo build --release -q -p cagette-cli
+cagette=$PWD/target/release/cagette
+ns=cgtbench$$
+work=$(mktemp -d /tmp/cagette-netbench.XXXXXX)
+cleanup() {
+  [ -n "${sink:-}" ] && kill "$sink" 2>/dev/null || true
+  ip link del cgtbh$$ 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== start: --net none vs --net private (/bin/true, host root)"
+hyperfine -N --warmup 10 --runs "$runs" --export-markdown "$work/start.md" \
+  -n "none" "$cagette run --net none -- true" \
+  -n "private" "$cagette run --net private -- true"
+cat "$work/start.md"
+
+echo "== throughput: $mib MiB over TCP to a remote namespace"
+ip netns add "$ns"
+ip link add cgtbh$$ type veth peer name cgtbr$$
+ip link set cgtbr$$ netns "$ns"
+ip addr add 10.214.0.1/24 dev cgtbh$$ && ip link set cgtbh$$ up
+ip -n "$ns" addr add 10.214.0.2/24 dev cgtbr$$ && ip -n "$ns" link set cgtbr$$ up
+# The sink: accepts forever, reads and discards.
+ip netns exec "$ns" python3 -c '
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("10.214.0.2", 9000)); s.listen(16)
+def drain(c):
+    while c.recv(1 << 20): pass
+    c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=drain, args=(c,), daemon=True).start()
+' &
+sink=$!
+sleep 0.5
+send="head -c ${mib}M /dev/zero | busybox nc 10.214.0.2 9000"
+cmds=(-n host "sh -c '$send'" -n "cagette --net private" "$cagette run --net private -- sh -c '$send'")
+if command -v podman >/dev/null && podman image exists localhost/cagette-bench-busybox 2>/dev/null; then
+  cmds+=(-n "podman slirp4netns" "podman run --rm --network slirp4netns --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 localhost/cagette-bench-busybox sh -c '$send'")
+fi
+hyperfine --warmup 2 --runs 10 --export-markdown "$work/tput.md" --export-json "$work/tput.json" "${cmds[@]}"
+cat "$work/tput.md"
+python3 - "$work/tput.json" "$mib" <<'PY'
+import json, sys
+mib = int(sys.argv[2])
+for r in json.load(open(sys.argv[1]))["results"]:
+    print(f"{r['command']:28} {mib / r['mean']:8.0f} MiB/s")
+PY
