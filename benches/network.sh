@@ -2,12 +2,12 @@
 # `network: private`: what it adds to a start, and TCP throughput through it.
 #
 #   benches/network.sh [RUNS] [MIB]     (as root; needs hyperfine, slirp4netns, iproute2, python3,
-#                                        busybox-static; podman for the podman row, optional)
+#                                        busybox-static)
 #
 # 1. Start: `cagette run --net none -- true` against `--net private`, in one hyperfine run.
 # 2. Throughput: MIB MiB sent over TCP to a sink in a "remote" network namespace this script
-#    makes (a veth pair, 10.214.0.0/24), from the host itself, from a private sandbox, and from
-#    `podman run --network slirp4netns` where podman is installed; in one hyperfine run.
+#    makes (a veth pair, 10.214.0.0/24), from the host itself and from a private sandbox, by the
+#    same Python sender; in one hyperfine run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
@@ -39,23 +39,39 @@ ip link add cgtbh$$ type veth peer name cgtbr$$
 ip link set cgtbr$$ netns "$ns"
 ip addr add 10.214.0.1/24 dev cgtbh$$ && ip link set cgtbh$$ up
 ip -n "$ns" addr add 10.214.0.2/24 dev cgtbr$$ && ip -n "$ns" link set cgtbr$$ up
-# The sink: accepts forever, reads and discards.
+# The sink: accepts forever; reads MIB MiB from each connection, then answers "got N" and closes,
+# so a transfer is timed until every byte arrived (a user-mode stack acknowledges before it
+# delivers).
 ip netns exec "$ns" python3 -c '
-import socket, threading
+import socket, sys, threading
+want = int(sys.argv[1]) << 20
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("10.214.0.2", 9000)); s.listen(16)
 def drain(c):
-    while c.recv(1 << 20): pass
-    c.close()
+    n = 0
+    while n < want:
+        b = c.recv(1 << 20)
+        if not b: break
+        n += len(b)
+    c.sendall(b"got %d\n" % n); c.close()
 while True:
     c, _ = s.accept(); threading.Thread(target=drain, args=(c,), daemon=True).start()
-' &
+' "$mib" &
 sink=$!
 sleep 0.5
-send="head -c ${mib}M /dev/zero | busybox nc 10.214.0.2 9000"
-cmds=(-n host "sh -c '$send'" -n "cagette --net private" "$cagette run --net private -- sh -c '$send'")
-if command -v podman >/dev/null && podman image exists localhost/cagette-bench-busybox 2>/dev/null; then
-  cmds+=(-n "podman slirp4netns" "podman run --rm --network slirp4netns --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 localhost/cagette-bench-busybox sh -c '$send'")
-fi
+# The sender writes 1 MiB at a time (busybox nc's small writes would be what is measured).
+cat > "$work/send.py" <<'PY'
+import socket, sys
+c = socket.create_connection(("10.214.0.2", 9000)); b = bytes(1 << 20)
+for _ in range(int(sys.argv[1])): c.sendall(b)
+print(c.recv(100).decode().strip())
+PY
+chmod a+rx "$work" && chmod a+r "$work/send.py"
+send="/usr/bin/python3 $work/send.py $mib"
+# Every byte must arrive, from each side, before anything is timed.
+want="got $((mib << 20))"
+[ "$(sh -c "$send")" = "$want" ] || { echo "the host's transfer did not arrive whole" >&2; exit 1; }
+[ "$("$cagette" run --net private -v "$work:$work:ro" -- sh -c "$send")" = "$want" ] || { echo "the sandbox's transfer did not arrive whole" >&2; exit 1; }
+cmds=(-n host "sh -c '$send >/dev/null'" -n "cagette --net private" "$cagette run --net private -v $work:$work:ro -- sh -c '$send >/dev/null'")
 hyperfine --warmup 2 --runs 10 --export-markdown "$work/tput.md" --export-json "$work/tput.json" "${cmds[@]}"
 cat "$work/tput.md"
 python3 - "$work/tput.json" "$mib" <<'PY'

@@ -84,6 +84,15 @@ impl Compiler<'_> {
             // below /root, which the sandbox's root, not the host's, may not enter).
             for dest in &wanted {
                 let comps = sandbox_components(dest, Step::Mount)?;
+                // A destination that exists on the host, with no symlink on the way, below
+                // directories the sandbox may search: mounted over where it is, inside the
+                // read-only bind of its top-level directory (nothing to create, nothing to explode:
+                // exploding /etc for /etc/hosts costs ~200 binds).
+                let full = PathBuf::from("/").join(comps.join("/"));
+                let no_links = full.ancestors().all(|a| std::fs::symlink_metadata(a).is_ok_and(|m| !m.file_type().is_symlink()));
+                if comps.len() > 1 && no_links && full.parent().is_some_and(|p| self.sandbox_can_search(p)) {
+                    continue;
+                }
                 let mut host = PathBuf::from("/");
                 for (k, c) in comps.iter().enumerate() {
                     host.push(c);

@@ -245,7 +245,17 @@ impl Drop for NetHelper {
         self.exit_w = None;
         if let Some(mut p) = self.proc.take() {
             let _ = p.kill();
-            let _ = p.wait();
+            // Its death closes the tap device, and the kernel unregisters it synchronously in
+            // the exiting process (RCU grace periods: about 20 ms here). Nothing of the job
+            // waits on that: a thread reaps it, or, if none can be started, we do.
+            let pid = nix::unistd::Pid::from_raw(p.id() as i32);
+            let reaper = std::thread::Builder::new().name("cagette-net-reap".into()).spawn(move || {
+                let _ = p.wait();
+            });
+            if reaper.is_err() {
+                // The closure was dropped with the handle, never waited for: reap it here.
+                let _ = nix::sys::wait::waitpid(pid, None);
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
