@@ -724,8 +724,26 @@ impl JobCgroup {
                     u.pids_peak = read_u64(&d.join("pids.peak"));
                 }
                 if let Some(d) = self.dir("cpuacct") {
-                    u.cpu_user = read_u64(&d.join("cpuacct.usage_user")).map(Duration::from_nanos);
-                    u.cpu_system = read_u64(&d.join("cpuacct.usage_sys")).map(Duration::from_nanos);
+                    // usage_user and usage_sys are tick-based (the kernel's cpustat), usage is
+                    // exact and is what cpu_time is enforced against: split the exact total in
+                    // the ticks' proportion, so the report never shows less than the limit that
+                    // killed the job.
+                    let (user, sys) = (read_u64(&d.join("cpuacct.usage_user")), read_u64(&d.join("cpuacct.usage_sys")));
+                    match (read_u64(&d.join("cpuacct.usage")), user, sys) {
+                        (Some(total), Some(us), Some(sy)) if us + sy > 0 => {
+                            let user_share = (total as u128 * us as u128 / (us + sy) as u128) as u64;
+                            u.cpu_user = Some(Duration::from_nanos(user_share));
+                            u.cpu_system = Some(Duration::from_nanos(total - user_share));
+                        }
+                        (Some(total), _, _) => {
+                            u.cpu_user = Some(Duration::from_nanos(total));
+                            u.cpu_system = Some(Duration::ZERO);
+                        }
+                        _ => {
+                            u.cpu_user = user.map(Duration::from_nanos);
+                            u.cpu_system = sys.map(Duration::from_nanos);
+                        }
+                    }
                 }
                 if let Some(d) = self.dir("blkio")
                     && let Ok(s) = fs::read_to_string(d.join("blkio.throttle.io_service_bytes_recursive")) {
