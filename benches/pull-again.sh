@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `cagette image pull` of an image whose layers are all in the store (the registry is asked for
+# the manifest and config, nothing else): the CLI, a new process each time, as a user runs it.
+#
+#   benches/pull-again.sh [RUNS] [OTHER_CAGETTE]   (as root; needs docker-registry, skopeo, umoci,
+#                                                   hyperfine, busybox-static)
+# With OTHER_CAGETTE (another build of the CLI), both run side by side in one hyperfine run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-60}
+other=${2:-}
+for t in docker-registry skopeo umoci hyperfine python3; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install docker-registry skopeo umoci hyperfine" >&2; exit 1; }
+done
+cargo build --release -q -p cagette-cli
+cagette=$PWD/target/release/cagette
+work=$(mktemp -d /dev/shm/cagette-pull-again.XXXXXX)
+reg_pid=""
+cleanup() {
+  [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A one-layer busybox image, as an OCI layout (umoci), pushed to a loopback registry (skopeo).
+scripts/make-busybox-rootfs.sh "$work/rootfs" >/dev/null
+umoci init --layout "$work/oci" >/dev/null
+umoci new --image "$work/oci:bb" >/dev/null
+umoci unpack --rootless --image "$work/oci:bb" "$work/bundle" >/dev/null
+cp -a "$work/rootfs/." "$work/bundle/rootfs/"
+umoci repack --image "$work/oci:bb" "$work/bundle" >/dev/null
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/registry.yml" <<EOF
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+EOF
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+reg_pid=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$work/oci:bb" "docker://127.0.0.1:$port/bb:1"
+
+ref=127.0.0.1:$port/bb:1
+"$cagette" image pull --store "$work/store" "$ref" >/dev/null 2>&1
+cmds=(-n "cagette image pull (present)" "$cagette image pull --store $work/store $ref")
+if [ -n "$other" ]; then
+  "$other" image pull --store "$work/store-other" "$ref" >/dev/null 2>&1
+  cmds+=(-n "other build" "$other image pull --store $work/store-other $ref")
+fi
+"$cagette" image pull --store "$work/store" "$ref"   # says what it pulled
+# It does ask the registry (the tag may have moved): count its connections in one pull.
+strace -f -e trace=connect -o "$work/strace" "$cagette" image pull --store "$work/store" "$ref" >/dev/null 2>&1
+echo "connections to the registry in one pull: $(grep -c "htons($port)" "$work/strace")"
+hyperfine -N --warmup 5 --runs "$runs" "${cmds[@]}"
