@@ -267,6 +267,11 @@ struct RegistryArgs {
     /// A mirror for a registry, tried before it: REGISTRY=MIRROR (docker.io=mirror.local:5000).
     #[arg(long = "mirror", value_name = "REGISTRY=MIRROR")]
     mirrors: Vec<String>,
+    /// The containers tools' registries.conf to follow (mirrors, insecure and blocked registries),
+    /// or `none`. Default: $CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf
+    /// (not as root), /etc/containers/registries.conf, as podman.
+    #[arg(long = "registries-conf", value_name = "FILE|none")]
+    registries_conf: Option<PathBuf>,
 }
 
 impl RegistryArgs {
@@ -290,6 +295,11 @@ impl RegistryArgs {
             ca_files: self.ca_files.clone(),
             credentials,
             auth_file: self.authfile.clone(),
+            registries_conf: match &self.registries_conf {
+                None => cagette::RegistriesConf::Default,
+                Some(p) if p.as_os_str() == "none" => cagette::RegistriesConf::Off,
+                Some(p) => cagette::RegistriesConf::File(p.clone()),
+            },
             ..cagette::PullOptions::default()
         }
     }

@@ -60,7 +60,7 @@ pub use error::{Error, Result, SetupFailure, Step};
 pub use fs::hostfile::{read_host_file, write_host_file};
 pub use image::{ExportFormat, ImageError, ImageInfo, ImageStore, Limits as ImageLimits, Progress as ImportProgress, RunConfig};
 #[cfg(feature = "registry")]
-pub use image::{credentials_for, login, ImageReference, PullOptions};
+pub use image::{credentials_for, login, ImageReference, PullOptions, RegistriesConf};
 #[doc(hidden)]
 pub use image::fuzz_apply_layer;
 pub use probe::{CgroupVersion, Probe, probe};

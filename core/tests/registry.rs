@@ -736,6 +736,45 @@ fn mirrors_first_then_the_registry() {
     assert_eq!(info.name, format!("{dead}/app:1"), "recorded under the name asked for");
 }
 
+#[test]
+fn registries_conf_mirrors_locations_and_blocks() {
+    let real = Registry::start("regconf", "", None);
+    let d = TempDir::new("regconf");
+    let lay = layout(d.path(), &[busybox_layer()], &["/bin/sh"]);
+    real.push(&lay, "app:1", None, false, None);
+    let dead = format!("127.0.0.1:{}", free_port());
+    let conf = d.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "unqualified-search-registries = [\"docker.io\"]\n\
+             [[registry]]\nprefix = \"{dead}\"\n[[registry.mirror]]\nlocation = \"{real}\"\n\n\
+             [[registry]]\nprefix = \"registry.invalid\"\nlocation = \"{real}\"\n\n\
+             [[registry]]\nlocation = \"blocked.invalid\"\nblocked = true\n\n\
+             [[registry]]\nprefix = \"ns.invalid/team\"\nlocation = \"{real}/team\"\n",
+            real = real.addr
+        ),
+    )
+    .unwrap();
+    let opts = PullOptions { registries_conf: cagette::RegistriesConf::File(conf.clone()), attempts: 1, ..PullOptions::default() };
+    let s = store(&d);
+    // A mirror of a registry that is down.
+    let info = s.pull(&format!("{dead}/app:1"), &opts).unwrap();
+    assert_eq!(info.name, format!("{dead}/app:1"));
+    // A registry served from another location.
+    let info = s.pull("registry.invalid/app:1", &opts).unwrap();
+    assert_eq!(info.name, "registry.invalid/app:1");
+    // Blocked, and a rule cagette cannot honour: refused, naming the file; nothing recorded.
+    let e = s.pull("blocked.invalid/app:1", &opts).unwrap_err().to_string();
+    assert!(e.contains("blocked") && e.contains(&conf.display().to_string()), "{e}");
+    let e = s.pull("ns.invalid/team/app:1", &opts).unwrap_err().to_string();
+    assert!(e.contains("not supported") && e.contains("ns.invalid/team"), "{e}");
+    let names: Vec<String> = s.list().unwrap().into_iter().map(|i| i.name).collect();
+    assert!(!names.iter().any(|n| n.contains(".invalid/team") || n.starts_with("blocked")), "{names:?}");
+    // Without it, the registry that is down is just down.
+    assert!(s.pull(&format!("{dead}/app:1"), &PullOptions { registries_conf: cagette::RegistriesConf::Off, attempts: 1, ..PullOptions::default() }).is_err());
+}
+
 /// Run by `credential_helpers_are_run` in a child process whose PATH has a fake helper.
 #[test]
 #[ignore = "run as a child process by credential_helpers_are_run"]

@@ -20,7 +20,11 @@ mod gz;
 #[cfg(feature = "registry")]
 mod registry;
 #[cfg(feature = "registry")]
+mod registries_conf;
+#[cfg(feature = "registry")]
 pub use registry::{credentials_for, login, ImageReference, PullOptions};
+#[cfg(feature = "registry")]
+pub use registries_conf::RegistriesConf;
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};

@@ -61,11 +61,14 @@ pub struct PullOptions {
     /// Mirrors, as (registry, mirror) pairs (`docker.io`, `mirror.example:5000`): a pull from
     /// the registry tries its mirrors in order, then the registry itself.
     pub mirrors: Vec<(String, String)>,
+    /// The containers tools' `registries.conf` to follow (mirrors, insecure and blocked
+    /// registries, locations); see [`crate::RegistriesConf`]. Its mirrors come after `mirrors`.
+    pub registries_conf: super::registries_conf::RegistriesConf,
 }
 
 impl Default for PullOptions {
     fn default() -> Self {
-        PullOptions { platform: None, insecure_registries: Vec::new(), ca_files: Vec::new(), credentials: None, auth_file: None, timeout: Duration::from_secs(30), attempts: 4, mirrors: Vec::new() }
+        PullOptions { platform: None, insecure_registries: Vec::new(), ca_files: Vec::new(), credentials: None, auth_file: None, timeout: Duration::from_secs(30), attempts: 4, mirrors: Vec::new(), registries_conf: Default::default() }
     }
 }
 
@@ -649,16 +652,49 @@ fn platform(p: Option<&str>) -> Result<(String, String, Option<String>), ImageEr
 /// order; this one saves a TLS client, ~50 ms, in the common case); others over HTTPS only.
 fn connect<T>(r: &ImageReference, opts: &PullOptions, op: RegistryOperation, first: impl Fn(&Remote) -> Result<T, ImageError>) -> Result<(Remote, T), ImageError> {
     let mut candidates: Vec<ImageReference> = Vec::new();
+    let via = |host: &str| {
+        let mut m = r.clone();
+        m.0.set_mirror_registry(host.to_string());
+        m
+    };
     if op == RegistryOperation::Pull {
         for (registry, mirror) in &opts.mirrors {
             if registry == r.registry() || registry == r.0.resolve_registry() {
-                let mut m = r.clone();
-                m.0.set_mirror_registry(mirror.clone());
-                candidates.push(m);
+                candidates.push(via(mirror));
             }
         }
     }
-    candidates.push(r.clone());
+    // registries.conf: blocked, insecure, its mirrors, and where the registry really is.
+    let rules = opts.registries_conf.load()?;
+    let mut opts_conf;
+    let mut opts = opts;
+    let mut origin = r.clone();
+    if let Some(rule) = super::registries_conf::rule_for(&rules, r.registry(), r.repository()) {
+        let at = |why: &str| ImageError::Invalid(format!("{}: {why} ([[registry]] prefix {:?} in {})", r, rule.prefix, rule.file.display()));
+        if let Some(why) = &rule.unsupported {
+            return Err(at(why));
+        }
+        if rule.blocked {
+            return Err(at("the registry is blocked"));
+        }
+        opts_conf = opts.clone();
+        if rule.insecure {
+            opts_conf.insecure_registries.push(if rule.prefix.starts_with("*.") { r.registry().to_string() } else { rule.location.clone() });
+        }
+        if op == RegistryOperation::Pull {
+            for (mirror, insecure) in &rule.mirrors {
+                candidates.push(via(mirror));
+                if *insecure {
+                    opts_conf.insecure_registries.push(mirror.clone());
+                }
+            }
+        }
+        if !rule.prefix.starts_with("*.") && rule.location != r.registry() {
+            origin = via(&rule.location);
+        }
+        opts = &opts_conf;
+    }
+    candidates.push(origin);
     let mut last = None;
     for c in &candidates {
         match connect_one(c, opts, op, &first) {
