@@ -30,12 +30,20 @@ json.dump(c, open(p.replace("config.json", "limits/config.json"), "w"), indent=1
 PY
 cagette=$PWD/target/release/cagette
 root=$bundle/rootfs
+# The floor: the least a full-isolation start can do (../shared/bench/floor.c, static).
+floor_src=${CAGETTE_FLOOR_C:-../shared/bench/floor.c}
+floor=()
+if [ -f "$floor_src" ] && cc -O2 -static -o "$work/floor" "$floor_src" 2>/dev/null; then
+  floor=(-n floor "$work/floor $root /bin/true")
+else
+  echo "(no floor: $floor_src not found or not buildable; set CAGETTE_FLOOR_C)" >&2
+fi
 # crun refuses a "hybrid" host (cgroup v1 controllers plus an empty cgroup2 mount, like this one):
 # run every tool in a private mount namespace without that empty cgroup2 mount.
 hybrid=""
 if [ -d /sys/fs/cgroup/unified ] && mountpoint -q /sys/fs/cgroup/unified; then hybrid=1; fi
 ${hybrid:+unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh} \
-hyperfine -N --warmup 30 --runs "$runs" --export-json "$work/result.json" \
+hyperfine -N --warmup 30 --runs "$runs" --export-json "$work/result.json" "${floor[@]}" \
   -n cagette "$cagette run --rootfs $root -- /bin/true" \
   -n "cagette (limits)" "$cagette run --rootfs $root --memory 256M --pids 64 --cpus 1 -- /bin/true" \
   -n crun "crun run --bundle $bundle cagette-compare-crun" \
@@ -48,10 +56,12 @@ python3 - "$work/result.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["results"]
 base = next(x for x in r if x["command"] == "cagette")
-print(f"| tool | median (ms) | mean ± σ (ms) | vs cagette |")
-print(f"|---|---:|---:|---:|")
+floor = next((x for x in r if x["command"] == "floor"), None)
+print(f"| tool | median (ms) | mean ± σ (ms) | vs cagette | vs floor |")
+print(f"|---|---:|---:|---:|---:|")
 for x in r:
-    print(f"| {x['command']} | {x['median']*1e3:.2f} | {x['mean']*1e3:.2f} ± {x['stddev']*1e3:.2f} | {x['median']/base['median']:.2f}× |")
+    vs_floor = f"{x['median']/floor['median']:.2f}×" if floor else "-"
+    print(f"| {x['command']} | {x['median']*1e3:.2f} | {x['mean']*1e3:.2f} ± {x['stddev']*1e3:.2f} | {x['median']/base['median']:.2f}× | {vs_floor} |")
 PY
 echo
 echo "what each runs: cagette: user+pid+mount+uts+ipc+net+cgroup+time namespaces, pivot_root into the"
