@@ -217,6 +217,7 @@ fn the_helper_ends_with_the_job_and_a_dead_helper_ends_the_job() {
     assert_eq!(found.len(), 1, "{found:?}");
     let dir = helper_dir(&found[0].1);
     assert!(dir.join("resolv.conf").exists());
+
     assert!(matches!(child.wait().unwrap().verdict, Verdict::TimedOut(_)));
     assert!(!dir.exists(), "the helper's directory was left");
     assert!(eventually(5.0, || helpers().is_empty()), "the helper was left: {:?}", helpers());

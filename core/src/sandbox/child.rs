@@ -412,6 +412,7 @@ impl Child {
         let mut rec = [0u8; InitRecord::SIZE];
         let got = recv_all(self.status.as_fd(), &mut rec);
         let record = (got == InitRecord::SIZE).then(|| InitRecord::parse(&rec));
+        let helper_cpu = self.net.as_ref().map(|n| n.cpu()).unwrap_or_default();
         let mut cg = self.cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
         if self.oom_seen || record.is_some_and(|r| r.oom) {
             // We ended the job on the kernel's OOM event, maybe before its OOM killer acted.
@@ -453,8 +454,8 @@ impl Child {
         // for memory: it started as a process sharing the host's memory, whose peak it inherits.
         let usage = Usage {
             wall_time: wall,
-            cpu_user: cg.cpu_user.or(record.map(|r| r.cpu_user)).unwrap_or(reaped.cpu_user),
-            cpu_system: cg.cpu_system.or(record.map(|r| r.cpu_system)).unwrap_or(reaped.cpu_system),
+            cpu_user: cg.cpu_user.or(record.map(|r| r.cpu_user)).unwrap_or(reaped.cpu_user) + helper_cpu.0,
+            cpu_system: cg.cpu_system.or(record.map(|r| r.cpu_system)).unwrap_or(reaped.cpu_system) + helper_cpu.1,
             max_rss_bytes: record.map(|r| r.max_rss_bytes).filter(|&b| b > 0),
             memory_peak_bytes: cg.memory_peak,
             pids_peak: cg.pids_peak,

@@ -734,7 +734,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         }
     }
     if let Some(n) = net.as_mut()
-        && let Err(f) = n.start(pid, user_new, spec, cgroup.as_ref()) {
+        && let Err(f) = n.start(pid, user_new, spec) {
             abort(&pidfd);
             drop(stack);
             return Err(f.into());

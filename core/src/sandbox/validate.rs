@@ -113,11 +113,6 @@ pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
             return Err(bad(format!("{name} needs network \"private\" (the network is {:?})", s.network)).hint("add network=\"private\" (CLI: --net private)"));
         }
     }
-    if s.network == crate::sandbox::spec::Network::Private
-        && let Some(p) = s.pids
-        && p < 3 {
-            return Err(bad(format!("pids must be at least 3 with network \"private\" (the sandbox's init, the command and the network helper, which is part of the job), got {p}")));
-        }
     for (i, p) in s.publish.iter().enumerate() {
         if let Some(q) = s.publish[..i].iter().find(|q| q.host_port == p.host_port && q.udp == p.udp && (q.host_ip == p.host_ip || q.host_ip.is_unspecified() || p.host_ip.is_unspecified())) {
             return Err(bad(format!("publish {} and {} use the same host port", String::from(*q), String::from(*p))));
