@@ -44,6 +44,26 @@ fn job_parents() -> Vec<PathBuf> {
 }
 
 /// Removes the cgroup directories of a test's own parent path (deepest first).
+/// A cgroup parent of a test's own (`top` in every hierarchy): removed, whatever is left below it,
+/// when the test ends — also when it fails — so a failing test leaves no cgroup behind.
+struct TestParent(String);
+
+impl Drop for TestParent {
+    fn drop(&mut self) {
+        fn rm(d: &Path) {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    rm(&e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(d);
+        }
+        for p in job_parents_of(&self.0) {
+            rm(&p);
+        }
+    }
+}
+
 fn remove_parent(rel: &str) {
     for dir in job_parents_of(rel) {
         let mut d = dir.as_path();
@@ -54,6 +74,11 @@ fn remove_parent(rel: &str) {
             d = d.parent().unwrap();
         }
     }
+    // Nothing of cagette's may keep the caller's parent alive once its jobs are done (the
+    // shared device allow-list cgroup once did, in the devices hierarchy).
+    let top = rel.split('/').next().unwrap();
+    let left: Vec<PathBuf> = job_parents_of(top).into_iter().filter(|p| p.exists()).collect();
+    assert!(left.is_empty(), "the cgroup parent could not be removed after its jobs ended: {left:?} ({:?})", left.iter().flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.path())).filter(|p| p.is_dir()).collect::<Vec<_>>());
 }
 
 /// Job cgroups of this process still present.
@@ -260,6 +285,7 @@ fn stale_cgroups_of_a_dead_host_are_swept() {
     stale_cgroups_swept_under(None);
     // Under a cgroup parent of the caller's (a cgroup path, created in every hierarchy) too.
     let rel = format!("cagette-test-parent-{}/jobs", std::process::id());
+    let _cleanup = TestParent(rel.split('/').next().unwrap().to_string());
     stale_cgroups_swept_under(Some(&rel));
     remove_parent(&rel);
 }
@@ -312,6 +338,7 @@ fn stale_cgroups_swept_under(parent: Option<&str>) {
 fn cgroup_parent_is_a_cgroup_path_created_as_needed() {
     let _g = serial();
     let rel = format!("cagette-test-cgpath-{}/ci/jobs", std::process::id());
+    let _cleanup = TestParent(rel.split('/').next().unwrap().to_string());
     let s = SandboxSpec { memory: Some(Size(64 << 20)), pids: Some(16), cgroup_parent: Some(format!("/{rel}").into()), ..spec(&["cat", "/proc/self/cgroup"]) };
     let o = Sandbox::from_spec(s).output().unwrap();
     assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
@@ -330,6 +357,36 @@ fn cgroup_parent_is_a_cgroup_path_created_as_needed() {
         assert!(left.is_empty(), "job cgroups left under {}: {left:?}", p.display());
     }
     assert!(job_parents_of(&rel).iter().any(|p| p.is_dir()), "the parent was not created");
+    remove_parent(&rel);
+}
+
+#[test]
+fn the_shared_device_cgroup_goes_with_the_last_job() {
+    let _g = serial();
+    // cgroup v1 as root: jobs join one shared cgroup of the devices hierarchy for the standard
+    // allow-list (v2 attaches an eBPF program to each job's own cgroup instead).
+    let devices = Path::new("/sys/fs/cgroup/devices");
+    if !devices.join("cgroup.procs").exists() || !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: no cgroup v1 devices hierarchy, or not root");
+        return;
+    }
+    let rel = format!("cagette-test-shareddev-{}", std::process::id());
+    let _cleanup = TestParent(rel.clone());
+    let shared = devices.join(&rel).join("standard-devices");
+    let with_parent = |argv: &[&str]| SandboxSpec { pids: Some(16), cgroup_parent: Some(format!("/{rel}").into()), ..spec(argv) };
+    let mut long = Sandbox::from_spec(with_parent(&["sleep", "30"])).spawn().unwrap();
+    assert!(shared.is_dir(), "the job did not join a shared device cgroup");
+    let tasks = std::fs::read_to_string(shared.join("tasks")).unwrap();
+    assert!(tasks.lines().any(|l| l == long.pid().to_string()), "the job is not in {}: {tasks:?}", shared.display());
+    // A job that ends while another is in the shared cgroup leaves it (and the other) alone.
+    let o = Sandbox::from_spec(with_parent(&["true"])).output().unwrap();
+    assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
+    assert!(shared.is_dir(), "the shared device cgroup was removed while a job was in it");
+    assert!(long.try_wait().unwrap().is_none(), "the other job ended");
+    // The last job ends: the shared cgroup goes with it, and so can the caller's parent.
+    long.kill(libc::SIGKILL).unwrap();
+    long.wait().unwrap();
+    assert!(!shared.exists(), "the shared device cgroup outlived its last job");
     remove_parent(&rel);
 }
 

@@ -243,7 +243,7 @@ pub(crate) struct JobCgroup {
     /// an OOM (v2 has memory.oom.group instead); the waiter then kills the whole job.
     oom_event: Option<OwnedFd>,
     /// v1 cgroups the job joins but does not own (the shared standard device allow-list).
-    join_only: Vec<PathBuf>,
+    join_only: Vec<SharedDevices>,
 }
 
 /// v1: deny every device to the cgroup `d`, then allow the standard ones and `extra`.
@@ -257,24 +257,50 @@ fn restrict_devices(d: &Path, extra: &[(char, u32, u32)]) -> Result<(), SetupFai
 }
 
 /// v1: the shared cgroup `<parent>/standard-devices` of the devices hierarchy, holding the
-/// standard allow-list (set up once per process; the writes are idempotent).
-fn shared_standard_devices(base: &Path) -> Result<PathBuf, SetupFailure> {
-    static READY: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+/// standard allow-list, that jobs join instead of making and configuring one each. A job holds a
+/// shared flock on the parent directory while it lives ([`SharedDevices`]); the last one to end
+/// removes the shared cgroup, so no cgroup of cagette's outlives its jobs (and a parent of the
+/// caller's can be removed once they are done).
+fn shared_standard_devices(base: &Path) -> Result<SharedDevices, SetupFailure> {
+    use nix::fcntl::{FlockArg, OFlag, open};
+    let lock = open(base, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).map_err(|e| setup_err(Some(e as i32), base, "open the devices cgroup parent"))?;
+    // Released by closing the fd (nix's `Flock` guard would add a LOCK_UN, and a panic if it
+    // failed, on drop). Shared: every living job; exclusive: the last one removing the cgroup.
+    #[allow(deprecated)]
+    nix::fcntl::flock(lock.as_raw_fd(), FlockArg::LockShared).map_err(|e| setup_err(Some(e as i32), base, "lock the devices cgroup parent (flock)"))?;
     let dir = base.join("standard-devices");
-    let mut ready = READY.lock().unwrap_or_else(|e| e.into_inner());
-    if !ready.contains(&dir) {
-        if let Err(e) = fs::create_dir(&dir)
-            && !dir.is_dir() {
-                return Err(with_access_hint(setup_err(e.raw_os_error(), &dir, "create the cgroup of the standard device allow-list")));
-            }
-        // Already set up by an earlier process: one read instead of nine writes.
-        let want: String = STANDARD_DEVICES.iter().map(|&(t, a, b)| format!("{t} {a}:{} rwm\n", b.map_or("*".to_string(), |m| m.to_string()))).collect();
-        if fs::read_to_string(dir.join("devices.list")).ok().as_deref() != Some(want.as_str()) {
-            restrict_devices(&dir, &[])?;
+    if let Err(e) = fs::create_dir(&dir)
+        && !dir.is_dir() {
+            return Err(with_access_hint(setup_err(e.raw_os_error(), &dir, "create the cgroup of the standard device allow-list")));
         }
-        ready.push(dir.clone());
+    // Already set up by another job: one read instead of nine writes.
+    let want: String = STANDARD_DEVICES.iter().map(|&(t, a, b)| format!("{t} {a}:{} rwm\n", b.map_or("*".to_string(), |m| m.to_string()))).collect();
+    if fs::read_to_string(dir.join("devices.list")).ok().as_deref() != Some(want.as_str()) {
+        restrict_devices(&dir, &[])?;
     }
-    Ok(dir)
+    Ok(SharedDevices { dir, lock })
+}
+
+/// A job's membership of the shared standard-devices cgroup: the cgroup and the shared lock
+/// that keeps it from being removed while the job lives.
+#[derive(Debug)]
+struct SharedDevices {
+    dir: PathBuf,
+    lock: OwnedFd,
+}
+
+impl SharedDevices {
+    /// After the job ended: if no other job holds the lock, remove the shared cgroup (the
+    /// kernel refuses while any process is still in it, e.g. the orphans of a dead host's job:
+    /// then a later job removes it).
+    fn release(self) {
+        use nix::fcntl::FlockArg;
+        #[allow(deprecated)]
+        let last = nix::fcntl::flock(self.lock.as_raw_fd(), FlockArg::LockExclusiveNonblock).is_ok();
+        if last {
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
 }
 
 /// The standard device allow-list (as runc and crun): rwm on null, zero, full, random, urandom,
@@ -489,9 +515,9 @@ impl JobCgroup {
                     create_levels(&mount, &base, ctrl == "cpuset")?;
                     sweep_once(&Path::new(ROOT).join("*").join(&rel), Some(&rel));
                     if ctrl == "devices" && wanted.devices.is_empty() {
-                        // The standard allow-list lives in one shared cgroup below the parent,
-                        // set up once: jobs only join it (no mkdir, no writes per job). It is
-                        // never killed or removed by a job (others are in it).
+                        // The standard allow-list lives in one shared cgroup below the parent:
+                        // jobs join it (no cgroup and no writes of their own). The last job to
+                        // end removes it (`SharedDevices::release`).
                         job.join_only.push(shared_standard_devices(&base)?);
                         continue;
                     }
@@ -645,7 +671,7 @@ impl JobCgroup {
     /// would pay it. v2 uses CLONE_INTO_CGROUP instead.
     pub fn self_join_files(&self) -> Vec<PathBuf> {
         match self.backend {
-            Backend::V1 => self.dirs.iter().map(|(_, d)| d.as_path()).chain(self.join_only.iter().map(PathBuf::as_path)).map(|d| d.join("tasks")).collect(),
+            Backend::V1 => self.dirs.iter().map(|(_, d)| d.as_path()).chain(self.join_only.iter().map(|s| s.dir.as_path())).map(|d| d.join("tasks")).collect(),
             Backend::V2 => Vec::new(),
         }
     }
@@ -654,7 +680,7 @@ impl JobCgroup {
     /// joins), for a command run later in the same job (`exec_in`).
     pub fn members(&self) -> (bool, Vec<(String, PathBuf)>) {
         let mut v: Vec<(String, PathBuf)> = self.dirs.iter().map(|(c, d)| (c.to_string(), d.clone())).collect();
-        v.extend(self.join_only.iter().map(|d| ("devices".to_string(), d.clone())));
+        v.extend(self.join_only.iter().map(|s| ("devices".to_string(), s.dir.clone())));
         (self.backend == Backend::V2, v)
     }
 
@@ -802,6 +828,9 @@ impl JobCgroup {
             if let Err(e) = remove_dir_retry(d) {
                 first_err.get_or_insert(e);
             }
+        }
+        for shared in self.join_only.drain(..) {
+            shared.release();
         }
         first_err.map_or(Ok(()), Err)
     }
