@@ -43,7 +43,6 @@ fn job_parents() -> Vec<PathBuf> {
     v
 }
 
-/// Removes the cgroup directories of a test's own parent path (deepest first).
 /// A cgroup parent of a test's own (`top` in every hierarchy): removed, whatever is left below it,
 /// when the test ends — also when it fails — so a failing test leaves no cgroup behind.
 struct TestParent(String);
@@ -64,14 +63,13 @@ impl Drop for TestParent {
     }
 }
 
+/// Removes the cgroup directories of a test's own parent path (deepest first, up to and with
+/// its top level), in every hierarchy, and checks that nothing is left.
 fn remove_parent(rel: &str) {
-    for dir in job_parents_of(rel) {
-        let mut d = dir.as_path();
-        while d.starts_with("/sys/fs/cgroup") && d.components().count() > 5 {
-            if std::fs::remove_dir(d).is_err() {
-                break;
-            }
-            d = d.parent().unwrap();
+    let levels: Vec<&str> = rel.split('/').collect();
+    for n in (1..=levels.len()).rev() {
+        for dir in job_parents_of(&levels[..n].join("/")) {
+            let _ = std::fs::remove_dir(dir);
         }
     }
     // Nothing of cagette's may keep the caller's parent alive once its jobs are done (the
