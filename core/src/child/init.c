@@ -13,6 +13,14 @@
  *            CPU microseconds and the peak RSS (KiB) of every process init reaped (i64 each).
  *            End-of-file or hang-up on it means the host died: the whole sandbox is killed. The
  *            host may send 'K': kill everything, reap it all, write the record, and exit 0.
+ *            With the plan's flag DETACHED (an OCI runtime's container, which outlives the
+ *            process that made it) there is no host: init ignores fd 3 (or, with WAIT_START,
+ *            reads one byte from it first, see below) and, once the payload and everything
+ *            left in the sandbox are reaped, exits with the payload's exit code (128 + the
+ *            signal's number when a signal ended it), as runc's container process would.
+ *            With WAIT_START, fd 3 is the container's start FIFO (opened read-write): init
+ *            writes a READY record (phase 3) to fd 5, so the host knows the sandbox is built,
+ *            and blocks until `start` writes a byte to the FIFO; then it forks the payload.
  *   fd 5     the setup error pipe: a failure before the payload's exec is written there as one
  *            12-byte record (phase u32, index u32, errno i32); phase 1 = payload op `index`,
  *            phase 2 = init itself (index 0: read the payload plan, 1: fork).
@@ -184,8 +192,11 @@ __asm__(".text\n.global _start\n_start:\n  mov x0, sp\n  bl cmain\n  brk #0\n");
 #define OOM_FD 7
 #define FIRST_SOURCE 8
 #define PLAN_OOM_WATCH 1
+#define PLAN_DETACHED 2
+#define PLAN_WAIT_START 4
 #define PHASE_PAYLOAD 1
 #define PHASE_INIT 2
+#define PHASE_READY 3
 #define PLAN_MAGIC 0x444c59415054474cUL /* the first word of the plan (payload.rs) */
 
 enum {
@@ -518,6 +529,12 @@ static void kill_and_reap(long payload, int pid1, int *status, int *have) {
     }
 }
 
+/* A wait status as an exit code: the code, or 128 + the signal's number. */
+static int exit_code(int status) {
+    if ((status & 0x7f) == 0) return (status >> 8) & 0xff;
+    return 128 + (status & 0x7f);
+}
+
 /* Writes the end-of-job record (see the contract above). */
 static void send_record(int status, int have, int oom) {
     struct rusage ru;
@@ -554,6 +571,20 @@ __attribute__((used)) void cmain(long *sp) {
     if (!plan) die(125);
     const struct header *h = (const struct header *)plan;
     int oom_watch = (h->flags & PLAN_OOM_WATCH) != 0;
+    int detached = (h->flags & PLAN_DETACHED) != 0;
+    if (h->flags & PLAN_WAIT_START) {
+        /* Built: tell the host, then wait for `start` (signals stay blocked: a SIGKILL still
+         * ends the waiting container). */
+        report(ERR_FD, PHASE_READY, 0, 0);
+        for (;;) {
+            char b;
+            long n = sc(NR_read, STATUS_FD, (long)&b, 1, 0, 0);
+            if (n == 1) break;
+            if (n == -EINTR || n == -EAGAIN) continue;
+            die(125);
+        }
+    }
+    if (detached) sc(NR_close, STATUS_FD, 0, 0, 0, 0);
     long payload = sc(NR_clone, SIGCHLD, 0, 0, 0, 0);
     if (payload == 0) payload_main(plan, h);
     if (payload < 0) {
@@ -578,12 +609,14 @@ __attribute__((used)) void cmain(long *sp) {
     fds[2].fd = OOM_FD;
     fds[2].events = POLLIN;
     if (oom_watch) nfds = 3;
+    if (detached) fds[1].fd = -1; /* no host to watch */
 
     for (;;) {
         if (reap(payload, &status)) {
             have = 1;
             /* Everything left in the sandbox goes with the payload (reaped, so it is accounted). */
             if (pid1) kill_and_reap(payload, pid1, &status, &have);
+            if (detached) die(exit_code(status));
             send_record(status, have, 0);
             die(0);
         }
@@ -611,6 +644,7 @@ __attribute__((used)) void cmain(long *sp) {
             u64 count;
             if (sc(NR_read, OOM_FD, (long)&count, 8, 0, 0) == 8 && count > 0) {
                 kill_and_reap(payload, pid1, &status, &have);
+                if (detached) die(137);
                 send_record(status, have, 1);
                 die(0);
             }

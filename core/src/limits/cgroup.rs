@@ -481,9 +481,16 @@ fn parent_v2(spec_parent: Option<&Path>, wanted: &Wanted) -> Result<PathBuf, Set
 impl JobCgroup {
     /// Creates the job's cgroup with its limits, or fails naming the controller, path and fix.
     /// Nothing is left behind on failure.
-    pub fn create(wanted: &Wanted, spec_parent: Option<&Path>) -> Result<JobCgroup, SetupFailure> {
+    /// With `own_name`, the cgroup's name (a detached sandbox's: not a `job-…` name, which a
+    /// later start would sweep once this process is gone); it then gets its own device cgroup on
+    /// v1, not the shared one.
+    pub fn create_named(wanted: &Wanted, spec_parent: Option<&Path>, own_name: Option<&str>) -> Result<JobCgroup, SetupFailure> {
         let backend = backend().ok_or_else(|| setup_err(Some(libc::ENOENT), Path::new(ROOT), "no cgroup file system is mounted").hint("mount cgroup2 at /sys/fs/cgroup"))?;
-        let name = job_name();
+        if let Some(n) = own_name
+            && (n.is_empty() || n.contains('/') || n == "." || n == ".." || n.starts_with("job-")) {
+                return Err(setup_err(Some(libc::EINVAL), Path::new(ROOT), &format!("cgroup name {n:?}: give one plain name, not starting with job-")));
+            }
+        let name = own_name.map_or_else(job_name, str::to_string);
         let mut job = JobCgroup { backend: backend.clone(), dirs: Vec::new(), dirfd: None, cpu_time: wanted.cpu_time, removed: false, oom_event: None, join_only: Vec::new() };
         match backend {
             Backend::V2 => {
@@ -514,7 +521,7 @@ impl JobCgroup {
                     }
                     create_levels(&mount, &base, ctrl == "cpuset")?;
                     sweep_once(&Path::new(ROOT).join("*").join(&rel), Some(&rel));
-                    if ctrl == "devices" && wanted.devices.is_empty() {
+                    if ctrl == "devices" && wanted.devices.is_empty() && own_name.is_none() {
                         // The standard allow-list lives in one shared cgroup below the parent:
                         // jobs join it (no cgroup and no writes of their own). The last job to
                         // end removes it (`SharedDevices::release`).
@@ -682,6 +689,69 @@ impl JobCgroup {
         let mut v: Vec<(String, PathBuf)> = self.dirs.iter().map(|(c, d)| (c.to_string(), d.clone())).collect();
         v.extend(self.join_only.iter().map(|s| ("devices".to_string(), s.dir.clone())));
         (self.backend == Backend::V2, v)
+    }
+
+    /// The cgroup of a job made earlier (by a process that may be gone), from its
+    /// [`members`](Self::members): to kill, freeze or remove it. Unknown controllers are skipped.
+    pub fn from_members(v2: bool, members: &[(String, PathBuf)]) -> JobCgroup {
+        let dirs = members
+            .iter()
+            .filter_map(|(c, d)| {
+                let c: &'static str = if v2 { "" } else { V1_CONTROLLERS.iter().find(|k| **k == c.as_str())? };
+                Some((c, d.clone()))
+            })
+            .collect();
+        JobCgroup { backend: if v2 { Backend::V2 } else { Backend::V1 }, dirs, dirfd: None, cpu_time: None, removed: false, oom_event: None, join_only: Vec::new() }
+    }
+
+    /// Lets the cgroup outlive this value (a detached sandbox's: its runtime removes it later).
+    pub fn leak(mut self) {
+        self.removed = true;
+    }
+
+    /// The pids of every process in the job's cgroup (v1: of its freezer, pids or first cgroup).
+    pub fn procs(&self) -> Vec<i32> {
+        let d = match self.backend {
+            Backend::V2 => self.dir(""),
+            Backend::V1 => self.dir("freezer").or_else(|| self.dir("pids")).or_else(|| self.dirs.first().map(|(_, d)| d.as_path())),
+        };
+        let Some(d) = d else { return Vec::new() };
+        fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+
+    /// Freezes (or thaws) every process of the job. Fails without a freezer (v1 without one).
+    pub fn freeze(&self, frozen: bool) -> io::Result<()> {
+        match self.backend {
+            Backend::V2 => {
+                let d = self.dir("").ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+                fs::write(d.join("cgroup.freeze"), if frozen { "1" } else { "0" })
+            }
+            Backend::V1 => {
+                let d = self.dir("freezer").ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "the job has no freezer cgroup"))?;
+                let want = if frozen { "FROZEN" } else { "THAWED" };
+                fs::write(d.join("freezer.state"), want)?;
+                // FREEZING until every task stopped: wait (bounded) for the state asked for.
+                let end = Instant::now() + Duration::from_secs(2);
+                loop {
+                    let now = fs::read_to_string(d.join("freezer.state"))?;
+                    if now.trim() == want {
+                        return Ok(());
+                    }
+                    if Instant::now() > end {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, format!("the freezer stayed {} (asked {want})", now.trim())));
+                    }
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+        }
+    }
+
+    /// Whether the job's processes are frozen.
+    pub fn is_frozen(&self) -> bool {
+        match self.backend {
+            Backend::V2 => self.dir("").and_then(|d| fs::read_to_string(d.join("cgroup.freeze")).ok()).is_some_and(|s| s.trim() == "1"),
+            Backend::V1 => self.dir("freezer").and_then(|d| fs::read_to_string(d.join("freezer.state")).ok()).is_some_and(|s| s.trim() == "FROZEN"),
+        }
     }
 
     /// Whether the host must attach the child itself when CLONE_INTO_CGROUP is unavailable.

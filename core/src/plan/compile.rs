@@ -106,6 +106,7 @@ impl Compiler<'_> {
         // TIOCSTI into the caller's shell), a process group of our own (no kill(0) reaching it).
         let mut keep: Vec<i32> = vec![fds.err_w, fds.status_child, fds.memfd, fds.payload_plan];
         keep.extend(fds.oom_event);
+        keep.extend(fds.start_fifo);
         keep.extend(fds.host.mount_fds());
         keep.extend(fds.sync_r);
         keep.extend(fds.stdio);
@@ -208,8 +209,14 @@ impl Compiler<'_> {
 
         // 6. The payload's plan (init runs it in the payload it forks), then init.
         let sources = self.payload(fds)?;
+        if fds.detached {
+            self.plan.payload.flags |= crate::plan::payload::DETACHED;
+        }
+        if fds.start_fifo.is_some() {
+            self.plan.payload.flags |= crate::plan::payload::WAIT_START;
+        }
         let mut moves = vec![
-            FdMove { src: FdSrc::Fd(fds.status_child), dst: INIT_STATUS_FD, cloexec: false },
+            FdMove { src: FdSrc::Fd(fds.start_fifo.unwrap_or(fds.status_child)), dst: INIT_STATUS_FD, cloexec: false },
             FdMove { src: FdSrc::Fd(fds.memfd), dst: INIT_BINARY_FD, cloexec: true },
             FdMove { src: FdSrc::Fd(fds.err_w), dst: INIT_ERR_FD, cloexec: false },
             FdMove { src: FdSrc::Fd(fds.payload_plan), dst: INIT_PLAN_FD, cloexec: false },

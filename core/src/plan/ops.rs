@@ -25,6 +25,8 @@ pub(crate) const PHASE_SETUP: u32 = 0;
 pub(crate) const PHASE_PAYLOAD: u32 = 1;
 /// Record phase of a failure of init itself (reading the payload's plan, forking the payload).
 pub(crate) const PHASE_INIT: u32 = 2;
+/// Not a failure: a detached sandbox that waits for `start` is built (init.c).
+pub(crate) const PHASE_READY: u32 = 3;
 /// Size of one error record: phase u32, index u32, errno i32.
 pub(crate) const RECORD: usize = 12;
 
@@ -190,6 +192,10 @@ pub(crate) struct Fds {
     pub winsize: Option<[u16; 4]>,
     /// The job's OOM eventfd (cgroup v1, oom_policy = kill_job), watched by init.
     pub oom_event: Option<RawFd>,
+    /// A detached sandbox (an OCI runtime's container): init has no host to report to.
+    pub detached: bool,
+    /// With `detached`: the start FIFO (read-write) init waits on before it forks the payload.
+    pub start_fifo: Option<RawFd>,
 }
 
 /// The host paths of a spec, resolved once by the parent (see `hostpath.rs`).

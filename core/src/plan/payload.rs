@@ -57,6 +57,10 @@ const HEADER: usize = 40;
 
 /// Flag: init watches the job's OOM eventfd (cgroup v1) at its fd 7.
 pub(crate) const OOM_WATCH: u64 = 1;
+/// Flag: no host: init exits with the payload's exit code (an OCI runtime's container).
+pub(crate) const DETACHED: u64 = 2;
+/// Flag (with DETACHED): init reports READY and waits for a byte on its fd 3 (the start FIFO).
+pub(crate) const WAIT_START: u64 = 4;
 
 impl PayloadPlan {
     fn align(&mut self) {

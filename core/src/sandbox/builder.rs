@@ -351,7 +351,22 @@ impl Sandbox {
         crate::sandbox::spawn::spawn(&self.spec)
     }
 
-    /// Runs to the end and returns the verdict and usage (streams as configured).
+    /// Starts a sandbox that outlives this process (for OCI runtimes; see
+    /// [`DetachOptions`](crate::DetachOptions)): returns once it is built (with a start FIFO:
+    /// waiting for `start`) or its payload runs. No timeout, private network, name or allocated
+    /// id range: nothing of this process may be needed once it is gone.
+    ///
+    /// ```no_run
+    /// # fn main() -> cagette::Result<()> {
+    /// let d = cagette::Sandbox::new().command("sleep").arg("60").spawn_detached(Default::default())?;
+    /// assert!(d.pid > 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn_detached(&self, opts: crate::DetachOptions) -> Result<crate::Detached> {
+        crate::sandbox::spawn::spawn_detached(&self.spec, opts)
+    }
+
+    /// Runs the command and waits for it to end (its output goes where the spec says).
     pub fn status(&self) -> Result<Outcome> {
         self.spawn()?.wait()
     }

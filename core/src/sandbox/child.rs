@@ -57,6 +57,8 @@ pub struct Child {
     net_lost: bool,
     /// A named sandbox's registration (removed when the child is reaped or dropped).
     pub(crate) live: Option<crate::sandbox::live::Registration>,
+    /// Handed over as a [`crate::Detached`]: dropping this value leaves the sandbox running.
+    detached: bool,
 }
 
 /// The end-of-job record init writes (init.c): wait status and flags, then the CPU time and peak
@@ -215,7 +217,7 @@ impl Child {
         let [stdin, stdout, stderr] = ends;
         // Durations were bounded by validation; checked anyway (a deadline past the clock's end is none).
         let deadline = timeout.and_then(|t| started.checked_add(t));
-        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline, pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None, pty: None, id_range: None, oom_policy: crate::sandbox::spec::OomPolicy::KillJob, oom_seen: false, live: None, net: None, net_lost: false }
+        Child { pid, pidfd, status, stdin, stdout, stderr, started, deadline, pid_ns, timed_out: None, outcome: None, cgroup, payload_pid: None, pty: None, id_range: None, oom_policy: crate::sandbox::spec::OomPolicy::KillJob, oom_seen: false, live: None, net: None, net_lost: false, detached: false }
     }
 
     /// Remembers the payload's host pid (the init's only child right after spawn), so that a
@@ -737,9 +739,18 @@ impl Drop for RawMode {
     }
 }
 
+impl Child {
+    /// Lets the sandbox run on without this value (`spawn_detached`): its pid, terminal and
+    /// cgroup (kept, no longer removed here).
+    pub(crate) fn detach(mut self) -> crate::Detached {
+        self.detached = true;
+        crate::Detached { pid: self.pid, pty: self.pty.take(), cgroup: self.cgroup.take().map(crate::sandbox::detach::DetachedCgroup::from_job) }
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
-        if self.outcome.is_none() {
+        if self.outcome.is_none() && !self.detached {
             let _ = send_signal(self.pidfd.as_fd(), libc::SIGKILL);
             reap_raw(self.pidfd.as_fd());
         }

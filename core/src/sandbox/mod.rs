@@ -3,6 +3,7 @@
 
 pub(crate) mod builder;
 pub(crate) mod child;
+pub(crate) mod detach;
 pub(crate) mod live;
 pub(crate) mod spawn;
 pub(crate) mod spec;

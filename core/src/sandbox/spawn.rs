@@ -437,6 +437,32 @@ fn exec_spec(exec: &SandboxSpec, r: &live::Record) -> std::result::Result<Sandbo
 }
 
 pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
+    spawn_with(spec, None)
+}
+
+/// A sandbox that outlives this process (see `detach.rs`).
+pub(crate) fn spawn_detached(spec: &SandboxSpec, opts: crate::DetachOptions) -> Result<crate::Detached> {
+    let refuse = |what: &str| -> Error { SetupFailure::new(Step::Spec, Some(libc::EINVAL), None, &format!("a detached sandbox cannot have {what}: nothing of this process may be needed once it is gone")).into() };
+    if spec.timeout.is_some() || spec.cpu_time.is_some() {
+        return Err(refuse("a timeout or CPU-time limit (this process enforces them)"));
+    }
+    if spec.network == Network::Private {
+        return Err(refuse("a private network (its helper belongs to this process)"));
+    }
+    if spec.name.is_some() || spec.exec_in.is_some() {
+        return Err(refuse("a name or exec_in (named sandboxes belong to the library's registry)"));
+    }
+    if spec.namespaces.user == NsMode::New && spec.uid_map.is_empty() && spec.gid_map.is_empty() && crate::host::euid() == 0 && spec.userns == UsernsMode::Auto {
+        return Err(refuse("an allocated id range (give uid_map and gid_map, or userns = host)"));
+    }
+    if [spec.stdin, spec.stdout, spec.stderr].contains(&Stdio::Piped) {
+        return Err(refuse("piped standard streams"));
+    }
+    let child = spawn_with(spec, Some(opts))?;
+    Ok(child.detach())
+}
+
+fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> Result<Child> {
     crate::sandbox::validate::spec(spec)?;
     // A command for a running sandbox: its spec is made from the sandbox's.
     let exec_rec = spec.exec_in.as_deref().map(live::find).transpose()?;
@@ -492,7 +518,8 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
             };
             return Err(SetupFailure::new(Step::Cgroup, Some(libc::EINVAL), None, why).hint("drop the limits (or keep a pid namespace of its own), or allow a cgroup (cgroup = auto)").into());
         }
-        Some(JobCgroup::create(&wanted, spec.cgroup_parent.as_deref()).map_err(|f| {
+        let own_name = detach.as_ref().and_then(|d| d.cgroup_name.as_deref());
+        Some(JobCgroup::create_named(&wanted, spec.cgroup_parent.as_deref(), own_name).map_err(|f| {
             if wanted.tracking_only() {
                 let mut f = f;
                 f.message = format!("the job shares the host's pid namespace, so it needs a cgroup to find (and kill) all its processes at the end: {}", f.message);
@@ -641,6 +668,8 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         devices,
         winsize: if spec.tty { host_winsize() } else { None },
         oom_event: cgroup.as_ref().and_then(|c| c.oom_event()).map(|f| f.as_raw_fd()),
+        detached: detach.is_some(),
+        start_fifo: detach.as_ref().and_then(|d| d.start_fifo.as_ref()).map(|f| f.as_raw_fd()),
     };
     let plan = plan::compile::compile(spec, &fds)?;
     {
@@ -695,6 +724,11 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
     drop(status_child);
     drop(side);
     drop(plan_fd);
+    // The start FIFO is init's alone now (a second reader here would keep `start` from
+    // failing once init is gone).
+    if let Some(d) = detach.as_mut() {
+        d.start_fifo = None;
+    }
     let pid = match result {
         Ok(pid) => pid as libc::pid_t,
         Err(Errno(e)) => {
@@ -771,7 +805,8 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
             }
         }
     }
-    if got == RECORD {
+    let ready = got == RECORD && u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]) == plan_ops::PHASE_READY;
+    if got == RECORD && !ready {
         let phase = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]);
         let index = u32::from_ne_bytes([rec[4], rec[5], rec[6], rec[7]]) as usize;
         let errno = i32::from_ne_bytes([rec[8], rec[9], rec[10], rec[11]]);
@@ -781,7 +816,7 @@ pub(crate) fn spawn(spec: &SandboxSpec) -> Result<Child> {
         return Err(plan.failure(phase, index, errno).into());
     }
     drop(stack);
-    if got != 0 {
+    if got != 0 && !ready {
         abort(&pidfd);
         return Err(Error::Usage("the sandbox's setup sent a truncated error record".into()));
     }
