@@ -56,6 +56,7 @@ mod security;
 pub use security::caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
 pub use sandbox::child::Child;
 pub use sandbox::detach::{DetachOptions, Detached, DetachedCgroup};
+pub use sandbox::spawn::exec_into;
 pub use sandbox::live::{list_sandboxes, SandboxEntry};
 pub use error::{Error, Result, SetupFailure, Step};
 pub use fs::hostfile::{read_host_file, write_host_file};
@@ -67,7 +68,7 @@ pub use image::fuzz_apply_layer;
 pub use probe::{CgroupVersion, Probe, probe};
 pub use sandbox::builder::Sandbox;
 pub use sandbox::spec::{
-    CgroupMode, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, IoMax, Landlock, OciSeccomp,
+    Atime, CgroupMode, MountFlags, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, IoMax, Landlock, OciSeccomp,
     OciSyscall, OciSyscallArg, Seccomp, SeccompMode, SpecError, Mount, Namespaces, Network, NsMode, Publish, HostEntry,
     OomPolicy, PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio, UsernsMode,
 };

@@ -41,7 +41,7 @@ fn a_detached_sandbox_waits_for_start_then_exits_with_the_payloads_code() {
         .command("sh")
         .args(["-c", "exit 7"])
         .cgroup(CgroupMode::Always)
-        .spawn_detached(DetachOptions { start_fifo: Some(fd), cgroup_name: Some(format!("cagette-test-detach-{}", std::process::id())) })
+        .spawn_detached(DetachOptions { start_fifo: Some(fd), cgroup_name: Some(format!("cagette-test-detach-{}", std::process::id())), ..Default::default() })
         .expect("spawn_detached");
     // Built, and waiting: init runs, its payload not yet.
     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -81,7 +81,7 @@ fn a_detached_sandbox_outlives_the_value_and_is_killed_through_its_cgroup() {
         .stdout(cagette::Stdio::Null)
         .stderr(cagette::Stdio::Null)
         .cgroup(CgroupMode::Always)
-        .spawn_detached(DetachOptions { start_fifo: None, cgroup_name: Some(format!("cagette-test-detach-kill-{}", std::process::id())) })
+        .spawn_detached(DetachOptions { start_fifo: None, cgroup_name: Some(format!("cagette-test-detach-kill-{}", std::process::id())), ..Default::default() })
         .expect("spawn_detached");
     let cg = d.cgroup.clone().unwrap();
     let pid = d.pid;
@@ -113,7 +113,7 @@ fn what_needs_this_process_is_refused_for_a_detached_sandbox() {
     let e = Sandbox::new().userns(cagette::UsernsMode::Host)
         .command("true")
         .cgroup(CgroupMode::Always)
-        .spawn_detached(DetachOptions { start_fifo: None, cgroup_name: Some("job-1-2-3".into()) })
+        .spawn_detached(DetachOptions { start_fifo: None, cgroup_name: Some("job-1-2-3".into()), ..Default::default() })
         .unwrap_err();
     assert!(e.to_string().contains("not starting with job-"), "{e}");
 }

@@ -142,7 +142,9 @@ fn move_onto(from: c_int, to: c_int) -> Result<(), Errno> {
 }
 
 fn set_attr(fd: c_int, set: u64, recursive: bool) -> Result<(), Errno> {
-    let attr = sys::MountAttr { attr_set: set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    // An access-time mode replaces the current one (MOUNT_ATTR__ATIME must be cleared with it).
+    let clr = if set & 0x30 != 0 { 0x70 } else { 0 };
+    let attr = sys::MountAttr { attr_set: set, attr_clr: clr, propagation: 0, userns_fd: 0 };
     let mut flags = sys::AT_EMPTY_PATH;
     if recursive {
         flags |= sys::AT_RECURSIVE;

@@ -72,7 +72,7 @@ impl Compiler<'_> {
         let host = index.and_then(|i| fds.host.mounts.get(i));
         let host_slots = index.and_then(|i| hs.mounts.get(i));
         match m {
-            Mount::Bind { source, read_only, recursive, .. } => {
+            Mount::Bind { source, read_only, recursive, flags, .. } => {
                 match host_slots.and_then(|v| v.first()) {
                     Some(&s) => slot = s,
                     None => {
@@ -85,29 +85,33 @@ impl Compiler<'_> {
                         self.plan.op(Op::OpenTree { path: p, flags, slot }, Step::Mount, format!("bind the host's {}", source.display()), Some(source));
                     }
                 }
-                let mut attrs = sys::MOUNT_ATTR_NODEV;
+                let mut attrs = sys::MOUNT_ATTR_NODEV | flags.attrs();
                 if *read_only {
                     attrs |= sys::MOUNT_ATTR_RDONLY;
                 }
                 self.plan.op(Op::SetAttr { slot, set: attrs, recursive: *recursive }, Step::Mount, format!("make the bind at {dest} nodev{}", if *read_only { " and read-only" } else { "" }), Some(&dpath));
             }
-            Mount::Tmpfs { size, mode, .. } => {
+            Mount::Tmpfs { size, mode, flags, .. } => {
                 let mode = format!("{:o}", mode.unwrap_or(0o1777));
                 let size = size.map(|s| s.bytes().to_string());
                 let mut opts: Vec<(&str, Option<&str>)> = vec![("mode", Some(&mode))];
                 if let Some(s) = &size {
                     opts.push(("size", Some(s)));
                 }
-                self.fs_new("tmpfs", &opts, sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, slot, Step::Mount, &format!("create a tmpfs for {dest}"), Some(&dpath))?;
+                self.fs_new("tmpfs", &opts, sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | flags.attrs(), slot, Step::Mount, &format!("create a tmpfs for {dest}"), Some(&dpath))?;
             }
             Mount::Sysfs { .. } => {
                 self.fs_new("sysfs", &[], sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC, slot, Step::Mount, &format!("create a sysfs for {dest}"), Some(&dpath))?;
             }
+            Mount::Mqueue { .. } => {
+                self.fs_new("mqueue", &[], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC, slot, Step::Mount, &format!("create an mqueue file system for {dest}"), Some(&dpath))?;
+            }
             Mount::Proc { .. } => {
                 self.fs_new("proc", &[], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC, slot, Step::Mount, &format!("create a procfs for {dest}"), Some(&dpath))?;
             }
-            Mount::Dev { .. } => {
-                self.fs_new("tmpfs", &[("mode", Some("0755")), ("size", Some("64k"))], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC, slot, Step::Mount, &format!("create the tmpfs for {dest}"), Some(&dpath))?;
+            Mount::Dev { size, flags, .. } => {
+                let size = size.map_or_else(|| "64k".to_string(), |s| s.bytes().to_string());
+                self.fs_new("tmpfs", &[("mode", Some("0755")), ("size", Some(&size))], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC | flags.attrs(), slot, Step::Mount, &format!("create the tmpfs for {dest}"), Some(&dpath))?;
             }
             Mount::Overlay { lower, upper, work, .. } => {
                 if lower.is_empty() {
@@ -232,6 +236,7 @@ impl Compiler<'_> {
             Mount::Tmpfs { .. } => format!("mount a tmpfs at {dest}"),
             Mount::Proc { .. } => format!("mount proc at {dest}"),
             Mount::Sysfs { .. } => format!("mount sysfs at {dest}"),
+            Mount::Mqueue { .. } => format!("mount mqueue at {dest}"),
             Mount::Dev { .. } => format!("mount a minimal /dev at {dest}"),
             Mount::Overlay { .. } => format!("mount an overlay at {dest}"),
         };

@@ -148,7 +148,7 @@ impl Compiler<'_> {
             for d in self.hidden_ipc_dirs() {
                 let comps = sandbox_components(&d, Step::Mount)?;
                 if !user_targets.contains(&comps) {
-                    mounts.push((Mount::Tmpfs { destination: d.clone(), size: Some(crate::Size(1 << 20)), mode: Some(0o755) }, comps, None));
+                    mounts.push((Mount::Tmpfs { destination: d.clone(), size: Some(crate::Size(1 << 20)), mode: Some(0o755), flags: Default::default() }, comps, None));
                 }
             }
             // With the host's network, its resolver configuration, where /etc/resolv.conf points

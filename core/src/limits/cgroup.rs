@@ -106,6 +106,18 @@ fn is_stale(name: &str) -> bool {
     start_time(pid) != Some(start)
 }
 
+/// Creates a job's cgroup directory. A named one (a detached sandbox's, whose path its caller
+/// chose, as runc and crun accept) may exist already if no process is in it.
+fn make_job_dir(dir: &Path, named: bool) -> io::Result<()> {
+    match fs::create_dir(dir) {
+        Err(e) if named && e.kind() == io::ErrorKind::AlreadyExists => {
+            let procs = fs::read_to_string(dir.join("cgroup.procs"))?;
+            if procs.trim().is_empty() { Ok(()) } else { Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists and has processes", dir.display()))) }
+        }
+        r => r,
+    }
+}
+
 /// What the caller asked of cgroups, from the spec.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Wanted {
@@ -325,7 +337,7 @@ fn device_of(p: &Path) -> Option<(char, u32, u32)> {
 /// `cgroup_parent` (a path like `/ci/jobs`, as Docker's `--cgroup-parent` and runc's
 /// `cgroupsPath`; on v2 it may also be written as the directory under /sys/fs/cgroup), or
 /// `cagette`.
-fn parent_rel(spec_parent: Option<&Path>, backend: &Backend) -> Result<PathBuf, SetupFailure> {
+fn parent_rel(spec_parent: Option<&Path>, backend: &Backend, named: bool) -> Result<PathBuf, SetupFailure> {
     let Some(p) = spec_parent else { return Ok(PathBuf::from(PARENT_NAME)) };
     let bad = |why: &str| setup_err(Some(libc::EINVAL), p, &format!("cgroup parent {}: {why}", p.display())).hint("give a cgroup path such as /ci/jobs (created as needed under each hierarchy's root)");
     let rel = match p.strip_prefix(ROOT) {
@@ -334,7 +346,7 @@ fn parent_rel(spec_parent: Option<&Path>, backend: &Backend) -> Result<PathBuf, 
         Err(_) if p.is_absolute() => p.strip_prefix("/").unwrap_or(p).to_path_buf(),
         Err(_) => return Err(bad("not an absolute cgroup path")),
     };
-    if rel.as_os_str().is_empty() {
+    if rel.as_os_str().is_empty() && !named {
         return Err(bad("the root cgroup cannot hold jobs"));
     }
     if !rel.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
@@ -436,10 +448,10 @@ fn remove_dir_retry(dir: &Path) -> io::Result<()> {
     }
 }
 
-fn parent_v2(spec_parent: Option<&Path>, wanted: &Wanted) -> Result<PathBuf, SetupFailure> {
+fn parent_v2(spec_parent: Option<&Path>, wanted: &Wanted, named: bool) -> Result<PathBuf, SetupFailure> {
     let root = crate::host::euid() == 0;
     if root || spec_parent.is_some() {
-        let rel = parent_rel(spec_parent, &Backend::V2)?;
+        let rel = parent_rel(spec_parent, &Backend::V2, named)?;
         let p = Path::new(ROOT).join(&rel);
         if root {
             create_levels(Path::new(ROOT), &p, false)?;
@@ -494,10 +506,10 @@ impl JobCgroup {
         let mut job = JobCgroup { backend: backend.clone(), dirs: Vec::new(), dirfd: None, cpu_time: wanted.cpu_time, removed: false, oom_event: None, join_only: Vec::new() };
         match backend {
             Backend::V2 => {
-                let parent = parent_v2(spec_parent, wanted)?;
+                let parent = parent_v2(spec_parent, wanted, own_name.is_some())?;
                 sweep_once(&parent, None);
                 let dir = parent.join(&name);
-                fs::create_dir(&dir).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &dir, "create the job's cgroup")))?;
+                make_job_dir(&dir, own_name.is_some()).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &dir, "create the job's cgroup")))?;
                 job.dirs.push(("", dir.clone()));
                 job.limits_v2(&dir, wanted)?;
                 let fd = fs::File::open(&dir).map_err(|e| setup_err(e.raw_os_error(), &dir, "open the job's cgroup"))?;
@@ -512,7 +524,7 @@ impl JobCgroup {
                 if wanted.memory_high.is_some() {
                     return Err(setup_err(Some(libc::EOPNOTSUPP), Path::new(ROOT), "memory_high needs cgroup v2 (this host has cgroup v1)").hint("use memory (a hard limit) instead"));
                 }
-                let rel = parent_rel(spec_parent, &backend)?;
+                let rel = parent_rel(spec_parent, &backend, own_name.is_some())?;
                 for ctrl in wanted.v1_controllers() {
                     let mount = Path::new(ROOT).join(ctrl);
                     let base = mount.join(&rel);
@@ -529,7 +541,7 @@ impl JobCgroup {
                         continue;
                     }
                     let dir = base.join(&name);
-                    fs::create_dir(&dir).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &dir, &format!("create the job's {ctrl} cgroup"))))?;
+                    make_job_dir(&dir, own_name.is_some()).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &dir, &format!("create the job's {ctrl} cgroup"))))?;
                     job.dirs.push((ctrl, dir.clone()));
                     if ctrl == "cpuset" {
                         for f in ["cpuset.cpus", "cpuset.mems"] {

@@ -118,7 +118,7 @@ impl NetHelper {
             let dest = format!("/etc/{name}");
             let taken = spec.mounts.iter().any(|m| Path::new(m.destination()) == Path::new(&dest));
             if !taken {
-                mounts.push(Mount::Bind { source: path, destination: dest, read_only: true, recursive: false });
+                mounts.push(Mount::Bind { source: path, destination: dest, read_only: true, recursive: false, flags: Default::default() });
             }
         }
         Ok((helper, mounts))

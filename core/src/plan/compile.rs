@@ -243,6 +243,14 @@ impl Compiler<'_> {
         let spec = self.spec;
         let mut p = PayloadPlan::default();
         p.op(PCode::DeathSignal, [0; 4], Step::Init, "set the payload's parent-death signal", None);
+        // Without no_new_privs the filter goes in before the privileges are dropped (see
+        // `seccomp_early`); the descriptors are arranged before it (close_range may be denied).
+        let early = crate::security::seccomp_early(spec)?;
+        let mut sources = Vec::new();
+        if early {
+            sources = self.payload_fds(&mut p, fds)?;
+            crate::security::seccomp_op(&mut p, spec)?;
+        }
 
         // A joined user namespace (exec_in) is one to switch ids in, as a new one is.
         let in_user_ns = self.plan.user_ns || matches!(spec.namespaces.user, NsMode::Join(_));
@@ -261,6 +269,52 @@ impl Compiler<'_> {
         let cp = p.string(cwd.as_os_str().as_bytes());
         p.op(PCode::Chdir, [cp, 0, 0, 0], Step::Cwd, format!("change to the working directory {}", cwd.display()), Some(&cwd));
 
+        if !early {
+            sources = self.payload_fds(&mut p, fds)?;
+        }
+
+        // The command: argv, envp, and the PATH candidates.
+        let env = payload_env(spec);
+        let path_var = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_else(|| DEFAULT_PATH.to_string());
+        let mut argv = Vec::with_capacity(spec.argv.len());
+        for a in &spec.argv {
+            check_nul(a.as_bytes())?;
+            argv.push(p.string(a.as_bytes()));
+        }
+        let mut envp = Vec::with_capacity(env.len());
+        for (k, v) in &env {
+            if k.is_empty() || k.contains('=') {
+                return Err(fail(Step::Spec, None, format!("environment variable name {k:?} is empty or contains '='")));
+            }
+            let kv = format!("{k}={v}");
+            check_nul(kv.as_bytes())?;
+            envp.push(p.string(kv.as_bytes()));
+        }
+        let cmd = &spec.argv[0];
+        let candidates: Vec<String> = if cmd.contains('/') {
+            vec![cmd.clone()]
+        } else {
+            path_var.split(':').filter(|d| !d.is_empty()).map(|d| format!("{}/{cmd}", d.trim_end_matches('/'))).collect()
+        };
+        if candidates.is_empty() {
+            return Err(fail(Step::Exec, None, format!("{cmd} has no '/' and PATH is empty")));
+        }
+        let cands: Vec<u64> = candidates.iter().map(|c| p.string(c.as_bytes())).collect();
+        let n = cands.len() as u64;
+        let candidates_p = p.words(&cands, false);
+        let argv_p = p.words(&argv, true);
+        let envp_p = p.words(&envp, true);
+        crate::security::filters(&mut p, spec, early)?;
+        p.op(PCode::UnblockSignals, [0; 4], Step::Exec, "unblock signals", None);
+        let what = if cmd.contains('/') { format!("execute {cmd}") } else { format!("execute {cmd} (searched in PATH={path_var})") };
+        p.op(PCode::Exec, [candidates_p, n, argv_p, envp_p], Step::Exec, what, Some(Path::new(cmd)));
+        self.plan.payload = p;
+        Ok(sources)
+    }
+
+    /// Plans the payload's descriptors (its standard streams, passed fds, terminal); returns
+    /// where they come from, in the order of init's fds 8, 9, ...
+    fn payload_fds(&mut self, p: &mut PayloadPlan, fds: &Fds) -> Result<Vec<FdSrc>, SetupFailure> {
         // File descriptors: init holds the payload's at 7, 8, ...; the payload puts each at its
         // number. With a terminal, the pty's slave is all three standard streams.
         let mut sources: Vec<FdSrc> = Vec::new();
@@ -299,42 +353,6 @@ impl Compiler<'_> {
             p.op(PCode::ControllingTty, [0; 4], Step::Stdio, "make the sandbox's terminal the payload's controlling terminal", None);
         }
 
-        // The command: argv, envp, and the PATH candidates.
-        let env = payload_env(spec);
-        let path_var = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone()).unwrap_or_else(|| DEFAULT_PATH.to_string());
-        let mut argv = Vec::with_capacity(spec.argv.len());
-        for a in &spec.argv {
-            check_nul(a.as_bytes())?;
-            argv.push(p.string(a.as_bytes()));
-        }
-        let mut envp = Vec::with_capacity(env.len());
-        for (k, v) in &env {
-            if k.is_empty() || k.contains('=') {
-                return Err(fail(Step::Spec, None, format!("environment variable name {k:?} is empty or contains '='")));
-            }
-            let kv = format!("{k}={v}");
-            check_nul(kv.as_bytes())?;
-            envp.push(p.string(kv.as_bytes()));
-        }
-        let cmd = &spec.argv[0];
-        let candidates: Vec<String> = if cmd.contains('/') {
-            vec![cmd.clone()]
-        } else {
-            path_var.split(':').filter(|d| !d.is_empty()).map(|d| format!("{}/{cmd}", d.trim_end_matches('/'))).collect()
-        };
-        if candidates.is_empty() {
-            return Err(fail(Step::Exec, None, format!("{cmd} has no '/' and PATH is empty")));
-        }
-        let cands: Vec<u64> = candidates.iter().map(|c| p.string(c.as_bytes())).collect();
-        let n = cands.len() as u64;
-        let candidates_p = p.words(&cands, false);
-        let argv_p = p.words(&argv, true);
-        let envp_p = p.words(&envp, true);
-        crate::security::filters(&mut p, spec)?;
-        p.op(PCode::UnblockSignals, [0; 4], Step::Exec, "unblock signals", None);
-        let what = if cmd.contains('/') { format!("execute {cmd}") } else { format!("execute {cmd} (searched in PATH={path_var})") };
-        p.op(PCode::Exec, [candidates_p, n, argv_p, envp_p], Step::Exec, what, Some(Path::new(cmd)));
-        self.plan.payload = p;
         Ok(sources)
     }
 }

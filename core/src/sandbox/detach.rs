@@ -27,6 +27,9 @@ pub struct DetachOptions {
     /// The name of the job's cgroup below `cgroup_parent` (one plain name; default: a `job-…`
     /// name, which a later start sweeps once this process is gone, so give one).
     pub cgroup_name: Option<String>,
+    /// Devices the job may use beyond the standard ones and the spec's: (type 'c' or 'b',
+    /// major, minor), added to its device cgroup (an OCI config's device nodes).
+    pub allow_devices: Vec<(char, u32, u32)>,
 }
 
 /// A sandbox that runs on without this process: its init's pid (its exit status is the

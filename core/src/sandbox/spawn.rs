@@ -386,10 +386,29 @@ fn bind_host_cwd(spec: &SandboxSpec, cwd: &std::path::Path) -> Option<SandboxSpe
 /// capabilities, filters, environment and working directory, with the command's on top; every
 /// namespace the sandbox has of its own joined through its init.
 fn exec_spec(exec: &SandboxSpec, r: &live::Record) -> std::result::Result<SandboxSpec, SetupFailure> {
-    let base = &r.spec;
-    let ns_path = |which: &str| PathBuf::from(format!("/proc/{}/ns/{which}", r.pid));
+    let mut s = exec_into(exec, &r.spec, r.pid, &r.name)?;
+    s.exec_in = exec.exec_in.clone();
+    Ok(s)
+}
+
+/// The spec of a command `exec` run in a running sandbox made from `base`, whose init is `pid`
+/// (for an OCI runtime's `exec`; the library's named sandboxes use `exec_in`): the sandbox's
+/// user, capabilities, filters, environment and working directory with the command's on top,
+/// every namespace the sandbox has of its own joined through its init. The caller checks that
+/// `pid` is still the sandbox's init once the spawn is done, and puts the command in its cgroup.
+///
+/// ```no_run
+/// # fn main() -> Result<(), cagette::SetupFailure> {
+/// let base = cagette::SandboxSpec::default();
+/// let mut cmd = cagette::SandboxSpec::default();
+/// cmd.argv = vec!["ps".into()];
+/// let spec = cagette::exec_into(&cmd, &base, 4242, "web")?;
+/// # Ok(()) }
+/// ```
+pub fn exec_into(exec: &SandboxSpec, base: &SandboxSpec, pid: i32, name: &str) -> std::result::Result<SandboxSpec, SetupFailure> {
+    let ns_path = |which: &str| PathBuf::from(format!("/proc/{pid}/ns/{which}"));
     let differs = |which: &str| -> std::result::Result<bool, SetupFailure> {
-        let theirs = std::fs::metadata(ns_path(which)).map_err(|e| SetupFailure::new(Step::Namespace, e.raw_os_error(), Some(ns_path(which)), &format!("find the {which} namespace of sandbox {:?}", r.name)))?;
+        let theirs = std::fs::metadata(ns_path(which)).map_err(|e| SetupFailure::new(Step::Namespace, e.raw_os_error(), Some(ns_path(which)), &format!("find the {which} namespace of sandbox {name:?}")))?;
         let ours = std::fs::metadata(format!("/proc/self/ns/{which}")).ok();
         use std::os::unix::fs::MetadataExt;
         Ok(ours.is_none_or(|o| (o.dev(), o.ino()) != (theirs.dev(), theirs.ino())))
@@ -432,7 +451,8 @@ fn exec_spec(exec: &SandboxSpec, r: &live::Record) -> std::result::Result<Sandbo
     s.namespaces.time = mode("time").unwrap_or(NsMode::Host);
     s.network = if differs("net")? { Network::Join(ns_path("net")) } else { Network::Host };
     s.hostname = None;
-    s.exec_in = exec.exec_in.clone();
+    s.userns = UsernsMode::Host;
+    s.cgroup = CgroupMode::Never;
     Ok(s)
 }
 
@@ -506,9 +526,14 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
     };
 
     // The job's cgroup first: a limit that cannot be applied fails before anything runs.
-    let wanted = Wanted::from_spec(spec)?;
+    let mut wanted = Wanted::from_spec(spec)?;
+    if let Some(d) = &detach {
+        wanted.devices.extend(d.allow_devices.iter().copied());
+    }
     let cgroup = if exec_rec.is_some() {
         None // the command joins the sandbox's (below)
+    } else if detach.is_some() && spec.cgroup == CgroupMode::Never && wanted.tracking_only() {
+        None // a command run in a detached sandbox: its runtime puts it in the sandbox's cgroup
     } else if wanted.any() {
         if spec.cgroup == CgroupMode::Never {
             let why = if wanted.tracking_only() {
@@ -645,7 +670,7 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
             return Err(SetupFailure::new(Step::Namespace, Some(libc::ESRCH), None, &format!("sandbox {:?} ended while the command was starting", r.name)).into());
         }
     }
-    if matches!(ns.pid, NsMode::Join(_)) && exec_rec.is_none() {
+    if matches!(ns.pid, NsMode::Join(_)) && exec_rec.is_none() && detach.is_none() {
         return Err(SetupFailure::new(Step::Namespace, Some(libc::EINVAL), None, "joining a pid namespace is not supported (the sandbox's init would not be in it)")
             .hint("use namespaces.pid = new or host")
             .into());

@@ -812,6 +812,9 @@ pub enum Mount {
         /// Include the mounts below `source` (default true).
         #[serde(default = "yes")]
         recursive: bool,
+        /// nosuid, noexec and access-time flags (nodev is always set).
+        #[serde(default)]
+        flags: MountFlags,
     },
     /// A fresh tmpfs.
     Tmpfs {
@@ -823,6 +826,9 @@ pub enum Mount {
         /// Mode of its root directory (default 0o1777).
         #[serde(default)]
         mode: Option<u32>,
+        /// noexec and access-time flags (nosuid and nodev are always set).
+        #[serde(default)]
+        flags: MountFlags,
     },
     /// A fresh procfs of the sandbox's pid namespace.
     Proc {
@@ -834,11 +840,22 @@ pub enum Mount {
         /// Path inside the sandbox.
         destination: String,
     },
+    /// A fresh POSIX message queue file system (of the sandbox's IPC namespace).
+    Mqueue {
+        /// Path inside the sandbox.
+        destination: String,
+    },
     /// A minimal /dev: null, zero, full, random, urandom, tty, a private devpts with ptmx, shm,
     /// and the fd, stdin, stdout, stderr links.
     Dev {
         /// Path inside the sandbox.
         destination: String,
+        /// The tmpfs's size limit (default 64 KiB: it holds device nodes and links).
+        #[serde(default)]
+        size: Option<Size>,
+        /// Access-time flags (it is always nosuid and noexec).
+        #[serde(default)]
+        flags: MountFlags,
     },
     /// An overlay of read-only `lower` directories (first is topmost) with a writable upper layer:
     /// `upper`/`work` on the host, or, when `upper` is `None`, an ephemeral tmpfs discarded with
@@ -861,15 +878,67 @@ fn yes() -> bool {
     true
 }
 
+/// Flags of a mount beyond those cagette always sets (every mount but /dev is nodev; tmpfs,
+/// proc, sysfs and /dev are nosuid).
+///
+/// ```
+/// let f: cagette::MountFlags = serde_json::from_str(r#"{"noexec": true, "atime": "strictatime"}"#).unwrap();
+/// assert!(f.noexec && !f.nosuid);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MountFlags {
+    /// Ignore set-user-id and set-group-id bits and file capabilities.
+    pub nosuid: bool,
+    /// Refuse to execute files.
+    pub noexec: bool,
+    /// How access times are updated.
+    pub atime: Atime,
+}
+
+/// Access-time updates of a mount (mount(8)'s relatime, strictatime, noatime, nodiratime).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Atime {
+    /// The kernel's default: updated when older than the modification time or a day.
+    #[default]
+    Relatime,
+    /// Always updated.
+    Strictatime,
+    /// Never updated.
+    Noatime,
+    /// Not updated for directories (relatime for files).
+    Nodiratime,
+}
+
+impl MountFlags {
+    /// The MOUNT_ATTR_* bits these flags set.
+    pub(crate) fn attrs(&self) -> u64 {
+        let mut a = 0;
+        if self.nosuid {
+            a |= crate::child::sys::MOUNT_ATTR_NOSUID;
+        }
+        if self.noexec {
+            a |= crate::child::sys::MOUNT_ATTR_NOEXEC;
+        }
+        a | match self.atime {
+            Atime::Relatime => 0,
+            Atime::Noatime => 0x10,
+            Atime::Strictatime => 0x20,
+            Atime::Nodiratime => 0x80,
+        }
+    }
+}
+
 impl Mount {
     /// Bind `source` (host) at `destination` (sandbox), read-write and recursive.
     pub fn bind(source: impl Into<PathBuf>, destination: impl Into<String>) -> Mount {
-        Mount::Bind { source: source.into(), destination: destination.into(), read_only: false, recursive: true }
+        Mount::Bind { source: source.into(), destination: destination.into(), read_only: false, recursive: true, flags: MountFlags::default() }
     }
 
     /// A tmpfs at `destination`.
     pub fn tmpfs(destination: impl Into<String>) -> Mount {
-        Mount::Tmpfs { destination: destination.into(), size: None, mode: None }
+        Mount::Tmpfs { destination: destination.into(), size: None, mode: None, flags: MountFlags::default() }
     }
 
     /// A fresh procfs at `destination`.
@@ -879,7 +948,7 @@ impl Mount {
 
     /// A minimal /dev at `destination`.
     pub fn dev(destination: impl Into<String>) -> Mount {
-        Mount::Dev { destination: destination.into() }
+        Mount::Dev { destination: destination.into(), size: None, flags: MountFlags::default() }
     }
 
     /// An overlay of `lower` (topmost first) with an ephemeral upper layer.
@@ -940,7 +1009,8 @@ impl Mount {
             | Mount::Tmpfs { destination, .. }
             | Mount::Proc { destination }
             | Mount::Sysfs { destination }
-            | Mount::Dev { destination }
+            | Mount::Mqueue { destination }
+            | Mount::Dev { destination, .. }
             | Mount::Overlay { destination, .. } => destination,
         }
     }

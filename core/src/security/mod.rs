@@ -69,20 +69,32 @@ pub(crate) fn privileges(p: &mut PayloadPlan, spec: &SandboxSpec, user_ns: bool)
     Ok(())
 }
 
+/// Whether the seccomp filter is loaded early, before the payload drops its privileges: without
+/// no_new_privs, loading one takes CAP_SYS_ADMIN, which the payload has only until then (as
+/// runc does). The payload's later steps (ids, capabilities, chdir, exec) then run under it.
+pub(crate) fn seccomp_early(spec: &SandboxSpec) -> Result<bool, SetupFailure> {
+    Ok(!spec.no_new_privs && seccomp::compile(spec)?.is_some())
+}
+
+/// Plans the seccomp filter's loading (see [`seccomp_early`]).
+pub(crate) fn seccomp_op(p: &mut PayloadPlan, spec: &SandboxSpec) -> Result<(), SetupFailure> {
+        if let Some(filter) = seccomp::compile(spec)? {
+            let bytes: Vec<u8> = filter.prog.iter().flat_map(|i| i.code.to_ne_bytes().into_iter().chain([i.jt, i.jf]).chain(i.k.to_ne_bytes())).collect();
+            let off = p.bytes(&bytes);
+            let what = if spec.no_new_privs { "load the seccomp filter" } else { "load the seccomp filter (without no_new_privs: needs CAP_SYS_ADMIN)" };
+            p.op(PCode::Seccomp, [off, filter.prog.len() as u64, 0, 0], Step::Seccomp, what, None);
+        }
+    Ok(())
+}
+
 /// Plans the payload's filters, as late as possible (a profile could deny what setup needs):
-/// Landlock, then seccomp.
-pub(crate) fn filters(p: &mut PayloadPlan, spec: &SandboxSpec) -> Result<(), SetupFailure> {
+/// Landlock, then seccomp (unless it was loaded early).
+pub(crate) fn filters(p: &mut PayloadPlan, spec: &SandboxSpec, seccomp_loaded: bool) -> Result<(), SetupFailure> {
         if let Some(ll) = &spec.landlock {
             landlock::compile(p, ll)?;
         }
-        if let Some(filter) = seccomp::compile(spec)? {
-            if !spec.no_new_privs {
-                return Err(fail(Step::Seccomp, "a seccomp filter needs no_new_privs (the payload has no CAP_SYS_ADMIN to load one without it)")
-                    .hint("keep no_new_privs = true, or set seccomp = \"none\""));
-            }
-            let bytes: Vec<u8> = filter.prog.iter().flat_map(|i| i.code.to_ne_bytes().into_iter().chain([i.jt, i.jf]).chain(i.k.to_ne_bytes())).collect();
-            let off = p.bytes(&bytes);
-            p.op(PCode::Seccomp, [off, filter.prog.len() as u64, 0, 0], Step::Seccomp, "load the seccomp filter", None);
+        if !seccomp_loaded {
+            seccomp_op(p, spec)?;
         }
     Ok(())
 }

@@ -1,0 +1,139 @@
+//! What `create` does once the sandbox is built and before its process starts: the config's
+//! hooks (host commands given by the engine, each with the state on its stdin), namespaced
+//! sysctls (written from a thread that joined the container's namespaces), and device nodes
+//! (made in the container's /dev, resolved inside its root).
+
+use crate::error::RtError;
+use cagette::IdMap;
+use oci_spec::runtime::{Hook, LinuxDevice, LinuxDeviceType};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Runs one hook: `path` with `args` (args[0] as argv[0]) and exactly `env`, the state JSON on
+/// its stdin, killed after its timeout.
+fn run(h: &Hook, state: &serde_json::Value) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    let args = h.args().clone().unwrap_or_default();
+    let mut c = std::process::Command::new(h.path());
+    if let Some(a0) = args.first() {
+        c.arg0(a0);
+    }
+    c.args(args.iter().skip(1));
+    c.env_clear();
+    for kv in h.env().iter().flatten() {
+        if let Some((k, v)) = kv.split_once('=') {
+            c.env(k, v);
+        }
+    }
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+    let mut child = c.spawn().map_err(|e| format!("{}: {e}", h.path().display()))?;
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(state.to_string().as_bytes());
+    }
+    let limit = h.timeout().filter(|t| *t > 0).map(|t| Duration::from_secs(t as u64));
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => return Ok(()),
+            Ok(Some(st)) => return Err(format!("{} ended with {st}", h.path().display())),
+            Ok(None) => {}
+            Err(e) => return Err(format!("{}: {e}", h.path().display())),
+        }
+        if limit.is_some_and(|l| started.elapsed() > l) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{} timed out after {} s", h.path().display(), limit.unwrap_or_default().as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs hooks in order; the first failure is the command's error.
+pub fn run_all(kind: &str, hooks: &[Hook], state: &serde_json::Value) -> Result<(), RtError> {
+    for h in hooks {
+        run(h, state).map_err(|e| RtError::Hook(format!("{kind} hook failed: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Runs hooks in order; a failure is a warning (poststart, poststop: the spec says so).
+pub fn run_all_warn(kind: &str, hooks: &[Hook], state: &serde_json::Value) {
+    for h in hooks {
+        if let Err(e) = run(h, state) {
+            eprintln!("cagette-runtime: warning: {kind} hook failed: {e}");
+        }
+    }
+}
+
+/// Writes namespaced sysctls from a thread that joined the container's network and IPC
+/// namespaces (/proc/sys/net and the IPC keys follow the writer's namespaces).
+pub fn sysctls(pid: i32, sysctl: &[(String, String)]) -> Result<(), RtError> {
+    if sysctl.is_empty() {
+        return Ok(());
+    }
+    let open = |ns: &str| std::fs::File::open(format!("/proc/{pid}/ns/{ns}")).map_err(RtError::io(format!("open the container's {ns} namespace")));
+    let (net, ipc) = (open("net")?, open("ipc")?);
+    let items = sysctl.to_vec();
+    let t = std::thread::spawn(move || -> Result<(), RtError> {
+        use nix::sched::{CloneFlags, setns};
+        setns(net.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| RtError::Io { what: "join the container's network namespace".into(), err: e.into() })?;
+        setns(ipc.as_fd(), CloneFlags::CLONE_NEWIPC).map_err(|e| RtError::Io { what: "join the container's IPC namespace".into(), err: e.into() })?;
+        for (k, v) in &items {
+            let p = Path::new("/proc/sys").join(k.replace('.', "/"));
+            std::fs::write(&p, v).map_err(RtError::io(format!("set sysctl {k}={v}")))?;
+        }
+        Ok(())
+    });
+    t.join().map_err(|_| RtError::State("the sysctl thread panicked".into()))?
+}
+
+fn map_id(id: u32, maps: &[IdMap]) -> u32 {
+    if maps.is_empty() {
+        return id;
+    }
+    maps.iter().find(|m| id >= m.inside && id - m.inside < m.count).map_or(65534, |m| m.outside + (id - m.inside))
+}
+
+/// Makes the config's device nodes in the container's /dev (its root, seen through the init's
+/// /proc/PID/root, resolved with RESOLVE_IN_ROOT: nothing outside it can be reached).
+pub fn make_devices(pid: i32, devices: &[LinuxDevice], uid_map: &[IdMap], gid_map: &[IdMap]) -> Result<(), RtError> {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, mkdirat, mknodat, openat, openat2};
+    if devices.is_empty() {
+        return Ok(());
+    }
+    let root = openat(rustix::fs::CWD, format!("/proc/{pid}/root"), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| RtError::Io { what: "open the container's root".into(), err: e.into() })?;
+    for d in devices {
+        let rel = d.path().strip_prefix("/").unwrap_or(d.path());
+        let (parent, name) = (rel.parent().unwrap_or(Path::new("")), rel.file_name().unwrap_or_default());
+        // mkdir -p the parent inside the root.
+        let mut cur = std::path::PathBuf::new();
+        for c in parent.components() {
+            cur.push(c);
+            match mkdirat(&root, &cur, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(RtError::Io { what: format!("create {} in the container", cur.display()), err: e.into() }),
+            }
+        }
+        let dir = openat2(&root, parent, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS).map_err(|e| RtError::Io { what: format!("open {} in the container", parent.display()), err: e.into() })?;
+        let ft = match d.typ() {
+            LinuxDeviceType::B => FileType::BlockDevice,
+            LinuxDeviceType::P => FileType::Fifo,
+            _ => FileType::CharacterDevice,
+        };
+        let perm = d.file_mode().unwrap_or(0o666) & 0o7777;
+        let dev = rustix::fs::makedev(d.major() as u32, d.minor() as u32);
+        match rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(RtError::Io { what: format!("replace {} in the container", d.path().display()), err: e.into() }),
+        }
+        mknodat(&dir, name, ft, Mode::from_raw_mode(perm), if ft == FileType::Fifo { 0 } else { dev }).map_err(|e| RtError::Io { what: format!("create the device {} in the container", d.path().display()), err: e.into() })?;
+        // Exact mode (no umask), and the owner as the host sees the container's ids.
+        rustix::fs::chmodat(&dir, name, Mode::from_raw_mode(perm), rustix::fs::AtFlags::empty()).map_err(|e| RtError::Io { what: format!("chmod {}", d.path().display()), err: e.into() })?;
+        let uid = map_id(d.uid().unwrap_or(0), uid_map);
+        let gid = map_id(d.gid().unwrap_or(0), gid_map);
+        rustix::fs::chownat(&dir, name, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(|e| RtError::Io { what: format!("chown {}", d.path().display()), err: e.into() })?;
+    }
+    Ok(())
+}
