@@ -370,7 +370,7 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
         if !namespaced {
             return Err(refuse("linux.sysctl", format!("{k} is not a namespaced sysctl (only net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*)")));
         }
-        if k.starts_with("net.") && s.network != Network::None {
+        if k.starts_with("net.") && s.network == Network::Host {
             return Err(refuse("linux.sysctl", format!("{k} needs a network namespace of the container's own")));
         }
         if !k.starts_with("net.") && s.namespaces.ipc != NsMode::New {
@@ -472,14 +472,26 @@ fn translate_mount(m: &oci_spec::runtime::Mount, bundle: &Path, s: &mut SandboxS
             }
             s.mounts.push(Mount::Tmpfs { destination: dest, size, mode, flags })
         }
+        ("cgroup", _) | ("cgroup2", _) => {
+            fixed("cgroup")?;
+            // Only the container's own cgroups are shown: with the host's cgroup namespace the
+            // mount would show every cgroup of the host, so the container gets one of its own
+            // (podman's default on cgroup v2; documented in docs/oci-runtime.md).
+            if s.namespaces.cgroup == NsMode::Host {
+                s.namespaces.cgroup = NsMode::New;
+            } else if s.namespaces.cgroup != NsMode::New {
+                return Err(refuse(&field, "a cgroup mount with a joined cgroup namespace is not supported"));
+            }
+            s.mounts.push(Mount::Cgroup { destination: dest, read_only })
+        }
         ("mqueue", _) => {
             fixed("mqueue")?;
             s.mounts.push(Mount::Mqueue { destination: dest })
         }
         ("sysfs", _) => {
             fixed("sysfs")?;
-            if s.network != Network::None {
-                return Err(refuse(&field, "sysfs needs a network namespace of the container's own"));
+            if s.network == Network::Host {
+                return Err(refuse(&field, "sysfs needs a network namespace of the container's own (new or joined)"));
             }
             s.mounts.push(Mount::Sysfs { destination: dest })
         }

@@ -35,7 +35,7 @@ impl Compiler<'_> {
         self.plan.op(Op::Close { slot: t }, Step::Mount, "close", None);
         let shm = self.slot();
         let shm_path = PathBuf::from(format!("{dest}/shm"));
-        self.fs_new("tmpfs", &[("mode", Some("1777"))], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, shm, Step::Mount, &format!("create a tmpfs for {dest}/shm"), Some(&shm_path))?;
+        self.fs_new("tmpfs", &[("source", Some("shm")), ("mode", Some("1777"))], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, shm, Step::Mount, &format!("create a tmpfs for {dest}/shm"), Some(&shm_path))?;
         let mut c = comps.to_vec();
         c.push("shm".into());
         let t = self.attach(shm, &c, Leaf::Dir, &format!("mount a tmpfs at {dest}/shm"), &shm_path)?;

@@ -49,7 +49,11 @@ impl Compiler<'_> {
         let ctx = self.slot();
         let t = self.plan.cs(fstype)?;
         self.plan.op(Op::FsOpen { fstype: t, slot: ctx }, step, format!("{what} (fsopen {fstype})"), path);
-        for (k, v) in opts {
+        // The mount's source as mountinfo shows it: the file system's name, as mount(8) and
+        // runc give (tools match on it), unless the caller names one.
+        let default_source = [("source", Some(fstype))];
+        let opts: Vec<(&str, Option<&str>)> = if opts.iter().any(|(k, _)| *k == "source") || fstype == "overlay" { opts.to_vec() } else { default_source.iter().chain(opts).copied().collect() };
+        for (k, v) in &opts {
             let kp = self.plan.cs(k)?;
             match v {
                 Some(v) => {
@@ -102,6 +106,18 @@ impl Compiler<'_> {
             }
             Mount::Sysfs { .. } => {
                 self.fs_new("sysfs", &[], sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC, slot, Step::Mount, &format!("create a sysfs for {dest}"), Some(&dpath))?;
+            }
+            Mount::Cgroup { read_only, .. } => {
+                let base = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC;
+                if self.spec.namespaces.cgroup != crate::sandbox::spec::NsMode::New {
+                    return Err(fail(Step::Mount, Some(&dpath), format!("cgroup mount at {dest}: it needs a cgroup namespace of the sandbox's own (else it shows every cgroup of the host)")).hint("set namespaces.cgroup = new"));
+                }
+                if crate::limits::cgroup::v1_hierarchies().is_empty() {
+                    let ro = if *read_only { sys::MOUNT_ATTR_RDONLY } else { 0 };
+                    self.fs_new("cgroup2", &[], base | ro, slot, Step::Mount, &format!("create a cgroup2 file system for {dest}"), Some(&dpath))?;
+                } else {
+                    self.fs_new("tmpfs", &[("mode", Some("0755")), ("size", Some("64k"))], base, slot, Step::Mount, &format!("create the tmpfs for the cgroup hierarchies at {dest}"), Some(&dpath))?;
+                }
             }
             Mount::Mqueue { .. } => {
                 self.fs_new("mqueue", &[], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC, slot, Step::Mount, &format!("create an mqueue file system for {dest}"), Some(&dpath))?;
@@ -220,6 +236,42 @@ impl Compiler<'_> {
         format!("{}", self.layers - 1)
     }
 
+    /// cgroup v1: each controller's hierarchy under the tmpfs at `dest` (seen from the sandbox's
+    /// cgroup namespace), links for the co-mounted ones (cpu -> cpu,cpuacct), then the tmpfs
+    /// made read-only. Nothing on a v2 host.
+    fn populate_cgroup_v1(&mut self, comps: &[String], dest: &str, read_only: bool) -> Result<(), SetupFailure> {
+        let hier = crate::limits::cgroup::v1_hierarchies();
+        if hier.is_empty() {
+            return Ok(());
+        }
+        let ro = if read_only { sys::MOUNT_ATTR_RDONLY } else { 0 };
+        let mut links = Vec::new();
+        for (name, controllers) in &hier {
+            let s = self.slot();
+            let p = PathBuf::from(format!("{dest}/{name}"));
+            let opts: Vec<(&str, Option<&str>)> = controllers.iter().map(|c| (c.as_str(), None)).collect();
+            self.fs_new("cgroup", &opts, sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV | sys::MOUNT_ATTR_NOEXEC | ro, s, Step::Mount, &format!("create the cgroup hierarchy {name} for {}", p.display()), Some(&p))?;
+            let mut c = comps.to_vec();
+            c.push(name.clone());
+            let t = self.attach(s, &c, Leaf::Dir, &format!("mount the cgroup hierarchy {name} at {}", p.display()), &p)?;
+            self.plan.op(Op::Close { slot: t }, Step::Mount, "close", None);
+            if controllers.len() > 1 {
+                links.extend(controllers.iter().filter(|c| !hier.iter().any(|(n, _)| n == *c)).map(|c| (c.clone(), name.clone())));
+            }
+        }
+        let dir = self.resolve_dir(comps, Path::new(dest))?;
+        for (link, target) in links {
+            let tp = self.plan.cs(&target)?;
+            let np = self.plan.cs(&link)?;
+            self.plan.op(Op::Symlink { target: tp, dir, name: np }, Step::Mount, format!("link {dest}/{link} -> {target}"), Some(Path::new(&format!("{dest}/{link}"))));
+        }
+        if read_only {
+            self.plan.op(Op::SetAttr { slot: dir, set: sys::MOUNT_ATTR_RDONLY, recursive: false }, Step::Mount, format!("make the tmpfs at {dest} read-only"), Some(Path::new(dest)));
+        }
+        self.plan.op(Op::Close { slot: dir }, Step::Mount, "close", None);
+        Ok(())
+    }
+
     /// Plans: resolve (creating) `comps` inside the root, move the mount in `src` onto it.
     pub(crate) fn attach(&mut self, src: usize, comps: &[String], leaf: Leaf, what: &str, dest: &Path) -> Result<usize, SetupFailure> {
         let target = self.resolve(comps, leaf, what, dest)?;
@@ -237,12 +289,16 @@ impl Compiler<'_> {
             Mount::Proc { .. } => format!("mount proc at {dest}"),
             Mount::Sysfs { .. } => format!("mount sysfs at {dest}"),
             Mount::Mqueue { .. } => format!("mount mqueue at {dest}"),
+            Mount::Cgroup { .. } => format!("mount the cgroups at {dest}"),
             Mount::Dev { .. } => format!("mount a minimal /dev at {dest}"),
             Mount::Overlay { .. } => format!("mount an overlay at {dest}"),
         };
         let target = self.attach(src, comps, leaf, &what, &dpath)?;
         if let Mount::Dev { .. } = m {
             self.populate_dev(comps, &dest, fds)?;
+        }
+        if let Mount::Cgroup { read_only, .. } = m {
+            self.populate_cgroup_v1(comps, &dest, *read_only)?;
         }
         self.plan.op(Op::Close { slot: target }, Step::Mount, what, Some(&dpath));
         Ok(())

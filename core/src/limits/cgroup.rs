@@ -963,6 +963,34 @@ fn cpu_quota(cpus: f64) -> Result<u64, SetupFailure> {
     Ok(((cpus * 100_000.0).round() as u64).max(1000))
 }
 
+/// The host's cgroup v1 hierarchies that hold controllers: (directory name under
+/// /sys/fs/cgroup, its controllers), e.g. ("cpu,cpuacct", ["cpu", "cpuacct"]); empty on a v2
+/// host. Named hierarchies (name=systemd) and the hybrid cgroup2 are left out.
+pub(crate) fn v1_hierarchies() -> Vec<(String, Vec<String>)> {
+    if backend() != Some(Backend::V1) {
+        return Vec::new();
+    }
+    let known = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio", "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc"];
+    let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let mut v = Vec::new();
+    for l in mi.lines() {
+        // ... mount point (field 5) ... " - " fstype source super-options
+        let Some((pre, post)) = l.split_once(" - ") else { continue };
+        let mut post = post.split_whitespace();
+        if post.next() != Some("cgroup") {
+            continue;
+        }
+        let Some(mp) = pre.split_whitespace().nth(4) else { continue };
+        let Some(name) = mp.strip_prefix("/sys/fs/cgroup/") else { continue };
+        let opts = post.nth(1).unwrap_or("");
+        let ctrls: Vec<String> = opts.split(',').filter(|o| known.contains(o)).map(str::to_string).collect();
+        if !ctrls.is_empty() && !name.contains('/') && !v.iter().any(|(n, _): &(String, Vec<String>)| n == name) {
+            v.push((name.to_string(), ctrls));
+        }
+    }
+    v
+}
+
 /// Controllers usable for jobs on this host (for `probe()`).
 pub(crate) fn usable_controllers() -> Vec<String> {
     match backend() {

@@ -189,7 +189,8 @@ impl Compiler<'_> {
                 .hint("leave namespaces.mount = new"));
         }
         if spec.tty {
-            if !((mount_new && spec.dev) || matches!(ns.mount, NsMode::Join(_))) {
+            let own_dev = spec.dev || spec.mounts.iter().any(|m| matches!(m, crate::sandbox::spec::Mount::Dev { destination, .. } if destination == "/dev"));
+            if !((mount_new && own_dev) || matches!(ns.mount, NsMode::Join(_))) {
                 return Err(fail(Step::Stdio, None, "a terminal (tty) needs the sandbox's own /dev (a private devpts)").hint("leave dev = true and namespaces.mount = new"));
             }
             let slot = self.slot();

@@ -845,6 +845,16 @@ pub enum Mount {
         /// Path inside the sandbox.
         destination: String,
     },
+    /// The sandbox's cgroups: cgroup2 on a v2 host; on a v1 host a tmpfs with each controller's
+    /// hierarchy mounted below it. Needs a cgroup namespace of the sandbox's own (then only the
+    /// job's own cgroup is seen).
+    Cgroup {
+        /// Path inside the sandbox.
+        destination: String,
+        /// Refuse writes (default true).
+        #[serde(default = "yes")]
+        read_only: bool,
+    },
     /// A minimal /dev: null, zero, full, random, urandom, tty, a private devpts with ptmx, shm,
     /// and the fd, stdin, stdout, stderr links.
     Dev {
@@ -1010,6 +1020,7 @@ impl Mount {
             | Mount::Proc { destination }
             | Mount::Sysfs { destination }
             | Mount::Mqueue { destination }
+            | Mount::Cgroup { destination, .. }
             | Mount::Dev { destination, .. }
             | Mount::Overlay { destination, .. } => destination,
         }
