@@ -54,7 +54,12 @@ pub fn load(bundle: &Path) -> Result<Spec, RtError> {
     if text.len() as u64 > MAX_CONFIG {
         return Err(RtError::Bundle(format!("{} is larger than {} bytes", path.display(), MAX_CONFIG)));
     }
-    serde_json::from_str::<Spec>(&text).map_err(|e| RtError::Config(format!("config.json: {e}")))
+    // The error names the field (process.args: invalid type ...).
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize::<_, Spec>(de).map_err(|e| {
+        let path = e.path().to_string();
+        RtError::Config(if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) })
+    })
 }
 
 trait NoFollow {
@@ -576,8 +581,15 @@ fn translate_resources(r: &oci_spec::runtime::LinuxResources, s: &mut SandboxSpe
         match (d.allow(), whole) {
             (false, true) if i == 0 => {} // deny all: where cagette starts
             (true, false) => {
+                if d.access().as_deref().is_some_and(|a| { let mut a: Vec<char> = a.chars().collect(); a.sort_unstable(); a != ['m', 'r', 'w'] }) {
+                    return Err(refuse("linux.resources.devices", "allow rules must grant \"rwm\" (finer access is not supported)"));
+                }
+                // The ptys (c 136:*) are in cagette's standard list already.
+                if t == Some('c') && d.major() == Some(136) && d.minor().is_none() {
+                    continue;
+                }
                 let (Some(t), Some(maj), Some(min)) = (t, d.major(), d.minor()) else {
-                    return Err(refuse("linux.resources.devices", "an allow rule needs a type, major and minor (wildcards are not supported)"));
+                    return Err(refuse("linux.resources.devices", "an allow rule needs a type, major and minor (wildcards other than c 136:* are not supported)"));
                 };
                 if let (Ok(maj), Ok(min)) = (u32::try_from(maj), u32::try_from(min))
                     && !allow.contains(&(t, maj, min)) {

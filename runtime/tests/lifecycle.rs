@@ -1,0 +1,334 @@
+//! cagette-runtime against the real kernel: the OCI lifecycle (create, start, state, kill,
+//! delete), exec, hooks, limits, and bad input (each a clear error, nothing left behind).
+//! Root only (an OCI runtime for engines that run as root); skipped otherwise.
+mod common;
+
+use common::*;
+
+macro_rules! root_only {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+fn sh(script: &str) -> serde_json::Value {
+    args(&["sh", "-c", script])
+}
+
+#[test]
+fn create_waits_for_start_then_the_container_runs_and_stops() {
+    root_only!();
+    let w = World::new("life");
+    let b = w.bundle("c1", |c| c["process"]["args"] = sh("echo ran > /ran; exit 3"));
+    let (ok, err) = w.create("c1", &b);
+    assert!(ok, "{err}");
+    let st = w.state("c1");
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["id"], "c1");
+    assert_eq!(st["bundle"], b.to_str().unwrap());
+    let pid = st["pid"].as_i64().unwrap();
+    assert!(pid > 0 && std::path::Path::new(&format!("/proc/{pid}")).exists());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!b.join("rootfs/ran").exists(), "the process must wait for start");
+    // The cgroup named by cgroupsPath holds the container's init.
+    let cg = w.cgroups_left();
+    assert!(cg.iter().any(|d| d.ends_with("c1")), "{cg:?}");
+    let o = w.rt(&["start", "c1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    w.wait_stopped("c1");
+    assert!(b.join("rootfs/ran").exists());
+    assert_eq!(w.state("c1")["pid"], 0);
+    // A second start, and a kill of a stopped container, fail.
+    let o = w.rt(&["start", "c1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cannot start a container that is stopped"), "{}", stderr(&o));
+    let o = w.rt(&["kill", "c1", "KILL"]);
+    assert!(!o.status.success() && stderr(&o).contains("not running"), "{}", stderr(&o));
+    let o = w.rt(&["delete", "c1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!w.root.join("c1").exists());
+    assert!(w.cgroups_left().is_empty(), "{:?}", w.cgroups_left());
+    let o = w.rt(&["state", "c1"]);
+    assert!(!o.status.success() && stderr(&o).contains("container \"c1\" does not exist"), "{}", stderr(&o));
+}
+
+#[test]
+fn run_passes_the_exit_code_and_cleans_up() {
+    root_only!();
+    let w = World::new("run");
+    let b = w.bundle("r1", |c| c["process"]["args"] = sh("exit 7"));
+    let o = w.rt(&["run", "--bundle", b.to_str().unwrap(), "r1"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(!w.root.join("r1").exists());
+    assert!(w.cgroups_left().is_empty());
+    let b = w.bundle("r2", |c| c["process"]["args"] = sh("kill -KILL $$"));
+    let o = w.rt(&["run", "--bundle", b.to_str().unwrap(), "r2"]);
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+}
+
+#[test]
+fn kill_delete_and_delete_force() {
+    root_only!();
+    let w = World::new("kill");
+    let b = w.bundle("k1", |c| c["process"]["args"] = sh("sleep 1000 & sleep 1000"));
+    let (ok, err) = w.detached(&["run", "--detach", "--bundle", b.to_str().unwrap(), "k1"], &b);
+    assert!(ok, "{err}");
+    assert_eq!(w.status("k1"), "running");
+    let pid = w.state("k1")["pid"].as_i64().unwrap();
+    // Not stopped: delete without --force is refused.
+    let o = w.rt(&["delete", "k1"]);
+    assert!(!o.status.success() && stderr(&o).contains("not stopped: running"), "{}", stderr(&o));
+    // pause / resume through the freezer.
+    assert!(w.rt(&["pause", "k1"]).status.success());
+    assert_eq!(w.status("k1"), "paused");
+    assert!(w.rt(&["resume", "k1"]).status.success());
+    assert_eq!(w.status("k1"), "running");
+    // ps lists init and both sleeps.
+    let o = w.rt(&["ps", "--format", "json", "k1"]);
+    let pids: Vec<i64> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    // SIGTERM by name reaches the payload through init; the container stops.
+    let o = w.rt(&["kill", "k1", "TERM"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    w.wait_stopped("k1");
+    assert!(w.rt(&["delete", "k1"]).status.success());
+    assert!(!std::path::Path::new(&format!("/proc/{pid}/ns")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")));
+    // --force on a running container kills every process of it.
+    let b = w.bundle("k2", |c| c["process"]["args"] = sh("sleep 1000 & sleep 1000"));
+    let (ok, err) = w.detached(&["run", "--detach", "--bundle", b.to_str().unwrap(), "k2"], &b);
+    assert!(ok, "{err}");
+    let o = w.rt(&["delete", "--force", "k2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(w.cgroups_left().is_empty(), "{:?}", w.cgroups_left());
+    // containerd deletes with --force what is gone already: success.
+    assert!(w.rt(&["delete", "--force", "k2"]).status.success());
+    let o = w.rt(&["delete", "k2"]);
+    assert!(!o.status.success() && stderr(&o).contains("does not exist"));
+}
+
+#[test]
+fn exec_runs_in_the_container_with_its_exit_code() {
+    root_only!();
+    let w = World::new("exec");
+    let b = w.bundle("e1", |c| {
+        c["process"]["args"] = args(&["sleep", "1000"]);
+        c["process"]["env"] = args(&["PATH=/bin", "FROM_CONFIG=yes"]);
+    });
+    let (ok, err) = w.detached(&["run", "-d", "--bundle", b.to_str().unwrap(), "e1"], &b);
+    assert!(ok, "{err}");
+    let o = w.rt(&["exec", "e1", "sh", "-c", "echo $FROM_CONFIG $(hostname); exit 5"]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "yes cagette");
+    // The engines' form: --process FILE --detach --pid-file P; the command is in the container's
+    // cgroup and pid namespace.
+    let p = w.dir.join("process.json");
+    std::fs::write(&p, serde_json::json!({"args": ["sh", "-c", "echo $$ > /exec-pid; sleep 1000"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}).to_string()).unwrap();
+    let pidf = w.dir.join("exec.pid");
+    let (ok, err) = w.detached(&["exec", "--process", p.to_str().unwrap(), "--detach", "--pid-file", pidf.to_str().unwrap(), "e1"], &b);
+    assert!(ok, "{err}");
+    let epid: i32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    for _ in 0..200 {
+        if b.join("rootfs/exec-pid").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let inside: i32 = std::fs::read_to_string(b.join("rootfs/exec-pid")).unwrap().trim().parse().unwrap();
+    assert!(inside > 1 && inside < 100, "pid in the container's namespace: {inside}");
+    let o = w.rt(&["ps", "--format", "json", "e1"]);
+    let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(pids.contains(&epid), "the exec'd command is in the container's cgroup: {pids:?} {epid}");
+    // Exec in a stopped container is refused.
+    assert!(w.rt(&["kill", "e1", "KILL"]).status.success());
+    w.wait_stopped("e1");
+    let o = w.rt(&["exec", "e1", "true"]);
+    assert!(!o.status.success() && stderr(&o).contains("is stopped"), "{}", stderr(&o));
+}
+
+#[test]
+fn limits_and_runtime_settings_are_applied() {
+    root_only!();
+    let w = World::new("limits");
+    let b = w.bundle("l1", |c| {
+        c["process"]["args"] = sh("cat /proc/self/oom_score_adj; cat /proc/sys/net/ipv4/ip_forward; ls -l /dev/testnull; ulimit -n");
+        c["process"]["oomScoreAdj"] = 300.into();
+        c["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+        c["linux"]["devices"] = serde_json::json!([{"path": "/dev/testnull", "type": "c", "major": 1, "minor": 3, "fileMode": 432, "uid": 0, "gid": 0}]);
+        c["linux"]["resources"] = serde_json::json!({"memory": {"limit": 67108864}, "pids": {"limit": 20}, "devices": [{"allow": false, "access": "rwm"}]});
+        c["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
+    });
+    let (ok, err) = w.create("l1", &b);
+    assert!(ok, "{err}");
+    let cg = w.cgroups_left();
+    let file = |ctrl: &str, f: &str| cg.iter().find_map(|d| std::fs::read_to_string(d.join(f)).ok().filter(|_| d.to_string_lossy().contains(ctrl) || !d.starts_with("/sys/fs/cgroup/memory"))).unwrap_or_default();
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    if v2 {
+        assert_eq!(file("", "memory.max").trim(), "67108864");
+        assert_eq!(file("", "pids.max").trim(), "20");
+    } else {
+        assert_eq!(file("memory", "memory.limit_in_bytes").trim(), "67108864");
+        assert_eq!(file("pids", "pids.max").trim(), "20");
+    }
+    assert!(w.rt(&["start", "l1"]).status.success());
+    w.wait_stopped("l1");
+    let out = std::fs::read_to_string(b.join("out")).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "300", "{out}");
+    assert_eq!(lines[1], "1", "{out}");
+    assert!(lines[2].starts_with("crw-rw----") && lines[2].contains("1,   3"), "{out}");
+    assert_eq!(lines[3], "256", "{out}");
+    assert!(w.rt(&["delete", "l1"]).status.success());
+}
+
+#[test]
+fn hooks_run_with_the_state_and_a_failing_prestart_leaves_nothing() {
+    root_only!();
+    let w = World::new("hooks");
+    let log = w.dir.join("hooks.log");
+    let hook = |name: &str| serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read s; echo {name} \"$s\" >> {}", log.display())]});
+    let b = w.bundle("h1", |c| {
+        c["process"]["args"] = args(&["true"]);
+        c["hooks"] = serde_json::json!({"prestart": [hook("prestart")], "poststart": [hook("poststart")], "poststop": [hook("poststop")]});
+    });
+    let (ok, err) = w.create("h1", &b);
+    assert!(ok, "{err}");
+    assert!(w.rt(&["start", "h1"]).status.success());
+    w.wait_stopped("h1");
+    assert!(w.rt(&["delete", "h1"]).status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("prestart ") && lines[0].contains("\"status\":\"created\"") && lines[0].contains("\"id\":\"h1\""), "{text}");
+    assert!(lines[1].starts_with("poststart ") && lines[1].contains("\"status\":\"running\""), "{text}");
+    assert!(lines[2].starts_with("poststop ") && lines[2].contains("\"status\":\"stopped\""), "{text}");
+
+    let b = w.bundle("h2", |c| {
+        c["process"]["args"] = sh("touch /output");
+        c["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/false", "args": ["false"]}]});
+    });
+    let (ok, err) = w.create("h2", &b);
+    assert!(!ok);
+    assert!(err.contains("prestart hook failed"), "{err}");
+    assert!(!w.root.join("h2").exists(), "no state left");
+    assert!(w.cgroups_left().is_empty(), "no cgroup left: {:?}", w.cgroups_left());
+    assert!(!b.join("rootfs/output").exists());
+}
+
+#[test]
+fn bad_configs_and_bundles_are_clear_errors_that_leave_nothing() {
+    root_only!();
+    let w = World::new("bad");
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        ("types", Box::new(|c| c["process"]["args"] = "sh".into()), "config.json: process.args"),
+        ("ns", Box::new(|c| c["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "bogus"}])), "config.json"),
+        ("nspath", Box::new(|c| c["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "ipc", "path": "proc/1/ns/ipc"}])), "is not absolute"),
+        ("noroot", Box::new(|c| c["root"]["path"] = "nowhere".into()), "root.path"),
+        ("cap", Box::new(|c| c["process"]["capabilities"]["bounding"] = args(&["CAP_TEST"])), "config.json"),
+        ("rlimit", Box::new(|c| c["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_TEST", "hard": 1, "soft": 1}])), "config.json"),
+        ("apparmor", Box::new(|c| c["process"]["apparmorProfile"] = "x".into()), "process.apparmorProfile"),
+        ("mountopt", Box::new(|c| c["mounts"][0]["options"] = args(&["shared"])), "mount option \"shared\" is not supported"),
+        ("cgpath", Box::new(|c| c["linux"]["cgroupsPath"] = "/a/../b".into()), "linux.cgroupsPath"),
+        ("sysctl", Box::new(|c| c["linux"]["sysctl"] = serde_json::json!({"kernel.panic": "1"})), "not a namespaced sysctl"),
+    ];
+    for (name, edit, want) in cases {
+        let b = w.bundle(name, |c| edit(c));
+        let (ok, err) = w.create(name, &b);
+        assert!(!ok, "{name}: accepted");
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(!w.root.join(name).exists(), "{name}: state left");
+    }
+    // A symlink as the bundle, a missing bundle, a bad id, a duplicate id, no id.
+    let real = w.bundle("real", |_| {});
+    let link = w.dir.join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let (ok, err) = w.create("viasymlink", &link);
+    assert!(!ok && err.contains("is a symlink"), "{err}");
+    let o = w.rt(&["create", "--bundle", w.dir.join("missing").to_str().unwrap(), "missing"]);
+    assert!(!o.status.success() && stderr(&o).contains("missing: No such file"), "{}", stderr(&o));
+    let (ok, err) = w.create("a/b", &real);
+    assert!(!ok && err.contains("invalid container id"), "{err}");
+    let (ok, err) = w.create("dup", &real);
+    assert!(ok, "{err}");
+    let (ok, err) = w.create("dup", &real);
+    assert!(!ok && err.contains("container with id exists: dup"), "{err}");
+    assert_eq!(w.status("dup"), "created", "the first is untouched");
+    let o = w.rt(&["create", "--bundle", real.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(w.rt(&["delete", "--force", "dup"]).status.success());
+    assert!(w.cgroups_left().is_empty(), "{:?}", w.cgroups_left());
+    // A config.json that is a FIFO is refused without blocking.
+    let fifo_bundle = w.dir.join("fifo");
+    std::fs::create_dir_all(fifo_bundle.join("rootfs")).unwrap();
+    nix::unistd::mkfifo(&fifo_bundle.join("config.json"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (ok, err) = w.create("fifo", &fifo_bundle);
+    assert!(!ok && err.contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn a_terminal_goes_to_the_console_socket() {
+    root_only!();
+    use std::os::fd::AsRawFd;
+    let w = World::new("tty");
+    let b = w.bundle("t1", |c| {
+        c["process"]["terminal"] = true.into();
+        c["process"]["args"] = sh("tty; echo through-the-pty");
+    });
+    let sock = w.dir.join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (ok, err) = w.detached(&["create", "--bundle", b.to_str().unwrap(), "--console-socket", sock.to_str().unwrap(), "t1"], &b);
+    assert!(ok, "{err}");
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 64];
+    let mut cmsg = nix::cmsg_space!(std::os::fd::RawFd);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), nix::sys::socket::MsgFlags::empty()).unwrap();
+    let fd = msg.cmsgs().unwrap().find_map(|c| if let nix::sys::socket::ControlMessageOwned::ScmRights(f) = c { f.first().copied() } else { None }).expect("an fd");
+    use std::os::fd::FromRawFd;
+    // SAFETY: the fd was just received over SCM_RIGHTS: ours alone.
+    let mut master = unsafe { std::fs::File::from_raw_fd(fd) };
+    assert!(w.rt(&["start", "t1"]).status.success());
+    let mut out = Vec::new();
+    use std::io::Read;
+    let mut chunk = [0u8; 256];
+    while let Ok(n) = master.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&chunk[..n]);
+        if String::from_utf8_lossy(&out).contains("through-the-pty") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("/dev/pts/0") && text.contains("through-the-pty"), "{text:?}");
+    w.wait_stopped("t1");
+    assert!(w.rt(&["delete", "t1"]).status.success());
+    // terminal without a console socket: refused.
+    let b = w.bundle("t2", |c| c["process"]["terminal"] = true.into());
+    let (ok, err) = w.create("t2", &b);
+    assert!(!ok && err.contains("--console-socket is required"), "{err}");
+}
+
+#[test]
+fn list_features_and_spec() {
+    root_only!();
+    let w = World::new("list");
+    let b = w.bundle("x1", |c| c["process"]["args"] = args(&["sleep", "100"]));
+    assert!(w.create("x1", &b).0);
+    let o = w.rt(&["list", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["id"], "x1");
+    assert_eq!(v[0]["status"], "created");
+    assert_eq!(stdout(&w.rt(&["list", "-q"])).trim(), "x1");
+    let f: serde_json::Value = serde_json::from_slice(&w.rt(&["features"]).stdout).unwrap();
+    assert!(f["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n == "user"));
+    let o = w.rt(&["spec", "--bundle", b.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("exists"), "spec never overwrites");
+    let o = w.rt(&["events", "--stats", "x1"]);
+    let ev: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ev["type"], "stats");
+    assert!(ev["data"]["pids"].as_u64().unwrap() >= 1);
+}
