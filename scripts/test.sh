@@ -17,6 +17,8 @@ command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v podman >/dev/null || need_apt+=(podman)   # pulls what cagette pushed
+command -v containerd >/dev/null || need_apt+=(containerd)     # cagette-runtime under ctr
+command -v script >/dev/null || need_apt+=(bsdutils)           # terminals in the engine tests
 command -v slirp4netns >/dev/null || need_apt+=(slirp4netns)   # network "private"
 command -v ip >/dev/null || need_apt+=(iproute2)     # the network tests' "remote" namespace
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
@@ -86,6 +88,11 @@ if [ -x "$vm" ]; then
   echo "== cgroup tests under cgroup v2 (VM)"
   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(realpath "$vm") --mem 1G --timeout 1800 --env CAGETTE_TEST_JOBS=${CAGETTE_VM_JOBS:-1000} --env RUST_TEST_THREADS=1 --runner" \
     cargo test -p cagette --test cgroups
+  echo "== cagette-runtime's lifecycle tests under cgroup v2 (VM)"
+  cargo build -q -p cagette-runtime
+  cargo test -q -p cagette-runtime --test lifecycle --no-run
+  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(realpath "$vm") --mem 1G --timeout 1200 --copy $PWD/target/debug/cagette-runtime --copy $PWD/target/tmp/busybox-rootfs --env RUST_TEST_THREADS=1 --runner" \
+    cargo test -p cagette-runtime --test lifecycle
 else
   echo "== cgroup v2 VM not found at $vm: skipping the cgroup v2 run"
 fi

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Side by side, in one hyperfine run on the same busybox bundle running /bin/true:
+# cagette-runtime, crun and runc through `run`, and through `create` + `start` + wait + `delete`;
+# then `podman run --rm … true` with each runtime. Prints a table with ratios to crun.
+#
+#   benches/compare-runtime.sh [RUNS]     (as root; needs: apt-get install crun runc podman
+#                                          hyperfine busybox-static)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-100}
+for t in crun runc podman hyperfine python3; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install crun runc podman hyperfine" >&2; exit 1; }
+done
+cargo build --release -q -p cagette-runtime
+rt=$PWD/target/release/cagette-runtime
+work=$(mktemp -d /tmp/cagette-compare-runtime.XXXXXX)
+cleanup() {
+  for r in "$rt" crun runc; do "$r" --root "$work/state-$(basename "$r")" delete --force bench >/dev/null 2>&1 || true; done
+  podman --root "$work/storage" --runroot "$work/run" --storage-driver vfs system reset -f >/dev/null 2>&1 || true
+  for h in /sys/fs/cgroup/*/; do [ -d "${h}cagette-bench" ] && find "${h}cagette-bench" -depth -type d -exec rmdir {} \; 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+bundle=$work/bundle
+scripts/make-busybox-rootfs.sh "$bundle/rootfs"
+(cd "$bundle" && crun spec)
+python3 - "$bundle/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+c = json.load(open(p))
+c["process"]["args"] = ["/bin/true"]
+c["process"]["terminal"] = False
+# A cgroup path of our own: runc puts an empty one below its caller's cgroup.
+c["linux"]["cgroupsPath"] = "/cagette-bench/bench"
+json.dump(c, open(p, "w"), indent=1)
+PY
+tar -C "$bundle/rootfs" -cf "$work/rootfs.tar" .
+P="podman --root $work/storage --runroot $work/run --storage-driver vfs --events-backend file --cgroup-manager cgroupfs"
+$P import "$work/rootfs.tar" localhost/bench:latest >/dev/null
+U="--ulimit nofile=20000:20000 --ulimit nproc=32768:32768 --network none --cgroup-parent /cagette-bench"
+# create + start + wait until stopped + delete, the same shell loop for every runtime.
+lifecycle() {
+  local r=$1 root=$work/state-$(basename "$1")
+  echo "sh -c '$r --root $root create --bundle $bundle bench >/dev/null && $r --root $root start bench && until $r --root $root state bench | grep -q stopped; do :; done; $r --root $root delete bench'"
+}
+# crun refuses a "hybrid" host (cgroup v1 controllers plus an empty cgroup2 mount, like this
+# one): everything runs in a private mount namespace without that empty cgroup2 mount.
+hybrid=""
+if [ -d /sys/fs/cgroup/unified ] && mountpoint -q /sys/fs/cgroup/unified; then hybrid=1; fi
+${hybrid:+unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh} \
+hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/result.json" \
+  -n "cagette-runtime run" "$rt --root $work/state-cagette-runtime run --bundle $bundle bench" \
+  -n "crun run" "crun --root $work/state-crun run --bundle $bundle bench" \
+  -n "runc run" "runc --root $work/state-runc run --bundle $bundle bench" \
+  -n "cagette-runtime create+start+delete" "$(lifecycle "$rt")" \
+  -n "crun create+start+delete" "$(lifecycle crun)" \
+  -n "runc create+start+delete" "$(lifecycle runc)" \
+  -n "podman + cagette-runtime" "$P --runtime $rt run --rm $U localhost/bench true" \
+  -n "podman + crun" "$P --runtime /usr/bin/crun run --rm $U localhost/bench true" \
+  >/dev/null
+python3 - "$work/result.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+by = {x["command"]: x for x in r}
+print("| command | median (ms) | mean ± σ (ms) | vs crun's |")
+print("|---|---:|---:|---:|")
+for x in r:
+    name = x["command"]
+    ref = by.get(name.replace("cagette-runtime", "crun").replace("runc", "crun"), by["crun run"])
+    if name.startswith("podman"):
+        ref = by["podman + crun"]
+    print(f"| {name} | {x['median']*1e3:.2f} | {x['mean']*1e3:.2f} ± {x['stddev']*1e3:.2f} | {x['median']/ref['median']:.2f}× |")
+PY
