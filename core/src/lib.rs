@@ -68,7 +68,7 @@ pub use image::fuzz_apply_layer;
 pub use probe::{CgroupVersion, Probe, probe};
 pub use sandbox::builder::Sandbox;
 pub use sandbox::spec::{
-    Atime, CgroupMode, MountFlags, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, IoMax, Landlock, OciSeccomp,
+    Atime, CgroupMode, MountFlags, Propagation, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, IdMap, IoMax, Landlock, OciSeccomp,
     OciSyscall, OciSyscallArg, Seccomp, SeccompMode, SpecError, Mount, Namespaces, Network, NsMode, Publish, HostEntry,
     OomPolicy, PassFd, Rlimit, RlimitResource, SandboxSpec, Stdio, UsernsMode,
 };

@@ -6,7 +6,7 @@
 //! (Unknown properties are ignored, as the runtime spec requires of runtimes.)
 
 use crate::error::RtError;
-use cagette::{Atime, Capability, MountFlags, CgroupMode, IdMap, Mount, Network, NsMode, OciSeccomp, Rlimit, RlimitResource, SandboxSpec, Seccomp, SeccompMode, Size, Stdio, UsernsMode};
+use cagette::{Atime, Capability, MountFlags, Propagation, CgroupMode, IdMap, Mount, Network, NsMode, OciSeccomp, Rlimit, RlimitResource, SandboxSpec, Seccomp, SeccompMode, Size, Stdio, UsernsMode};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType, Spec};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -200,10 +200,12 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
     s.user = Some(u.uid());
     s.group = Some(u.gid());
     s.supplementary_groups = u.additional_gids().clone().unwrap_or_default();
-    if let Some(m) = u.umask()
-        && m != 0o022 {
-            return Err(refuse("process.user.umask", format!("{m:o}: only the default 022 is supported")));
+    if let Some(m) = u.umask() {
+        if m > 0o777 {
+            return Err(refuse("process.user.umask", format!("{m:o} is not a permission mask")));
         }
+        s.umask = Some(m);
+    }
     if u.username().as_deref().is_some_and(|n| !n.is_empty()) {
         return Err(refuse("process.user.username", "Windows only"));
     }
@@ -313,10 +315,10 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
     }
     s.masked_paths = Some(linux.masked_paths().clone().unwrap_or_default());
     s.readonly_paths = Some(linux.readonly_paths().clone().unwrap_or_default());
-    match linux.rootfs_propagation().as_deref() {
-        None | Some("") | Some("private") | Some("rprivate") => {}
-        Some(o) => return Err(refuse("linux.rootfsPropagation", format!("{o:?}: only private is supported"))),
-    }
+    s.rootfs_propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("") => None,
+        Some(o) => Some(serde_json::from_value(serde_json::Value::String(o.to_string())).map_err(|_| refuse("linux.rootfsPropagation", format!("{o:?}: give shared, slave, private or unbindable (r-prefixed for the whole tree)")))?),
+    };
     if linux.mount_label().as_deref().is_some_and(|l| !l.is_empty()) {
         return Err(refuse("linux.mountLabel", "SELinux labels are not supported"));
     }
@@ -431,8 +433,16 @@ fn translate_mount(m: &oci_spec::runtime::Mount, bundle: &Path, s: &mut SandboxS
             "strictatime" => flags.atime = Atime::Strictatime,
             "noatime" => flags.atime = Atime::Noatime,
             "nodiratime" => flags.atime = Atime::Nodiratime,
-            // cagette's mounts are nodev (but /dev's) and private in the container's namespace.
-            "nodev" | "private" | "rprivate" => {}
+            // cagette's mounts are nodev (but /dev's).
+            "nodev" => {}
+            "private" => flags.propagation = Some(Propagation::Private),
+            "rprivate" => flags.propagation = Some(Propagation::Rprivate),
+            "shared" => flags.propagation = Some(Propagation::Shared),
+            "rshared" => flags.propagation = Some(Propagation::Rshared),
+            "slave" => flags.propagation = Some(Propagation::Slave),
+            "rslave" => flags.propagation = Some(Propagation::Rslave),
+            "unbindable" => flags.propagation = Some(Propagation::Unbindable),
+            "runbindable" => flags.propagation = Some(Propagation::Runbindable),
             // Options of the file systems cagette makes itself (/dev's devpts).
             "newinstance" | "ptmxmode=0666" | "mode=0620" | "gid=5" if typ == "devpts" => {}
             o if o.starts_with("size=") && typ == "tmpfs" => {
@@ -441,13 +451,19 @@ fn translate_mount(m: &oci_spec::runtime::Mount, bundle: &Path, s: &mut SandboxS
             o if o.starts_with("mode=") && typ == "tmpfs" => {
                 mode = Some(u32::from_str_radix(&o[5..], 8).map_err(|_| refuse(&field, format!("option {o}: not an octal mode")))?);
             }
+            // File system data options: a bind mount takes none (mount(2) ignores them with
+            // MS_BIND, as runc passes them), so they change nothing there.
+            o if is_bind && (o.starts_with("mode=") || o.starts_with("size=")) => {}
             o => return Err(refuse(&field, format!("mount option {o:?} is not supported"))),
         }
     }
     let fixed = |what: &str| -> Result<(), RtError> {
-        // proc, sysfs, mqueue: always nosuid, nodev, noexec, relatime here.
+        // proc, sysfs, mqueue, cgroup: always nosuid, nodev, noexec, relatime, private here.
         if flags.atime != Atime::Relatime {
             return Err(refuse(&field, format!("{what} takes no access-time option here")));
+        }
+        if !matches!(flags.propagation, None | Some(Propagation::Private) | Some(Propagation::Rprivate)) {
+            return Err(refuse(&field, format!("{what} is always private here")));
         }
         Ok(())
     };
@@ -475,7 +491,7 @@ fn translate_mount(m: &oci_spec::runtime::Mount, bundle: &Path, s: &mut SandboxS
             if read_only {
                 return Err(refuse(&field, "a read-only tmpfs is not supported"));
             }
-            s.mounts.push(Mount::Tmpfs { destination: dest, size, mode, flags })
+            s.mounts.push(Mount::Tmpfs { destination: dest, size, mode, flags, source: m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).filter(|s| !s.is_empty() && !s.contains('\0')) })
         }
         ("cgroup", _) | ("cgroup2", _) => {
             fixed("cgroup")?;
@@ -535,6 +551,7 @@ fn translate_resources(r: &oci_spec::runtime::LinuxResources, s: &mut SandboxSpe
             (Some(q), p) => {
                 let p = p.filter(|p| *p > 0).unwrap_or(100_000);
                 s.cpus = Some(q as f64 / p as f64);
+                s.cpu_period = Some(std::time::Duration::from_micros(p));
             }
             (None, _) => {}
         }

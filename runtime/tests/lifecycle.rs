@@ -229,7 +229,7 @@ fn bad_configs_and_bundles_are_clear_errors_that_leave_nothing() {
         ("cap", Box::new(|c| c["process"]["capabilities"]["bounding"] = args(&["CAP_TEST"])), "config.json"),
         ("rlimit", Box::new(|c| c["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_TEST", "hard": 1, "soft": 1}])), "config.json"),
         ("apparmor", Box::new(|c| c["process"]["apparmorProfile"] = "x".into()), "process.apparmorProfile"),
-        ("mountopt", Box::new(|c| c["mounts"][0]["options"] = args(&["shared"])), "mount option \"shared\" is not supported"),
+        ("mountopt", Box::new(|c| c["mounts"][0]["options"] = args(&["nosymfollow"])), "mount option \"nosymfollow\" is not supported"),
         ("cgpath", Box::new(|c| c["linux"]["cgroupsPath"] = "/a/../b".into()), "linux.cgroupsPath"),
         ("sysctl", Box::new(|c| c["linux"]["sysctl"] = serde_json::json!({"kernel.panic": "1"})), "not a namespaced sysctl"),
     ];

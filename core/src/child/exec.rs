@@ -497,6 +497,7 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
         Op::Hostname { name, len } => sys::sethostname(name, len).map(|_| ()),
         Op::LoopbackUp => loopback_up(),
         Op::BlockLinkLocal => block_link_local(),
+        Op::Propagate { path, flags } => sys::mount(core::ptr::null(), path, core::ptr::null(), flags, core::ptr::null()).map(|_| ()),
         Op::MakePrivate => sys::mount(core::ptr::null(), c"/".as_ptr(), core::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, core::ptr::null()).map(|_| ()),
         Op::OpenTree { path, flags, slot: s } => sys::open_tree(libc::AT_FDCWD, path, flags).map(|fd| set_slot(plan, s, fd)),
         Op::OpenTreeChecked { path, flags, dev, ino, slot: s } => open_tree_checked(path, flags, dev, ino).map(|fd| set_slot(plan, s, fd as usize)),

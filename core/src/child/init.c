@@ -46,6 +46,7 @@ typedef unsigned short u16;
 
 #if defined(__x86_64__)
 #define NR_read 0
+#define NR_umask 95
 #define NR_write 1
 #define NR_close 3
 #define NR_fstat 5
@@ -94,6 +95,7 @@ __asm__(".text\n.global _start\n_start:\n"
         "  xor %rbp, %rbp\n  mov %rsp, %rdi\n  and $-16, %rsp\n  call cmain\n  hlt\n");
 #elif defined(__aarch64__)
 #define NR_read 63
+#define NR_umask 166
 #define NR_write 64
 #define NR_close 57
 #define NR_fstat 80
@@ -218,6 +220,7 @@ enum {
     OP_CTTY,
     OP_UNBLOCK,
     OP_EXEC,
+    OP_UMASK,
 };
 
 struct pollfd {
@@ -418,6 +421,9 @@ static long run_op(char *base, const struct op *o, int *err) {
         if (r < 0) return r;
         return sc(NR_ioctl, 0, TIOCSCTTY, 0, 0, 0);
     }
+    case OP_UMASK:
+        sc(NR_umask, (long)o->a, 0, 0, 0, 0);
+        return 0;
     case OP_UNBLOCK: {
         u64 empty = 0;
         return sc(NR_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8, 0);

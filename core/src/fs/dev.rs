@@ -26,20 +26,27 @@ impl Compiler<'_> {
             let t = self.attach(s, &c, Leaf::File, &format!("bind {host} at {dest}/{dev}"), Path::new(&format!("{dest}/{dev}")))?;
             self.plan.op(Op::Close { slot: t }, Step::Mount, "close", None);
         }
-        let pts = self.slot();
-        let pts_path = PathBuf::from(format!("{dest}/pts"));
-        self.fs_new("devpts", &[("newinstance", None), ("ptmxmode", Some("0666")), ("mode", Some("0620"))], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC, pts, Step::Mount, &format!("create a devpts for {dest}/pts"), Some(&pts_path))?;
-        let mut c = comps.to_vec();
-        c.push("pts".into());
-        let t = self.attach(pts, &c, Leaf::Dir, &format!("mount devpts at {dest}/pts"), &pts_path)?;
-        self.plan.op(Op::Close { slot: t }, Step::Mount, "close", None);
-        let shm = self.slot();
-        let shm_path = PathBuf::from(format!("{dest}/shm"));
-        self.fs_new("tmpfs", &[("source", Some("shm")), ("mode", Some("1777"))], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, shm, Step::Mount, &format!("create a tmpfs for {dest}/shm"), Some(&shm_path))?;
-        let mut c = comps.to_vec();
-        c.push("shm".into());
-        let t = self.attach(shm, &c, Leaf::Dir, &format!("mount a tmpfs at {dest}/shm"), &shm_path)?;
-        self.plan.op(Op::Close { slot: t }, Step::Mount, "close", None);
+        // The spec's own mounts at /dev/pts or /dev/shm (an OCI config's, with their options)
+        // take their place.
+        let spec_has = |name: &str| self.spec.mounts.iter().any(|m| m.destination().trim_end_matches('/') == format!("{}/{name}", dest.trim_end_matches('/')));
+        if !spec_has("pts") {
+            let pts = self.slot();
+            let pts_path = PathBuf::from(format!("{dest}/pts"));
+            self.fs_new("devpts", &[("newinstance", None), ("ptmxmode", Some("0666")), ("mode", Some("0620"))], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC, pts, Step::Mount, &format!("create a devpts for {dest}/pts"), Some(&pts_path))?;
+            let mut c = comps.to_vec();
+            c.push("pts".into());
+            let t = self.attach(pts, &c, Leaf::Dir, &format!("mount devpts at {dest}/pts"), &pts_path)?;
+            self.plan.op(Op::Close { slot: t }, Step::Mount, "close", None);
+        }
+        if !spec_has("shm") {
+            let shm = self.slot();
+            let shm_path = PathBuf::from(format!("{dest}/shm"));
+            self.fs_new("tmpfs", &[("source", Some("shm")), ("mode", Some("1777"))], sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV, shm, Step::Mount, &format!("create a tmpfs for {dest}/shm"), Some(&shm_path))?;
+            let mut c = comps.to_vec();
+            c.push("shm".into());
+            let t = self.attach(shm, &c, Leaf::Dir, &format!("mount a tmpfs at {dest}/shm"), &shm_path)?;
+            self.plan.op(Op::Close { slot: t }, Step::Mount, "close", None);
+        }
 
         // Links, created in the /dev tmpfs (resolved again: the target slot was closed).
         let devdir = self.resolve_dir(comps, Path::new(dest))?;

@@ -95,10 +95,13 @@ impl Compiler<'_> {
                 }
                 self.plan.op(Op::SetAttr { slot, set: attrs, recursive: *recursive }, Step::Mount, format!("make the bind at {dest} nodev{}", if *read_only { " and read-only" } else { "" }), Some(&dpath));
             }
-            Mount::Tmpfs { size, mode, flags, .. } => {
+            Mount::Tmpfs { size, mode, flags, source, .. } => {
                 let mode = format!("{:o}", mode.unwrap_or(0o1777));
                 let size = size.map(|s| s.bytes().to_string());
                 let mut opts: Vec<(&str, Option<&str>)> = vec![("mode", Some(&mode))];
+                if let Some(s) = source {
+                    opts.push(("source", Some(s)));
+                }
                 if let Some(s) = &size {
                     opts.push(("size", Some(s)));
                 }

@@ -148,7 +148,7 @@ impl Compiler<'_> {
             for d in self.hidden_ipc_dirs() {
                 let comps = sandbox_components(&d, Step::Mount)?;
                 if !user_targets.contains(&comps) {
-                    mounts.push((Mount::Tmpfs { destination: d.clone(), size: Some(crate::Size(1 << 20)), mode: Some(0o755), flags: Default::default() }, comps, None));
+                    mounts.push((Mount::Tmpfs { destination: d.clone(), size: Some(crate::Size(1 << 20)), mode: Some(0o755), flags: Default::default(), source: None }, comps, None));
                 }
             }
             // With the host's network, its resolver configuration, where /etc/resolv.conf points
@@ -165,11 +165,13 @@ impl Compiler<'_> {
             mounts.push((m.clone(), t, Some(i)));
         }
 
-        // Open every source now.
-        let mut sources: Vec<usize> = Vec::with_capacity(mounts.len());
+        // Open every host source now (binds, overlays' layers); new file systems are made just
+        // before they are attached, so that /proc/self/mountinfo lists them in the spec's order
+        // (it is sorted by mount id, given at creation).
+        let mut sources: Vec<Option<usize>> = Vec::with_capacity(mounts.len());
         for (m, _, index) in &mounts {
-            let s = self.source(m, *index, fds, &hs)?;
-            sources.push(s);
+            let host = matches!(m, Mount::Bind { .. } | Mount::Overlay { .. });
+            sources.push(if host { Some(self.source(m, *index, fds, &hs)?) } else { None });
         }
 
         // Attach the root at the staging directory (in our private mount namespace).
@@ -210,6 +212,10 @@ impl Compiler<'_> {
                 (Mount::Bind { source, .. }, None) if std::fs::metadata(source).map(|md| !md.is_dir()).unwrap_or(false) => Leaf::File,
                 _ => Leaf::Dir,
             };
+            let src = match src {
+                Some(s) => s,
+                None => self.source(m, *index, fds, &hs)?,
+            };
             self.mount(m, comps, src, leaf, fds)?;
         }
 
@@ -245,6 +251,21 @@ impl Compiler<'_> {
         }
         self.plan.op(Op::SetAttr { slot: root, set: attrs, recursive: false }, Step::Mount, if attrs & sys::MOUNT_ATTR_RDONLY != 0 { "make the root read-only and nodev" } else { "make the root nodev" }, None);
         self.plan.op(Op::Pivot { root }, Step::PivotRoot, "switch to the new root (pivot_root)", spec.rootfs.as_deref());
+        // Propagation, asked for the root or a mount: set in place once everything is attached.
+        let mut props: Vec<(String, crate::sandbox::spec::Propagation)> = spec.rootfs_propagation.map(|p| ("/".to_string(), p)).into_iter().collect();
+        for m in &spec.mounts {
+            let f = match m {
+                Mount::Bind { flags, .. } | Mount::Tmpfs { flags, .. } | Mount::Dev { flags, .. } => flags.propagation,
+                _ => None,
+            };
+            if let Some(p) = f {
+                props.push((m.destination().to_string(), p));
+            }
+        }
+        for (path, p) in props {
+            let cp = self.plan.cs(&path)?;
+            self.plan.op(Op::Propagate { path: cp, flags: p.flags() }, Step::Mount, format!("make {path} {p:?} (propagation)"), Some(Path::new(&path)));
+        }
         Ok(())
     }
 

@@ -125,6 +125,8 @@ pub(crate) struct Wanted {
     pub memory_high: Option<u64>,
     pub memory_swap: Option<u64>,
     pub cpus: Option<f64>,
+    /// The quota's period, microseconds (default 100000).
+    pub cpu_period: Option<u64>,
     pub cpu_weight: Option<u32>,
     pub pids: Option<u64>,
     pub cpuset_cpus: Option<String>,
@@ -156,6 +158,7 @@ impl Wanted {
             memory_swap: spec.memory_swap.map(|s| s.bytes()),
             cpus: spec.cpus,
             cpu_weight: spec.cpu_weight,
+            cpu_period: spec.cpu_period.map(|d| d.as_micros() as u64),
             pids: spec.pids,
             cpuset_cpus: spec.cpuset_cpus.clone(),
             cpuset_mems: spec.cpuset_mems.clone(),
@@ -593,7 +596,8 @@ impl JobCgroup {
             write(&dir.join("memory.swap.max"), &s.to_string(), "set the swap limit")?;
         }
         if let Some(c) = w.cpus {
-            write(&dir.join("cpu.max"), &format!("{} 100000", cpu_quota(c)?), "set the CPU quota")?;
+            let period = w.cpu_period.unwrap_or(100_000);
+            write(&dir.join("cpu.max"), &format!("{} {period}", cpu_quota(c, period)?), "set the CPU quota")?;
         }
         if let Some(wt) = w.cpu_weight {
             write(&dir.join("cpu.weight"), &wt.to_string(), "set the CPU weight")?;
@@ -641,8 +645,9 @@ impl JobCgroup {
             return Err(setup_err(Some(libc::EINVAL), &d("memory"), "memory_swap needs a memory limit too"));
         }
         if let Some(c) = w.cpus {
-            write(&d("cpu").join("cpu.cfs_period_us"), "100000", "set the CPU period")?;
-            write(&d("cpu").join("cpu.cfs_quota_us"), &cpu_quota(c)?.to_string(), "set the CPU quota")?;
+            let period = w.cpu_period.unwrap_or(100_000);
+            write(&d("cpu").join("cpu.cfs_period_us"), &period.to_string(), "set the CPU period")?;
+            write(&d("cpu").join("cpu.cfs_quota_us"), &cpu_quota(c, period)?.to_string(), "set the CPU quota")?;
         }
         if let Some(wt) = w.cpu_weight {
             // v2 weight 100 is v1 shares 1024.
@@ -956,11 +961,11 @@ fn device_number(dev: &str) -> Result<String, SetupFailure> {
     Ok(format!("{}:{}", libc::major(rdev), libc::minor(rdev)))
 }
 
-fn cpu_quota(cpus: f64) -> Result<u64, SetupFailure> {
+fn cpu_quota(cpus: f64, period: u64) -> Result<u64, SetupFailure> {
     if !(cpus.is_finite() && cpus > 0.0) {
         return Err(setup_err(Some(libc::EINVAL), Path::new(ROOT), &format!("cpus must be a positive number of CPUs, got {cpus}")));
     }
-    Ok(((cpus * 100_000.0).round() as u64).max(1000))
+    Ok(((cpus * period as f64).round() as u64).max(1000))
 }
 
 /// The host's cgroup v1 hierarchies that hold controllers: (directory name under

@@ -306,6 +306,9 @@ impl Compiler<'_> {
         let argv_p = p.words(&argv, true);
         let envp_p = p.words(&envp, true);
         crate::security::filters(&mut p, spec, early)?;
+        if let Some(m) = spec.umask {
+            p.op(PCode::Umask, [u64::from(m & 0o777), 0, 0, 0], Step::Exec, format!("set the umask to {m:03o}"), None);
+        }
         p.op(PCode::UnblockSignals, [0; 4], Step::Exec, "unblock signals", None);
         let what = if cmd.contains('/') { format!("execute {cmd}") } else { format!("execute {cmd} (searched in PATH={path_var})") };
         p.op(PCode::Exec, [candidates_p, n, argv_p, envp_p], Step::Exec, what, Some(Path::new(cmd)));

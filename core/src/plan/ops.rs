@@ -57,6 +57,8 @@ pub(crate) enum Op {
     /// sandbox's network namespace (netlink RTM_NEWROUTE).
     BlockLinkLocal,
     MakePrivate,
+    /// mount(NULL, path, NULL, flags, NULL): a mount's propagation (after the pivot).
+    Propagate { path: CStr, flags: u64 },
     OpenTree { path: CStr, flags: u32, slot: usize },
     SetAttr { slot: usize, set: u64, recursive: bool },
     FsOpen { fstype: CStr, slot: usize },

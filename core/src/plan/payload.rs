@@ -40,6 +40,7 @@ pub(crate) enum Code {
     ControllingTty,
     UnblockSignals,
     Exec,
+    Umask,
 }
 
 /// The payload plan being built, with a description of each operation for error messages.

@@ -80,6 +80,10 @@ pub struct SandboxSpec {
     pub rootfs: Option<PathBuf>,
     /// Leave the rootfs writable (default: read-only; add tmpfs or overlay mounts for scratch).
     pub rootfs_writable: bool,
+    /// Propagation of the root mount inside the sandbox (default private).
+    pub rootfs_propagation: Option<Propagation>,
+    /// The payload's file mode creation mask (default: the host process's, usually 022).
+    pub umask: Option<u32>,
     /// Run from this image of the store (`name:tag`): its layers are the root (overlayfs, with an
     /// ephemeral upper layer: the job may write, the store never changes), and its config's
     /// Entrypoint, Cmd, Env, WorkingDir and User are the defaults.
@@ -170,6 +174,9 @@ pub struct SandboxSpec {
     pub memory_swap: Option<Size>,
     /// CPU quota as a number of CPUs (0.5 = half of one CPU).
     pub cpus: Option<f64>,
+    /// The CPU quota's period (default 100 ms), for `cpus`.
+    #[serde(with = "duration_opt")]
+    pub cpu_period: Option<Duration>,
     /// CPU weight, 1 to 10000 (default 100), relative to other cgroups.
     pub cpu_weight: Option<u32>,
     /// Maximum number of processes and threads in the job.
@@ -365,6 +372,8 @@ impl Default for SandboxSpec {
             supplementary_groups: Vec::new(),
             rootfs: None,
             rootfs_writable: false,
+            rootfs_propagation: None,
+            umask: None,
             image: None,
             image_store: None,
             entrypoint: None,
@@ -403,6 +412,7 @@ impl Default for SandboxSpec {
             memory_high: None,
             memory_swap: None,
             cpus: None,
+            cpu_period: None,
             cpu_weight: None,
             pids: None,
             cpuset_cpus: None,
@@ -829,6 +839,9 @@ pub enum Mount {
         /// noexec and access-time flags (nosuid and nodev are always set).
         #[serde(default)]
         flags: MountFlags,
+        /// Its source as /proc/self/mountinfo shows it (default "tmpfs").
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
     },
     /// A fresh procfs of the sandbox's pid namespace.
     Proc {
@@ -904,6 +917,49 @@ pub struct MountFlags {
     pub noexec: bool,
     /// How access times are updated.
     pub atime: Atime,
+    /// Mount propagation inside the sandbox's mount namespace (default private; the host never
+    /// shares with it either way: the sandbox's mount tree is a private copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagation: Option<Propagation>,
+}
+
+/// Mount propagation (mount(8)'s --make-* options), within the sandbox's mount namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Propagation {
+    /// Neither receives nor sends mount events.
+    Private,
+    /// Private, with every mount below it.
+    Rprivate,
+    /// Shares mount events with its peers (in the sandbox).
+    Shared,
+    /// Shared, with every mount below it.
+    Rshared,
+    /// Receives its master's mount events, sends none.
+    Slave,
+    /// Slave, with every mount below it.
+    Rslave,
+    /// Private, and cannot be bind-mounted.
+    Unbindable,
+    /// Unbindable, with every mount below it.
+    Runbindable,
+}
+
+impl Propagation {
+    /// The mount(2) flags.
+    pub(crate) fn flags(self) -> u64 {
+        let (base, rec) = match self {
+            Propagation::Private => (libc::MS_PRIVATE, false),
+            Propagation::Rprivate => (libc::MS_PRIVATE, true),
+            Propagation::Shared => (libc::MS_SHARED, false),
+            Propagation::Rshared => (libc::MS_SHARED, true),
+            Propagation::Slave => (libc::MS_SLAVE, false),
+            Propagation::Rslave => (libc::MS_SLAVE, true),
+            Propagation::Unbindable => (libc::MS_UNBINDABLE, false),
+            Propagation::Runbindable => (libc::MS_UNBINDABLE, true),
+        };
+        base | if rec { libc::MS_REC } else { 0 }
+    }
 }
 
 /// Access-time updates of a mount (mount(8)'s relatime, strictatime, noatime, nodiratime).
@@ -948,7 +1004,7 @@ impl Mount {
 
     /// A tmpfs at `destination`.
     pub fn tmpfs(destination: impl Into<String>) -> Mount {
-        Mount::Tmpfs { destination: destination.into(), size: None, mode: None, flags: MountFlags::default() }
+        Mount::Tmpfs { destination: destination.into(), size: None, mode: None, flags: MountFlags::default(), source: None }
     }
 
     /// A fresh procfs at `destination`.

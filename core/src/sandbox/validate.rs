@@ -97,6 +97,18 @@ pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
             return Err(bad(format!("cpus {c} is below the smallest quota (0.01 of a CPU)")));
         }
     }
+    if let Some(p) = s.cpu_period {
+        if s.cpus.is_none() {
+            return Err(bad("cpu_period needs cpus (the quota it is the period of)".to_string()));
+        }
+        if p < Duration::from_millis(1) || p > Duration::from_secs(1) {
+            return Err(bad(format!("cpu_period must be between 1ms and 1s (the kernel's bounds), got {p:?}")));
+        }
+    }
+    if let Some(m) = s.umask
+        && m > 0o777 {
+            return Err(bad(format!("umask {m:o} is not a permission mask (at most 777)")));
+        }
     if let Some(p) = s.pids
         && p < 2 {
             return Err(bad(format!("pids must be at least 2 (the sandbox's init and the command), got {p}")));
