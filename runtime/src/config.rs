@@ -521,6 +521,17 @@ fn translate_mount(m: &oci_spec::runtime::Mount, bundle: &Path, s: &mut SandboxS
     Ok(())
 }
 
+/// The limits of a `linux.resources` object alone (for `update`); device rules are refused.
+pub fn resources_spec(r: &oci_spec::runtime::LinuxResources) -> Result<SandboxSpec, RtError> {
+    let mut s = SandboxSpec::default();
+    let mut allow = Vec::new();
+    translate_resources(r, &mut s, &mut allow)?;
+    if !allow.is_empty() {
+        return Err(refuse("linux.resources.devices", "device rules cannot be changed by update"));
+    }
+    Ok(s)
+}
+
 fn translate_resources(r: &oci_spec::runtime::LinuxResources, s: &mut SandboxSpec, allow: &mut Vec<(char, u32, u32)>) -> Result<(), RtError> {
     if let Some(m) = r.memory() {
         if let Some(l) = m.limit().filter(|l| *l > 0) {

@@ -96,12 +96,9 @@ enum Cmd {
         interval: String,
         id: String,
     },
-    /// Change a running container's resources (not supported yet: refused).
-    Update {
-        #[arg(short, long)]
-        resources: Option<PathBuf>,
-        id: String,
-    },
+    /// Change a running container's resources: a LinuxResources JSON (-r FILE, "-" for stdin)
+    /// and/or flags.
+    Update(UpdateArgs),
     /// What this runtime supports (the OCI features document).
     Features,
     /// Write an example config.json to the current directory.
@@ -133,6 +130,32 @@ struct CreateArgs {
     /// Pass this many fds (from 3) to the container.
     #[arg(long = "preserve-fds", default_value_t = 0)]
     preserve_fds: u32,
+    id: String,
+}
+
+#[derive(Args, Debug)]
+struct UpdateArgs {
+    /// The config's `linux.resources` object, as JSON ("-": stdin).
+    #[arg(short, long)]
+    resources: Option<PathBuf>,
+    /// Memory limit, bytes.
+    #[arg(long)]
+    memory: Option<i64>,
+    /// Memory plus swap limit, bytes.
+    #[arg(long = "memory-swap")]
+    memory_swap: Option<i64>,
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<i64>,
+    #[arg(long = "cpu-quota")]
+    cpu_quota: Option<i64>,
+    #[arg(long = "cpu-period")]
+    cpu_period: Option<u64>,
+    #[arg(long = "cpu-share")]
+    cpu_share: Option<u64>,
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
     id: String,
 }
 
@@ -181,11 +204,16 @@ fn default_root() -> PathBuf {
 
 fn log_error(cli: &Cli, msg: &str) {
     eprintln!("cagette-runtime: {msg}");
+    log_line(cli, "error", msg);
+}
+
+/// One line in --log, in --log-format (json: {"level", "msg", "time"}, as containerd's shim reads).
+fn log_line(cli: &Cli, level: &str, msg: &str) {
     if let Some(p) = &cli.log {
         let line = if cli.log_format == "json" {
-            serde_json::json!({"level": "error", "msg": msg, "time": state::now_rfc3339()}).to_string()
+            serde_json::json!({"level": level, "msg": msg, "time": state::now_rfc3339()}).to_string()
         } else {
-            format!("time=\"{}\" level=error msg={:?}", state::now_rfc3339(), msg)
+            format!("time=\"{}\" level={level} msg={:?}", state::now_rfc3339(), msg)
         };
         use std::io::Write;
         if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
@@ -197,6 +225,10 @@ fn log_error(cli: &Cli, msg: &str) {
 fn main() {
     let cli = Cli::parse();
     let ctx = Ctx { root: cli.root.clone().unwrap_or_else(default_root), systemd_cgroup: cli.systemd_cgroup };
+    if cli.debug {
+        let args: Vec<String> = std::env::args().collect();
+        log_line(&cli, "debug", &format!("called as {args:?}"));
+    }
     let r = match &cli.cmd {
         Cmd::Create(a) => create(&ctx, a).map(|_| 0),
         Cmd::Start { id } => start(&ctx, id).map(|_| 0),
@@ -213,7 +245,7 @@ fn main() {
         Cmd::Resume { id } => freeze(&ctx, id, false).map(|_| 0),
         Cmd::Exec(a) => exec(&ctx, a),
         Cmd::Events { stats, interval, id } => events(&ctx, id, *stats, interval).map(|_| 0),
-        Cmd::Update { .. } => Err(RtError::Usage("update is not supported yet: recreate the container with the new resources".into())),
+        Cmd::Update(a) => update(&ctx, a).map(|_| 0),
         Cmd::Features => {
             println!("{}", serde_json::to_string_pretty(&features()).unwrap_or_default());
             Ok(0)
@@ -625,6 +657,46 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32, RtError> {
             Err(e) => return Err(RtError::Io { what: "wait for the command".into(), err: e.into() }),
         }
     }
+}
+
+fn update(ctx: &Ctx, a: &UpdateArgs) -> Result<(), RtError> {
+    let st = state::load(&ctx.root, &a.id)?;
+    if !state::alive(&st) {
+        return Err(RtError::State(format!("container {} is not running", a.id)));
+    }
+    let mut r: serde_json::Value = match &a.resources {
+        Some(p) => {
+            let text = if p.as_os_str() == "-" {
+                let mut t = String::new();
+                use std::io::Read;
+                std::io::stdin().take(config::MAX_CONFIG).read_to_string(&mut t).map_err(RtError::io("read the resources from stdin"))?;
+                t
+            } else {
+                std::fs::read_to_string(p).map_err(RtError::io(format!("read {}", p.display())))?
+            };
+            serde_json::from_str(&text).map_err(|e| RtError::Config(format!("resources: {e}")))?
+        }
+        None => serde_json::json!({}),
+    };
+    let set = |r: &mut serde_json::Value, a: &str, b: &str, v: serde_json::Value| {
+        if !r[a].is_object() {
+            r[a] = serde_json::json!({});
+        }
+        r[a][b] = v;
+    };
+    if let Some(v) = a.memory { set(&mut r, "memory", "limit", v.into()); }
+    if let Some(v) = a.memory_swap { set(&mut r, "memory", "swap", v.into()); }
+    if let Some(v) = a.pids_limit { set(&mut r, "pids", "limit", v.into()); }
+    if let Some(v) = a.cpu_quota { set(&mut r, "cpu", "quota", v.into()); }
+    if let Some(v) = a.cpu_period { set(&mut r, "cpu", "period", v.into()); }
+    if let Some(v) = a.cpu_share { set(&mut r, "cpu", "shares", v.into()); }
+    if let Some(v) = &a.cpuset_cpus { set(&mut r, "cpu", "cpus", v.clone().into()); }
+    if let Some(v) = &a.cpuset_mems { set(&mut r, "cpu", "mems", v.clone().into()); }
+    let res: oci_spec::runtime::LinuxResources = serde_json::from_value(r).map_err(|e| RtError::Config(format!("resources: {e}")))?;
+    let limits = config::resources_spec(&res)?;
+    let cg = st.cgroup.as_ref().ok_or_else(|| RtError::State("the container has no cgroup".into()))?;
+    cg.update(&limits)?;
+    Ok(())
 }
 
 fn features() -> serde_json::Value {

@@ -721,6 +721,32 @@ impl JobCgroup {
         JobCgroup { backend: if v2 { Backend::V2 } else { Backend::V1 }, dirs, dirfd: None, cpu_time: None, removed: false, oom_event: None, join_only: Vec::new() }
     }
 
+    /// Changes the limits of a running job (an OCI runtime's `update`): the ones `w` sets, in
+    /// controllers the job's cgroup has (on v1, a controller it was made without is an error).
+    pub fn update_limits(&self, w: &Wanted) -> Result<(), SetupFailure> {
+        match self.backend {
+            Backend::V2 => {
+                let d = self.dir("").ok_or_else(|| setup_err(Some(libc::ENOENT), Path::new(ROOT), "the job has no cgroup"))?.to_path_buf();
+                self.limits_v2(&d, w)
+            }
+            Backend::V1 => {
+                let needs = [
+                    ("memory", w.memory.is_some() || w.memory_swap.is_some()),
+                    ("pids", w.pids.is_some()),
+                    ("cpu", w.cpus.is_some() || w.cpu_weight.is_some()),
+                    ("cpuset", w.cpuset_cpus.is_some() || w.cpuset_mems.is_some()),
+                    ("blkio", w.io_weight.is_some() || !w.io_max.is_empty()),
+                ];
+                for (c, needed) in needs {
+                    if needed && self.dir(c).is_none() {
+                        return Err(setup_err(Some(libc::ENOENT), Path::new(ROOT), &format!("the job's cgroup has no {c} controller (it was made without such a limit)")).hint("set the limit when the job starts"));
+                    }
+                }
+                self.limits_v1(w)
+            }
+        }
+    }
+
     /// Lets the cgroup outlive this value (a detached sandbox's: its runtime removes it later).
     pub fn leak(mut self) {
         self.removed = true;

@@ -112,6 +112,17 @@ impl DetachedCgroup {
         r
     }
 
+    /// Changes the running job's limits: those `limits` sets (memory, memory_swap, cpus,
+    /// cpu_period, cpu_weight, pids, cpuset_cpus, cpuset_mems, io_weight); the rest of the spec
+    /// is not looked at.
+    pub fn update(&self, limits: &crate::SandboxSpec) -> crate::Result<()> {
+        let w = crate::limits::cgroup::Wanted::from_spec(limits)?;
+        let j = self.job();
+        let r = j.update_limits(&w);
+        j.leak();
+        r.map_err(Into::into)
+    }
+
     /// Whether the cgroup's directories still exist.
     pub fn exists(&self) -> bool {
         self.dirs.iter().any(|(_, d)| d.is_dir())
