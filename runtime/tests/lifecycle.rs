@@ -332,3 +332,33 @@ fn list_features_and_spec() {
     assert_eq!(ev["type"], "stats");
     assert!(ev["data"]["pids"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn update_changes_a_running_containers_limits() {
+    root_only!();
+    let w = World::new("update");
+    let b = w.bundle("u1", |c| {
+        c["process"]["args"] = args(&["sleep", "1000"]);
+        c["linux"]["resources"] = serde_json::json!({"memory": {"limit": 67108864}, "pids": {"limit": 20}, "devices": [{"allow": false, "access": "rwm"}]});
+    });
+    let (ok, err) = w.detached(&["run", "-d", "--bundle", b.to_str().unwrap(), "u1"], &b);
+    assert!(ok, "{err}");
+    let res = w.dir.join("res.json");
+    std::fs::write(&res, r#"{"memory": {"limit": 134217728}}"#).unwrap();
+    let o = w.rt(&["update", "-r", res.to_str().unwrap(), "--pids-limit", "30", "u1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cg = w.cgroups_left();
+    let read = |f: &str| cg.iter().find_map(|d| std::fs::read_to_string(d.join(f)).ok()).unwrap_or_default().trim().to_string();
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        assert_eq!(read("memory.max"), "134217728");
+    } else {
+        assert_eq!(read("memory.limit_in_bytes"), "134217728");
+    }
+    assert_eq!(read("pids.max"), "30");
+    // A bad value is refused, naming it; a stopped container cannot be updated.
+    let o = w.rt(&["update", "--pids-limit", "1", "u1"]);
+    assert!(!o.status.success() && stderr(&o).contains("pids"), "{}", stderr(&o));
+    assert!(w.rt(&["delete", "--force", "u1"]).status.success());
+    let o = w.rt(&["update", "--pids-limit", "30", "u1"]);
+    assert!(!o.status.success() && stderr(&o).contains("does not exist"), "{}", stderr(&o));
+}

@@ -116,6 +116,12 @@ impl DetachedCgroup {
     /// cpu_period, cpu_weight, pids, cpuset_cpus, cpuset_mems, io_weight); the rest of the spec
     /// is not looked at.
     pub fn update(&self, limits: &crate::SandboxSpec) -> crate::Result<()> {
+        // The same bounds as at the start (a command is not needed for them).
+        let mut check = limits.clone();
+        if check.argv.is_empty() {
+            check.argv = vec!["update".into()];
+        }
+        crate::sandbox::validate::spec(&check)?;
         let w = crate::limits::cgroup::Wanted::from_spec(limits)?;
         let j = self.job();
         let r = j.update_limits(&w);
