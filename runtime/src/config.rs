@@ -223,8 +223,11 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
                 return Err(refuse("process.capabilities", "the bounding, effective and permitted sets must be equal (this runtime keeps one set)"));
             }
             let with_ambient = !ambient.is_empty();
-            if with_ambient && (ambient != bounding || inheritable != bounding) {
-                return Err(refuse("process.capabilities", "ambient capabilities must equal the other sets, inheritable included"));
+            // The kernel raises an ambient capability only if it is inheritable too: with an
+            // empty inheritable set (runc's and crun's `spec`), the ambient ones are made
+            // inheritable as well.
+            if with_ambient && (ambient != bounding || !(inheritable.is_empty() || inheritable == bounding)) {
+                return Err(refuse("process.capabilities", "ambient capabilities must equal the other sets (inheritable: the same, or none)"));
             }
             if !with_ambient && !inheritable.is_empty() {
                 return Err(refuse("process.capabilities.inheritable", "inheritable capabilities without ambient ones are not supported"));
