@@ -297,8 +297,8 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
     if ns.mount != NsMode::New {
         return Err(refuse("linux.namespaces", "a container needs a mount namespace of its own here (its root is pivoted there)"));
     }
-    if s.hostname.is_some() && ns.uts != NsMode::New {
-        return Err(refuse("hostname", "setting a hostname needs a UTS namespace of the container's own"));
+    if s.hostname.is_some() && ns.uts == NsMode::Host {
+        return Err(refuse("hostname", "setting a hostname needs a UTS namespace of the container's own (new or joined)"));
     }
     s.namespaces = ns;
     s.network = net;

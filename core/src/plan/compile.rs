@@ -164,12 +164,13 @@ impl Compiler<'_> {
         // network.
         if let Some(h) = &spec.hostname {
             validate_hostname(h)?;
-            if ns.uts != NsMode::New {
-                return Err(fail(Step::Hostname, None, "setting the hostname needs a new UTS namespace")
+            if ns.uts == NsMode::Host {
+                return Err(fail(Step::Hostname, None, "setting the hostname needs a UTS namespace of the sandbox's own (new or joined), not the host's")
                     .hint("leave namespaces.uts = new"));
             }
         }
-        if ns.uts == NsMode::New {
+        // A joined UTS namespace keeps its name unless one is asked for.
+        if ns.uts == NsMode::New || (matches!(ns.uts, NsMode::Join(_)) && spec.hostname.is_some()) {
             let h = spec.hostname.as_deref().unwrap_or(DEFAULT_HOSTNAME);
             let p = self.plan.cs(h)?;
             self.plan.op(Op::Hostname { name: p as *const u8, len: h.len() }, Step::Hostname, format!("set the hostname to {h:?}"), None);
