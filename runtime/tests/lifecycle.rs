@@ -130,13 +130,15 @@ fn exec_runs_in_the_container_with_its_exit_code() {
     let (ok, err) = w.detached(&["exec", "--process", p.to_str().unwrap(), "--detach", "--pid-file", pidf.to_str().unwrap(), "e1"], &b);
     assert!(ok, "{err}");
     let epid: i32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
-    for _ in 0..200 {
-        if b.join("rootfs/exec-pid").exists() {
+    // The shell creates the file, then writes it: wait for a whole number (slow under the VM).
+    let mut inside = 0;
+    for _ in 0..1000 {
+        if let Some(n) = std::fs::read_to_string(b.join("rootfs/exec-pid")).ok().and_then(|t| t.trim().parse::<i32>().ok()) {
+            inside = n;
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let inside: i32 = std::fs::read_to_string(b.join("rootfs/exec-pid")).unwrap().trim().parse().unwrap();
     assert!(inside > 1 && inside < 100, "pid in the container's namespace: {inside}");
     let o = w.rt(&["ps", "--format", "json", "e1"]);
     let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
