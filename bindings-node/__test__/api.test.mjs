@@ -295,12 +295,16 @@ test('spawn of a missing command emits error asynchronously, as child_process do
 });
 
 test('cwd is a host directory, as in child_process', async () => {
-  const { mkdtempSync, readFileSync } = await import('node:fs');
+  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs');
   const dir = mkdtempSync('/tmp/cagette-node-cwd-');
-  const r = await run(['sh', '-c', 'pwd; echo made > out.txt'], { cwd: dir });
-  assert.equal(r.exitCode, 0);
-  assert.equal(r.stdout.toString(), `${dir}\n`);
-  assert.equal(readFileSync(`${dir}/out.txt`, 'utf8'), 'made\n');
+  try {
+    const r = await run(['sh', '-c', 'pwd; echo made > out.txt'], { cwd: dir });
+    assert.equal(r.exitCode, 0);
+    assert.equal(r.stdout.toString(), `${dir}\n`);
+    assert.equal(readFileSync(`${dir}/out.txt`, 'utf8'), 'made\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("network 'private': a published port answers, the host's loopback does not", async () => {
