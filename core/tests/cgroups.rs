@@ -354,8 +354,58 @@ fn cgroup_parent_is_a_cgroup_path_created_as_needed() {
         let left: Vec<_> = std::fs::read_dir(&p).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("job-")).collect();
         assert!(left.is_empty(), "job cgroups left under {}: {left:?}", p.display());
     }
+    // The parent is made for the job (seen while one runs) and, made by cagette, goes with it.
+    let mut long = Sandbox::from_spec(SandboxSpec { memory: Some(Size(64 << 20)), pids: Some(16), cgroup_parent: Some(format!("/{rel}").into()), ..spec(&["sleep", "30"]) }).spawn().unwrap();
     assert!(job_parents_of(&rel).iter().any(|p| p.is_dir()), "the parent was not created");
+    long.kill(libc::SIGKILL).unwrap();
+    long.wait().unwrap();
+    let top = rel.split('/').next().unwrap();
+    let left: Vec<PathBuf> = job_parents_of(top).into_iter().filter(|p| p.exists()).collect();
+    assert!(left.is_empty(), "the parent cagette made outlived its last job: {left:?}");
     remove_parent(&rel);
+}
+
+#[test]
+fn parents_made_for_jobs_go_with_the_last_one_and_a_callers_own_stay() {
+    let _g = serial();
+    let top = format!("cagette-test-made-{}", std::process::id());
+    let _cleanup = TestParent(top.clone());
+    let job = |parent: &str, argv: &[&str]| SandboxSpec { memory: Some(Size(64 << 20)), pids: Some(16), cgroup_parent: Some(parent.into()), ..spec(argv) };
+    let exists = |rel: &str| job_parents_of(rel).into_iter().filter(|p| p.exists()).collect::<Vec<_>>();
+    // Two jobs under one new parent: the first to end leaves it to the other; the last takes
+    // it (and every level cagette made) away.
+    let shared = format!("/{top}/a/b");
+    let mut first = Sandbox::from_spec(job(&shared, &["sleep", "30"])).spawn().unwrap();
+    let mut second = Sandbox::from_spec(job(&shared, &["sleep", "30"])).spawn().unwrap();
+    first.kill(libc::SIGKILL).unwrap();
+    first.wait().unwrap();
+    assert!(!exists(&shared[1..]).is_empty(), "the parent went while a job was in it");
+    second.kill(libc::SIGKILL).unwrap();
+    second.wait().unwrap();
+    assert!(exists(&top).is_empty(), "made levels outlived the last job: {:?}", exists(&top));
+    // A host directory given as the parent (a cgroup path of the same name): nothing is left.
+    let d = TempDir::new("notcg");
+    let o = Sandbox::from_spec(job(d.path().to_str().unwrap(), &["true"])).output().unwrap();
+    assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
+    let first_level = d.path().components().nth(1).unwrap().as_os_str().to_string_lossy().into_owned();
+    let under: Vec<PathBuf> = job_parents_of(&first_level).into_iter().map(|p| p.join(d.path().strip_prefix(format!("/{first_level}")).unwrap())).filter(|p| p.exists()).collect();
+    assert!(under.is_empty(), "cgroups left for {}: {under:?}", d.path().display());
+    // A parent the caller made before is the caller's: it stays, with nothing of cagette's in it.
+    let own = format!("{top}/own");
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let ctrls: &[&str] = if v2 { &[""] } else { &["memory", "pids", "cpuacct", "devices", "freezer"] };
+    for c in ctrls {
+        std::fs::create_dir_all(Path::new("/sys/fs/cgroup").join(c).join(&own)).unwrap();
+    }
+    let o = Sandbox::from_spec(job(&format!("/{own}"), &["true"])).output().unwrap();
+    assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
+    for c in ctrls {
+        let p = Path::new("/sys/fs/cgroup").join(c).join(&own);
+        assert!(p.is_dir(), "the caller's own parent {} was removed", p.display());
+        let inside: Vec<_> = std::fs::read_dir(&p).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| e.path()).collect();
+        assert!(inside.is_empty(), "left in the caller's parent: {inside:?}");
+    }
+    remove_parent(&own);
 }
 
 #[test]

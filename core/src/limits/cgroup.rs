@@ -259,6 +259,9 @@ pub(crate) struct JobCgroup {
     oom_event: Option<OwnedFd>,
     /// v1 cgroups the job joins but does not own (the shared standard device allow-list).
     join_only: Vec<SharedDevices>,
+    /// (hierarchy root, parent) of a caller's `cgroup_parent`: the levels cagette made there
+    /// go with the last job that leaves them empty (`remove_made_levels`).
+    levels: Vec<(PathBuf, PathBuf)>,
 }
 
 /// v1: deny every device to the cgroup `d`, then allow the standard ones and `extra`.
@@ -360,7 +363,13 @@ fn parent_rel(spec_parent: Option<&Path>, backend: &Backend, named: bool) -> Res
 
 /// Creates `base` and its missing ancestors below `top` (a hierarchy's root); with `cpuset`,
 /// each new level gets its parent's CPUs and memory nodes (new cpuset cgroups start empty).
-fn create_levels(top: &Path, base: &Path, cpuset: bool) -> Result<(), SetupFailure> {
+/// With `mark`, each level cagette creates gets an empty child cgroup of this name: the mark
+/// that the level is cagette's (made for a caller's `cgroup_parent`), removed by the job that
+/// leaves it empty (`remove_made_levels`). A level that existed before is never marked, so a
+/// caller's own cgroups are never removed.
+const MADE_MARK: &str = "cagette-made-level";
+
+fn create_levels(top: &Path, base: &Path, cpuset: bool, mark: bool) -> Result<(), SetupFailure> {
     let rel = base.strip_prefix(top).unwrap_or(base);
     let mut cur = top.to_path_buf();
     for c in rel.components() {
@@ -369,10 +378,18 @@ fn create_levels(top: &Path, base: &Path, cpuset: bool) -> Result<(), SetupFailu
         if cur.is_dir() {
             continue;
         }
-        if let Err(e) = fs::create_dir(&cur)
-            && !cur.is_dir() {
-                return Err(with_access_hint(setup_err(e.raw_os_error(), &cur, "create the parent cgroup")));
+        match fs::create_dir(&cur) {
+            Ok(()) if mark => {
+                let m = cur.join(MADE_MARK);
+                if let Err(e) = fs::create_dir(&m)
+                    && e.kind() != ErrorKind::AlreadyExists {
+                        return Err(with_access_hint(setup_err(e.raw_os_error(), &m, "mark the parent cgroup as cagette's")));
+                    }
             }
+            Ok(()) => {}
+            Err(e) if !cur.is_dir() => return Err(with_access_hint(setup_err(e.raw_os_error(), &cur, "create the parent cgroup"))),
+            Err(_) => {}
+        }
         if cpuset {
             for f in ["cpuset.cpus", "cpuset.mems"] {
                 let v = fs::read_to_string(parent.join(f)).unwrap_or_default();
@@ -381,6 +398,30 @@ fn create_levels(top: &Path, base: &Path, cpuset: bool) -> Result<(), SetupFailu
         }
     }
     Ok(())
+}
+
+/// Removes the levels of `base` (up to `top`, deepest first) that cagette made and that hold
+/// nothing but their mark: the last job under a parent it made takes the parent with it.
+fn remove_made_levels(top: &Path, base: &Path) {
+    let mut cur = base.to_path_buf();
+    while cur != top && cur.starts_with(top) {
+        let mark = cur.join(MADE_MARK);
+        if !mark.is_dir() {
+            return;
+        }
+        let busy = fs::read_dir(&cur).map(|d| d.flatten().any(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != MADE_MARK)).unwrap_or(true);
+        if busy || fs::remove_dir(&mark).is_err() {
+            return;
+        }
+        if fs::remove_dir(&cur).is_err() {
+            // A job came in meanwhile: the level stays, marked again for its last job.
+            let _ = fs::create_dir(&mark);
+            return;
+        }
+        if !cur.pop() {
+            return;
+        }
+    }
 }
 
 /// Sweeps each parent directory once per process: job cgroups whose host died are killed and
@@ -452,12 +493,15 @@ fn remove_dir_retry(dir: &Path) -> io::Result<()> {
 }
 
 fn parent_v2(spec_parent: Option<&Path>, wanted: &Wanted, named: bool) -> Result<PathBuf, SetupFailure> {
+    // Levels made for a caller's parent are marked (and go with its last job); cagette's own
+    // default parent stays.
+    let mark = spec_parent.is_some();
     let root = crate::host::euid() == 0;
     if root || spec_parent.is_some() {
         let rel = parent_rel(spec_parent, &Backend::V2, named)?;
         let p = Path::new(ROOT).join(&rel);
         if root {
-            create_levels(Path::new(ROOT), &p, false)?;
+            create_levels(Path::new(ROOT), &p, false, mark)?;
             // Enable the controllers the jobs need at every level from the root down to it.
             let mut dir = PathBuf::from(ROOT);
             for level in std::iter::once(None).chain(rel.components().map(Some)) {
@@ -506,13 +550,27 @@ impl JobCgroup {
                 return Err(setup_err(Some(libc::EINVAL), Path::new(ROOT), &format!("cgroup name {n:?}: give one plain name, not starting with job-")));
             }
         let name = own_name.map_or_else(job_name, str::to_string);
-        let mut job = JobCgroup { backend: backend.clone(), dirs: Vec::new(), dirfd: None, cpu_time: wanted.cpu_time, removed: false, oom_event: None, join_only: Vec::new() };
+        let mut job = JobCgroup { backend: backend.clone(), dirs: Vec::new(), dirfd: None, cpu_time: wanted.cpu_time, removed: false, oom_event: None, join_only: Vec::new(), levels: Vec::new() };
+        let mark = spec_parent.is_some();
         match backend {
             Backend::V2 => {
-                let parent = parent_v2(spec_parent, wanted, own_name.is_some())?;
+                let mut parent = parent_v2(spec_parent, wanted, own_name.is_some())?;
+                if mark {
+                    job.levels.push((PathBuf::from(ROOT), parent.clone()));
+                }
                 sweep_once(&parent, None);
-                let dir = parent.join(&name);
-                make_job_dir(&dir, own_name.is_some()).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &dir, "create the job's cgroup")))?;
+                let mut dir = parent.join(&name);
+                // A level made by cagette goes with the last job under it: one ending right now
+                // may take it away between its making and ours (then it is made again).
+                let mut tries = 0;
+                while let Err(e) = make_job_dir(&dir, own_name.is_some()) {
+                    if e.kind() != ErrorKind::NotFound || tries == 3 {
+                        return Err(with_access_hint(setup_err(e.raw_os_error(), &dir, "create the job's cgroup")));
+                    }
+                    tries += 1;
+                    parent = parent_v2(spec_parent, wanted, own_name.is_some())?;
+                    dir = parent.join(&name);
+                }
                 job.dirs.push(("", dir.clone()));
                 job.limits_v2(&dir, wanted)?;
                 let fd = fs::File::open(&dir).map_err(|e| setup_err(e.raw_os_error(), &dir, "open the job's cgroup"))?;
@@ -528,13 +586,23 @@ impl JobCgroup {
                     return Err(setup_err(Some(libc::EOPNOTSUPP), Path::new(ROOT), "memory_high needs cgroup v2 (this host has cgroup v1)").hint("use memory (a hard limit) instead"));
                 }
                 let rel = parent_rel(spec_parent, &backend, own_name.is_some())?;
+                if mark {
+                    // Every hierarchy, not only this job's: a job of a host that died (swept by
+                    // now) may have used others under the same parent.
+                    for c in V1_CONTROLLERS {
+                        let m = Path::new(ROOT).join(c);
+                        if m.join("cgroup.procs").exists() {
+                            job.levels.push((m.clone(), m.join(&rel)));
+                        }
+                    }
+                }
                 for ctrl in wanted.v1_controllers() {
                     let mount = Path::new(ROOT).join(ctrl);
                     let base = mount.join(&rel);
                     if !mount.join("cgroup.procs").exists() {
                         return Err(setup_err(Some(libc::ENOENT), &mount, &format!("the cgroup v1 controller {ctrl} is not mounted")).hint("see `cagette probe` for the usable controllers, or drop this limit"));
                     }
-                    create_levels(&mount, &base, ctrl == "cpuset")?;
+                    create_levels(&mount, &base, ctrl == "cpuset", mark)?;
                     sweep_once(&Path::new(ROOT).join("*").join(&rel), Some(&rel));
                     if ctrl == "devices" && wanted.devices.is_empty() && own_name.is_none() {
                         // The standard allow-list lives in one shared cgroup below the parent:
@@ -544,7 +612,15 @@ impl JobCgroup {
                         continue;
                     }
                     let dir = base.join(&name);
-                    make_job_dir(&dir, own_name.is_some()).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &dir, &format!("create the job's {ctrl} cgroup"))))?;
+                    let mut tries = 0;
+                    while let Err(e) = make_job_dir(&dir, own_name.is_some()) {
+                        // As on v2: a made level taken away by a job ending meanwhile is made again.
+                        if e.kind() != ErrorKind::NotFound || tries == 3 {
+                            return Err(with_access_hint(setup_err(e.raw_os_error(), &dir, &format!("create the job's {ctrl} cgroup"))));
+                        }
+                        tries += 1;
+                        create_levels(&mount, &base, ctrl == "cpuset", mark)?;
+                    }
                     job.dirs.push((ctrl, dir.clone()));
                     if ctrl == "cpuset" {
                         for f in ["cpuset.cpus", "cpuset.mems"] {
@@ -710,7 +786,7 @@ impl JobCgroup {
 
     /// The cgroup of a job made earlier (by a process that may be gone), from its
     /// [`members`](Self::members): to kill, freeze or remove it. Unknown controllers are skipped.
-    pub fn from_members(v2: bool, members: &[(String, PathBuf)]) -> JobCgroup {
+    pub fn from_members(v2: bool, members: &[(String, PathBuf)], levels: &[(PathBuf, PathBuf)]) -> JobCgroup {
         let dirs = members
             .iter()
             .filter_map(|(c, d)| {
@@ -718,7 +794,7 @@ impl JobCgroup {
                 Some((c, d.clone()))
             })
             .collect();
-        JobCgroup { backend: if v2 { Backend::V2 } else { Backend::V1 }, dirs, dirfd: None, cpu_time: None, removed: false, oom_event: None, join_only: Vec::new() }
+        JobCgroup { backend: if v2 { Backend::V2 } else { Backend::V1 }, dirs, dirfd: None, cpu_time: None, removed: false, oom_event: None, join_only: Vec::new(), levels: levels.to_vec() }
     }
 
     /// Changes the limits of a running job (an OCI runtime's `update`): the ones `w` sets, in
@@ -745,6 +821,11 @@ impl JobCgroup {
                 self.limits_v1(w)
             }
         }
+    }
+
+    /// (hierarchy root, parent) pairs whose cagette-made levels go with the job.
+    pub fn made_levels(&self) -> &[(PathBuf, PathBuf)] {
+        &self.levels
     }
 
     /// Lets the cgroup outlive this value (a detached sandbox's: its runtime removes it later).
@@ -944,6 +1025,9 @@ impl JobCgroup {
         }
         for shared in self.join_only.drain(..) {
             shared.release();
+        }
+        for (top, base) in &self.levels {
+            remove_made_levels(top, base);
         }
         first_err.map_or(Ok(()), Err)
     }

@@ -63,17 +63,22 @@ pub struct DetachedCgroup {
     pub v2: bool,
     /// (controller, directory); on v2 one entry with controller "".
     pub dirs: Vec<(String, PathBuf)>,
+    /// (hierarchy root, parent): the parent levels cagette made for this cgroup, removed with it
+    /// when nothing else is left in them.
+    #[serde(default)]
+    pub levels: Vec<(PathBuf, PathBuf)>,
 }
 
 impl DetachedCgroup {
     pub(crate) fn from_job(job: JobCgroup) -> DetachedCgroup {
         let (v2, dirs) = job.members();
+        let levels = job.made_levels().to_vec();
         job.leak();
-        DetachedCgroup { v2, dirs }
+        DetachedCgroup { v2, dirs, levels }
     }
 
     fn job(&self) -> JobCgroup {
-        JobCgroup::from_members(self.v2, &self.dirs)
+        JobCgroup::from_members(self.v2, &self.dirs, &self.levels)
     }
 
     /// Kills every process in the cgroup (v2 cgroup.kill; v1 freeze, kill, thaw).

@@ -121,6 +121,8 @@ impl World {
         if let Ok(rd) = std::fs::read_dir(&v2) {
             v.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
         }
+        // cagette's mark on a parent level it made (it goes with the level) is not a container's.
+        v.retain(|d| !d.ends_with("cagette-made-level"));
         v.sort();
         v.dedup();
         v
