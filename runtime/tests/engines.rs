@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::borrow::BorrowMut;
 use std::process::{Command, Output};
 
 fn run(cmd: &mut Command) -> Output {
@@ -64,16 +63,21 @@ impl Drop for Podman {
     }
 }
 
-/// One engine at a time: both drive terminals and cgroups on this machine.
-static ONE_ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// One engine at a time (both drive terminals and cgroups on this machine), as root only:
+/// the guard, or None when the test is skipped.
+fn one_engine() -> Option<std::sync::MutexGuard<'static, ()>> {
+    static ONE_ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let g = ONE_ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    Some(g)
+}
 
 #[test]
 fn podman_runs_cagette_sandboxes() {
-    let _one = ONE_ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    let Some(_one) = one_engine() else { return };
     let p = Podman::new();
     let img = "localhost/cagette-test-bb:latest";
     // run --rm, the exit code passed through.
@@ -181,25 +185,17 @@ impl Drop for Containerd {
 
 #[test]
 fn containerd_runs_cagette_sandboxes_through_its_runc_shim() {
-    let _one = ONE_ENGINE.lock().unwrap_or_else(|e| e.into_inner());
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    let Some(_one) = one_engine() else { return };
     let c = Containerd::start();
-    // An image made here: the busybox rootfs imported into podman's format... as a docker
-    // archive built by hand (a layer tar, a config, a manifest).
+    // An image made here: the busybox rootfs imported by podman and saved as a docker archive.
     let archive = c.dir.join("bb.tar");
-    let store = |c2: &mut Command| -> Output {
-        run(c2)
-    };
     let pd = |args: &[&str]| {
         let mut cmd = Command::new("podman");
         cmd.arg("--root").arg(c.dir.join("podman")).arg("--runroot").arg(c.dir.join("podman-run")).args(["--storage-driver", "vfs", "--events-backend", "file"]).args(args);
         cmd
     };
-    assert!(store(pd(&["import", rootfs_tar(&c.dir).to_str().unwrap(), "localhost/cagette-test-bb:latest"]).borrow_mut()).status.success());
-    assert!(store(pd(&["save", "-o", archive.to_str().unwrap(), "localhost/cagette-test-bb:latest"]).borrow_mut()).status.success());
+    assert!(run(&mut pd(&["import", rootfs_tar(&c.dir).to_str().unwrap(), "localhost/cagette-test-bb:latest"])).status.success());
+    assert!(run(&mut pd(&["save", "-o", archive.to_str().unwrap(), "localhost/cagette-test-bb:latest"])).status.success());
     let _ = pd(&["system", "reset", "-f"]).output();
     let o = run(c.ctr().args(["images", "import"]).arg(&archive));
     assert!(o.status.success());
