@@ -107,16 +107,17 @@ pub fn make_devices(pid: i32, devices: &[LinuxDevice], uid_map: &[IdMap], gid_ma
     for d in devices {
         let rel = d.path().strip_prefix("/").unwrap_or(d.path());
         let (parent, name) = (rel.parent().unwrap_or(Path::new("")), rel.file_name().unwrap_or_default());
-        // mkdir -p the parent inside the root.
-        let mut cur = std::path::PathBuf::new();
+        // mkdir -p the parent inside the root, one level at a time from a directory fd, never
+        // through a symlink (the root's files are the bundle's: a planted link would lead out).
+        let mut dir = rustix::io::dup(&root).map_err(|e| RtError::Io { what: "open the container's root".into(), err: e.into() })?;
         for c in parent.components() {
-            cur.push(c);
-            match mkdirat(&root, &cur, Mode::from_raw_mode(0o755)) {
+            match mkdirat(&dir, c.as_os_str(), Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(RtError::Io { what: format!("create {} in the container", cur.display()), err: e.into() }),
+                Err(e) => return Err(RtError::Io { what: format!("create {} in the container", d.path().display()), err: e.into() }),
             }
+            dir = openat2(&dir, c.as_os_str(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH)
+                .map_err(|e| RtError::Io { what: format!("open {} in the container (a symlink or not a directory: refused)", parent.display()), err: e.into() })?;
         }
-        let dir = openat2(&root, parent, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS).map_err(|e| RtError::Io { what: format!("open {} in the container", parent.display()), err: e.into() })?;
         let ft = match d.typ() {
             LinuxDeviceType::B => FileType::BlockDevice,
             LinuxDeviceType::P => FileType::Fifo,

@@ -364,3 +364,24 @@ fn update_changes_a_running_containers_limits() {
     let o = w.rt(&["update", "--pids-limit", "30", "u1"]);
     assert!(!o.status.success() && stderr(&o).contains("does not exist"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_planted_symlink_cannot_lead_a_device_node_out_of_the_root() {
+    root_only!();
+    let w = World::new("devlink");
+    // No /dev mount: the bundle's own /dev, where a link points at a host directory.
+    let outside = w.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let b = w.bundle("d1", |c| {
+        let mounts: Vec<serde_json::Value> = c["mounts"].as_array().unwrap().iter().filter(|m| !m["destination"].as_str().unwrap().starts_with("/dev")).cloned().collect();
+        c["mounts"] = mounts.into();
+        c["linux"]["devices"] = serde_json::json!([{"path": "/dev/evil/sub/null", "type": "c", "major": 1, "minor": 3}]);
+    });
+    std::fs::create_dir_all(b.join("rootfs/dev")).unwrap();
+    std::os::unix::fs::symlink(&outside, b.join("rootfs/dev/evil")).unwrap();
+    let (ok, err) = w.create("d1", &b);
+    assert!(!ok, "created through a symlink");
+    assert!(err.contains("a symlink or not a directory"), "{err}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "something was made outside the root");
+    assert!(!w.root.join("d1").exists() && w.cgroups_left().is_empty());
+}
