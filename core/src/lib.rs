@@ -55,7 +55,7 @@ mod security;
 
 pub use security::caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
 pub use sandbox::child::Child;
-pub use sandbox::detach::{DetachOptions, Detached, DetachedCgroup};
+pub use sandbox::detach::{DetachOptions, Detached, DetachedCgroup, DeviceRule};
 pub use sandbox::spawn::exec_into;
 pub use sandbox::live::{list_sandboxes, SandboxEntry};
 pub use error::{Error, Result, SetupFailure, Step};

@@ -6,7 +6,7 @@
 //! (Unknown properties are ignored, as the runtime spec requires of runtimes.)
 
 use crate::error::RtError;
-use cagette::{Atime, Capability, MountFlags, Propagation, CgroupMode, IdMap, Mount, Network, NsMode, OciSeccomp, Rlimit, RlimitResource, SandboxSpec, Seccomp, SeccompMode, Size, Stdio, UsernsMode};
+use cagette::{Atime, Capability, DeviceRule, MountFlags, Propagation, CgroupMode, IdMap, Mount, Network, NsMode, OciSeccomp, Rlimit, RlimitResource, SandboxSpec, Seccomp, SeccompMode, Size, Stdio, UsernsMode};
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, LinuxNamespaceType, Spec};
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -24,8 +24,9 @@ pub struct Translated {
     pub oom_score_adj: Option<i32>,
     /// Device nodes made in the container's /dev before it starts.
     pub devices: Vec<LinuxDevice>,
-    /// Devices the device cgroup allows beyond the standard ones.
-    pub allow_devices: Vec<(char, u32, u32)>,
+    /// Devices the device cgroup allows beyond the standard ones: `linux.resources.devices`'
+    /// allow rules in their order, then the device nodes.
+    pub allow_devices: Vec<DeviceRule>,
     /// The cgroup's own name (its parent is the sandbox's `cgroup_parent`).
     pub cgroup_name: String,
     pub terminal: bool,
@@ -353,7 +354,7 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
 
     // devices: made in /dev once the sandbox is built; allowed in the device cgroup.
     let mut devices = Vec::new();
-    let mut allow_devices = Vec::new();
+    let mut node_rules = Vec::new();
     for d in linux.devices().iter().flatten() {
         let path = d.path();
         if !path.is_absolute() || !path.starts_with("/dev") || path.components().any(|c| matches!(c, Component::ParentDir)) {
@@ -368,7 +369,7 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
         if t != 'p' {
             let (maj, min) = (u32::try_from(d.major()), u32::try_from(d.minor()));
             let (Ok(maj), Ok(min)) = (maj, min) else { return Err(refuse("linux.devices", format!("{}: bad major/minor", path.display()))) };
-            allow_devices.push((t, maj, min));
+            node_rules.push(DeviceRule::rwm(t, maj, min));
         }
         devices.push(d.clone());
     }
@@ -390,8 +391,15 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
             return Err(refuse("linux.sysctl", format!("{k:?} is not a sysctl name")));
         }
     }
+    let mut allow_devices = Vec::new();
     if let Some(r) = linux.resources() {
         translate_resources(r, &mut s, &mut allow_devices)?;
+    }
+    // A node is allowed rwm unless a rule of linux.resources.devices names it (that rule decides).
+    for r in node_rules {
+        if !allow_devices.iter().any(|a| (a.kind, a.major, a.minor) == (r.kind, r.major, r.minor)) {
+            allow_devices.push(r);
+        }
     }
     let (cgroup_parent, cgroup_name) = cgroup_path(linux.cgroups_path().as_deref(), id, systemd_cgroup)?;
     s.cgroup_parent = Some(cgroup_parent);
@@ -535,7 +543,7 @@ pub fn resources_spec(r: &oci_spec::runtime::LinuxResources) -> Result<SandboxSp
     Ok(s)
 }
 
-fn translate_resources(r: &oci_spec::runtime::LinuxResources, s: &mut SandboxSpec, allow: &mut Vec<(char, u32, u32)>) -> Result<(), RtError> {
+fn translate_resources(r: &oci_spec::runtime::LinuxResources, s: &mut SandboxSpec, allow: &mut Vec<DeviceRule>) -> Result<(), RtError> {
     if let Some(m) = r.memory() {
         if let Some(l) = m.limit().filter(|l| *l > 0) {
             s.memory = Some(Size(l as u64));
@@ -612,20 +620,29 @@ fn translate_resources(r: &oci_spec::runtime::LinuxResources, s: &mut SandboxSpe
         match (d.allow(), whole) {
             (false, true) if i == 0 => {} // deny all: where cagette starts
             (true, false) => {
-                if d.access().as_deref().is_some_and(|a| { let mut a: Vec<char> = a.chars().collect(); a.sort_unstable(); a != ['m', 'r', 'w'] }) {
-                    return Err(refuse("linux.resources.devices", "allow rules must grant \"rwm\" (finer access is not supported)"));
+                // Access: letters of "rwm", each at most once; none given means all three.
+                let access = d.access().clone().unwrap_or_else(|| "rwm".into());
+                let (read, write, mknod) = (access.contains('r'), access.contains('w'), access.contains('m'));
+                if access.is_empty() || access.len() != usize::from(read) + usize::from(write) + usize::from(mknod) {
+                    return Err(refuse(&format!("linux.resources.devices[{i}].access"), format!("{access:?} is not a combination of r, w and m")));
                 }
                 // The ptys (c 136:*) are in cagette's standard list already.
-                if t == Some('c') && d.major() == Some(136) && d.minor().is_none() {
+                if t == Some('c') && d.major() == Some(136) && d.minor().is_none() && access == "rwm" {
                     continue;
                 }
                 let (Some(t), Some(maj), Some(min)) = (t, d.major(), d.minor()) else {
                     return Err(refuse("linux.resources.devices", "an allow rule needs a type, major and minor (wildcards other than c 136:* are not supported)"));
                 };
-                if let (Ok(maj), Ok(min)) = (u32::try_from(maj), u32::try_from(min))
-                    && !allow.contains(&(t, maj, min)) {
-                        allow.push((t, maj, min));
-                    }
+                if t == 'p' {
+                    return Err(refuse(&format!("linux.resources.devices[{i}].type"), "a FIFO is not a device the device cgroup controls"));
+                }
+                let (Ok(major), Ok(minor)) = (u32::try_from(maj), u32::try_from(min)) else {
+                    return Err(refuse(&format!("linux.resources.devices[{i}]"), format!("bad major/minor {maj}:{min}")));
+                };
+                let rule = DeviceRule { kind: t, major, minor, read, write, mknod };
+                if !allow.contains(&rule) {
+                    allow.push(rule);
+                }
             }
             (true, true) => return Err(refuse("linux.resources.devices", "allowing every device is not supported")),
             _ => return Err(refuse("linux.resources.devices", "only \"deny all\" first, then allow rules, are supported")),

@@ -155,11 +155,16 @@ fn limits_and_runtime_settings_are_applied() {
     root_only!();
     let w = World::new("limits");
     let b = w.bundle("l1", |c| {
-        c["process"]["args"] = sh("cat /proc/self/oom_score_adj; cat /proc/sys/net/ipv4/ip_forward; ls -l /dev/testnull; ulimit -n");
+        c["process"]["args"] = sh("cat /proc/self/oom_score_adj; cat /proc/sys/net/ipv4/ip_forward; ls -l /dev/testnull; ulimit -n; \
+            (: < /dev/fuse) 2>/dev/null && echo read || echo no-read; (: > /dev/fuse) 2>/dev/null && echo write || echo no-write");
         c["process"]["oomScoreAdj"] = 300.into();
         c["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
-        c["linux"]["devices"] = serde_json::json!([{"path": "/dev/testnull", "type": "c", "major": 1, "minor": 3, "fileMode": 432, "uid": 0, "gid": 0}]);
-        c["linux"]["resources"] = serde_json::json!({"memory": {"limit": 67108864}, "pids": {"limit": 20}, "devices": [{"allow": false, "access": "rwm"}]});
+        // /dev/fuse (opening it does nothing until a mount) for reading only: the rule's access,
+        // not the node's default rwm, decides.
+        c["linux"]["devices"] = serde_json::json!([{"path": "/dev/testnull", "type": "c", "major": 1, "minor": 3, "fileMode": 432, "uid": 0, "gid": 0},
+            {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438}]);
+        c["linux"]["resources"] = serde_json::json!({"memory": {"limit": 67108864}, "pids": {"limit": 20},
+            "devices": [{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "r"}]});
         c["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
     });
     let (ok, err) = w.create("l1", &b);
@@ -173,6 +178,9 @@ fn limits_and_runtime_settings_are_applied() {
     } else {
         assert_eq!(file("memory", "memory.limit_in_bytes").trim(), "67108864");
         assert_eq!(file("pids", "pids.max").trim(), "20");
+        // The config's rules first, in order (as OCI asks), then its nodes, then the standard list.
+        let list = file("devices", "devices.list");
+        assert!(list.starts_with("c 10:229 r\nc 1:3 rwm\n"), "{list}");
     }
     assert!(w.rt(&["start", "l1"]).status.success());
     w.wait_stopped("l1");
@@ -182,6 +190,7 @@ fn limits_and_runtime_settings_are_applied() {
     assert_eq!(lines[1], "1", "{out}");
     assert!(lines[2].starts_with("crw-rw----") && lines[2].contains("1,   3"), "{out}");
     assert_eq!(lines[3], "256", "{out}");
+    assert_eq!(lines[4..], ["read", "no-write"], "{out}");
     assert!(w.rt(&["delete", "l1"]).status.success());
 }
 

@@ -141,8 +141,9 @@ pub(crate) struct Wanted {
     pub pid_ns: bool,
     /// An OOM kill of one process kills the whole job (`oom_policy = kill_job`).
     pub oom_kill_job: bool,
-    /// Device nodes the job may use besides the standard set: (type 'c' or 'b', major, minor).
-    pub devices: Vec<(char, u32, u32)>,
+    /// Device nodes the job may use besides the standard set, in the order they are allowed
+    /// (before the standard ones).
+    pub devices: Vec<crate::DeviceRule>,
 }
 
 impl Wanted {
@@ -167,7 +168,7 @@ impl Wanted {
             always: spec.cgroup == crate::sandbox::spec::CgroupMode::Always,
             pid_ns: spec.namespaces.pid == crate::sandbox::spec::NsMode::New,
             oom_kill_job: spec.oom_policy == crate::sandbox::spec::OomPolicy::KillJob,
-            devices: spec.devices.iter().filter_map(|d| device_of(d)).collect(),
+            devices: spec.devices.iter().filter_map(|d| device_of(d)).map(|(t, a, b)| crate::DeviceRule::rwm(t, a, b)).collect(),
         })
     }
 
@@ -264,12 +265,14 @@ pub(crate) struct JobCgroup {
     levels: Vec<(PathBuf, PathBuf)>,
 }
 
-/// v1: deny every device to the cgroup `d`, then allow the standard ones and `extra`.
-fn restrict_devices(d: &Path, extra: &[(char, u32, u32)]) -> Result<(), SetupFailure> {
+/// v1: deny every device to the cgroup `d`, then allow `extra` in its order (`devices.list`
+/// keeps it, as OCI asks), then the standard ones.
+fn restrict_devices(d: &Path, extra: &[crate::DeviceRule]) -> Result<(), SetupFailure> {
     write(&d.join("devices.deny"), "a", "deny every device to the job")?;
-    for (t, maj, min) in STANDARD_DEVICES.iter().map(|&(t, a, b)| (t, a, b)).chain(extra.iter().map(|&(t, a, b)| (t, a, Some(b)))) {
-        let min = min.map_or("*".to_string(), |m| m.to_string());
-        write(&d.join("devices.allow"), &format!("{t} {maj}:{min} rwm"), "allow a device to the job")?;
+    let extra = extra.iter().map(|r| (r.kind, r.major, r.minor.to_string(), r.access()));
+    let standard = STANDARD_DEVICES.iter().map(|&(t, a, b)| (t, a, b.map_or("*".to_string(), |m| m.to_string()), "rwm".to_string()));
+    for (t, maj, min, access) in extra.chain(standard) {
+        write(&d.join("devices.allow"), &format!("{t} {maj}:{min} {access}"), "allow a device to the job")?;
     }
     Ok(())
 }

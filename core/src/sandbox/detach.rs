@@ -27,9 +27,49 @@ pub struct DetachOptions {
     /// The name of the job's cgroup below `cgroup_parent` (one plain name; default: a `job-…`
     /// name, which a later start sweeps once this process is gone, so give one).
     pub cgroup_name: Option<String>,
-    /// Devices the job may use beyond the standard ones and the spec's: (type 'c' or 'b',
-    /// major, minor), added to its device cgroup (an OCI config's device nodes).
-    pub allow_devices: Vec<(char, u32, u32)>,
+    /// Devices the job may use beyond the standard ones and the spec's, in this order before
+    /// the standard ones in its device cgroup (an OCI config's `linux.resources.devices` and
+    /// device nodes).
+    pub allow_devices: Vec<DeviceRule>,
+}
+
+/// One device a job may use, and how: an allow rule of its device cgroup (v1 `devices.allow`,
+/// or the eBPF device program on v2).
+///
+/// ```
+/// let r = cagette::DeviceRule { kind: 'b', major: 8, minor: 20, read: true, write: true, mknod: false };
+/// assert_eq!(r.access(), "rw");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceRule {
+    /// 'c' (character) or 'b' (block).
+    pub kind: char,
+    /// The device's major number.
+    pub major: u32,
+    /// The device's minor number.
+    pub minor: u32,
+    /// Reading is allowed.
+    pub read: bool,
+    /// Writing is allowed.
+    pub write: bool,
+    /// Making its node (mknod) is allowed.
+    pub mknod: bool,
+}
+
+impl DeviceRule {
+    /// Read, write and mknod on one device.
+    ///
+    /// ```
+    /// assert_eq!(cagette::DeviceRule::rwm('c', 10, 229).access(), "rwm");
+    /// ```
+    pub fn rwm(kind: char, major: u32, minor: u32) -> DeviceRule {
+        DeviceRule { kind, major, minor, read: true, write: true, mknod: true }
+    }
+
+    /// The access as the v1 device cgroup writes it ("r", "rw", "rwm", …).
+    pub fn access(&self) -> String {
+        [(self.read, 'r'), (self.write, 'w'), (self.mknod, 'm')].iter().filter(|(on, _)| *on).map(|(_, c)| *c).collect()
+    }
 }
 
 /// A sandbox that runs on without this process: its init's pid (its exit status is the

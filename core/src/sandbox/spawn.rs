@@ -528,7 +528,8 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
     // The job's cgroup first: a limit that cannot be applied fails before anything runs.
     let mut wanted = Wanted::from_spec(spec)?;
     if let Some(d) = &detach {
-        wanted.devices.extend(d.allow_devices.iter().copied());
+        // The runtime's rules first, in their order (OCI asks that `devices.list` keeps it).
+        wanted.devices.splice(0..0, d.allow_devices.iter().copied());
     }
     let cgroup = if exec_rec.is_some() {
         None // the command joins the sandbox's (below)
