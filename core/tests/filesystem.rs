@@ -197,3 +197,45 @@ fn cwd_is_inside_the_sandbox() {
     let o = Sandbox::new().command("pwd").output().unwrap();
     assert_eq!(stdout(&o), "/\n");
 }
+
+#[test]
+fn mountinfo_lists_binds_and_new_file_systems_in_the_specs_order() {
+    // OCI asks for mounts in the listed order; mountinfo is sorted by mount id, given when a
+    // bind's tree is cloned or a file system is made. (Without a user namespace, as an OCI
+    // runtime's containers mostly are: with one, a root caller's binds are id-mapped mounts the
+    // parent makes, listed before the sandbox's own.)
+    let d = TempDir::new("order");
+    std::fs::write(d.path().join("in"), "data").unwrap();
+    let o = Sandbox::new()
+        .user_namespace(cagette::NsMode::Host)
+        .mount(Mount::tmpfs("/tmp/m1"))
+        .mount(Mount::bind(d.path(), "/tmp/m2"))
+        .mount(Mount::tmpfs("/tmp/m3"))
+        .mount(Mount::bind(d.path(), "/tmp/m4").read_only())
+        .command("sh")
+        .args(["-c", "awk '$5 ~ \"^/tmp/m\" {print $5}' /proc/self/mountinfo | tr '\\n' ' '; cat /tmp/m4/in"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "/tmp/m1 /tmp/m2 /tmp/m3 /tmp/m4 data", "{o:?}");
+}
+
+#[test]
+fn a_recursive_bind_above_the_staging_directory_holds_the_hosts_tree_not_the_new_root() {
+    // The new root is assembled at /tmp (in the child's mount namespace): a recursive bind of
+    // /tmp is cloned before that, so it shows the host's /tmp, not the sandbox's root.
+    use std::os::unix::fs::MetadataExt;
+    let d = TempDir::new("above");
+    std::fs::write(d.path().join("in"), "data").unwrap();
+    let name = d.path().file_name().unwrap().to_string_lossy().to_string();
+    let host_tmp = std::fs::metadata("/tmp").unwrap().ino();
+    for userns in [cagette::NsMode::New, cagette::NsMode::Host] {
+        let o = Sandbox::new()
+            .user_namespace(userns.clone())
+            .mount(Mount::bind("/tmp", "/tmp/ht").read_only())
+            .command("sh")
+            .args(["-c", &format!("cat /tmp/ht/{name}/in; echo; stat -c %i /tmp/ht")])
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&o), format!("data\n{host_tmp}\n"), "{userns:?}: {o:?}");
+    }
+}

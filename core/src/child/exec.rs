@@ -440,19 +440,25 @@ fn open_pty(sock: c_int, winsize: &[u16; 4]) -> Result<c_int, Errno> {
 /// Opens a host path without following symlinks and clones its mount tree, after checking that
 /// it is still the inode the parent resolved.
 fn open_tree_checked(path: *const libc::c_char, flags: u32, dev: u64, ino: u64) -> Result<c_int, Errno> {
-    let how = OpenHow { flags: (libc::O_PATH | libc::O_CLOEXEC) as u64, mode: 0, resolve: sys::RESOLVE_NO_SYMLINKS };
-    let fd = sys::openat2(libc::AT_FDCWD, path, &how)? as c_int;
-    let r = (|| {
-        // SAFETY: an all-zero stat is a valid value of this plain C struct.
-    let mut st: libc::stat = unsafe { core::mem::zeroed() };
-        sys::fstatat(fd, EMPTY, &mut st, sys::AT_EMPTY_PATH)?;
-        if st.st_dev != dev || st.st_ino != ino {
-            return Err(Errno(libc::ESTALE));
-        }
-        Ok(sys::open_tree(fd, EMPTY, flags | sys::AT_EMPTY_PATH)? as c_int)
-    })();
+    let fd = open_path_checked(path, dev, ino)?;
+    let r = sys::open_tree(fd, EMPTY, flags | sys::AT_EMPTY_PATH).map(|t| t as c_int);
     let _ = sys::close(fd);
     r
+}
+
+/// An O_PATH fd of a host path opened without following symlinks, checked to be the inode
+/// (dev, ino) the parent resolved (ESTALE if not).
+fn open_path_checked(path: *const libc::c_char, dev: u64, ino: u64) -> Result<c_int, Errno> {
+    let how = OpenHow { flags: (libc::O_PATH | libc::O_CLOEXEC) as u64, mode: 0, resolve: sys::RESOLVE_NO_SYMLINKS };
+    let fd = sys::openat2(libc::AT_FDCWD, path, &how)? as c_int;
+    // SAFETY: an all-zero stat is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    let r = sys::fstatat(fd, EMPTY, &mut st, sys::AT_EMPTY_PATH);
+    if r.is_err() || st.st_dev != dev || st.st_ino != ino {
+        let _ = sys::close(fd);
+        return Err(r.err().unwrap_or(Errno(libc::ESTALE)));
+    }
+    Ok(fd)
 }
 
 /// Entry point of the setup child. `arg` is the `*const Plan`.
@@ -501,6 +507,14 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
         Op::MakePrivate => sys::mount(core::ptr::null(), c"/".as_ptr(), core::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, core::ptr::null()).map(|_| ()),
         Op::OpenTree { path, flags, slot: s } => sys::open_tree(libc::AT_FDCWD, path, flags).map(|fd| set_slot(plan, s, fd)),
         Op::OpenTreeChecked { path, flags, dev, ino, slot: s } => open_tree_checked(path, flags, dev, ino).map(|fd| set_slot(plan, s, fd as usize)),
+        Op::OpenPathChecked { path, dev, ino, slot: s } => open_path_checked(path, dev, ino).map(|fd| set_slot(plan, s, fd as usize)),
+        Op::CloneTree { flags, slot: s } => {
+            let fd = slot(plan, s);
+            let t = sys::open_tree(fd, EMPTY, flags | sys::AT_EMPTY_PATH)?;
+            let _ = sys::close(fd);
+            set_slot(plan, s, t);
+            Ok(())
+        }
         Op::UseFd { fd, slot: s } => {
             set_slot(plan, s, fd as usize);
             Ok(())

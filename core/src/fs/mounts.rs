@@ -78,7 +78,16 @@ impl Compiler<'_> {
         match m {
             Mount::Bind { source, read_only, recursive, flags, .. } => {
                 match host_slots.and_then(|v| v.first()) {
-                    Some(&s) => slot = s,
+                    Some(&s) => {
+                        slot = s;
+                        if self.lazy_binds.contains(&s) {
+                            let mut flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC;
+                            if *recursive {
+                                flags |= AT_RECURSIVE;
+                            }
+                            self.plan.op(Op::CloneTree { flags, slot }, Step::Mount, format!("bind {} at {dest}", source.display()), Some(source));
+                        }
+                    }
                     None => {
                         // cagette's own binds of the host's /proc and /sys.
                         let p = self.plan.cs(source.as_os_str().as_bytes())?;

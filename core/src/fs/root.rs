@@ -165,12 +165,15 @@ impl Compiler<'_> {
             mounts.push((m.clone(), t, Some(i)));
         }
 
-        // Open every host source now (binds, overlays' layers); new file systems are made just
-        // before they are attached, so that /proc/self/mountinfo lists them in the spec's order
-        // (it is sorted by mount id, given at creation).
+        // Clone every host source that must be cloned now (cagette's own binds, overlays'
+        // layers, recursive binds of a directory above the staging one); the others (new file
+        // systems, binds opened as O_PATH) are made just before they are attached, so that
+        // /proc/self/mountinfo lists them in the spec's order (it is sorted by mount id, given
+        // at creation).
         let mut sources: Vec<Option<usize>> = Vec::with_capacity(mounts.len());
         for (m, _, index) in &mounts {
-            let host = matches!(m, Mount::Bind { .. } | Mount::Overlay { .. });
+            let lazy = index.and_then(|i| hs.mounts.get(i)).and_then(|v| v.first()).is_some_and(|s| self.lazy_binds.contains(s));
+            let host = matches!(m, Mount::Bind { .. } | Mount::Overlay { .. }) && !lazy;
             sources.push(if host { Some(self.source(m, *index, fds, &hs)?) } else { None });
         }
 
@@ -292,6 +295,21 @@ impl Compiler<'_> {
             for (j, h) in paths.iter().enumerate() {
                 let s = self.slot();
                 match m {
+                    // Opened now, while every host path is reachable; its mount tree is cloned when
+                    // it is attached (mount ids, hence mountinfo's order, are given at the clone),
+                    // unless a recursive clone then would take in the new root at the staging
+                    // directory below it.
+                    Mount::Bind { recursive, destination, .. } if h.mount_fd().is_none() && !(*recursive && Path::new(self.staging).starts_with(&h.path)) => {
+                        let p = self.plan.cs(h.path.as_os_str().as_bytes())?;
+                        self.plan.op_hint(
+                            Op::OpenPathChecked { path: p, dev: h.dev, ino: h.ino, slot: s },
+                            Step::Mount,
+                            format!("open the bind source for {destination}: {}", h.path.display()),
+                            Some(&h.path),
+                            "host paths are opened without following symlinks, and must still be the file the host resolved (ESTALE: it was replaced meanwhile)",
+                        );
+                        self.lazy_binds.push(s);
+                    }
                     Mount::Bind { recursive, destination, .. } => self.host_source(h, *recursive, s, &format!("open the bind source for {destination}:"))?,
                     Mount::Overlay { lower, destination, .. } if j < lower.len() => self.host_source(h, false, s, &format!("open an overlay layer for {destination}:"))?,
                     Mount::Overlay { lower, destination, .. } if j == lower.len() => self.host_source(h, false, s, &format!("open the parent of the overlay's upper and work directories for {destination}:"))?,

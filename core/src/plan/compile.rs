@@ -34,11 +34,13 @@ pub(crate) struct Compiler<'a> {
     /// The id maps of the sandbox's user namespace.
     pub(crate) uid_map: Vec<IdMap>,
     pub(crate) gid_map: Vec<IdMap>,
+    /// Slots holding an O_PATH fd of a bind's host source, cloned when the bind is attached.
+    pub(crate) lazy_binds: Vec<usize>,
 }
 
 /// Compiles a spec into a plan. Pure planning: no process or host state is changed.
 pub(crate) fn compile(spec: &SandboxSpec, fds: &Fds) -> Result<Plan, SetupFailure> {
-    let mut c = Compiler { spec, plan: Plan::new(), next_slot: 0, root_slot: 0, devnull: std::ptr::null(), staging: "/tmp", scratch: None, layers: 0, tty_slot: None, uid_map: fds.uid_map.clone(), gid_map: fds.gid_map.clone() };
+    let mut c = Compiler { spec, plan: Plan::new(), next_slot: 0, root_slot: 0, devnull: std::ptr::null(), staging: "/tmp", scratch: None, layers: 0, tty_slot: None, uid_map: fds.uid_map.clone(), gid_map: fds.gid_map.clone(), lazy_binds: Vec::new() };
     c.devnull = c.plan.cs("/dev/null")?;
     c.compile(fds)?;
     let mut plan = c.plan;

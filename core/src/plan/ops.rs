@@ -94,6 +94,11 @@ pub(crate) enum Op {
     /// Open a host path without following any symlink (openat2 RESOLVE_NO_SYMLINKS), check it is
     /// the inode the parent saw (dev, ino), and clone its mount tree into `slot`.
     OpenTreeChecked { path: CStr, flags: u32, dev: u64, ino: u64, slot: usize },
+    /// The same check, keeping an O_PATH fd of the host path in `slot` (its mount tree is cloned
+    /// later, with `CloneTree`, so that mountinfo lists it in the spec's order).
+    OpenPathChecked { path: CStr, dev: u64, ino: u64, slot: usize },
+    /// Replace the O_PATH fd in `slot` with a clone of its mount tree (`flags`: open_tree's).
+    CloneTree { flags: u32, slot: usize },
     /// Open a pty in the sandbox's devpts (after pivot), send the master to the host over `sock`
     /// (SCM_RIGHTS), keep the slave in `slot`.
     OpenPty { sock: RawFd, winsize: [u16; 4], slot: usize },
