@@ -135,3 +135,30 @@ fn joining_a_network_namespace_by_path() {
     assert_eq!(stdout(&o).trim(), want.to_string_lossy(), "{o:?}");
     drop(holder);
 }
+
+#[test]
+fn joining_a_pid_namespace_by_path_puts_init_in_it() {
+    if unsafe { libc::geteuid() } != 0 {
+        return; // joining a host-owned namespace needs root
+    }
+    // A sandbox holds a pid namespace (its init is pid 1 there); another joins it: its own init
+    // is born there (a thread of the caller joins it to clone), so its /proc shows the holder's.
+    let mut h = Sandbox::new().command("sleep").arg("5").stdout(Stdio::Null);
+    h.spec_mut().namespaces.user = NsMode::Host;
+    let holder = h.spawn().unwrap();
+    let path = format!("/proc/{}/ns/pid", holder.pid());
+    let want = std::fs::read_link(&path).unwrap();
+    let mut sb = Sandbox::new().pid_namespace(NsMode::Join(path.into())).command("sh").args(["-c", "readlink /proc/self/ns/pid; ls -d /proc/[0-9]* | wc -l"]);
+    sb.spec_mut().namespaces.user = NsMode::Host;
+    let o = sb.output().unwrap();
+    let w = want.to_string_lossy();
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], w, "{o:?}");
+    // The holder's init and sleep, this sandbox's init, sh and ls: no host process.
+    assert!(lines[1].trim().parse::<u32>().unwrap() <= 6, "{o:?}");
+    assert_eq!(o.status, Verdict::Exited(0));
+    // The caller's own threads are not in it.
+    assert_ne!(std::fs::read_link("/proc/thread-self/ns/pid_for_children").unwrap(), want);
+    drop(holder);
+}

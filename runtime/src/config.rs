@@ -295,9 +295,7 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
             }
         }
     }
-    if ns.mount != NsMode::New {
-        return Err(refuse("linux.namespaces", "a container needs a mount namespace of its own here (its root is pivoted there)"));
-    }
+
     if s.hostname.is_some() && ns.uts == NsMode::Host {
         return Err(refuse("hostname", "setting a hostname needs a UTS namespace of the container's own (new or joined)"));
     }
@@ -522,8 +520,10 @@ fn translate_mount(m: &oci_spec::runtime::Mount, bundle: &Path, s: &mut SandboxS
         }
         ("sysfs", _) => {
             fixed("sysfs")?;
-            if s.network == Network::Host {
-                return Err(refuse(&field, "sysfs needs a network namespace of the container's own (new or joined)"));
+            // The kernel mounts a sysfs only for the owner of the network namespace: with the
+            // host's network, only without a user namespace (it then shows the host's devices).
+            if s.network == Network::Host && s.namespaces.user != NsMode::Host {
+                return Err(refuse(&field, "sysfs with the host's network needs the host's user namespace too (or a network namespace of the container's own)"));
             }
             s.mounts.push(Mount::Sysfs { destination: dest })
         }

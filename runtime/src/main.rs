@@ -8,6 +8,7 @@
 mod config;
 mod error;
 mod hooks;
+mod hostmounts;
 mod state;
 
 use clap::{Args, Parser, Subcommand};
@@ -282,6 +283,8 @@ struct Undo<'a> {
     dir: &'a Path,
     cgroup: Option<cagette::DetachedCgroup>,
     pid: Option<i32>,
+    /// Without a mount namespace: the rootfs and the mounts that were on it before.
+    host_root: Option<(PathBuf, Vec<u64>)>,
     armed: bool,
 }
 
@@ -293,6 +296,9 @@ impl Drop for Undo<'_> {
         if let Some(pid) = self.pid {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::__WALL));
+        }
+        if let Some((root, keep)) = &self.host_root {
+            let _ = hostmounts::unmount_above(root, keep);
         }
         if let Some(c) = &self.cgroup {
             let _ = c.remove();
@@ -323,9 +329,6 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> Result<State, RtError> {
     let bundle = bundle_dir(a.bundle.as_deref())?;
     let spec = config::load(&bundle)?;
     let tr = config::translate(&spec, &bundle, &a.id, ctx.systemd_cgroup)?;
-    if matches!(tr.sandbox.namespaces.pid, cagette::NsMode::Join(_)) {
-        return Err(RtError::Config("linux.namespaces: joining a pid namespace on create is not supported (the container's init would stay outside it)".into()));
-    }
     if tr.terminal && a.console_socket.is_none() {
         return Err(RtError::Usage("process.terminal is true: --console-socket is required".into()));
     }
@@ -337,7 +340,16 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> Result<State, RtError> {
         Err(e) => return Err(RtError::Io { what: format!("create {}", dir.display()), err: e }),
     }
     let _lock = state::lock(&dir)?;
-    let mut undo = Undo { dir: &dir, cgroup: None, pid: None, armed: true };
+    let mut undo = Undo { dir: &dir, cgroup: None, pid: None, host_root: None, armed: true };
+    let host_root = match (&tr.sandbox.namespaces.mount, &tr.sandbox.rootfs) {
+        (cagette::NsMode::Host, Some(r)) => {
+            let r = std::fs::canonicalize(r).map_err(RtError::io(format!("resolve the rootfs {}", r.display())))?;
+            let keep = hostmounts::mounts_on(&r);
+            undo.host_root = Some((r.clone(), keep.clone()));
+            Some((r, keep))
+        }
+        _ => None,
+    };
     let fifo = make_fifo(&dir.join("exec.fifo"))?;
     let mut sb = tr.sandbox.clone();
     for i in 0..a.preserve_fds {
@@ -367,6 +379,7 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> Result<State, RtError> {
         spec: tr.sandbox.clone(),
         hooks: tr.hooks.clone(),
         started: false,
+        host_root,
     };
     state::save(&ctx.root, &st)?;
     let oci = state::oci_json(&st);
@@ -487,6 +500,9 @@ fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<(), RtError> {
         if state::alive(&st) {
             return Err(RtError::State(format!("container {id} did not end after SIGKILL")));
         }
+    }
+    if let Some((root, keep)) = &st.host_root {
+        hostmounts::unmount_above(root, keep)?;
     }
     if let Some(c) = &st.cgroup {
         c.remove().map_err(RtError::io(format!("remove the cgroup of {id}")))?;
@@ -618,7 +634,7 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32, RtError> {
     let fifo = make_fifo(&fifo_path)?;
     let r = (|| {
         let d = cagette::Sandbox::from_spec(spec).spawn_detached(cagette::DetachOptions { start_fifo: Some(fifo), ..Default::default() })?;
-        let mut undo = Undo { dir: Path::new("/nonexistent-cagette-runtime"), cgroup: None, pid: Some(d.pid), armed: true };
+        let mut undo = Undo { dir: Path::new("/nonexistent-cagette-runtime"), cgroup: None, pid: Some(d.pid), host_root: None, armed: true };
         // Into the container's cgroup before the command starts (its init waits on the FIFO).
         if let Some(c) = &st.cgroup {
             for (_, cg) in &c.dirs {

@@ -28,6 +28,10 @@ pub struct State {
     /// Whether `start` ran.
     #[serde(default)]
     pub started: bool,
+    /// Without a mount namespace of its own: the rootfs, whose mounts above these ids are the
+    /// container's (unmounted by `delete`).
+    #[serde(default)]
+    pub host_root: Option<(PathBuf, Vec<u64>)>,
 }
 
 /// A valid container id: what runc accepts (letters, digits, `_+-.`), at most 1024 bytes.

@@ -243,6 +243,13 @@ fn bad_configs_and_bundles_are_clear_errors_that_leave_nothing() {
         ("mountopt", Box::new(|c| c["mounts"][0]["options"] = args(&["nosymfollow"])), "mount option \"nosymfollow\" is not supported"),
         ("cgpath", Box::new(|c| c["linux"]["cgroupsPath"] = "/a/../b".into()), "linux.cgroupsPath"),
         ("sysctl", Box::new(|c| c["linux"]["sysctl"] = serde_json::json!({"kernel.panic": "1"})), "not a namespaced sysctl"),
+        // The root would be pivoted in the joined mount namespace: never the host's.
+        ("hostmnt", Box::new(|c| c["linux"]["namespaces"] = serde_json::json!([{"type": "mount", "path": format!("/proc/{}/ns/mnt", std::process::id())}, {"type": "pid"}, {"type": "uts"}, {"type": "network"}])), "the mount namespace to join is the host's own"),
+        ("nomntuser", Box::new(|c| {
+            c["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "uts"}, {"type": "network"}, {"type": "user"}]);
+            c["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            c["linux"]["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        }), "without a mount namespace of its own, a sandbox cannot have a new user namespace"),
     ];
     for (name, edit, want) in cases {
         let b = w.bundle(name, |c| edit(c));
@@ -393,4 +400,96 @@ fn a_planted_symlink_cannot_lead_a_device_node_out_of_the_root() {
     assert!(err.contains("a symlink or not a directory"), "{err}");
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "something was made outside the root");
     assert!(!w.root.join("d1").exists() && w.cgroups_left().is_empty());
+}
+
+#[test]
+fn a_container_joins_pid_and_mount_namespaces_by_path() {
+    // As a Kubernetes pod with shareProcessNamespace: the container's init is born in the pid
+    // namespace it joins (not only its children), and its root is built in the joined mount
+    // namespace.
+    root_only!();
+    let w = World::new("nsjoin");
+    // The namespaces' holder: `unshare -m -p -f sleep` (short options: util-linux's and the
+    // cgroup v2 VM's busybox), its sleep pid 1 of the new pid namespace, in a mount namespace
+    // copied from the host's (so the bundle is reachable there). Both go with the guard.
+    struct Holder(std::process::Child, Option<i32>);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            if let Some(p) = self.1 {
+                let _ = std::process::Command::new("kill").args(["-9", &p.to_string()]).status();
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = std::process::Command::new("unshare").args(["-m", "-p", "-f", "sleep", "1000"]).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut holder = Holder(child, None);
+    let parent = holder.0.id().to_string();
+    // The sleep: the process whose parent is unshare (/proc/PID/stat's 4th field).
+    let ppid_of = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.split(' ').nth(1).map(str::to_string)));
+    for _ in 0..500 {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|p| p.parse::<i32>().is_ok() && ppid_of(p).as_deref() == Some(&parent));
+        if let Some(p) = found {
+            holder.1 = p.parse().ok();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let inner = holder.1.expect("unshare's child");
+    let ns = |t: &str| std::fs::read_link(format!("/proc/{inner}/ns/{t}")).unwrap().to_string_lossy().into_owned();
+    let b = w.bundle("j1", |c| {
+        c["process"]["args"] = sh("readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt; cat /proc/[0-9]*/comm | grep -c '^sleep$'");
+        c["linux"]["namespaces"] = serde_json::json!([{"type": "pid", "path": format!("/proc/{inner}/ns/pid")}, {"type": "mount", "path": format!("/proc/{inner}/ns/mnt")}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]);
+    });
+    let (ok, err) = w.create("j1", &b);
+    assert!(ok, "{err}");
+    // The init itself is in the joined namespaces.
+    let pid = w.state("j1")["pid"].as_i64().unwrap();
+    assert_eq!(std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap().to_string_lossy(), ns("pid"));
+    assert_eq!(std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap().to_string_lossy(), ns("mnt"));
+    assert!(w.rt(&["start", "j1"]).status.success());
+    w.wait_stopped("j1");
+    let out = std::fs::read_to_string(b.join("out")).unwrap();
+    // The holder's sleep is among the processes it sees.
+    assert_eq!(out, format!("{}\n{}\n1\n", ns("pid"), ns("mnt")), "{}", std::fs::read_to_string(b.join("err")).unwrap_or_default());
+    assert!(w.rt(&["delete", "j1"]).status.success());
+    drop(holder);
+    assert!(w.cgroups_left().is_empty(), "{:?}", w.cgroups_left());
+}
+
+#[test]
+fn a_container_without_a_mount_namespace_leaves_no_mount_on_the_host() {
+    // A config listing no mount namespace: the root is the rootfs bound onto itself in the
+    // host's mount namespace and entered with chroot; delete (or a failed create) unmounts it
+    // and everything in it (runc and crun leave them behind).
+    root_only!();
+    let w = World::new("nomntns");
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap().to_string_lossy().into_owned();
+    let mounts_under = |dir: &std::path::Path| std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(dir.to_str().unwrap()))).count();
+    let b = w.bundle("n1", |c| {
+        c["process"]["args"] = sh("readlink /proc/self/ns/mnt; ls /dev/null; cat /etc/passwd | head -c 4");
+        c["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "network"}, {"type": "ipc"}]);
+        c.as_object_mut().unwrap().remove("hostname");
+    });
+    let (ok, err) = w.create("n1", &b);
+    assert!(ok, "{err}");
+    assert!(mounts_under(&b) >= 3, "the root, /proc, /dev...: {}", mounts_under(&b));
+    assert!(w.rt(&["start", "n1"]).status.success());
+    w.wait_stopped("n1");
+    let out = std::fs::read_to_string(b.join("out")).unwrap();
+    assert_eq!(out, format!("{host_mnt}\n/dev/null\nroot"), "{}", std::fs::read_to_string(b.join("err")).unwrap_or_default());
+    assert!(w.rt(&["delete", "n1"]).status.success());
+    assert_eq!(mounts_under(&b), 0, "mounts left under {}", b.display());
+    // A create that fails after the root was attached (a tmpfs onto a file) leaves no mount either.
+    let b2 = w.bundle("n2", |c| {
+        c["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "network"}, {"type": "ipc"}]);
+        c.as_object_mut().unwrap().remove("hostname");
+        c["mounts"].as_array_mut().unwrap().push(serde_json::json!({"destination": "/bin/sh", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    let (ok, err) = w.create("n2", &b2);
+    assert!(!ok, "accepted a tmpfs onto a file");
+    assert!(err.contains("/bin/sh"), "{err}");
+    assert_eq!(mounts_under(&b2), 0, "mounts left under {}", b2.display());
+    assert!(!w.root.join("n2").exists());
+    assert!(w.cgroups_left().is_empty(), "{:?}", w.cgroups_left());
 }

@@ -504,6 +504,10 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
         Op::LoopbackUp => loopback_up(),
         Op::BlockLinkLocal => block_link_local(),
         Op::Propagate { path, flags } => sys::mount(core::ptr::null(), path, core::ptr::null(), flags, core::ptr::null()).map(|_| ()),
+        Op::MakeSlotPrivate { slot: s } => {
+            let attr = sys::MountAttr { attr_set: 0, attr_clr: 0, propagation: libc::MS_PRIVATE as u64, userns_fd: 0 };
+            sys::mount_setattr(slot(plan, s), EMPTY, sys::AT_EMPTY_PATH, &attr).map(|_| ())
+        }
         Op::MakePrivate => sys::mount(core::ptr::null(), c"/".as_ptr(), core::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, core::ptr::null()).map(|_| ()),
         Op::OpenTree { path, flags, slot: s } => sys::open_tree(libc::AT_FDCWD, path, flags).map(|fd| set_slot(plan, s, fd)),
         Op::OpenTreeChecked { path, flags, dev, ino, slot: s } => open_tree_checked(path, flags, dev, ino).map(|fd| set_slot(plan, s, fd as usize)),
@@ -575,8 +579,14 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
         }
         Op::Mask { root, path, devnull } => mask(slot(plan, root), path, devnull),
         Op::ReadOnly { root, path } => read_only(slot(plan, root), path),
-        Op::Pivot { root } => {
-            pivot(slot(plan, root))?;
+        Op::Pivot { root } | Op::Chroot { root } => {
+            if matches!(*op, Op::Chroot { .. }) {
+                sys::fchdir(slot(plan, root))?;
+                sys::chroot(c".".as_ptr())?;
+                sys::chdir(c"/".as_ptr())?;
+            } else {
+                pivot(slot(plan, root))?;
+            }
             // Every remaining slot refers to the old tree: close them all.
             for c in plan.slots.iter() {
                 // SAFETY: slots are written only by this (single-threaded) child.

@@ -73,7 +73,7 @@ macro_rules! sc {
 
 use libc::{
     SYS_chdir, SYS_close, SYS_close_range, SYS_dup3,
-    SYS_execveat, SYS_exit, SYS_fchdir, SYS_fcntl, SYS_fsconfig, SYS_fsmount, SYS_fsopen,
+    SYS_execveat, SYS_exit, SYS_chroot, SYS_fchdir, SYS_fcntl, SYS_fsconfig, SYS_fsmount, SYS_fsopen,
     SYS_ioctl, SYS_mkdirat, SYS_mount, SYS_mount_setattr, SYS_move_mount, SYS_newfstatat,
     SYS_open_tree, SYS_openat, SYS_openat2, SYS_pivot_root, SYS_prlimit64, SYS_read,
     SYS_rt_sigaction, SYS_sethostname, SYS_setgroups, SYS_setns,
@@ -289,6 +289,7 @@ pub fn umount2(target: *const c_char, flags: c_int) -> SysResult { sc!(SYS_umoun
 pub fn pivot_root(new_root: *const c_char, put_old: *const c_char) -> SysResult { sc!(SYS_pivot_root, new_root, put_old) }
 pub fn chdir(path: *const c_char) -> SysResult { sc!(SYS_chdir, path) }
 pub fn fchdir(fd: c_int) -> SysResult { sc!(SYS_fchdir, fd) }
+pub fn chroot(path: *const c_char) -> SysResult { sc!(SYS_chroot, path) }
 pub fn mkdirat(dirfd: c_int, path: *const c_char, mode: u32) -> SysResult { sc!(SYS_mkdirat, dirfd, path, mode) }
 pub fn symlinkat(target: *const c_char, dirfd: c_int, path: *const c_char) -> SysResult { sc!(SYS_symlinkat, target, dirfd, path) }
 pub fn fstatat(dirfd: c_int, path: *const c_char, st: *mut libc::stat, flags: u32) -> SysResult {

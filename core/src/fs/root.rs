@@ -32,7 +32,13 @@ pub(crate) enum TopKind {
 impl Compiler<'_> {
     pub(crate) fn filesystem(&mut self, fds: &Fds) -> Result<(), SetupFailure> {
         let spec = self.spec;
-        self.plan.op(Op::MakePrivate, Step::Mount, "make the mount tree private", None);
+        // Without a mount namespace of its own (an OCI config without one; a detached sandbox
+        // only): the root is a bind of the rootfs onto itself in the host's namespace, entered
+        // with chroot; its runtime unmounts it (and all below) at delete.
+        let in_host_ns = spec.namespaces.mount == NsMode::Host;
+        if !in_host_ns {
+            self.plan.op(Op::MakePrivate, Step::Mount, "make the mount tree private", None);
+        }
 
         // The host directory where the new root is assembled, in our private mount namespace.
         let staging = STAGING_CANDIDATES
@@ -128,7 +134,7 @@ impl Compiler<'_> {
         if spec.proc && !user_has("proc") {
             // A fresh procfs needs a pid namespace of the sandbox's own; with the host's, bind
             // the host's /proc (the same view a fresh one would give).
-            let m = if spec.namespaces.pid == NsMode::New { Mount::proc("/proc") } else { Mount::bind("/proc", "/proc") };
+            let m = if spec.namespaces.pid != NsMode::Host { Mount::proc("/proc") } else { Mount::bind("/proc", "/proc") };
             mounts.push((m, vec!["proc".into()], None));
         }
         if spec.sys && !user_has("sys") {
@@ -177,9 +183,19 @@ impl Compiler<'_> {
             sources.push(if host { Some(self.source(m, *index, fds, &hs)?) } else { None });
         }
 
-        // Attach the root at the staging directory (in our private mount namespace).
-        let sp = self.plan.cs(staging)?;
-        self.plan.op(Op::AttachAt { slot: root, path: sp }, Step::Mount, format!("attach the new root at {staging} (private to the sandbox)"), Some(Path::new(staging)));
+        if let (true, Some(r)) = (in_host_ns, &fds.host.rootfs) {
+            // On the rootfs itself, then private: what is mounted in it propagates nowhere.
+            let target = self.slot();
+            let p = self.plan.cs(r.path.as_os_str().as_bytes())?;
+            self.plan.op(Op::OpenPathChecked { path: p, dev: r.dev, ino: r.ino, slot: target }, Step::Mount, format!("open the rootfs {}", r.path.display()), Some(&r.path));
+            self.plan.op(Op::MoveMount { from: root, to: target }, Step::Mount, format!("attach the new root on {} (the host's mount namespace)", r.path.display()), Some(&r.path));
+            self.plan.op(Op::Close { slot: target }, Step::Mount, "close", None);
+            self.plan.op(Op::MakeSlotPrivate { slot: root }, Step::Mount, "make the new root private", Some(&r.path));
+        } else {
+            // Attach the root at the staging directory (in our private mount namespace).
+            let sp = self.plan.cs(staging)?;
+            self.plan.op(Op::AttachAt { slot: root, path: sp }, Step::Mount, format!("attach the new root at {staging} (private to the sandbox)"), Some(Path::new(staging)));
+        }
 
         if host_root {
             for (comps, kind, s) in top_level {
@@ -253,7 +269,11 @@ impl Compiler<'_> {
             attrs |= sys::MOUNT_ATTR_RDONLY;
         }
         self.plan.op(Op::SetAttr { slot: root, set: attrs, recursive: false }, Step::Mount, if attrs & sys::MOUNT_ATTR_RDONLY != 0 { "make the root read-only and nodev" } else { "make the root nodev" }, None);
-        self.plan.op(Op::Pivot { root }, Step::PivotRoot, "switch to the new root (pivot_root)", spec.rootfs.as_deref());
+        if in_host_ns {
+            self.plan.op(Op::Chroot { root }, Step::PivotRoot, "switch to the new root (chroot: no mount namespace of the sandbox's own)", spec.rootfs.as_deref());
+        } else {
+            self.plan.op(Op::Pivot { root }, Step::PivotRoot, "switch to the new root (pivot_root)", spec.rootfs.as_deref());
+        }
         // Propagation, asked for the root or a mount: set in place once everything is attached.
         let mut props: Vec<(String, crate::sandbox::spec::Propagation)> = spec.rootfs_propagation.map(|p| ("/".to_string(), p)).into_iter().collect();
         for m in &spec.mounts {

@@ -184,11 +184,23 @@ impl Compiler<'_> {
             self.plan.op(Op::BlockLinkLocal, Step::Network, "add a prohibit route to 169.254.0.0/16 (link-local, cloud metadata)", None);
         }
 
-        // 4. File system.
-        if mount_new {
+        // 4. File system: in the new mount namespace, or in a joined one when a root is asked
+        // for there (the parent refused the host's own; see `spawn`).
+        let wants_root = spec.rootfs.is_some() || !spec.mounts.is_empty() || spec.image.is_some();
+        if ns.mount == NsMode::Host && wants_root && fds.detached {
+            // The host's mount namespace: only a rootfs directory (mounted onto itself, then
+            // chroot), for a detached sandbox whose runtime unmounts it.
+            if spec.rootfs.is_none() || !fds.host.layers.is_empty() || spec.mounts.iter().any(|m| matches!(m, crate::sandbox::spec::Mount::Overlay { .. })) {
+                return Err(fail(Step::Mount, None, "without a mount namespace of its own, a sandbox needs a rootfs directory (no image, no overlay)").hint("set namespaces.mount = new"));
+            }
+            if user_new {
+                return Err(fail(Step::Mount, None, "without a mount namespace of its own, a sandbox cannot have a new user namespace (it could not mount in the host's)").hint("set namespaces.mount = new"));
+            }
             self.filesystem(fds)?;
-        } else if spec.rootfs.is_some() || !spec.mounts.is_empty() || spec.image.is_some() {
-            return Err(fail(Step::Mount, None, "mounts, a rootfs and an image need a new mount namespace")
+        } else if mount_new || (matches!(ns.mount, NsMode::Join(_)) && wants_root) {
+            self.filesystem(fds)?;
+        } else if wants_root {
+            return Err(fail(Step::Mount, None, "mounts, a rootfs and an image need a mount namespace other than the host's")
                 .hint("leave namespaces.mount = new"));
         }
         if spec.tty {

@@ -83,6 +83,11 @@ pub(crate) enum Op {
     Mask { root: usize, path: CStr, devnull: CStr },
     ReadOnly { root: usize, path: CStr },
     Pivot { root: usize },
+    /// Without a mount namespace of the sandbox's own: chroot into the root attached on the
+    /// rootfs itself (pivot_root would move the root of every process in the namespace).
+    Chroot { root: usize },
+    /// Make the mount open in `slot` private (its later mounts propagate nowhere).
+    MakeSlotPrivate { slot: usize },
     Rlimit { resource: i32, limit: libc::rlimit64 },
     /// A new session: the sandbox has no controlling terminal and its own process group, so
     /// neither TIOCSTI on an inherited terminal nor kill(0) reaches the caller.

@@ -140,6 +140,42 @@ impl Drop for SignalsBlocked {
     }
 }
 
+/// Clones the setup child (clone3, into the job's cgroup when `into` is given; plain clone where
+/// clone3 is refused), running `setup_main` with the plan at `plan_ptr`: (pid or error, its pidfd,
+/// whether it was born in the cgroup).
+fn clone_setup(flags: u64, into: Option<RawFd>, stack: (usize, usize), plan_ptr: usize) -> (Result<usize, Errno>, libc::c_int, bool) {
+    let plan_ptr = plan_ptr as *mut libc::c_void;
+    let (stack_low, stack_top) = stack;
+    let mut pidfd: libc::c_int = -1;
+    let mut born_in_cgroup = false;
+    let _blocked = SignalsBlocked::new();
+    let mut r = Err(Errno(libc::ENOSYS));
+    if !clone3_disabled() {
+        let mut args = CloneArgs {
+            flags: flags | if into.is_some() { sys::CLONE_INTO_CGROUP } else { 0 },
+            cgroup: into.map_or(0, |fd| fd as u64),
+            pidfd: &mut pidfd as *mut libc::c_int as u64,
+            exit_signal: 0, // not SIGCHLD: a host's waitpid(-1) cannot reap our child
+            stack: stack_low as u64,
+            stack_size: STACK as u64,
+            ..Default::default()
+        };
+        // SAFETY: the child runs setup_main on its own stack (the caller's `Stack`, `low()` and
+        // `top()` as numbers) with the plan, both kept alive (and untouched by the caller) until it has exec'd or exited; it makes raw syscalls only.
+        r = unsafe { sys::clone3_run(&mut args, exec::setup_main, plan_ptr) };
+        if matches!(r, Err(Errno(libc::ENOSYS))) {
+            CLONE3_REFUSED.store(true, Ordering::Relaxed);
+        } else {
+            born_in_cgroup = into.is_some();
+        }
+    }
+    if matches!(r, Err(Errno(libc::ENOSYS))) {
+        // SAFETY: as above.
+        r = unsafe { sys::clone_run(flags, stack_top as *mut u8, &mut pidfd, exec::setup_main, plan_ptr) };
+    }
+    (r, pidfd, born_in_cgroup)
+}
+
 fn ns_type(which: &str) -> i32 {
     match which {
         "user" => libc::CLONE_NEWUSER,
@@ -648,8 +684,11 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
         }
     }
 
-    // Namespaces to join.
+    // Namespaces to join (the setup child joins them; a pid namespace, which only a process's
+    // later children enter, is joined by the thread that clones it, unless it is a command for
+    // a running sandbox: its payload, init's child, enters it then).
     let mut joins = Vec::new();
+    let mut pid_join: Option<File> = None;
     let ns = &spec.namespaces;
     let net_join = match &spec.network {
         Network::Join(p) => NsMode::Join(p.clone()),
@@ -660,6 +699,21 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
             let f = File::open(path).map_err(|e| {
                 SetupFailure::new(Step::Namespace, e.raw_os_error(), Some(path.clone()), &format!("open the {which} namespace to join"))
             })?;
+            if which == "mount" && (spec.rootfs.is_some() || !spec.mounts.is_empty() || spec.image.is_some()) {
+                // The root is assembled and pivoted in the joined namespace, which changes it
+                // for every process in it: never the host's own.
+                let ours = ["/proc/self/ns/mnt", "/proc/1/ns/mnt"].iter().filter_map(|p| nix::sys::stat::stat(*p).ok()).map(|st| (st.st_dev, st.st_ino)).collect::<Vec<_>>();
+                let target = nix::sys::stat::fstat(&f).map_err(|e| SetupFailure::new(Step::Namespace, Some(e as i32), Some(path.clone()), "inspect the mount namespace to join"))?;
+                if ours.contains(&(target.st_dev, target.st_ino)) {
+                    return Err(SetupFailure::new(Step::Namespace, Some(libc::EINVAL), Some(path.clone()), "the mount namespace to join is the host's own: the sandbox's root would be pivoted there")
+                        .hint("give the sandbox a new mount namespace (namespaces.mount = new)")
+                        .into());
+                }
+            }
+            if which == "pid" && exec_rec.is_none() {
+                pid_join = Some(f);
+                continue;
+            }
             joins.push((f.as_raw_fd(), ns_type(which)));
             side.keep.push(f.into());
         }
@@ -670,11 +724,6 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
         if live::start_ticks(r.pid) != Some(r.start_ticks) {
             return Err(SetupFailure::new(Step::Namespace, Some(libc::ESRCH), None, &format!("sandbox {:?} ended while the command was starting", r.name)).into());
         }
-    }
-    if matches!(ns.pid, NsMode::Join(_)) && exec_rec.is_none() && detach.is_none() {
-        return Err(SetupFailure::new(Step::Namespace, Some(libc::EINVAL), None, "joining a pid namespace is not supported (the sandbox's init would not be in it)")
-            .hint("use namespaces.pid = new or host")
-            .into());
     }
 
     let fds = Fds {
@@ -712,37 +761,22 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
     // gets a copy of our memory instead (it still only runs raw system calls from the plan).
     let vm = if exec_rec.is_some() { 0 } else { libc::CLONE_VM as u64 };
     let flags = plan.clone_flags | vm | sys::CLONE_PIDFD;
-    let plan_ptr = &plan as *const plan_ops::Plan as *mut libc::c_void;
-    let mut pidfd: libc::c_int = -1;
-    let mut born_in_cgroup = false;
-    let result = {
-        let _blocked = SignalsBlocked::new();
-        let mut r = Err(Errno(libc::ENOSYS));
-        if !clone3_disabled() {
-            let into = cgroup.as_ref().and_then(|c| c.clone_fd()).or(exec_cgroup_fd.as_ref().map(|f| f.as_raw_fd()));
-            let mut args = CloneArgs {
-                flags: flags | if into.is_some() { sys::CLONE_INTO_CGROUP } else { 0 },
-                cgroup: into.map_or(0, |fd| fd as u64),
-                pidfd: &mut pidfd as *mut libc::c_int as u64,
-                exit_signal: 0, // not SIGCHLD: a host's waitpid(-1) cannot reap our child
-                stack: stack.low() as u64,
-                stack_size: STACK as u64,
-                ..Default::default()
-            };
-            // SAFETY: the child runs setup_main on its own stack with the plan, both kept alive
-            // (and untouched by us) until it has exec'd or exited; it makes raw syscalls only.
-            r = unsafe { sys::clone3_run(&mut args, exec::setup_main, plan_ptr) };
-            if matches!(r, Err(Errno(libc::ENOSYS))) {
-                CLONE3_REFUSED.store(true, Ordering::Relaxed);
-            } else {
-                born_in_cgroup = into.is_some();
-            }
-        }
-        if matches!(r, Err(Errno(libc::ENOSYS))) {
-            // SAFETY: as above.
-            r = unsafe { sys::clone_run(flags, stack.top(), &mut pidfd, exec::setup_main, plan_ptr) };
-        }
-        r
+    let plan_ptr = &plan as *const plan_ops::Plan as usize;
+    let stack_at = (stack.low() as usize, stack.top() as usize);
+    let into = cgroup.as_ref().and_then(|c| c.clone_fd()).or(exec_cgroup_fd.as_ref().map(|f| f.as_raw_fd()));
+    let (result, pidfd, born_in_cgroup) = match &pid_join {
+        // Joining a pid namespace: setns(CLONE_NEWPID) changes the namespace of the calling
+        // thread's later children only, so a thread of ours joins it and clones there, and the
+        // sandbox's init is born in it (the caller's own threads are left as they are).
+        Some(ns) => std::thread::scope(|sc| {
+            sc.spawn(|| match nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID) {
+                Ok(()) => clone_setup(flags, into, stack_at, plan_ptr),
+                Err(e) => (Err(Errno(e as i32)), -1, false),
+            })
+            .join()
+            .unwrap_or((Err(Errno(libc::EIO)), -1, false))
+        }),
+        None => clone_setup(flags, into, stack_at, plan_ptr),
     };
     // The child's copies are its own now.
     drop(err_w);
