@@ -551,9 +551,13 @@ pub enum NsMode {
 pub struct Namespaces {
     /// User namespace: uid 0 inside maps to an unprivileged or chosen id outside.
     pub user: NsMode,
-    /// Pid namespace: a tiny init is pid 1; the host's processes are invisible.
+    /// Pid namespace: a tiny init is pid 1; the host's processes are invisible. Joined: the
+    /// init is born in the joined namespace (a thread of the caller joins it to clone).
     pub pid: NsMode,
-    /// Mount namespace: needed for any file-system setup.
+    /// Mount namespace: needed for any file-system setup. Joined with a rootfs or mounts: the
+    /// root is built and pivoted there (never in the caller's own). `Host` with a rootfs: only
+    /// for a detached sandbox (an OCI runtime's), whose root is the rootfs bound onto itself in
+    /// the host's mount namespace and entered with chroot; its caller unmounts it at the end.
     pub mount: NsMode,
     /// UTS namespace: hostname.
     pub uts: NsMode,
