@@ -64,6 +64,30 @@ if [ "$(id -u)" -eq 0 ]; then
   rm -rf "$tmpbin"
 fi
 
+echo "== cagette-runtime as a static, non-PIE binary (the build docs/oci-runtime.md gives)"
+RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+  cargo build -q --release -p cagette-runtime --target x86_64-unknown-linux-gnu --target-dir target/static
+srt=$PWD/target/static/x86_64-unknown-linux-gnu/release/cagette-runtime
+if readelf -l "$srt" | grep -q "program interpreter"; then echo "$srt is not static" >&2; exit 1; fi
+sbundle=$(mktemp -d /tmp/cagette-rt-static.XXXXXX)
+cp -a target/tmp/busybox-rootfs "$sbundle/rootfs"
+"$srt" spec --bundle "$sbundle"
+python3 - "$sbundle/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["sh", "-c", "exit 7"]
+c["linux"]["cgroupsPath"] = "/cagette-test-static/run"
+json.dump(c, open(sys.argv[1], "w"))
+PY
+set +e
+"$srt" --root "$sbundle/state" run --bundle "$sbundle" static-smoke
+code=$?
+set -e
+rmdir /sys/fs/cgroup/*/cagette-test-static /sys/fs/cgroup/cagette-test-static 2>/dev/null || true
+rm -rf "$sbundle"
+[ "$code" = 7 ] || { echo "static cagette-runtime run: exit $code, want 7" >&2; exit 1; }
+
 echo "== Python bindings (fresh venv, maturin develop, pytest, mypy --strict)"
 rm -rf .venv
 python3 -m venv .venv
