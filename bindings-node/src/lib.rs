@@ -326,26 +326,7 @@ pub fn start_import(store_dir: Option<String>, source: String, name: String) -> 
 /// ([user, password]), authFile, timeout (ms).
 #[napi]
 pub fn start_pull(store_dir: Option<String>, reference: String, options: String) -> Result<NativeImport> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields, rename_all = "camelCase")]
-    struct Opts {
-        platform: Option<String>,
-        #[serde(default)]
-        insecure_registries: Vec<String>,
-        #[serde(default)]
-        ca_files: Vec<std::path::PathBuf>,
-        credentials: Option<(String, String)>,
-        auth_file: Option<std::path::PathBuf>,
-        timeout: Option<f64>,
-    }
-    let o: Opts = serde_json::from_str(&options).map_err(|e| err("spec_value", serde_json::json!({"message": format!("pull options: {e}")})))?;
-    let mut opts = cagette::PullOptions { platform: o.platform, insecure_registries: o.insecure_registries, ca_files: o.ca_files, credentials: o.credentials, auth_file: o.auth_file, ..cagette::PullOptions::default() };
-    if let Some(t) = o.timeout {
-        if !(t.is_finite() && t > 0.0 && t < 1e9) {
-            return Err(err("spec_value", serde_json::json!({"message": format!("timeout: {t}: expected a positive number of milliseconds")})));
-        }
-        opts.timeout = std::time::Duration::from_secs_f64(t / 1000.0);
-    }
+    let opts = cagette::PullOptions::from_binding_json(&options, std::time::Duration::from_millis(1)).map_err(|m| err("spec_value", serde_json::json!({"message": m})))?;
     Ok(job(store_dir, Work::Pull { reference, options: opts }))
 }
 

@@ -240,26 +240,9 @@ fn image_import(py: Python<'_>, store_dir: Option<&str>, source: &str, name: &st
 #[pyfunction]
 #[pyo3(signature = (store_dir, reference, options, progress=None))]
 fn image_pull(py: Python<'_>, store_dir: Option<&str>, reference: &str, options: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Opts {
-        platform: Option<String>,
-        #[serde(default)]
-        insecure_registries: Vec<String>,
-        #[serde(default)]
-        ca_files: Vec<std::path::PathBuf>,
-        credentials: Option<(String, String)>,
-        auth_file: Option<std::path::PathBuf>,
-        timeout: Option<f64>,
-    }
-    let o: Opts = serde_json::from_str(options).map_err(|e| pyo3::exceptions::PyTypeError::new_err(format!("pull options: {e}")))?;
-    let mut opts = cagette::PullOptions { platform: o.platform, insecure_registries: o.insecure_registries, ca_files: o.ca_files, credentials: o.credentials, auth_file: o.auth_file, ..cagette::PullOptions::default() };
-    if let Some(t) = o.timeout {
-        if !(t.is_finite() && t > 0.0 && t < 1e6) {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!("timeout={t}: expected a positive number of seconds")));
-        }
-        opts.timeout = std::time::Duration::from_secs_f64(t);
-    }
+    // A value of the wrong type is a TypeError, a bad timeout a ValueError (as before).
+    let opts = cagette::PullOptions::from_binding_json(options, std::time::Duration::from_secs(1))
+        .map_err(|m| if m.starts_with("pull options:") { pyo3::exceptions::PyTypeError::new_err(m) } else { pyo3::exceptions::PyValueError::new_err(m) })?;
     let reference = reference.to_string();
     with_progress(py, store_dir.map(str::to_string), progress, move |st, cb| st.pull_with(&reference, &opts, cb))
 }

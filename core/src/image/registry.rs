@@ -72,6 +72,47 @@ impl Default for PullOptions {
     }
 }
 
+impl PullOptions {
+    /// The options as the Python and Node bindings pass them: a JSON object with `platform`,
+    /// `insecure_registries`, `ca_files`, `credentials` (`[user, password]`), `auth_file` and
+    /// `timeout` (a number of `timeout_unit`s), in snake_case or camelCase; anything else is an
+    /// error (a message naming the value).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let o = cagette::PullOptions::from_binding_json(r#"{"insecureRegistries": ["r:5000"], "timeout": 1500}"#, Duration::from_millis(1)).unwrap();
+    /// assert_eq!((o.insecure_registries.len(), o.timeout), (1, Duration::from_millis(1500)));
+    /// assert!(cagette::PullOptions::from_binding_json(r#"{"timeout": -1}"#, Duration::from_secs(1)).is_err());
+    /// ```
+    pub fn from_binding_json(json: &str, timeout_unit: Duration) -> Result<PullOptions, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wire {
+            platform: Option<String>,
+            #[serde(default, alias = "insecureRegistries")]
+            insecure_registries: Vec<String>,
+            #[serde(default, alias = "caFiles")]
+            ca_files: Vec<PathBuf>,
+            credentials: Option<(String, String)>,
+            #[serde(alias = "authFile")]
+            auth_file: Option<PathBuf>,
+            timeout: Option<f64>,
+        }
+        let w: Wire = serde_json::from_str(json).map_err(|e| format!("pull options: {e}"))?;
+        let mut o = PullOptions { platform: w.platform, insecure_registries: w.insecure_registries, ca_files: w.ca_files, credentials: w.credentials, auth_file: w.auth_file, ..PullOptions::default() };
+        if let Some(t) = w.timeout {
+            let unit = if timeout_unit == Duration::from_secs(1) { "seconds" } else if timeout_unit == Duration::from_millis(1) { "milliseconds" } else { "time units" };
+            let secs = t * timeout_unit.as_secs_f64();
+            // Positive and below about 11 days (a finite Duration, and no registry waits longer).
+            if !(t.is_finite() && t > 0.0 && secs < 1e6) {
+                return Err(format!("timeout: {t}: expected a positive number of {unit}"));
+            }
+            o.timeout = Duration::from_secs_f64(secs);
+        }
+        Ok(o)
+    }
+}
+
 /// A parsed image reference: `alpine` is `docker.io/library/alpine:latest`.
 ///
 /// ```
