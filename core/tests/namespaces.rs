@@ -162,3 +162,12 @@ fn joining_a_pid_namespace_by_path_puts_init_in_it() {
     assert_ne!(std::fs::read_link("/proc/thread-self/ns/pid_for_children").unwrap(), want);
     drop(holder);
 }
+
+#[test]
+fn joining_something_that_is_not_a_pid_namespace_is_a_clear_error() {
+    // A network namespace given as the pid namespace: setns refuses it; the error names the
+    // step and the path (not the clone that never ran).
+    let o = Sandbox::new().pid_namespace(NsMode::Join("/proc/self/ns/net".into())).command("true").output();
+    let e = o.expect_err("joined a network namespace as a pid namespace").to_string();
+    assert!(e.contains("join the pid namespace") && e.contains("/proc/self/ns/net"), "{e}");
+}

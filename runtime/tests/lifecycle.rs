@@ -491,5 +491,20 @@ fn a_container_without_a_mount_namespace_leaves_no_mount_on_the_host() {
     assert!(err.contains("/bin/sh"), "{err}");
     assert_eq!(mounts_under(&b2), 0, "mounts left under {}", b2.display());
     assert!(!w.root.join("n2").exists());
+    // A command run in such a container would keep the host's root (it shares our mount
+    // namespace; only chroot confines the container): refused, with the container untouched.
+    let b3 = w.bundle("n3", |c| {
+        c["process"]["args"] = args(&["sleep", "1000"]);
+        c["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "network"}, {"type": "ipc"}]);
+        c.as_object_mut().unwrap().remove("hostname");
+    });
+    let (ok, err) = w.detached(&["run", "-d", "--bundle", b3.to_str().unwrap(), "n3"], &b3);
+    assert!(ok, "{err}");
+    let o = w.rt(&["exec", "n3", "sh", "-c", "ls /"]);
+    assert!(!o.status.success() && stderr(&o).contains("has no mount namespace of its own"), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    assert_eq!(w.status("n3"), "running");
+    assert!(w.rt(&["delete", "--force", "n3"]).status.success());
+    assert_eq!(mounts_under(&b3), 0, "mounts left under {}", b3.display());
     assert!(w.cgroups_left().is_empty(), "{:?}", w.cgroups_left());
 }

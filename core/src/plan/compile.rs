@@ -186,7 +186,7 @@ impl Compiler<'_> {
 
         // 4. File system: in the new mount namespace, or in a joined one when a root is asked
         // for there (the parent refused the host's own; see `spawn`).
-        let wants_root = spec.rootfs.is_some() || !spec.mounts.is_empty() || spec.image.is_some();
+        let wants_root = spec.builds_root();
         if ns.mount == NsMode::Host && wants_root && fds.detached {
             // The host's mount namespace: only a rootfs directory (mounted onto itself, then
             // chroot), for a detached sandbox whose runtime unmounts it.

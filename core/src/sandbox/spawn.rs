@@ -480,6 +480,18 @@ pub fn exec_into(exec: &SandboxSpec, base: &SandboxSpec, pid: i32, name: &str) -
     s.timeout = exec.timeout;
     s.namespaces.user = mode("user")?;
     s.namespaces.mount = mode("mnt")?;
+    if s.namespaces.mount == NsMode::Host {
+        // A sandbox in our mount namespace confined by chroot (an OCI container without a mount
+        // namespace): a command joining its namespaces would keep our root, the host's. Refused.
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let theirs = std::fs::metadata(&root).map_err(|e| SetupFailure::new(Step::Namespace, e.raw_os_error(), Some(root.clone()), &format!("find the root of sandbox {name:?}")))?;
+        let ours = std::fs::metadata("/").map_err(|e| SetupFailure::new(Step::Namespace, e.raw_os_error(), None, "find our own root"))?;
+        use std::os::unix::fs::MetadataExt;
+        if (ours.dev(), ours.ino()) != (theirs.dev(), theirs.ino()) {
+            return Err(SetupFailure::new(Step::Namespace, Some(libc::EINVAL), Some(root), &format!("sandbox {name:?} has no mount namespace of its own (its root is a chroot): a command run in it would see the host's root"))
+                .hint("give the sandbox a mount namespace of its own to run commands in it"));
+        }
+    }
     s.namespaces.uts = mode("uts")?;
     s.namespaces.ipc = mode("ipc")?;
     s.namespaces.pid = mode("pid_for_children").or_else(|_| mode("pid"))?;
@@ -699,7 +711,7 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
             let f = File::open(path).map_err(|e| {
                 SetupFailure::new(Step::Namespace, e.raw_os_error(), Some(path.clone()), &format!("open the {which} namespace to join"))
             })?;
-            if which == "mount" && (spec.rootfs.is_some() || !spec.mounts.is_empty() || spec.image.is_some()) {
+            if which == "mount" && spec.builds_root() {
                 // The root is assembled and pivoted in the joined namespace, which changes it
                 // for every process in it: never the host's own.
                 let ours = ["/proc/self/ns/mnt", "/proc/1/ns/mnt"].iter().filter_map(|p| nix::sys::stat::stat(*p).ok()).map(|st| (st.st_dev, st.st_ino)).collect::<Vec<_>>();
@@ -768,14 +780,26 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
         // Joining a pid namespace: setns(CLONE_NEWPID) changes the namespace of the calling
         // thread's later children only, so a thread of ours joins it and clones there, and the
         // sandbox's init is born in it (the caller's own threads are left as they are).
-        Some(ns) => std::thread::scope(|sc| {
-            sc.spawn(|| match nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID) {
-                Ok(()) => clone_setup(flags, into, stack_at, plan_ptr),
-                Err(e) => (Err(Errno(e as i32)), -1, false),
-            })
-            .join()
-            .unwrap_or((Err(Errno(libc::EIO)), -1, false))
-        }),
+        Some(ns) => {
+            let joined = std::thread::scope(|sc| {
+                sc.spawn(|| nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWPID).map(|()| clone_setup(flags, into, stack_at, plan_ptr)))
+                    .join()
+                    .unwrap_or(Err(nix::errno::Errno::EIO))
+            });
+            match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    let path = match &spec.namespaces.pid {
+                        NsMode::Join(p) => Some(p.clone()),
+                        _ => None,
+                    };
+                    let what = format!("join the pid namespace {} (setns)", path.as_deref().unwrap_or(std::path::Path::new("")).display());
+                    return Err(SetupFailure::new(Step::Namespace, Some(e as i32), path, &what)
+                        .hint("the namespace must be a pid namespace below this process's, and joining it needs CAP_SYS_ADMIN over its user namespace")
+                        .into());
+                }
+            }
+        }
         None => clone_setup(flags, into, stack_at, plan_ptr),
     };
     // The child's copies are its own now.

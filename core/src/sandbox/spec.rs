@@ -445,6 +445,12 @@ impl SpecError {
 }
 
 impl SandboxSpec {
+    /// Whether the sandbox's file system is built (a rootfs, an image or mounts), as opposed to
+    /// running in the mount namespace it joins or shares as it is.
+    pub(crate) fn builds_root(&self) -> bool {
+        self.rootfs.is_some() || !self.mounts.is_empty() || self.image.is_some()
+    }
+
     /// Parses a spec from JSON, as the bindings and `cagette run --spec` give it.
     ///
     /// ```
