@@ -295,7 +295,6 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
             }
         }
     }
-
     if s.hostname.is_some() && ns.uts == NsMode::Host {
         return Err(refuse("hostname", "setting a hostname needs a UTS namespace of the container's own (new or joined)"));
     }

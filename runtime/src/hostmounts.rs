@@ -43,7 +43,8 @@ pub fn unmount_above(path: &Path, keep: &[u64]) -> Result<(), RtError> {
     for _ in 0..64 {
         match mounts_on(path).last() {
             Some(top) if !keep.contains(top) => {
-                nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).map_err(|e| RtError::Io { what: format!("unmount the container's root at {}", path.display()), err: e.into() })?;
+                // The path was made canonical at create; its last component is not followed.
+                nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW).map_err(|e| RtError::Io { what: format!("unmount the container's root at {}", path.display()), err: e.into() })?;
             }
             _ => return Ok(()),
         }
