@@ -151,6 +151,32 @@ fn egress_reaches_a_remote_network_but_not_the_host_loopback_or_link_local() {
     assert!(eventually(5.0, || helpers().is_empty()), "helpers left: {:?}", helpers());
 }
 
+/// The host's mounts stay as they were: slirp4netns' own sandbox (as root) is built from a copy
+/// of the host's mount namespace and detaches the old root; without a namespace of its own made
+/// a slave first, a mount below a shared mount (here a tmpfs inside a shared tmpfs, as
+/// `/run/netns/NAME` is inside the shared `/run/netns`) was unmounted on the host by every job.
+#[test]
+fn the_helper_unmounts_nothing_on_the_host() {
+    let _g = serial();
+    if !root() {
+        eprintln!("skipped: only root's helper builds a mount namespace (--enable-sandbox)");
+        return;
+    }
+    let dir = TempDir::new("net-shared");
+    let outer = dir.path().join("outer");
+    let inner = outer.join("inner");
+    std::fs::create_dir(&outer).unwrap();
+    let sh_ok = |script: &str| assert!(Command::new("sh").args(["-c", script]).status().unwrap().success(), "{script}");
+    sh_ok(&format!("mount -t tmpfs cagette-test {o} && mount --make-shared {o} && mkdir {i} && mount -t tmpfs cagette-test {i}", o = outer.display(), i = inner.display()));
+    let before = host_mounts();
+    let o = run(private("echo up"));
+    let after = host_mounts();
+    let _ = Command::new("umount").arg("-R").arg(&outer).status();
+    assert_eq!(o.status, Verdict::Exited(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(before.contains(&inner.display().to_string()), "the test's mount is in place: {before:?}");
+    assert_eq!(before, after, "a private sandbox changed the host's mounts");
+}
+
 #[test]
 fn dns_hosts_and_hostname_are_the_sandbox_own() {
     let _g = serial();

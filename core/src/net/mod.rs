@@ -149,6 +149,23 @@ impl NetHelper {
             // Its own mount namespace, every capability but NET_BIND_SERVICE dropped. (As another
             // user it would need to be root in a user namespace of its own: setegid(0) fails.)
             cmd.arg("--enable-sandbox");
+            // slirp4netns 1.2.0 builds that sandbox from a copy of our mount namespace in which
+            // only `/` is made private (not recursively) before it detaches the old root: every
+            // mount below a shared mount other than `/` is unmounted on the host too (seen here:
+            // `/run/netns/NAME` vanished from the host after each `--net private` job). The
+            // helper is therefore born in a mount namespace of its own, every mount a slave of
+            // ours: nothing it unmounts or mounts reaches the host.
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and makes only two raw
+            // system calls (unshare, mount with a short literal path that nix keeps on the
+            // stack): no allocation, lock or panic, as rule 1 asks of a child before exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+                    nix::mount::mount(None::<&str>, "/", None::<&str>, nix::mount::MsFlags::MS_SLAVE | nix::mount::MsFlags::MS_REC, None::<&str>)?;
+                    Ok(())
+                });
+            }
         }
         if !spec.allow_host_loopback {
             cmd.arg("--disable-host-loopback");
