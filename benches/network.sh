@@ -4,17 +4,22 @@
 #   benches/network.sh [RUNS] [MIB]     (as root; needs hyperfine, slirp4netns, iproute2, python3,
 #                                        busybox-static)
 #
-# 1. Start: `cagette run --net none -- true` against `--net private`, in one hyperfine run.
+# 1. Start: `cagette run --net none -- true` against `--net private` and `--net bridge`, in one
+#    hyperfine run.
 # 2. Throughput: MIB MiB sent over TCP to a sink in a "remote" network namespace this script
-#    makes (a veth pair, 10.214.0.0/24), from the host itself and from a private sandbox, by the
-#    same Python sender; in one hyperfine run.
+#    makes (a veth pair, 10.214.0.0/24), from the host itself, from a private sandbox and from a
+#    bridge sandbox, by the same Python sender; in one hyperfine run.
+# `--net bridge` needs IPv4 forwarding on (sysctl net.ipv4.ip_forward=1); without it, its rows
+# are left out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
 mib=${2:-256}
-for t in hyperfine slirp4netns ip python3 busybox; do
-  command -v "$t" >/dev/null || { echo "missing $t: apt-get install hyperfine slirp4netns iproute2 python3 busybox-static" >&2; exit 1; }
+for t in hyperfine slirp4netns ip nft python3 busybox; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install hyperfine slirp4netns iproute2 nftables python3 busybox-static" >&2; exit 1; }
 done
+bridge=""
+[ "$(cat /proc/sys/net/ipv4/ip_forward)" = 1 ] && bridge=1
 cargo build --release -q -p cagette-cli
 cagette=$PWD/target/release/cagette
 ns=cgtbench$$
@@ -27,10 +32,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== start: --net none vs --net private (/bin/true, host root)"
+echo "== start: --net none vs --net private${bridge:+ vs --net bridge} (/bin/true, host root)"
 hyperfine -N --warmup 10 --runs "$runs" --export-markdown "$work/start.md" \
   -n "none" "$cagette run --net none -- true" \
-  -n "private" "$cagette run --net private -- true"
+  -n "private" "$cagette run --net private -- true" \
+  ${bridge:+-n bridge "$cagette run --net bridge -- true"}
 cat "$work/start.md"
 
 echo "== throughput: $mib MiB over TCP to a remote namespace"
@@ -72,6 +78,10 @@ want="got $((mib << 20))"
 [ "$(sh -c "$send")" = "$want" ] || { echo "the host's transfer did not arrive whole" >&2; exit 1; }
 [ "$("$cagette" run --net private -v "$work:$work:ro" -- sh -c "$send")" = "$want" ] || { echo "the sandbox's transfer did not arrive whole" >&2; exit 1; }
 cmds=(-n host "sh -c '$send >/dev/null'" -n "cagette --net private" "$cagette run --net private -v $work:$work:ro -- sh -c '$send >/dev/null'")
+if [ -n "$bridge" ]; then
+  [ "$("$cagette" run --net bridge -v "$work:$work:ro" -- sh -c "$send")" = "$want" ] || { echo "the bridge sandbox's transfer did not arrive whole" >&2; exit 1; }
+  cmds+=(-n "cagette --net bridge" "$cagette run --net bridge -v $work:$work:ro -- sh -c '$send >/dev/null'")
+fi
 hyperfine --warmup 2 --runs 10 --export-markdown "$work/tput.md" --export-json "$work/tput.json" "${cmds[@]}"
 cat "$work/tput.md"
 python3 - "$work/tput.json" "$mib" <<'PY'

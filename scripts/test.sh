@@ -21,6 +21,7 @@ command -v containerd >/dev/null || need_apt+=(containerd)     # cagette-runtime
 command -v script >/dev/null || need_apt+=(bsdutils)           # terminals in the engine tests
 command -v slirp4netns >/dev/null || need_apt+=(slirp4netns)   # network "private"
 command -v ip >/dev/null || need_apt+=(iproute2)     # the network tests' "remote" namespace
+command -v nft >/dev/null || need_apt+=(nftables)    # network "bridge"
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v node >/dev/null || need_apt+=(nodejs npm)
@@ -37,6 +38,15 @@ fi
 
 echo "== build"
 cargo build --workspace --all-targets --quiet
+# network "bridge" needs IPv4 forwarding on, and cagette never turns it on itself: as root, it
+# is turned on for the tests (which check the refusal when it is off) and put back at the end.
+fwd_was=""
+if [ "$(id -u)" -eq 0 ] && [ "$(cat /proc/sys/net/ipv4/ip_forward)" = 0 ]; then
+  fwd_was=0
+  sysctl -qw net.ipv4.ip_forward=1
+fi
+restore_fwd() { if [ -n "$fwd_was" ]; then sysctl -qw net.ipv4.ip_forward="$fwd_was"; fi; fwd_was=""; }
+trap restore_fwd EXIT
 echo "== tests (library, CLI, doc examples)"
 cargo test --workspace
 
@@ -55,12 +65,12 @@ if [ "$(id -u)" -eq 0 ]; then
   # VM 0600. Opened up for the rootless run only, and put back.
   tun_mode=$(stat -c %a /dev/net/tun 2>/dev/null || echo "")
   [ -n "$tun_mode" ] && chmod 0666 /dev/net/tun
-  trap '[ -n "$tun_mode" ] && chmod "$tun_mode" /dev/net/tun' EXIT
+  trap '[ -n "$tun_mode" ] && chmod "$tun_mode" /dev/net/tun; restore_fwd' EXIT
   for t in escape named network; do
     (cd / && setpriv --reuid=65534 --regid=65534 --clear-groups "$tmpbin/$t" --test-threads=2)
   done
   [ -n "$tun_mode" ] && chmod "$tun_mode" /dev/net/tun
-  trap - EXIT
+  trap restore_fwd EXIT
   rm -rf "$tmpbin"
 fi
 

@@ -62,13 +62,14 @@ export interface Options {
   input?: string | Buffer;
 
   /** Network: 'none' (own namespace, loopback only; the default), 'private' (own namespace with a
-   * way out through slirp4netns, never to the host's loopback) or 'host'. */
-  network?: 'none' | 'private' | 'host' | { join: string };
+   * way out through slirp4netns, never to the host's loopback), 'bridge' (root: a veth pair routed
+   * by the host's kernel, never to the host itself; see docs/network.md) or 'host'. */
+  network?: 'none' | 'private' | 'bridge' | 'host' | { join: string };
   /** With network 'private': host ports forwarded in, '[HOST_IP:]HOST_PORT:PORT[/udp]' (127.0.0.1 by default). */
   publish?: string[];
-  /** With network 'private': name servers of the sandbox's /etc/resolv.conf. */
+  /** With network 'private' or 'bridge': name servers of the sandbox's /etc/resolv.conf. */
   dns?: string[];
-  /** With network 'private': extra /etc/hosts lines, 'NAME:IP'. */
+  /** With network 'private' or 'bridge': extra /etc/hosts lines, 'NAME:IP'. */
   addHosts?: string[];
   /** With network 'private': let the sandbox reach the host's loopback and link-local addresses. */
   allowHostLoopback?: boolean;

@@ -342,17 +342,18 @@ struct RunArgs {
     #[arg(long, value_name = "LOWERS:DST")]
     overlay: Vec<String>,
     /// Network: none (own namespace, loopback only; the default), private (own namespace with a
-    /// way out through slirp4netns; never to the host's loopback) or host. Also --network.
-    #[arg(long, visible_alias = "network", value_name = "none|private|host")]
+    /// way out through slirp4netns; never to the host's loopback), bridge (root: a veth pair
+    /// routed by the host's kernel, faster; never to the host itself) or host. Also --network.
+    #[arg(long, visible_alias = "network", value_name = "none|private|bridge|host")]
     net: Option<String>,
     /// With --net private: forward a host port into the sandbox, [HOST_IP:]HOST_PORT:PORT[/udp]
     /// (the host side binds 127.0.0.1 unless an address is given). Also -p.
     #[arg(long, short = 'p', value_name = "[IP:]HOST:PORT[/udp]")]
     publish: Vec<String>,
-    /// With --net private: a name server for the sandbox's /etc/resolv.conf (repeatable).
+    /// With --net private or bridge: a name server for the sandbox's /etc/resolv.conf (repeatable).
     #[arg(long, value_name = "IP")]
     dns: Vec<String>,
-    /// With --net private: an extra /etc/hosts line, NAME:IP (repeatable).
+    /// With --net private or bridge: an extra /etc/hosts line, NAME:IP (repeatable).
     #[arg(long, value_name = "NAME:IP")]
     add_host: Vec<String>,
     /// With --net private: let the sandbox reach the host's loopback (as 10.0.2.2) and link-local
@@ -577,7 +578,8 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
         Some("none") => spec.network = Network::None,
         Some("host") => spec.network = Network::Host,
         Some("private") => spec.network = Network::Private,
-        Some(other) => die(format!("invalid --net {other:?}: expected none, private or host")),
+        Some("bridge") => spec.network = Network::Bridge,
+        Some(other) => die(format!("invalid --net {other:?}: expected none, private, bridge or host")),
     }
     for p in &a.publish {
         spec.publish.push(p.parse().unwrap_or_else(|e| die(format!("invalid --publish: {e}"))));

@@ -47,6 +47,11 @@ pub struct Probe {
     /// Why `network: private` cannot work here, when it cannot (no slirp4netns, or /dev/net/tun
     /// not usable by this user).
     pub private_network_problem: Option<String>,
+    /// Whether `network: bridge` can work here: root, `ip` and `nft` installed, IPv4 forwarding
+    /// on. (Whether nftables accepts cagette's table is known at the first bridge job.)
+    pub bridge_network: bool,
+    /// Why `network: bridge` cannot work here, when it cannot.
+    pub bridge_network_problem: Option<String>,
 }
 
 fn cgroup_version() -> CgroupVersion {
@@ -113,6 +118,7 @@ pub fn probe() -> Probe {
             Err(e) => (None, Some(format!("/dev/net/tun is not usable by this user ({e})"))),
         },
     };
+    let bridge_network_problem = crate::net::bridge::check_host().err().map(|f| f.message);
     Probe {
         kernel,
         root: crate::host::euid() == 0,
@@ -127,6 +133,8 @@ pub fn probe() -> Probe {
         cgroup_controllers,
         private_network,
         private_network_problem,
+        bridge_network: bridge_network_problem.is_none(),
+        bridge_network_problem,
     }
 }
 

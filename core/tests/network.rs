@@ -299,3 +299,103 @@ fn a_killed_host_leaves_no_helper_and_its_directory_is_swept() {
     assert_eq!(o.status, Verdict::Exited(0));
     assert!(!dir.exists(), "the dead host's directory was not swept");
 }
+
+// ---- network "bridge" (root only): a veth pair routed by the host's kernel ----
+
+fn bridge(script: &str) -> Sandbox {
+    Sandbox::new().network(Network::Bridge).command("sh").args(["-c", script]).stdin(Stdio::Null).stdout(Stdio::Piped).stderr(Stdio::Piped)
+}
+
+/// The host ends of bridge pairs that exist now.
+fn bridge_links() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net").unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("cagbr")).collect()
+}
+
+/// Whether this host can run bridge sandboxes; if not, checks that the refusal says why.
+fn bridge_usable() -> bool {
+    if !root() {
+        let e = bridge("true").output().unwrap_err().to_string();
+        assert!(e.contains("network \"bridge\" needs root") && e.contains("private"), "{e}");
+        return false;
+    }
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim() != "1" {
+        let e = bridge("true").output().unwrap_err().to_string();
+        assert!(e.contains("IPv4 forwarding") && e.contains("net.ipv4.ip_forward=1"), "{e}");
+        eprintln!("skipped the rest: IPv4 forwarding is off here (scripts/test.sh turns it on in CI)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn bridge_reaches_a_remote_network_but_not_the_host_or_another_sandbox() {
+    let _g = serial();
+    if !bridge_usable() {
+        return;
+    }
+    let before = bridge_links();
+    let remote = Remote::new(3);
+    // A service on every address of the host: out of a bridge sandbox's reach, even through its
+    // gateway (an address of the host) — unlike a machine on the host's network.
+    let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = s.write_all(b"host-secret\n");
+        }
+    });
+    // Sandbox A listens (again and again); the host, which may reach into a sandbox, checks that
+    // it does.
+    let mut a = bridge("ip -4 -o addr show eth0; while true; do busybox nc -l -p 9000 -e echo from-a; done").spawn().unwrap();
+    let mut line = String::new();
+    let mut out = a.stdout.take().unwrap();
+    let mut byte = [0u8; 1];
+    while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+        line.push(byte[0] as char);
+    }
+    let a_addr: Ipv4Addr = line.split_whitespace().nth(3).and_then(|c| c.split('/').next()).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("A's address: {line:?}"));
+    let mut got = String::new();
+    assert!(eventually(5.0, || TcpStream::connect((a_addr, 9000)).and_then(|mut s| s.read_to_string(&mut got)).is_ok() && got.contains("from-a")), "the host could not reach A at {a_addr}: {got:?}");
+    // Sandbox B: the remote network yes; the host's service (through B's gateway, an address
+    // of the host), link-local and A no.
+    let script = format!(
+        "busybox nc -w 5 {r} 8000 </dev/null; echo remote=$?; gw=$(ip route | sed -n 's/^default via \\([0-9.]*\\).*/\\1/p'); \
+         busybox nc -w 2 $gw {port} </dev/null; echo gateway=$?; busybox nc -w 2 169.254.169.254 80 </dev/null; echo metadata=$?; \
+         busybox nc -w 2 {a_addr} 9000 </dev/null; echo other=$?; cat /etc/hosts",
+        r = remote.addr
+    );
+    let o = run(bridge(&script));
+    let (text, err) = (stdout(&o), String::from_utf8_lossy(&o.stderr).into_owned());
+    assert_eq!(o.status, Verdict::Exited(0), "{text}{err}");
+    assert!(text.contains("remote-ok\nremote=0"), "the remote network was not reached: {text}{err}");
+    assert!(!text.contains("host-secret") && text.contains("gateway=1") && text.contains("metadata=1"), "{text}{err}");
+    assert!(!text.contains("from-a") && text.contains("other=1"), "B reached A: {text}{err}");
+    assert!(text.contains("127.0.1.1\tcagette"), "{text}");
+    a.kill(libc::SIGKILL).unwrap();
+    a.wait().unwrap();
+    drop(remote);
+    assert!(eventually(10.0, || bridge_links().iter().all(|l| before.contains(l))), "pairs left: {:?}", bridge_links());
+}
+
+#[test]
+fn bridge_dns_hosts_and_bad_values() {
+    let _g = serial();
+    // publish and allow_host_loopback belong to "private" only: refused before anything runs.
+    let e = bridge("true").publish(["8080:80".parse().unwrap()]).output().unwrap_err().to_string();
+    assert!(e.contains("publish needs network \"private\""), "{e}");
+    let e = bridge("true").allow_host_loopback(true).output().unwrap_err().to_string();
+    assert!(e.contains("allow_host_loopback needs network \"private\""), "{e}");
+    let e = SandboxSpec::from_json(r#"{"argv":["true"],"network":"bridge","publish":["8080:80"]}"#).unwrap_err().to_string();
+    assert!(e.contains("publish needs network"), "{e}");
+    if !bridge_usable() {
+        return;
+    }
+    let before = bridge_links();
+    let o = run(bridge("cat /etc/resolv.conf /etc/hosts").dns(["192.0.2.53".parse().unwrap()]).add_host("db", "192.0.2.10".parse().unwrap()));
+    let text = stdout(&o);
+    assert!(text.starts_with("nameserver 192.0.2.53\n") && text.contains("192.0.2.10\tdb\n"), "{text}");
+    // A failed start (the command does not exist) leaves no pair behind.
+    let e = Sandbox::new().network(Network::Bridge).command("/nonexistent").output().unwrap_err().to_string();
+    assert!(e.contains("nonexistent"), "{e}");
+    assert!(eventually(10.0, || bridge_links().iter().all(|l| before.contains(l))), "pairs left: {:?}", bridge_links());
+}

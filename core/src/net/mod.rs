@@ -19,8 +19,10 @@
 //! Its files (the generated `/etc/resolv.conf` and `/etc/hosts`, its API socket and log) live
 //! in a private directory removed with it.
 
+pub(crate) mod bridge;
+
 use crate::error::{SetupFailure, Step};
-use crate::sandbox::spec::{Mount, SandboxSpec};
+use crate::sandbox::spec::{Mount, Network, SandboxSpec};
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::poll::PollFlags;
 use std::io::{Read, Write};
@@ -79,7 +81,10 @@ pub fn helper_path() -> Option<PathBuf> {
 #[derive(Debug)]
 pub(crate) struct NetHelper {
     dir: PathBuf,
+    /// slirp4netns (`private`), or `ip` (`bridge`).
     binary: PathBuf,
+    /// `bridge`: its pair, once made.
+    bridge: Option<Option<bridge::Attached>>,
     proc: Option<std::process::Child>,
     pidfd: Option<OwnedFd>,
     /// Our end of the exit pipe: when it closes (we drop it, or the host dies), slirp4netns exits.
@@ -91,23 +96,44 @@ impl NetHelper {
     /// `hosts`, and returns the mounts that bind them (read-only) over `/etc/…` — unless a mount of
     /// the spec already targets that path.
     pub(crate) fn prepare(spec: &SandboxSpec, hostname: &str) -> Result<(NetHelper, Vec<Mount>), SetupFailure> {
-        let binary = helper_path().ok_or_else(|| fail(Some(libc::ENOENT), Some("slirp4netns".into()), "network \"private\" needs slirp4netns, which is not installed").hint(INSTALL_HINT))?;
+        let is_bridge = spec.network == Network::Bridge;
+        let binary = if is_bridge {
+            let (ip, nft) = bridge::check_host()?;
+            bridge::ensure_firewall(&nft)?;
+            ip
+        } else {
+            helper_path().ok_or_else(|| fail(Some(libc::ENOENT), Some("slirp4netns".into()), "network \"private\" needs slirp4netns, which is not installed").hint(INSTALL_HINT))?
+        };
         let base = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|d| d.is_dir() && crate::host::euid() != 0).unwrap_or_else(std::env::temp_dir);
         sweep(&base);
         let template = base.join(format!("{DIR_PREFIX}{}-XXXXXX", std::process::id()));
         let dir = nix::unistd::mkdtemp(&template).map_err(|e| fail(Some(e as i32), Some(base.clone()), "create the private network's directory"))?;
-        let helper = NetHelper { dir, binary, proc: None, pidfd: None, exit_w: None };
+        let helper = NetHelper { dir, binary, bridge: is_bridge.then_some(None), proc: None, pidfd: None, exit_w: None };
         // The directory is 0700; the files must be readable by the sandbox's ids once bound.
         nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, &helper.dir, nix::sys::stat::Mode::from_bits_truncate(0o711), nix::sys::stat::FchmodatFlags::NoFollowSymlink)
             .map_err(|e| fail(Some(e as i32), Some(helper.dir.clone()), "make the private network's directory searchable"))?;
         let mut resolv = String::new();
         if spec.dns.is_empty() {
-            resolv.push_str(&format!("nameserver {DNS_FORWARDER}\n"));
+            if is_bridge {
+                // The host's own resolvers, those a sandbox can reach (none on the host itself).
+                let found = bridge::host_nameservers();
+                if found.is_empty() {
+                    resolv.push_str("# the host's /etc/resolv.conf names no resolver a bridge sandbox can reach (its loopback is out of reach): pass dns\n");
+                }
+                for d in found {
+                    resolv.push_str(&format!("nameserver {d}\n"));
+                }
+            } else {
+                resolv.push_str(&format!("nameserver {DNS_FORWARDER}\n"));
+            }
         }
         for d in &spec.dns {
             resolv.push_str(&format!("nameserver {d}\n"));
         }
-        let mut hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{SANDBOX_ADDR}\t{hostname}\n");
+        // A bridge sandbox's address is known only once its pair is made: its name is on
+        // 127.0.1.1, as Debian does for a host without a fixed address.
+        let own = if is_bridge { "127.0.1.1" } else { SANDBOX_ADDR };
+        let mut hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{own}\t{hostname}\n");
         for h in &spec.add_hosts {
             hosts.push_str(&format!("{}\t{}\n", h.ip, h.name));
         }
@@ -129,6 +155,15 @@ impl NetHelper {
     /// cgroup, and forwards the published ports.
     pub(crate) fn start(&mut self, pid: i32, user_ns: bool, spec: &SandboxSpec) -> Result<(), SetupFailure> {
         // The sandbox's network namespace must exist by now (created by clone), never the host's.
+        self.check_own_namespace(pid)?;
+        if self.bridge.is_some() {
+            self.bridge = Some(Some(bridge::attach(&self.binary, pid)?));
+            return Ok(());
+        }
+        self.start_slirp(pid, user_ns, spec)
+    }
+
+    fn check_own_namespace(&self, pid: i32) -> Result<(), SetupFailure> {
         let ns = |p: &str| std::fs::metadata(p).map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)));
         let theirs = format!("/proc/{pid}/ns/net");
         match (ns(&theirs), ns("/proc/self/ns/net")) {
@@ -136,6 +171,10 @@ impl NetHelper {
             (Ok(_), Ok(_)) => return Err(fail(None, Some(theirs.into()), "the sandbox has no network namespace of its own yet: refusing to configure the host's")),
             (Err(e), _) | (_, Err(e)) => return Err(fail(e.raw_os_error(), Some(theirs.into()), "inspect the sandbox's network namespace")),
         }
+        Ok(())
+    }
+
+    fn start_slirp(&mut self, pid: i32, user_ns: bool, spec: &SandboxSpec) -> Result<(), SetupFailure> {
         let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(Some(e as i32), None, "create the network helper's ready pipe"))?;
         let (exit_r, exit_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| fail(Some(e as i32), None, "create the network helper's exit pipe"))?;
         let api = self.dir.join("api.sock");

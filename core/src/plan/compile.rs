@@ -98,9 +98,9 @@ impl Compiler<'_> {
         if ns.time == NsMode::New {
             unshare_flags |= sys::CLONE_NEWTIME as i32;
         }
-        if joining_user && spec.network == Network::Private {
+        if joining_user && spec.network.routed() {
             // Its namespace would come after the host's go, too late for the network helper.
-            return Err(fail(Step::Network, None, "network \"private\" cannot be combined with joining a user namespace").hint("use network \"none\" or \"host\", or a new user namespace"));
+            return Err(fail(Step::Network, None, format!("network {:?} cannot be combined with joining a user namespace", spec.network)).hint("use network \"none\" or \"host\", or a new user namespace"));
         }
         self.plan.clone_flags = flags;
 

@@ -514,8 +514,8 @@ pub(crate) fn spawn_detached(spec: &SandboxSpec, opts: crate::DetachOptions) -> 
     if spec.timeout.is_some() || spec.cpu_time.is_some() {
         return Err(refuse("a timeout or CPU-time limit (this process enforces them)"));
     }
-    if spec.network == Network::Private {
-        return Err(refuse("a private network (its helper belongs to this process)"));
+    if spec.network.routed() {
+        return Err(refuse("a private or bridge network (its helper belongs to this process)"));
     }
     if spec.name.is_some() || spec.exec_in.is_some() {
         return Err(refuse("a name or exec_in (named sandboxes belong to the library's registry)"));
@@ -556,7 +556,7 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
     };
     // A private network: the helper's files, bound over /etc/resolv.conf and /etc/hosts.
     let net_made;
-    let (spec, mut net) = if spec.network == Network::Private {
+    let (spec, mut net) = if spec.network.routed() {
         let hostname = spec.hostname.as_deref().unwrap_or(crate::plan::compile::DEFAULT_HOSTNAME);
         let (helper, mounts) = crate::net::NetHelper::prepare(spec, hostname)?;
         let mut s = spec.clone();

@@ -577,7 +577,7 @@ pub struct Namespaces {
 
 /// The sandbox's network.
 ///
-/// Serialized as `"none"`, `"private"`, `"host"` or `{"join": "/run/netns/test"}`.
+/// Serialized as `"none"`, `"private"`, `"bridge"`, `"host"` or `{"join": "/run/netns/test"}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
@@ -589,6 +589,11 @@ pub enum Network {
     /// loopback and link-local addresses are refused (see `allow_host_loopback`), ports are
     /// forwarded with `publish`, and `/etc/resolv.conf` and `/etc/hosts` are the sandbox's own.
     Private,
+    /// Root only: a new network namespace joined to the host by a veth pair (`eth0` inside, an
+    /// address from 10.217.0.0/16), routed and masqueraded by the host's kernel — bulk traffic
+    /// at the kernel's speed. The host itself, other sandboxes, loopback and link-local addresses
+    /// are refused by an nftables table of cagette's; IPv4 forwarding must be on. No `publish`.
+    Bridge,
     /// The host's network.
     Host,
     /// Join an existing network namespace.
@@ -596,9 +601,14 @@ pub enum Network {
 }
 
 impl Network {
-    /// Whether the sandbox gets a network namespace of its own (`none` and `private`).
+    /// Whether the sandbox gets a network namespace of its own (`none`, `private`, `bridge`).
     pub fn own_namespace(&self) -> bool {
-        matches!(self, Network::None | Network::Private)
+        matches!(self, Network::None | Network::Private | Network::Bridge)
+    }
+
+    /// Whether the job has a way out that cagette sets up (`private` and `bridge`).
+    pub fn routed(&self) -> bool {
+        matches!(self, Network::Private | Network::Bridge)
     }
 }
 

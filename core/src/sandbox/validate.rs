@@ -120,9 +120,12 @@ pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
             }
     }
     if s.network != crate::sandbox::spec::Network::Private {
-        let asked = [("publish", !s.publish.is_empty()), ("dns", !s.dns.is_empty()), ("add_hosts", !s.add_hosts.is_empty()), ("allow_host_loopback", s.allow_host_loopback)];
+        let bridge = s.network == crate::sandbox::spec::Network::Bridge;
+        let asked = [("publish", !s.publish.is_empty()), ("dns", !s.dns.is_empty() && !bridge), ("add_hosts", !s.add_hosts.is_empty() && !bridge), ("allow_host_loopback", s.allow_host_loopback)];
         if let Some((name, _)) = asked.iter().find(|(_, set)| *set) {
-            return Err(bad(format!("{name} needs network \"private\" (the network is {:?})", s.network)).hint("add network=\"private\" (CLI: --net private)"));
+            let also = if bridge { "" } else { " or \"bridge\"" };
+            let needs = if matches!(*name, "dns" | "add_hosts") { format!("network \"private\"{also}") } else { "network \"private\"".into() };
+            return Err(bad(format!("{name} needs {needs} (the network is {:?})", s.network)).hint("add network=\"private\" (CLI: --net private)"));
         }
     }
     for (i, p) in s.publish.iter().enumerate() {
