@@ -116,4 +116,14 @@ fn what_needs_this_process_is_refused_for_a_detached_sandbox() {
         .spawn_detached(DetachOptions { start_fifo: None, cgroup_name: Some("job-1-2-3".into()), ..Default::default() })
         .unwrap_err();
     assert!(e.to_string().contains("not starting with job-"), "{e}");
+    // Device rules both cgroup versions cannot read the same way: refused before anything runs.
+    let bad = [
+        (cagette::DeviceRule::rwm('x', 1, 3), "not 'c' (character) or 'b' (block)"),
+        (cagette::DeviceRule::rwm('c', 5000, 1), "majors up to 4095"),
+        (cagette::DeviceRule { kind: 'c', major: 1, minor: 3, read: false, write: false, mknod: false }, "allows nothing"),
+    ];
+    for (rule, want) in bad {
+        let e = Sandbox::new().userns(cagette::UsernsMode::Host).command("true").spawn_detached(DetachOptions { allow_devices: vec![rule], ..Default::default() }).unwrap_err();
+        assert!(e.to_string().contains("allow_devices") && e.to_string().contains(want), "{e}");
+    }
 }

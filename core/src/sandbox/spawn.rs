@@ -526,6 +526,22 @@ pub(crate) fn spawn_detached(spec: &SandboxSpec, opts: crate::DetachOptions) -> 
     if [spec.stdin, spec.stdout, spec.stderr].contains(&Stdio::Piped) {
         return Err(refuse("piped standard streams"));
     }
+    // Device rules: what both cgroup versions can express the same way (v1 would refuse an odd
+    // kind with EINVAL, the v2 program would read it as a character device).
+    for r in &opts.allow_devices {
+        let why = if !matches!(r.kind, 'c' | 'b') {
+            Some(format!("its kind is {:?}, not 'c' (character) or 'b' (block)", r.kind))
+        } else if r.major > 4095 || r.minor > 0xf_ffff {
+            Some("the kernel's device numbers have majors up to 4095 and minors up to 1048575".to_string())
+        } else if !(r.read || r.write || r.mknod) {
+            Some("it allows nothing (none of read, write, mknod)".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(SetupFailure::new(Step::Spec, Some(libc::EINVAL), None, &format!("allow_devices: the rule {} {}:{} {}: {why}", r.kind, r.major, r.minor, r.access())).into());
+        }
+    }
     let child = spawn_with(spec, Some(opts))?;
     Ok(child.detach())
 }
