@@ -356,6 +356,9 @@ fn bridge_reaches_a_remote_network_but_not_the_host_or_another_sandbox() {
     let a_addr: Ipv4Addr = line.split_whitespace().nth(3).and_then(|c| c.split('/').next()).and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("A's address: {line:?}"));
     let mut got = String::new();
     assert!(eventually(5.0, || TcpStream::connect((a_addr, 9000)).and_then(|mut s| s.read_to_string(&mut got)).is_ok() && got.contains("from-a")), "the host could not reach A at {a_addr}: {got:?}");
+    // The firewall is checked before each job: removed (as a firewall reload would), it is back
+    // for B.
+    let _ = Command::new("nft").args(["delete", "table", "inet", "cagette"]).status();
     // Sandbox B: the remote network yes; the host's service (through B's gateway, an address
     // of the host), link-local and A no.
     let script = format!(

@@ -8,8 +8,8 @@
 //!   nothing is left on the host even if the caller is killed. `N` is a slot of the pool
 //!   10.217.0.0/16 (16,384 /30 networks); the interface's name is the lock (the kernel refuses a
 //!   second `cagbrN`), so concurrent callers in different processes never share a slot.
-//! - one nftables table, `inet cagette`, written once per process and the same for every job
-//!   (its rules match the `cagbr*` interfaces, not one job): a sandbox's connections to the host
+//! - one nftables table, `inet cagette`, the same for every job (its rules match the `cagbr*`
+//!   interfaces, not one job), checked before every job and written when it differs: a sandbox's connections to the host
 //!   itself (any of its addresses, not only loopback), to another sandbox and to link-local or
 //!   loopback addresses are refused at once (ICMP administratively prohibited); packets with a
 //!   forged source address, IPv6, and new connections from elsewhere into a sandbox are dropped
@@ -131,21 +131,15 @@ fn firewall_in_place(nft: &Path) -> bool {
     have == lines
 }
 
-/// Writes the firewall unless it is in place, once per process (a later job of the same process
-/// trusts it is there). Checking costs one `nft list` (~3 ms here); writing, a transaction the
-/// kernel commits in ~19 ms.
+/// Writes the firewall unless it is in place. Checked for every job, not once per process: a
+/// table someone removed since (`nft flush ruleset` when a firewall service reloads) would
+/// leave the host open to the sandboxes. Checking costs one `nft list` (~3 ms here); writing, a
+/// transaction the kernel commits in ~19 ms.
 pub(crate) fn ensure_firewall(nft: &Path) -> Result<(), SetupFailure> {
-    static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
-    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if *done {
-        return Ok(());
-    }
     if firewall_in_place(nft) {
-        *done = true;
         return Ok(());
     }
     run_script(nft, &["-f", "-"], &ruleset()).map_err(|e| fail(None, Some(nft.into()), &format!("write the bridge's firewall (nftables table inet cagette): {e}")).hint("nftables must be usable here (a kernel with nf_tables; `nft list ruleset` shows it)"))?;
-    *done = true;
     Ok(())
 }
 
