@@ -334,3 +334,27 @@ test("network 'private': a published port answers, the host's loopback does not"
   assert.ok(ok, `got ${JSON.stringify(got)}`);
   await assert.rejects(run(['true'], { allowHostLoopback: true }), /allow_host_loopback needs network "private"/);
 });
+
+test("network 'bridge' (root): routed by the kernel, the host's own services out of reach", async () => {
+  if (process.getuid() !== 0) {
+    await assert.rejects(run(['true'], { network: 'bridge' }), /needs root/);
+    return;
+  }
+  const p = probe();
+  if (!p.bridgeNetwork) {
+    // Only a host setting can be missing here (scripts/test.sh turns IPv4 forwarding on).
+    assert.match(JSON.stringify(p), /IPv4 forwarding/);
+    return;
+  }
+  const net = require('node:net');
+  const host = net.createServer((c) => c.end('host-secret'));
+  await new Promise((r) => host.listen(0, '0.0.0.0', r));
+  const hostPort = host.address().port;
+  const script = `gw=$(ip route | sed -n 's/^default via \\([0-9.]*\\).*/\\1/p'); echo gw=$gw; busybox nc -w 3 $gw ${hostPort} </dev/null; echo rc=$?; cat /etc/resolv.conf`;
+  const r = await run(['sh', '-c', script], { network: 'bridge', dns: ['9.9.9.9'], timeout: 20_000 });
+  host.close();
+  assert.equal(r.exitCode, 0, r.stderr.toString());
+  const out = r.stdout.toString();
+  assert.ok(out.includes('gw=10.217.') && !out.includes('host-secret') && out.includes('rc=1\nnameserver 9.9.9.9\n'), out);
+  await assert.rejects(run(['true'], { network: 'bridge', publish: ['8080:80'] }), /publish needs network "private"/);
+});

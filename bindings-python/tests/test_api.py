@@ -228,6 +228,36 @@ def test_private_network_publishes_a_port_and_keeps_the_host_loopback_out():
     assert "private_network" in cagette.probe()
 
 
+def test_bridge_network_keeps_the_host_out():
+    import os
+    import socket
+    import threading
+
+    if os.geteuid() != 0:
+        with pytest.raises(cagette.SetupError, match="needs root"):
+            cagette.run(["true"], network="bridge")
+        return
+    probe = cagette.probe()
+    if not probe["bridge_network"]:
+        # Only a host setting can be missing here (scripts/test.sh turns IPv4 forwarding on).
+        assert "IPv4 forwarding" in probe["bridge_network_problem"], probe
+        return
+    # A service on every address of the host: out of reach through the sandbox's gateway.
+    srv = socket.socket()
+    srv.bind(("0.0.0.0", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    threading.Thread(target=lambda: [c.sendall(b"host-secret") or c.close() for c, _ in iter(srv.accept, None)], daemon=True).start()
+    script = (f"gw=$(ip route | sed -n 's/^default via \\([0-9.]*\\).*/\\1/p'); echo gw=$gw; "
+              f"busybox nc -w 3 $gw {port} </dev/null; echo rc=$?; cat /etc/hosts")
+    r = cagette.run(["sh", "-c", script], network="bridge", add_hosts=["db:192.0.2.10"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "gw=10.217." in r.stdout and "host-secret" not in r.stdout and "rc=1" in r.stdout, r.stdout
+    assert "192.0.2.10\tdb" in r.stdout, r.stdout
+    with pytest.raises(ValueError, match="publish needs network"):
+        cagette.run(["true"], network="bridge", publish=["8080:80"])
+
+
 def test_image_store(tmp_path):
     # An OCI layout made with umoci from a busybox rootfs (built by the Rust tests' script).
     import shutil

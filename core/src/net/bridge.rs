@@ -65,7 +65,30 @@ pub(crate) fn check_host() -> Result<(PathBuf, PathBuf), SetupFailure> {
         return Err(fail(None, Some(fwd.into()), "network \"bridge\" needs IPv4 forwarding on the host, which is off (cagette does not change the host's settings)")
             .hint("turn it on (sysctl -w net.ipv4.ip_forward=1, as docker and podman do), or use network \"private\""));
     }
+    if let Some(taken) = pool_in_use(&String::from_utf8_lossy(&crate::fs::hostfile::read_host_file(Path::new("/proc/net/route"), 1 << 20).unwrap_or_default())) {
+        return Err(fail(None, None, &format!("network \"bridge\" takes its addresses from {POOL}, which this host already routes ({taken}): its sandboxes would take that network's place")).hint("use network \"private\" on this host"));
+    }
     Ok((ip, nft))
+}
+
+/// A route of the host (from `/proc/net/route`) into the pool that is not one of ours: "IFACE
+/// ADDR/BITS". The default route does not count.
+fn pool_in_use(routes: &str) -> Option<String> {
+    let pool_mask = u32::MAX << 16;
+    for line in routes.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(iface), Some(dest), Some(mask)) = (f.first(), f.get(1), f.get(7)) else { continue };
+        let parse = |h: &str| u32::from_str_radix(h, 16).ok().map(|v| u32::from_be_bytes(v.to_le_bytes()));
+        let (Some(dest), Some(mask)) = (parse(dest), parse(mask)) else { continue };
+        if mask == 0 || iface.starts_with(HOST_PREFIX) {
+            continue;
+        }
+        let both = mask & pool_mask;
+        if dest & both == POOL_BASE & both {
+            return Some(format!("{iface} {}/{}", Ipv4Addr::from(dest), mask.count_ones()));
+        }
+    }
+    None
 }
 
 /// The firewall of every bridge sandbox, replaced as a whole in one nftables transaction (the
@@ -242,6 +265,25 @@ mod tests {
         assert_eq!(addresses(1), (Ipv4Addr::new(10, 217, 0, 5), Ipv4Addr::new(10, 217, 0, 6)));
         assert_eq!(addresses(SLOTS - 1), (Ipv4Addr::new(10, 217, 255, 253), Ipv4Addr::new(10, 217, 255, 254)));
         assert_eq!(addresses(SLOTS), addresses(0));
+    }
+
+    #[test]
+    fn a_host_route_into_the_pool_is_found() {
+        let head = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        // The default route and 192.0.2.0/24: not in the pool.
+        let ok = format!("{head}eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\neth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n");
+        assert_eq!(pool_in_use(&ok), None);
+        // One of ours (cagbr7, 10.217.0.28/30): not a conflict.
+        let ours = format!("{ok}cagbr7\t1C00D90A\t00000000\t0001\t0\t0\t0\tFCFFFFFF\t0\t0\t0\n");
+        assert_eq!(pool_in_use(&ours), None);
+        // 10.0.0.0/8 on another interface covers the pool; 10.217.5.0/24 lies inside it.
+        let wide = format!("{ok}ens4\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n");
+        assert_eq!(pool_in_use(&wide).as_deref(), Some("ens4 10.0.0.0/8"));
+        let inside = format!("{ok}ens5\t0005D90A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n");
+        assert_eq!(pool_in_use(&inside).as_deref(), Some("ens5 10.217.5.0/24"));
+        // 10.216.0.0/16: next to it, not in it.
+        let next = format!("{ok}ens6\t0000D80A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n");
+        assert_eq!(pool_in_use(&next), None);
     }
 
     #[test]
