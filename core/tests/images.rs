@@ -936,3 +936,126 @@ fn metadata_kept_in_memory_is_bounded() {
     assert!(matches!(&e, ImageError::Limit(m) if m.contains("memory")), "{e}");
     assert!(store_is_clean(&store_dir));
 }
+
+// ---- layers written from a directory (cagette::write_layer, for image builds) ----
+
+/// The entries of a gzip layer: (path, kind, mode, uid, gid, mtime, link target, size, pax keys).
+fn layer_entries(blob: &[u8]) -> Vec<String> {
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+    let mut out = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let pax: Vec<String> = e.pax_extensions().unwrap().map(|it| it.map(|p| p.unwrap().key().unwrap().to_string()).collect()).unwrap_or_default();
+        let link = e.link_name().unwrap().map(|l| l.display().to_string()).unwrap_or_default();
+        out.push(format!("{} {:?} {:o} {}:{} {} {} {} {:?}", e.path().unwrap().display(), h.entry_type(), h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap(), link, h.size().unwrap(), pax));
+    }
+    out
+}
+
+/// A tree of each kind a layer holds: directories, files with odd modes, a symlink, two names
+/// of one file, a FIFO, an xattr.
+fn make_tree(root: &Path, reverse: bool) {
+    let mut steps: Vec<Box<dyn Fn()>> = vec![
+        Box::new(|| std::fs::create_dir_all(root.join("etc/app")).unwrap()),
+        Box::new(|| std::fs::write(root.join("etc/app/conf"), b"k=v\n").unwrap()),
+        Box::new(|| std::fs::write(root.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap()),
+        Box::new(|| std::fs::write(root.join("big"), vec![7u8; 300_000]).unwrap()),
+    ];
+    if reverse {
+        steps.swap(2, 3);
+    }
+    for s in &steps {
+        s();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    std::fs::set_permissions(root.join("etc/app/conf"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::os::unix::fs::symlink("/etc/app/conf", root.join("conf-link")).unwrap();
+    std::fs::hard_link(root.join("run.sh"), root.join("etc/run-again")).unwrap();
+    nix::unistd::mkfifo(&root.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let c = std::ffi::CString::new(root.join("etc/app/conf").to_str().unwrap()).unwrap();
+    // SAFETY: valid NUL-terminated strings and a 2-byte value.
+    assert_eq!(unsafe { libc::lsetxattr(c.as_ptr(), c"user.test".as_ptr(), b"ok".as_ptr() as *const libc::c_void, 2, 0) }, 0);
+}
+
+#[test]
+fn a_written_layer_is_reproducible_and_round_trips() {
+    let d = TempDir::new("write-layer");
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    std::fs::create_dir(&a).unwrap();
+    make_tree(&a, false);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // other mtimes for b
+    std::fs::create_dir(&b).unwrap();
+    make_tree(&b, true);
+    let (mut blob_a, mut blob_b) = (Vec::new(), Vec::new());
+    let la = cagette::write_layer(&a, 0, &mut blob_a).unwrap();
+    let lb = cagette::write_layer(&b, 0, &mut blob_b).unwrap();
+    // The same tree made in another order at another time: the same bytes.
+    assert_eq!(la, lb);
+    assert_eq!(blob_a, blob_b);
+    assert_eq!(la.size, blob_a.len() as u64);
+    let entries = layer_entries(&blob_a);
+    let names: Vec<&str> = entries.iter().map(|e| e.split(' ').next().unwrap()).collect();
+    assert_eq!(names, ["big", "conf-link", "etc", "etc/app", "etc/app/conf", "etc/run-again", "pipe", "run.sh"], "{entries:#?}");
+    let me = format!("{}:{}", nix::unistd::geteuid(), nix::unistd::getegid());
+    assert!(entries.iter().all(|e| e.contains(&format!(" {me} 0 "))), "owners and mtimes (clamped to 0): {entries:#?}");
+    assert!(entries.iter().any(|e| e.starts_with("conf-link Symlink ") && e.contains(" /etc/app/conf ")), "{entries:#?}");
+    assert!(entries.iter().any(|e| e.starts_with("etc/app/conf Regular 644") && e.contains("SCHILY.xattr.user.test")), "{entries:#?}");
+    // run.sh comes after etc/run-again in the order: it is the link to the first name.
+    assert!(entries.iter().any(|e| e.starts_with("etc/run-again Regular 4755")) && entries.iter().any(|e| e.starts_with("run.sh Link 4755") && e.contains(" etc/run-again ")), "{entries:#?}");
+    assert!(entries.iter().any(|e| e.starts_with("pipe Fifo 600")), "{entries:#?}");
+    // An epoch later than the files keeps their mtimes.
+    let mut later = Vec::new();
+    cagette::write_layer(&a, u64::MAX, &mut later).unwrap();
+    assert!(layer_entries(&later).iter().all(|e| !e.contains(&format!(" {me} 0 "))), "mtimes kept below the epoch");
+    // Imported as a plain layer and unpacked: the same tree as the source.
+    let blob_path = d.path().join("layer.tar.gz");
+    std::fs::write(&blob_path, &blob_a).unwrap();
+    let store = ImageStore::open(d.path().join("store")).unwrap();
+    let info = store.import(&blob_path, "written:1").unwrap();
+    assert_eq!(info.layers, [la.diff_id.clone()]);
+    let flat = d.path().join("flat");
+    store.unpack("written:1", &flat).unwrap();
+    let strip = |v: Vec<String>| v.into_iter().filter(|l| !l.is_empty()).collect::<Vec<_>>();
+    assert_eq!(strip(tree_listing(&flat)), strip(tree_listing(&a)));
+    assert_eq!(std::fs::read(flat.join("big")).unwrap(), vec![7u8; 300_000]);
+    assert_eq!(xattr(&flat.join("etc/app/conf"), "user.test").as_deref(), Some(&b"ok"[..]));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(flat.join("run.sh")).unwrap().ino(), std::fs::metadata(flat.join("etc/run-again")).unwrap().ino());
+}
+
+#[test]
+fn an_overlay_upper_becomes_a_layer_of_whiteouts_and_refusals_are_clear() {
+    let d = TempDir::new("write-upper");
+    let up = d.path().join("upper");
+    std::fs::create_dir_all(up.join("gone-dir")).unwrap();
+    std::fs::create_dir_all(up.join("redone")).unwrap();
+    std::fs::write(up.join("redone/new"), b"new").unwrap();
+    // What overlayfs writes for a removed file (a 0:0 character device, which Linux >= 5.8
+    // lets anyone make) and for a directory made again (opaque).
+    nix::sys::stat::mknod(&up.join("removed"), nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0).unwrap();
+    let opaque = if nix::unistd::geteuid().is_root() { "trusted.overlay.opaque" } else { "user.overlay.opaque" };
+    let set = |p: &Path, name: &str, v: &[u8]| {
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        let n = std::ffi::CString::new(name).unwrap();
+        // SAFETY: valid NUL-terminated strings and a value of the given length.
+        assert_eq!(unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), v.as_ptr() as *const libc::c_void, v.len(), 0) }, 0, "{name}");
+    };
+    set(&up.join("redone"), opaque, b"y");
+    let mut blob = Vec::new();
+    cagette::write_layer(&up, 0, &mut blob).unwrap();
+    let entries = layer_entries(&blob);
+    let names: Vec<&str> = entries.iter().map(|e| e.split(' ').next().unwrap()).collect();
+    assert_eq!(names, ["gone-dir", "redone", "redone/.wh..wh..opq", "redone/new", ".wh.removed"], "{entries:#?}");
+    assert!(!entries.iter().any(|e| e.contains("overlay")), "overlay xattrs are not copied: {entries:#?}");
+    // Overlay metadata no layer can carry, a symlink as the directory, a missing one.
+    set(&up.join("redone/new"), opaque.replace("opaque", "redirect").as_str(), b"/elsewhere");
+    let e = cagette::write_layer(&up, 0, &mut Vec::new()).unwrap_err().to_string();
+    assert!(e.contains("/redone/new") && e.contains("redirect"), "{e}");
+    std::os::unix::fs::symlink(&up, d.path().join("link")).unwrap();
+    let e = cagette::write_layer(&d.path().join("link"), 0, &mut Vec::new()).unwrap_err().to_string();
+    assert!(e.contains("open the directory") && e.contains("link"), "{e}");
+    let e = cagette::write_layer(&d.path().join("nothing"), 0, &mut Vec::new()).unwrap_err().to_string();
+    assert!(e.contains("nothing"), "{e}");
+}

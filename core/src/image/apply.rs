@@ -152,7 +152,7 @@ fn parent_dir(root: BorrowedFd<'_>, rel: &Path) -> Result<OwnedFd, ImageError> {
     open_in_root(root, rel, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(|e| ImageError::Io { context: format!("resolve {} inside the root", rel.display()), source: e })
 }
 
-fn lstat_at(dir: impl AsFd, name: &CStr) -> Option<FileStat> {
+pub(super) fn lstat_at(dir: impl AsFd, name: &CStr) -> Option<FileStat> {
     nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()
 }
 
@@ -174,7 +174,7 @@ fn remove_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
 }
 
 /// The names in a directory fd (not . and ..).
-fn list_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+pub(super) fn list_dir(fd: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
     // A duplicate (F_DUPFD_CLOEXEC) for the directory stream, which owns and closes it; `fd`
     // stays open for the caller.
     let d = Dir::from_fd(fd.try_clone_to_owned()?)?;
@@ -196,7 +196,7 @@ struct DirMeta {
 }
 
 /// xattrs as (name, value).
-type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+pub(super) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// The extension headers (PAX, GNU long name and link) read before the entry they describe.
 #[derive(Default)]
@@ -624,7 +624,7 @@ pub(crate) fn apply<R: Read>(root: &Path, reader: R, mode: Mode, limits: &Limits
     Ok(st.applied)
 }
 
-fn is_whiteout(st: &FileStat) -> bool {
+pub(super) fn is_whiteout(st: &FileStat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
 }
 
@@ -695,7 +695,7 @@ fn get_xattr(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
 }
 
 /// Every xattr of an open file, by name.
-fn stored_xattrs(fd: BorrowedFd<'_>) -> io::Result<Xattrs> {
+pub(super) fn stored_xattrs(fd: BorrowedFd<'_>) -> io::Result<Xattrs> {
     list_xattrs(fd)?.into_iter().map(|name| Ok((name.as_bytes().to_vec(), get_xattr(fd, &name)?))).collect()
 }
 

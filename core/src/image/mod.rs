@@ -17,6 +17,8 @@
 
 mod apply;
 mod gz;
+mod layer;
+pub use layer::{write_layer, WrittenLayer};
 #[cfg(feature = "registry")]
 mod registry;
 #[cfg(feature = "registry")]

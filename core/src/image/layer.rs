@@ -1,0 +1,247 @@
+//! Layers written from a directory: the way back from `apply.rs`, for image builds (issue 18).
+//!
+//! A directory in the store's overlay form (an overlayfs upper directory, or a stored layer)
+//! becomes one OCI layer tar, the same bytes every time for the same tree:
+//!
+//! - entries in a fixed order (each directory's names sorted bytewise, a directory before what
+//!   it holds), with numeric owners only (no user or group names), and every mtime clamped to
+//!   an epoch (`SOURCE_DATE_EPOCH` in a build, else 0);
+//! - overlayfs whiteouts (character devices 0:0) become `.wh.NAME` entries, opaque directories
+//!   (`trusted.overlay.opaque` or `user.overlay.opaque` = `y`) a `.wh..wh..opq` entry; overlay
+//!   metadata that no layer can carry (redirects, metacopy) is refused;
+//! - files linked together inside the tree stay linked (a hardlink entry to the first name);
+//! - xattrs other than overlayfs's are kept as PAX `SCHILY.xattr.` records; sockets, which a
+//!   layer cannot hold, are left out and reported;
+//! - nothing is followed: every name is opened relative to its directory's fd with
+//!   `O_NOFOLLOW`, and a file must still be the one that was listed (same inode, same size)
+//!   while it is read.
+//!
+//! The tar is hashed (the diff_id), gzip-compressed with fixed settings (level 6, no name, mtime
+//! 0) and hashed again (the blob's digest) in one pass.
+
+use super::apply::{is_whiteout, list_dir, lstat_at, stored_xattrs};
+use super::ImageError;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode as Perm};
+use sha2::{Digest, Sha256};
+use std::ffi::{CStr, OsStr};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What [`write_layer`] made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenLayer {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: String,
+    /// sha256 of the gzip blob.
+    pub digest: String,
+    /// Bytes of the gzip blob.
+    pub size: u64,
+    /// What the tree held that a layer cannot (sockets), one line each.
+    pub notes: Vec<String>,
+}
+
+/// A writer that hashes what goes through it.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+    n: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> ImageError {
+    let context = format!("{what} /{}", path.display());
+    move |source| ImageError::Io { context, source }
+}
+
+/// Writes the tree at `dir` as a gzip OCI layer blob into `out`, the same bytes every time for
+/// the same tree: entries sorted, numeric owners, mtimes clamped to `epoch` (seconds; a build
+/// uses `SOURCE_DATE_EPOCH`, else 0), overlayfs whiteouts and opaque directories written as OCI
+/// whiteouts (so an overlay upper directory becomes the layer of what changed), nothing
+/// followed. Returns its diff_id, digest and size.
+///
+/// ```no_run
+/// let mut blob = Vec::new();
+/// let l = cagette::write_layer("/tmp/upper".as_ref(), 0, &mut blob)?;
+/// assert_eq!(l.size, blob.len() as u64);
+/// println!("{} (diff_id {})", l.digest, l.diff_id);
+/// # Ok::<(), cagette::ImageError>(())
+/// ```
+pub fn write_layer(dir: &Path, epoch: u64, out: impl Write) -> Result<WrittenLayer, ImageError> {
+    // The directory itself is not followed either (a symlink there is refused).
+    let root = nix::fcntl::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Perm::empty()).map_err(|e| ImageError::Io { context: format!("open the directory {}", dir.display()), source: e.into() })?;
+    let gz_out = Hashing { inner: out, hash: Sha256::new(), n: 0 };
+    let gz = flate2::GzBuilder::new().mtime(0).write(gz_out, flate2::Compression::new(6));
+    let tar_out = Hashing { inner: gz, hash: Sha256::new(), n: 0 };
+    let mut b = tar::Builder::new(tar_out);
+    let mut w = Walk { epoch, links: std::collections::HashMap::new(), notes: Vec::new() };
+    w.dir(&mut b, root.as_fd(), Path::new(""))?;
+    let tar_out = b.into_inner().map_err(|e| ImageError::Io { context: "finish the layer tar".into(), source: e })?;
+    let diff_id = format!("sha256:{}", hex(&tar_out.hash.finalize()));
+    let gz_out = tar_out.inner.finish().map_err(|e| ImageError::Io { context: "finish the layer's compression".into(), source: e })?;
+    Ok(WrittenLayer { diff_id, digest: format!("sha256:{}", hex(&gz_out.hash.finalize())), size: gz_out.n, notes: w.notes })
+}
+
+struct Walk {
+    epoch: u64,
+    /// (dev, ino) of files with more than one link → the first path written.
+    links: std::collections::HashMap<(u64, u64), PathBuf>,
+    notes: Vec<String>,
+}
+
+const OVERLAY_REFUSED: [&[u8]; 4] = [b"trusted.overlay.redirect", b"user.overlay.redirect", b"trusted.overlay.metacopy", b"user.overlay.metacopy"];
+
+impl Walk {
+    fn header(&self, s: &FileStat, kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(s.st_mode & 0o7777);
+        h.set_uid(s.st_uid as u64);
+        h.set_gid(s.st_gid as u64);
+        h.set_mtime((s.st_mtime.max(0) as u64).min(self.epoch));
+        h.set_size(size);
+        h
+    }
+
+    /// The xattrs a layer keeps (not overlayfs's own), as one PAX header before the entry;
+    /// overlay metadata no layer can carry is refused.
+    fn xattrs<W: Write>(&self, b: &mut tar::Builder<W>, fd: BorrowedFd<'_>, path: &Path) -> Result<(), ImageError> {
+        let mut all = stored_xattrs(fd).map_err(io_err("read the xattrs of", path))?;
+        if let Some((name, _)) = all.iter().find(|(n, _)| OVERLAY_REFUSED.contains(&n.as_slice())) {
+            return Err(ImageError::Invalid(format!("/{} has the overlay attribute {}: a layer cannot carry a redirect or metacopy (mount the overlay without redirect_dir and metacopy)", path.display(), String::from_utf8_lossy(name))));
+        }
+        all.retain(|(n, _)| !n.starts_with(b"trusted.overlay.") && !n.starts_with(b"user.overlay."));
+        if all.is_empty() {
+            return Ok(());
+        }
+        all.sort();
+        let mut data = Vec::new();
+        for (name, value) in all {
+            let mut rec = b"SCHILY.xattr.".to_vec();
+            rec.extend_from_slice(&name);
+            rec.push(b'=');
+            rec.extend_from_slice(&value);
+            rec.push(b'\n');
+            // "LEN KEY=VALUE\n", LEN counting itself.
+            let mut len = rec.len() + 2;
+            while format!("{len} ").len() + rec.len() != len {
+                len = format!("{len} ").len() + rec.len();
+            }
+            data.extend_from_slice(format!("{len} ").as_bytes());
+            data.extend_from_slice(&rec);
+        }
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        b.append_data(&mut h, "PaxHeader", &data[..]).map_err(io_err("write the xattrs of", path))
+    }
+
+    fn dir<W: Write>(&mut self, b: &mut tar::Builder<W>, fd: BorrowedFd<'_>, rel: &Path) -> Result<(), ImageError> {
+        let mut names = list_dir(fd).map_err(io_err("list", rel))?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let path = rel.join(OsStr::from_bytes(name.as_bytes()));
+            let Some(s) = lstat_at(fd, &name) else { continue }; // gone since the listing
+            self.entry(b, fd, &name, &path, &s)?;
+        }
+        Ok(())
+    }
+
+    fn open(fd: BorrowedFd<'_>, name: &CStr, flags: OFlag, path: &Path) -> Result<OwnedFd, ImageError> {
+        nix::fcntl::openat(fd, name, flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Perm::empty()).map_err(|e| ImageError::Io { context: format!("open /{}", path.display()), source: e.into() })
+    }
+
+    fn entry<W: Write>(&mut self, b: &mut tar::Builder<W>, fd: BorrowedFd<'_>, name: &CStr, path: &Path, s: &FileStat) -> Result<(), ImageError> {
+        let same = |now: &FileStat| now.st_ino == s.st_ino && now.st_dev == s.st_dev && (now.st_mode & libc::S_IFMT) == (s.st_mode & libc::S_IFMT);
+        let changed = || ImageError::Invalid(format!("/{} changed while the layer was written", path.display()));
+        if is_whiteout(s) {
+            let wh = path.with_file_name(format!(".wh.{}", String::from_utf8_lossy(name.to_bytes())));
+            let mut h = self.header(s, tar::EntryType::Regular, 0);
+            h.set_mode(0);
+            return b.append_data(&mut h, &wh, io::empty()).map_err(io_err("write the whiteout of", path));
+        }
+        match s.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => {
+                let sub = Self::open(fd, name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, path)?;
+                if !nix::sys::stat::fstat(&sub).is_ok_and(|now| same(&now)) {
+                    return Err(changed());
+                }
+                self.xattrs(b, sub.as_fd(), path)?;
+                let mut h = self.header(s, tar::EntryType::Directory, 0);
+                b.append_data(&mut h, path, io::empty()).map_err(io_err("write", path))?;
+                let mut v = [0u8; 2];
+                let opaque = [c"trusted.overlay.opaque", c"user.overlay.opaque"].iter().any(|n| matches!(rustix::fs::fgetxattr(&sub, *n, &mut v[..]), Ok(1)) && v[0] == b'y');
+                if opaque {
+                    let mut h = self.header(s, tar::EntryType::Regular, 0);
+                    h.set_mode(0);
+                    b.append_data(&mut h, path.join(".wh..wh..opq"), io::empty()).map_err(io_err("write the opaque mark of", path))?;
+                }
+                self.dir(b, sub.as_fd(), path)
+            }
+            libc::S_IFREG => {
+                if s.st_nlink > 1 {
+                    if let Some(first) = self.links.get(&(s.st_dev, s.st_ino)) {
+                        let mut h = self.header(s, tar::EntryType::Link, 0);
+                        return b.append_link(&mut h, path, first).map_err(io_err("write the hardlink", path));
+                    }
+                    self.links.insert((s.st_dev, s.st_ino), path.to_path_buf());
+                }
+                let f = std::fs::File::from(Self::open(fd, name, OFlag::O_RDONLY, path)?);
+                if !nix::sys::stat::fstat(&f).is_ok_and(|now| same(&now) && now.st_size == s.st_size) {
+                    return Err(changed());
+                }
+                self.xattrs(b, f.as_fd(), path)?;
+                let mut h = self.header(s, tar::EntryType::Regular, s.st_size as u64);
+                // Exactly the size listed: a file that shrinks meanwhile fails the copy.
+                let mut r = (&f).take(s.st_size as u64);
+                b.append_data(&mut h, path, &mut r).map_err(|e| if e.kind() == io::ErrorKind::UnexpectedEof { changed() } else { ImageError::Io { context: format!("write /{}", path.display()), source: e } })
+            }
+            libc::S_IFLNK => {
+                let mut target = vec![0u8; 4097];
+                let n = rustix::fs::readlinkat_raw(fd, name, &mut target[..]).map_err(|e| ImageError::Io { context: format!("read the link /{}", path.display()), source: e.into() })?;
+                if n >= target.len() {
+                    return Err(ImageError::Invalid(format!("/{}: a link target longer than 4096 bytes", path.display())));
+                }
+                target.truncate(n);
+                let mut h = self.header(s, tar::EntryType::Symlink, 0);
+                b.append_link(&mut h, path, Path::new(OsStr::from_bytes(&target))).map_err(io_err("write the link", path))
+            }
+            libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => {
+                let kind = match s.st_mode & libc::S_IFMT {
+                    libc::S_IFCHR => tar::EntryType::Char,
+                    libc::S_IFBLK => tar::EntryType::Block,
+                    _ => tar::EntryType::Fifo,
+                };
+                let mut h = self.header(s, kind, 0);
+                if kind != tar::EntryType::Fifo {
+                    h.set_device_major(nix::sys::stat::major(s.st_rdev) as u32).map_err(io_err("write the device", path))?;
+                    h.set_device_minor(nix::sys::stat::minor(s.st_rdev) as u32).map_err(io_err("write the device", path))?;
+                }
+                b.append_data(&mut h, path, io::empty()).map_err(io_err("write", path))
+            }
+            _ => {
+                self.notes.push(format!("/{}: a socket, which a layer cannot hold, left out", path.display()));
+                Ok(())
+            }
+        }
+    }
+}
