@@ -94,6 +94,11 @@ export interface Options {
   image?: string;
   /** The image store (default /var/lib/cagette as root, ~/.local/share/cagette otherwise). */
   imageStore?: string;
+  /** With image: keep what the job writes to the root in this host directory (the root overlay's
+   * upper layer); needs imageWork, an empty directory on the same file system. */
+  imageUpper?: string;
+  /** The overlay work directory that goes with imageUpper. */
+  imageWork?: string;
   /** A directory to use as the root file system (default: the host's / read-only). */
   rootfs?: string;
   rootfsWritable?: boolean;

@@ -320,6 +320,13 @@ struct RunArgs {
     /// The image store (default: CAGETTE_STORE, /var/lib/cagette as root, ~/.local/share/cagette).
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// With --image: keep what the job writes to the root in DIR (the root overlay's upper
+    /// layer; needs --image-work, an empty directory on the same file system).
+    #[arg(long, value_name = "DIR", requires = "image_work")]
+    image_upper: Option<PathBuf>,
+    /// The overlay work directory that goes with --image-upper.
+    #[arg(long, value_name = "DIR", requires = "image_upper")]
+    image_work: Option<PathBuf>,
     /// With --image: pull it when the store lacks it (missing, the default), every time
     /// (always), or never.
     #[arg(long, value_name = "missing|always|never", default_value = "missing", value_parser = ["missing", "always", "never"])]
@@ -541,6 +548,10 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
     }
     if a.store.is_some() {
         spec.image_store = a.store.clone();
+    }
+    if a.image_upper.is_some() {
+        spec.image_upper = a.image_upper.clone();
+        spec.image_work = a.image_work.clone();
     }
     spec.rootfs_writable |= a.rootfs_rw;
     for b in &a.bind {

@@ -1059,3 +1059,54 @@ fn an_overlay_upper_becomes_a_layer_of_whiteouts_and_refusals_are_clear() {
     let e = cagette::write_layer(&d.path().join("nothing"), 0, &mut Vec::new()).unwrap_err().to_string();
     assert!(e.contains("nothing"), "{e}");
 }
+
+#[test]
+fn what_a_job_writes_to_an_image_root_becomes_a_layer_that_runs() {
+    let d = TempDir::new("image-upper");
+    let lay = layout(d.path(), &[busybox_layer()], &["/bin/true"]);
+    let store_dir = d.path().join("store");
+    let store = ImageStore::open(&store_dir).unwrap();
+    let base = store.import(&lay, "base:1").unwrap();
+    let (upper, work) = (d.path().join("step/upper"), d.path().join("step/work"));
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    // A "RUN" step: add a file, remove one of the image's.
+    let in_store = |sb: Sandbox| {
+        let mut spec = sb.spec().clone();
+        spec.image_store = Some(store_dir.clone());
+        Sandbox::from_spec(spec)
+    };
+    let o = in_store(Sandbox::new().image("base:1").image_upper(&upper, &work).command("sh").args(["-c", "echo built > /greeting && rm /bin/true && ls /bin/true 2>&1; exit 0"]))
+        .output()
+        .unwrap();
+    assert_eq!(o.status, Verdict::Exited(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(upper.join("greeting")).unwrap(), b"built\n");
+    // The layer of that step: the new file and a whiteout for the removed one.
+    let blob = d.path().join("step.tar.gz");
+    let l = cagette::write_layer(&upper, 0, std::fs::File::create(&blob).unwrap()).unwrap();
+    let entries = layer_entries(&std::fs::read(&blob).unwrap());
+    assert!(entries.iter().any(|e| e.starts_with("bin/.wh.true ")) && entries.iter().any(|e| e.starts_with("greeting Regular")), "{entries:#?}");
+    // Stacked on the base as a new image (an OCI layout of the base's layer and this one): the
+    // step's change is there, the base is unchanged.
+    let step_layer = std::fs::read(&blob).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&step_layer[..]), &mut raw).unwrap();
+    assert_eq!(sha(&raw), l.diff_id);
+    let lay2 = layout(&d.path().join("two"), &[busybox_layer(), raw], &["/bin/sh", "-c", "cat /greeting; ls /bin/true"]);
+    let two = store.import(&lay2, "built:1").unwrap();
+    assert_eq!(two.layers.len(), 2);
+    assert_eq!(two.layers[0], base.layers[0]);
+    let o = in_store(Sandbox::new().image("built:1").stdout(cagette::Stdio::Piped).stderr(cagette::Stdio::Piped)).output().unwrap();
+    assert_eq!(stdout(&o), "built\n", "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ne!(o.status, Verdict::Exited(0), "/bin/true was removed by the step");
+    // Bad values: one without the other, or without an image.
+    let e = in_store(Sandbox::new().image("base:1").command("true")).spec().clone();
+    let mut half = e.clone();
+    half.image_upper = Some(upper.clone());
+    assert!(Sandbox::from_spec(half).output().unwrap_err().to_string().contains("both image_upper and image_work"));
+    let mut no_image = e;
+    no_image.image = None;
+    no_image.image_upper = Some(upper.clone());
+    no_image.image_work = Some(work.clone());
+    assert!(Sandbox::from_spec(no_image).output().unwrap_err().to_string().contains("image_upper needs an image"));
+}

@@ -298,7 +298,7 @@ def _spec(args: Args, spec: Mapping[str, Any], *, env: Optional[Mapping[str, str
     mounts = d.get("mounts")
     if mounts is not None:
         d["mounts"] = [dict(m) for m in mounts]
-    for key in ("rootfs", "cgroup_parent"):
+    for key in ("rootfs", "cgroup_parent", "image_store", "image_upper", "image_work"):
         if d.get(key) is not None:
             d[key] = os.fspath(d[key])
     d["argv"] = [os.fspath(a) for a in args]

@@ -20,6 +20,8 @@ pub(crate) struct HostSlots {
     pub rootfs: Option<usize>,
     pub mounts: Vec<Vec<usize>>,
     pub layers: Vec<usize>,
+    /// The parent of the image root's persistent upper and work directories.
+    pub image_upper: Option<usize>,
 }
 
 pub(crate) enum TopKind {
@@ -68,7 +70,15 @@ impl Compiler<'_> {
             // An image: its layers under an ephemeral upper layer (the store never changes).
             let slot = self.slot();
             let lowers: Vec<(usize, &HostPath)> = hs.layers.iter().copied().zip(fds.host.layers.iter()).collect();
-            self.overlay_mount(&lowers, None, slot, "/", Path::new("/"))?;
+            // A persistent upper (image_upper): what the job writes stays on the host.
+            let upper_work = match (hs.image_upper, fds.host.image_upper.as_slice()) {
+                (Some(ps), [parent, u, w]) => {
+                    let rel = |p: &HostPath| p.path.strip_prefix(&parent.path).map(Path::to_path_buf).unwrap_or_default();
+                    Some((ps, parent, rel(u), rel(w)))
+                }
+                _ => None,
+            };
+            self.overlay_mount(&lowers, upper_work, slot, "/", Path::new("/"))?;
             slot
         };
         self.root_slot = root;
@@ -344,6 +354,11 @@ impl Compiler<'_> {
             let s = self.slot();
             self.host_source(l, false, s, "open an image layer")?;
             hs.layers.push(s);
+        }
+        if let Some(parent) = fds.host.image_upper.first() {
+            let s = self.slot();
+            self.host_source(parent, false, s, "open the parent of the image root's upper and work directories:")?;
+            hs.image_upper = Some(s);
         }
         Ok(hs)
     }

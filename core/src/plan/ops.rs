@@ -219,12 +219,14 @@ pub(crate) struct HostPaths {
     pub mounts: Vec<Vec<HostPath>>,
     /// An image's layers, topmost first: the root is their overlay.
     pub layers: Vec<HostPath>,
+    /// With `image_upper`: the common parent of upper and work, upper, work.
+    pub image_upper: Vec<HostPath>,
 }
 
 impl HostPaths {
     /// Every detached mount the parent made (kept open in the child, id-mapped after clone).
     pub fn mount_fds(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.rootfs.iter().chain(self.mounts.iter().flatten()).chain(self.layers.iter()).filter_map(HostPath::mount_fd)
+        self.rootfs.iter().chain(self.mounts.iter().flatten()).chain(self.layers.iter()).chain(self.image_upper.iter()).filter_map(HostPath::mount_fd)
     }
 }
 

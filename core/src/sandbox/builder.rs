@@ -303,6 +303,23 @@ impl Sandbox {
         self
     }
 
+    /// With [`image`](Self::image): keeps what the job writes to the root in `upper` (the root
+    /// overlay's upper layer; `work` is its work directory, an empty one on the same file
+    /// system). [`crate::write_layer`] makes a layer of `upper`.
+    ///
+    /// ```no_run
+    /// let o = cagette::Sandbox::new().image("busybox:1").image_upper("/tmp/b/upper", "/tmp/b/work")
+    ///     .command("sh").args(["-c", "echo hi > /greeting"]).output()?;
+    /// assert!(o.status.success());
+    /// let layer = cagette::write_layer("/tmp/b/upper".as_ref(), 0, std::fs::File::create("/tmp/b/layer.tar.gz")?)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn image_upper(mut self, upper: impl Into<PathBuf>, work: impl Into<PathBuf>) -> Sandbox {
+        self.spec.image_upper = Some(upper.into());
+        self.spec.image_work = Some(work.into());
+        self
+    }
+
     /// Gives the payload a terminal of its own ([`crate::Child::pty`], [`crate::Child::interact`]).
     pub fn tty(mut self, yes: bool) -> Sandbox {
         self.spec.tty = yes;

@@ -313,26 +313,7 @@ fn host_paths(spec: &SandboxSpec, layers: &[PathBuf], cwd: &std::path::Path, pre
                     v.push(h);
                 }
                 if let (Some(u), Some(w)) = (upper, work) {
-                    let hu = hostpath::resolve(u, cwd, follow, Step::Mount, &format!("the overlay upper directory for {destination}"))?;
-                    let hw = hostpath::resolve(w, cwd, follow, Step::Mount, &format!("the overlay work directory for {destination}"))?;
-                    // Both must be on one mount: the overlay gets their common parent.
-                    let mut common = PathBuf::new();
-                    for (a, b) in hu.path.components().zip(hw.path.components()) {
-                        if a != b {
-                            break;
-                        }
-                        common.push(a);
-                    }
-                    if common == hu.path || common == hw.path {
-                        return Err(SetupFailure::new(Step::Mount, Some(libc::EINVAL), Some(hu.path.clone()), &format!("overlay at {destination}: the upper and work directories must not contain each other")));
-                    }
-                    let mut hp = hostpath::resolve(&common, cwd, false, Step::Mount, &format!("the parent of the overlay's upper and work directories for {destination}"))?;
-                    if premount {
-                        hp.make_mount(false, Step::Mount, "the parent of the overlay's upper and work directories")?;
-                    }
-                    v.push(hp);
-                    v.push(hu);
-                    v.push(hw);
+                    v.extend(upper_work(u, w, cwd, follow, premount, destination)?);
                 }
             }
             _ => {}
@@ -346,7 +327,33 @@ fn host_paths(spec: &SandboxSpec, layers: &[PathBuf], cwd: &std::path::Path, pre
         }
         out.layers.push(h);
     }
+    if let (Some(u), Some(w), false) = (&spec.image_upper, &spec.image_work, layers.is_empty()) {
+        out.image_upper = upper_work(u, w, cwd, follow, premount, "/")?;
+    }
     Ok(out)
+}
+
+/// An overlay's persistent upper and work directories: their common parent (mounted, or
+/// premounted id-mapped), then upper and work, which must not contain each other.
+fn upper_work(u: &std::path::Path, w: &std::path::Path, cwd: &std::path::Path, follow: bool, premount: bool, destination: &str) -> std::result::Result<Vec<crate::fs::hostpath::HostPath>, SetupFailure> {
+    let hu = hostpath::resolve(u, cwd, follow, Step::Mount, &format!("the overlay upper directory for {destination}"))?;
+    let hw = hostpath::resolve(w, cwd, follow, Step::Mount, &format!("the overlay work directory for {destination}"))?;
+    // Both must be on one mount: the overlay gets their common parent.
+    let mut common = PathBuf::new();
+    for (a, b) in hu.path.components().zip(hw.path.components()) {
+        if a != b {
+            break;
+        }
+        common.push(a);
+    }
+    if common == hu.path || common == hw.path {
+        return Err(SetupFailure::new(Step::Mount, Some(libc::EINVAL), Some(hu.path.clone()), &format!("overlay at {destination}: the upper and work directories must not contain each other")));
+    }
+    let mut hp = hostpath::resolve(&common, cwd, false, Step::Mount, &format!("the parent of the overlay's upper and work directories for {destination}"))?;
+    if premount {
+        hp.make_mount(false, Step::Mount, "the parent of the overlay's upper and work directories")?;
+    }
+    Ok(vec![hp, hu, hw])
 }
 
 /// Device nodes the spec adds to /dev: (host path, name under /dev), checked to be devices.
@@ -998,6 +1005,7 @@ fn write_id_maps(pid: libc::pid_t, uid: &[IdMap], gid: &[IdMap]) -> std::result:
 fn idmap_mounts(pid: libc::pid_t, host: &HostPaths) -> std::result::Result<(), SetupFailure> {
     let mut mounts = host.rootfs.iter().map(|h| (h, true)).chain(host.layers.iter().map(|h| (h, false))).collect::<Vec<_>>();
     mounts.extend(host.mounts.iter().flatten().map(|h| (h, true)));
+    mounts.extend(host.image_upper.iter().map(|h| (h, false)));
     if !mounts.iter().any(|(h, _)| h.mount.is_some()) {
         return Ok(());
     }

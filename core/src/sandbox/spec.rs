@@ -90,6 +90,15 @@ pub struct SandboxSpec {
     pub image: Option<String>,
     /// The image store (default: [`crate::ImageStore::default_dir`]).
     pub image_store: Option<PathBuf>,
+    /// With `image`: keep what the job writes to its root in this host directory (the root
+    /// overlay's upper layer: new and changed files, and overlayfs whiteouts for removed ones),
+    /// instead of an ephemeral one; [`crate::write_layer`] makes a layer of it. Needs
+    /// `image_work`, an empty directory on the same file system (neither inside the other).
+    #[serde(default)]
+    pub image_upper: Option<PathBuf>,
+    /// The overlay work directory that goes with `image_upper`.
+    #[serde(default)]
+    pub image_work: Option<PathBuf>,
     /// With an image: replaces its Entrypoint (an empty list clears it), as `docker run
     /// --entrypoint` does; `argv` then replaces its Cmd as usual.
     pub entrypoint: Option<Vec<String>>,
@@ -376,6 +385,8 @@ impl Default for SandboxSpec {
             umask: None,
             image: None,
             image_store: None,
+            image_upper: None,
+            image_work: None,
             entrypoint: None,
             mounts: Vec::new(),
             follow_symlinks: false,

@@ -64,6 +64,12 @@ pub(crate) fn spec(s: &SandboxSpec) -> Result<(), SetupFailure> {
 /// Checks every value of `spec` that can be checked without the host (a spec without a command
 /// yet, as the bindings build one, is fine).
 pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
+    match (&s.image_upper, &s.image_work) {
+        (None, None) => {}
+        (Some(_), Some(_)) if s.image.is_some() => {}
+        (Some(_), Some(_)) => return Err(bad("image_upper needs an image (it keeps what the job writes to the image's root)".into()).hint("add image, or use a mount of kind overlay with upper and work")),
+        _ => return Err(bad("give both image_upper and image_work, or neither".into()).hint("image_work: an empty directory on the same file system as image_upper")),
+    }
     if let Some(u) = s.user {
         id("user", u)?;
     }
