@@ -20,7 +20,7 @@
 //! 0) and hashed again (the blob's digest) in one pass.
 
 use super::apply::{is_whiteout, list_dir, lstat_at, stored_xattrs};
-use super::ImageError;
+use super::{hex, ImageError};
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode as Perm};
 use sha2::{Digest, Sha256};
@@ -60,10 +60,6 @@ impl<W: Write> Write for Hashing<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> ImageError {

@@ -44,11 +44,7 @@ pub(crate) fn addresses(slot: u32) -> (Ipv4Addr, Ipv4Addr) {
 }
 
 fn find(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file())
+    super::find_executable(tool, &["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
 }
 
 /// What a bridge needs on this host: root, `ip`, `nft`, and IPv4 forwarding already on.
@@ -166,20 +162,10 @@ pub(crate) fn ensure_firewall(nft: &Path) -> Result<(), SetupFailure> {
     Ok(())
 }
 
-/// The host's end of one sandbox's pair. Nothing to undo at the end: the kernel removes the
-/// pair with the sandbox's network namespace.
-#[derive(Debug)]
-#[allow(dead_code)] // read through Debug only (error reports, a debugger)
-pub(crate) struct Attached {
-    /// `cagbrN`.
-    pub(crate) host_if: String,
-    /// The sandbox's address.
-    pub(crate) sandbox: Ipv4Addr,
-}
-
 /// Creates the pair for the sandbox whose setup child is `pid` (waiting for the host's go in
-/// its new network namespace) and configures both ends.
-pub(crate) fn attach(ip: &Path, pid: i32) -> Result<Attached, SetupFailure> {
+/// its new network namespace) and configures both ends. Nothing to undo at the end: the kernel
+/// removes the pair with the sandbox's network namespace.
+pub(crate) fn attach(ip: &Path, pid: i32) -> Result<(), SetupFailure> {
     // The namespace is opened once, here, and checked to be another than ours; `ip` and the
     // thread below use this very file (`/proc/OUR_PID/fd/N`), never the pid again, which could
     // name another process by then.
@@ -237,7 +223,7 @@ pub(crate) fn attach(ip: &Path, pid: i32) -> Result<Attached, SetupFailure> {
             let _ = run_script(ip, &["-batch", "-"], &format!("link del {name}\n"));
             return Err(fail(None, Some(ns_path.clone().into()), &format!("configure the sandbox's end of {name}: {e}")));
         }
-        return Ok(Attached { host_if: name, sandbox });
+        return Ok(());
     }
     Err(fail(Some(libc::EEXIST), None, &format!("no free slot in the bridge pool {POOL} after {TRIES} tries: {last}")).hint("too many bridge sandboxes at once, or stale cagbr* interfaces (ip link show)"))
 }

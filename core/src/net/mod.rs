@@ -68,10 +68,15 @@ pub fn helper_path() -> Option<PathBuf> {
         let p = PathBuf::from(p);
         return (nix::unistd::access(&p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file()).then_some(p);
     }
+    find_executable("slirp4netns", &["/usr/bin", "/usr/local/bin", "/bin"])
+}
+
+/// The first executable file `name` in `PATH`, then in `also`.
+fn find_executable(name: &str, also: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/local/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join("slirp4netns"))
+        .chain(also.iter().map(PathBuf::from))
+        .map(|d| d.join(name))
         .find(|p| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && p.is_file())
 }
 
@@ -83,8 +88,9 @@ pub(crate) struct NetHelper {
     dir: PathBuf,
     /// slirp4netns (`private`), or `ip` (`bridge`).
     binary: PathBuf,
-    /// `bridge`: its pair, once made.
-    bridge: Option<Option<bridge::Attached>>,
+    /// `bridge` (a veth pair, which the kernel removes with the sandbox's namespace), not
+    /// `private`.
+    bridge: bool,
     proc: Option<std::process::Child>,
     pidfd: Option<OwnedFd>,
     /// Our end of the exit pipe: when it closes (we drop it, or the host dies), slirp4netns exits.
@@ -108,7 +114,7 @@ impl NetHelper {
         sweep(&base);
         let template = base.join(format!("{DIR_PREFIX}{}-XXXXXX", std::process::id()));
         let dir = nix::unistd::mkdtemp(&template).map_err(|e| fail(Some(e as i32), Some(base.clone()), "create the private network's directory"))?;
-        let helper = NetHelper { dir, binary, bridge: is_bridge.then_some(None), proc: None, pidfd: None, exit_w: None };
+        let helper = NetHelper { dir, binary, bridge: is_bridge, proc: None, pidfd: None, exit_w: None };
         // The directory is 0700; the files must be readable by the sandbox's ids once bound.
         nix::sys::stat::fchmodat(nix::fcntl::AT_FDCWD, &helper.dir, nix::sys::stat::Mode::from_bits_truncate(0o711), nix::sys::stat::FchmodatFlags::NoFollowSymlink)
             .map_err(|e| fail(Some(e as i32), Some(helper.dir.clone()), "make the private network's directory searchable"))?;
@@ -155,11 +161,11 @@ impl NetHelper {
     /// cgroup, and forwards the published ports.
     pub(crate) fn start(&mut self, pid: i32, user_ns: bool, spec: &SandboxSpec) -> Result<(), SetupFailure> {
         // The sandbox's network namespace must exist by now (created by clone), never the host's.
-        self.check_own_namespace(pid)?;
-        if self.bridge.is_some() {
-            self.bridge = Some(Some(bridge::attach(&self.binary, pid)?));
-            return Ok(());
+        if self.bridge {
+            // attach checks the namespace itself, on the file it then uses.
+            return bridge::attach(&self.binary, pid);
         }
+        self.check_own_namespace(pid)?;
         self.start_slirp(pid, user_ns, spec)
     }
 

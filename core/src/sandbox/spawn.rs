@@ -522,7 +522,7 @@ pub(crate) fn spawn_detached(spec: &SandboxSpec, opts: crate::DetachOptions) -> 
         return Err(refuse("a timeout or CPU-time limit (this process enforces them)"));
     }
     if spec.network.routed() {
-        return Err(refuse("a private or bridge network (its helper belongs to this process)"));
+        return Err(refuse("a private or bridge network (this process sets it up, and runs private's helper)"));
     }
     if spec.name.is_some() || spec.exec_in.is_some() {
         return Err(refuse("a name or exec_in (named sandboxes belong to the library's registry)"));

@@ -129,8 +129,8 @@ pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
         let bridge = s.network == crate::sandbox::spec::Network::Bridge;
         let asked = [("publish", !s.publish.is_empty()), ("dns", !s.dns.is_empty() && !bridge), ("add_hosts", !s.add_hosts.is_empty() && !bridge), ("allow_host_loopback", s.allow_host_loopback)];
         if let Some((name, _)) = asked.iter().find(|(_, set)| *set) {
-            let also = if bridge { "" } else { " or \"bridge\"" };
-            let needs = if matches!(*name, "dns" | "add_hosts") { format!("network \"private\"{also}") } else { "network \"private\"".into() };
+            // dns and add_hosts are asked for here only without a bridge.
+            let needs = if matches!(*name, "dns" | "add_hosts") { "network \"private\" or \"bridge\"" } else { "network \"private\"" };
             return Err(bad(format!("{name} needs {needs} (the network is {:?})", s.network)).hint("add network=\"private\" (CLI: --net private)"));
         }
     }
