@@ -1104,6 +1104,11 @@ fn what_a_job_writes_to_an_image_root_becomes_a_layer_that_runs() {
     let mut half = e.clone();
     half.image_upper = Some(upper.clone());
     assert!(Sandbox::from_spec(half).output().unwrap_err().to_string().contains("both image_upper and image_work"));
+    let mut in_the_store = e.clone();
+    in_the_store.image_upper = Some(store_dir.join("layers"));
+    in_the_store.image_work = Some(work.clone());
+    let err = Sandbox::from_spec(in_the_store).output().unwrap_err().to_string();
+    assert!(err.contains("outside the image store"), "{err}");
     let mut no_image = e;
     no_image.image = None;
     no_image.image_upper = Some(upper.clone());

@@ -203,6 +203,13 @@ fn resolve_image(spec: &SandboxSpec, name: &str) -> std::result::Result<(Sandbox
         return Err(SetupFailure::new(Step::Image, Some(libc::EINVAL), None, "image and rootfs are exclusive: the image is the root"));
     }
     let store = crate::ImageStore::open(&dir).map_err(fail)?;
+    // A persistent upper inside the store would let the job write into the store's layers.
+    let store_real = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
+    for d in spec.image_upper.iter().chain(&spec.image_work) {
+        if std::fs::canonicalize(d).is_ok_and(|r| r.starts_with(&store_real)) {
+            return Err(SetupFailure::new(Step::Image, Some(libc::EINVAL), Some(d.clone()), "image_upper and image_work must be outside the image store (the job would write into its layers)").hint("give directories of your own, outside the store"));
+        }
+    }
     let info = store.get(name).map_err(fail)?;
     let mut layers = Vec::new();
     for d in info.layers.iter().rev() {
