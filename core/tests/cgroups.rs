@@ -406,6 +406,25 @@ fn parents_made_for_jobs_go_with_the_last_one_and_a_callers_own_stay() {
         assert!(inside.is_empty(), "left in the caller's parent: {inside:?}");
     }
     remove_parent(&own);
+    // A level an older cagette made (marked by an empty child cgroup, not the attribute) still
+    // goes with the last job under it; a made level is marked by the attribute alone.
+    let legacy = format!("{top}/legacy");
+    for c in ctrls {
+        std::fs::create_dir_all(Path::new("/sys/fs/cgroup").join(c).join(&legacy).join("cagette-made-level")).unwrap();
+    }
+    let o = Sandbox::from_spec(job(&format!("/{legacy}"), &["true"])).output().unwrap();
+    assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
+    assert!(exists(&legacy).is_empty(), "a level marked by an older cagette outlived its last job: {:?}", exists(&legacy));
+    let mut held = Sandbox::from_spec(job(&format!("/{top}/fresh"), &["sleep", "30"])).spawn().unwrap();
+    for p in exists(&format!("{top}/fresh")) {
+        let mut v = [0u8; 8];
+        assert!(rustix::fs::getxattr(&p, c"user.cagette.made-level", &mut v[..]).is_ok(), "{} is not marked", p.display());
+        assert!(!p.join("cagette-made-level").exists(), "{} has a mark cgroup beside the attribute", p.display());
+    }
+    held.kill(libc::SIGKILL).unwrap();
+    held.wait().unwrap();
+    let fresh = format!("{top}/fresh");
+    assert!(exists(&fresh).is_empty(), "made levels outlived the last job: {:?}", exists(&fresh));
 }
 
 #[test]

@@ -366,11 +366,37 @@ fn parent_rel(spec_parent: Option<&Path>, backend: &Backend, named: bool) -> Res
 
 /// Creates `base` and its missing ancestors below `top` (a hierarchy's root); with `cpuset`,
 /// each new level gets its parent's CPUs and memory nodes (new cpuset cgroups start empty).
-/// With `mark`, each level cagette creates gets an empty child cgroup of this name: the mark
-/// that the level is cagette's (made for a caller's `cgroup_parent`), removed by the job that
-/// leaves it empty (`remove_made_levels`). A level that existed before is never marked, so a
-/// caller's own cgroups are never removed.
+/// With `mark`, each level cagette creates is marked as cagette's (made for a caller's
+/// `cgroup_parent`) and is removed by the job that leaves it empty (`remove_made_levels`). A
+/// level that existed before is never marked, so a caller's own cgroups are never removed.
+///
+/// The mark is an extended attribute on the level (`MADE_XATTR`, kernel 5.7 or later for
+/// cgroup file systems): it goes with the level's rmdir, so no window opens between removing the
+/// mark and the level. Where the kernel refuses it, the mark is an empty child cgroup named
+/// `MADE_MARK` (what cagette made before; still recognised), which costs a cgroup's creation and
+/// removal per level.
 const MADE_MARK: &str = "cagette-made-level";
+const MADE_XATTR: &std::ffi::CStr = c"user.cagette.made-level";
+
+/// Marks `dir` (a level cagette just made) as cagette's.
+fn mark_made(dir: &Path) -> Result<(), SetupFailure> {
+    match rustix::fs::setxattr(dir, MADE_XATTR, b"1", rustix::fs::XattrFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            let m = dir.join(MADE_MARK);
+            match fs::create_dir(&m) {
+                Err(e) if e.kind() != ErrorKind::AlreadyExists => Err(with_access_hint(setup_err(e.raw_os_error(), &m, "mark the parent cgroup as cagette's"))),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// Whether `dir` carries cagette's mark: (marked by the attribute, marked by a child cgroup).
+fn made_mark(dir: &Path) -> (bool, bool) {
+    let mut v = [0u8; 1];
+    (rustix::fs::getxattr(dir, MADE_XATTR, &mut v[..]).is_ok(), dir.join(MADE_MARK).is_dir())
+}
 
 fn create_levels(top: &Path, base: &Path, cpuset: bool, mark: bool) -> Result<(), SetupFailure> {
     let rel = base.strip_prefix(top).unwrap_or(base);
@@ -382,13 +408,7 @@ fn create_levels(top: &Path, base: &Path, cpuset: bool, mark: bool) -> Result<()
             continue;
         }
         match fs::create_dir(&cur) {
-            Ok(()) if mark => {
-                let m = cur.join(MADE_MARK);
-                if let Err(e) = fs::create_dir(&m)
-                    && e.kind() != ErrorKind::AlreadyExists {
-                        return Err(with_access_hint(setup_err(e.raw_os_error(), &m, "mark the parent cgroup as cagette's")));
-                    }
-            }
+            Ok(()) if mark => mark_made(&cur)?,
             Ok(()) => {}
             Err(e) if !cur.is_dir() => return Err(with_access_hint(setup_err(e.raw_os_error(), &cur, "create the parent cgroup"))),
             Err(_) => {}
@@ -408,10 +428,22 @@ fn create_levels(top: &Path, base: &Path, cpuset: bool, mark: bool) -> Result<()
 fn remove_made_levels(top: &Path, base: &Path) {
     let mut cur = base.to_path_buf();
     while cur != top && cur.starts_with(top) {
-        let mark = cur.join(MADE_MARK);
-        if !mark.is_dir() {
-            return;
+        match made_mark(&cur) {
+            (true, false) => {
+                // The attribute goes with the level: an rmdir that fails (a job below it) leaves
+                // both in place.
+                if fs::remove_dir(&cur).is_err() {
+                    return;
+                }
+                if !cur.pop() {
+                    return;
+                }
+                continue;
+            }
+            (false, false) => return,
+            _ => {}
         }
+        let mark = cur.join(MADE_MARK);
         let busy = fs::read_dir(&cur).map(|d| d.flatten().any(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != MADE_MARK)).unwrap_or(true);
         if busy || fs::remove_dir(&mark).is_err() {
             return;
@@ -1017,13 +1049,14 @@ impl JobCgroup {
         self.removed = true;
         self.dirfd = None;
         let mut first_err = None;
-        // Usually empty by now: try the rmdir first, kill only what is still busy.
-        if self.dirs.iter().any(|(_, d)| fs::remove_dir(d).is_err() && d.exists()) {
+        // Usually empty by now: try the rmdir first, kill and retry only what is still busy.
+        let busy: Vec<usize> = (0..self.dirs.len()).filter(|&i| fs::remove_dir(&self.dirs[i].1).is_err() && self.dirs[i].1.exists()).collect();
+        if !busy.is_empty() {
             self.kill();
-        }
-        for (_, d) in &self.dirs {
-            if let Err(e) = remove_dir_retry(d) {
-                first_err.get_or_insert(e);
+            for i in busy {
+                if let Err(e) = remove_dir_retry(&self.dirs[i].1) {
+                    first_err.get_or_insert(e);
+                }
             }
         }
         for shared in self.join_only.drain(..) {
