@@ -220,10 +220,15 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
             let permitted = caps(c.permitted())?;
             let inheritable = caps(c.inheritable())?;
             let ambient = caps(c.ambient())?;
-            if effective != bounding || permitted != bounding {
+            let with_ambient = !ambient.is_empty();
+            // A user other than root without ambient capabilities holds none once it runs (the
+            // kernel clears its effective and permitted sets at exec): only the bounding set
+            // stays. That is what podman sends for an image's non-root USER (the bounding set,
+            // empty effective and permitted ones), and what cagette does for a non-root user.
+            let non_root_bounding_only = u.uid() != 0 && !with_ambient && effective == permitted && effective.iter().all(|c| bounding.contains(c));
+            if !non_root_bounding_only && (effective != bounding || permitted != bounding) {
                 return Err(refuse("process.capabilities", "the bounding, effective and permitted sets must be equal (this runtime keeps one set)"));
             }
-            let with_ambient = !ambient.is_empty();
             // The kernel raises an ambient capability only if it is inheritable too: with an
             // empty inheritable set (runc's and crun's `spec`), the ambient ones are made
             // inheritable as well.
@@ -232,9 +237,6 @@ pub fn translate(spec: &Spec, bundle: &Path, id: &str, systemd_cgroup: bool) -> 
             }
             if !with_ambient && !inheritable.is_empty() {
                 return Err(refuse("process.capabilities.inheritable", "inheritable capabilities without ambient ones are not supported"));
-            }
-            if u.uid() != 0 && !with_ambient && !bounding.is_empty() {
-                return Err(refuse("process.capabilities", "a non-root user keeps capabilities only as ambient ones here: give the same set as ambient and inheritable, or none"));
             }
             s.capabilities = Some(bounding);
             s.ambient_capabilities = with_ambient;
@@ -710,5 +712,34 @@ mod tests {
         assert!(cgroup_path(Some(Path::new("/a/../b")), "x", false).is_err());
         assert!(cgroup_path(Some(Path::new("/")), "x", false).is_err());
         assert!(cgroup_path(Some(Path::new("/job-1-2-3")), "x", false).is_err());
+    }
+
+    fn with_caps(uid: u32, caps: serde_json::Value) -> Result<Translated, RtError> {
+        let mut c = example(false);
+        c["process"]["user"]["uid"] = uid.into();
+        c["process"]["capabilities"] = caps;
+        let root = std::env::temp_dir().join(format!("cagette-rt-caps-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        c["root"]["path"] = root.to_string_lossy().into_owned().into();
+        let spec: Spec = serde_json::from_value(c).unwrap();
+        let t = translate(&spec, Path::new("/"), "t", false);
+        let _ = std::fs::remove_dir(&root);
+        t
+    }
+
+    #[test]
+    fn a_non_root_user_keeps_the_bounding_set_only() {
+        let b = serde_json::json!(["CAP_CHOWN", "CAP_KILL"]);
+        // podman's config for an image's non-root USER: bounding set, nothing effective.
+        let t = with_caps(1000, serde_json::json!({"bounding": b, "effective": [], "permitted": []})).unwrap();
+        assert_eq!(t.sandbox.capabilities, Some(vec![Capability::CAP_CHOWN, Capability::CAP_KILL]));
+        assert!(!t.sandbox.ambient_capabilities);
+        // Root with unequal sets: still one set only, refused with the field named.
+        let e = with_caps(0, serde_json::json!({"bounding": b, "effective": [], "permitted": []})).unwrap_err().to_string();
+        assert!(e.contains("process.capabilities") && e.contains("must be equal"), "{e}");
+        // A non-root effective capability outside the bounding set cannot be had.
+        assert!(with_caps(1000, serde_json::json!({"bounding": ["CAP_KILL"], "effective": ["CAP_CHOWN"], "permitted": ["CAP_CHOWN"]})).is_err());
+        // Inheritable without ambient: refused as before.
+        assert!(with_caps(1000, serde_json::json!({"bounding": b, "effective": [], "permitted": [], "inheritable": b})).is_err());
     }
 }

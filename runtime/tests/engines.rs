@@ -96,6 +96,12 @@ fn podman_runs_cagette_sandboxes() {
     let o = run(p.cmd().args(["exec", "web", "sh", "-c", "pidof sleep | wc -w; exit 6"]));
     assert_eq!(o.status.code(), Some(6));
     assert_eq!(stdout(&o).trim(), "1");
+    // A non-root user (an image's USER, or --user): podman sends the bounding set with empty
+    // effective and permitted sets; the process runs with no capabilities, the bounding set kept.
+    let o = run(p.cmd().args(p.run_args()).args(["--rm", "--user", "1000:1000", img, "sh", "-c", "id -u; grep -E '^Cap(Eff|Bnd)' /proc/self/status"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("1000\n") && out.contains("CapEff:\t0000000000000000") && !out.contains("CapBnd:\t0000000000000000"), "{out}");
     let o = run(p.cmd().args(["stop", "-t", "5", "web"]));
     assert!(o.status.success());
     let o = run(p.cmd().args(["inspect", "web", "--format", "{{.State.Status}} {{.State.ExitCode}}"]));
