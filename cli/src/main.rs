@@ -36,6 +36,10 @@ enum Cmd {
         #[arg(long, global = true, value_name = "DIR")]
         store: Option<PathBuf>,
     },
+    /// Build an image from a Dockerfile: each RUN step runs in a sandbox on the image so far,
+    /// each step that makes a layer is cached, and the result is reproducible (mtimes clamped to
+    /// SOURCE_DATE_EPOCH, or 0). The image goes into the store (--store, as `cagette image`).
+    Build(Box<BuildArgs>),
     /// Show what this host supports (user namespaces, cgroups, overlayfs, ...).
     Probe {
         /// Print JSON instead of text.
@@ -66,6 +70,103 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The build context: the directory COPY reads from (its .dockerignore applies).
+    context: PathBuf,
+    /// The name to give the image (name:tag).
+    #[arg(long, short = 't', value_name = "NAME")]
+    tag: Option<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// A value for an ARG of the Dockerfile (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    build_arg: Vec<String>,
+    /// Build up to this stage (a name given with AS, or an index).
+    #[arg(long)]
+    target: Option<String>,
+    /// RUN steps' network: host (Docker's default) or none.
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    network: String,
+    /// Run every step, even those the cache has.
+    #[arg(long)]
+    no_cache: bool,
+    /// Memory limit of each RUN step (e.g. 1G).
+    #[arg(long)]
+    memory: Option<Size>,
+    /// CPU limit of each RUN step (e.g. 1.5).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Process limit of each RUN step.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// Time limit of each RUN step (e.g. 10m).
+    #[arg(long, value_parser = cagette::parse_duration)]
+    step_timeout: Option<Duration>,
+    /// The image store.
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Print only the image's manifest digest, no step lines (RUN steps' own output still shows).
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn build(a: &BuildArgs) -> ExitCode {
+    let dir = a.store.clone().unwrap_or_else(cagette::ImageStore::default_dir);
+    let store = cagette::ImageStore::open(&dir).unwrap_or_else(|e| die(e));
+    let mut o = cagette::BuildOptions::default();
+    o.dockerfile = a.file.clone();
+    o.tag = a.tag.clone();
+    for kv in &a.build_arg {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                o.build_args.insert(k.to_string(), v.to_string());
+            }
+            // `--build-arg K` takes the value from this environment, as docker does.
+            _ => match std::env::var(kv) {
+                Ok(v) if !kv.is_empty() => {
+                    o.build_args.insert(kv.clone(), v);
+                }
+                _ => die(format!("--build-arg {kv}: expected KEY=VALUE (or the name of a variable of this environment)")),
+            },
+        }
+    }
+    o.target = a.target.clone();
+    o.network_host = a.network == "host";
+    o.no_cache = a.no_cache;
+    o.memory = a.memory;
+    o.cpus = a.cpus;
+    o.pids = a.pids;
+    o.step_timeout = a.step_timeout;
+    o.inherit_output = true;
+    let quiet = a.quiet;
+    let started = std::time::Instant::now();
+    let r = store.build(&a.context, &o, &mut |e| {
+        match e {
+            cagette::BuildEvent::Step { n, total, text, .. } if !quiet => eprintln!("STEP {n}/{total}: {text}"),
+            cagette::BuildEvent::Cached if !quiet => eprintln!("--> cached"),
+            _ => {}
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    match r {
+        Ok(info) => {
+            if quiet {
+                println!("{}", info.manifest);
+            } else {
+                let name = a.tag.as_deref().unwrap_or("(untagged)");
+                eprintln!("built {name} in {:.2} s: {} layer{}, manifest {}", started.elapsed().as_secs_f64(), info.layers.len(), if info.layers.len() == 1 { "" } else { "s" }, info.manifest);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cagette build: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -1044,6 +1145,7 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Run(a) => run(&a),
+        Cmd::Build(a) => build(&a),
         Cmd::Exec(a) => exec(&a),
         Cmd::Ps { json } => ps(json),
         Cmd::Image { cmd, store } => image(cmd, store),

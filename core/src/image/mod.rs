@@ -16,8 +16,10 @@
 //! same layer do the work once).
 
 mod apply;
+mod build;
 mod gz;
 mod layer;
+pub use build::{BuildError, BuildEvent, BuildOptions};
 pub use layer::{write_layer, WrittenLayer};
 #[cfg(feature = "registry")]
 mod registry;
@@ -926,7 +928,11 @@ impl ImageStore {
         let mut out = Vec::new();
         for e in fs::read_dir(self.root.join("images")).map_err(ImageError::io("list images"))?.flatten() {
             if e.path().extension().is_some_and(|x| x == "json") {
-                out.push(self.read_json(&e.path(), "image record")?);
+                let info: ImageInfo = self.read_json(&e.path(), "image record")?;
+                // A build step's record (the build cache) is not an image of the store's own.
+                if !build::is_cache_name(&info.name) {
+                    out.push(info);
+                }
             }
         }
         out.sort_by(|a: &ImageInfo, b| a.name.cmp(&b.name));
@@ -964,8 +970,14 @@ impl ImageStore {
     }
 
     /// Removes layers no image refers to; returns how many.
+    /// The build cache (the records of `cagette build`'s steps) goes too.
     pub fn gc(&self) -> Result<usize, ImageError> {
         let _exclusive = self.store_lock(FlockArg::LockExclusive)?;
+        for e in fs::read_dir(self.root.join("images")).map_err(ImageError::io("list images"))?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("build-cache%3a") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         let used: std::collections::HashSet<String> = self.list()?.into_iter().flat_map(|i| i.layers).filter_map(|d| digest_hex(&d).ok().map(str::to_string)).collect();
         let mut removed = 0;
         let mut first_err = None;

@@ -1,0 +1,1542 @@
+//! `cagette build`: images from a Dockerfile, each step a sandbox (issue 18).
+//!
+//! The Dockerfile is parsed by the `parse-dockerfile` crate (continuations, the escape
+//! directive, exec and shell forms, flags, heredocs); what it means is here:
+//!
+//! - every stage starts from an image of the store (or `scratch`, or an earlier stage);
+//! - `RUN` runs in a sandbox on the stage's layers as read-only overlay lowers with a fresh
+//!   upper directory, which becomes the step's layer ([`write_layer`](super::write_layer));
+//! - `COPY`/`ADD` of local files stage the files in a directory that becomes the layer; nothing
+//!   named by the Dockerfile is followed out of the context, and `.dockerignore` applies;
+//! - the other instructions change the image config only;
+//! - a step that makes a layer is cached under a key made of its parent image's config digest,
+//!   the instruction (after variable expansion), the build arguments it sees and, for
+//!   `COPY`/`ADD`, a hash of the files it reads: a rebuild with nothing changed runs no step;
+//! - tar entries are sorted, mtimes clamped to `SOURCE_DATE_EPOCH` (or 0), owners numeric and
+//!   gzip settings fixed, so the same Dockerfile and context give the same image digest.
+//!
+//! Each step's result is an image record of the store named `build-cache:<key>`, hidden from
+//! [`list`](super::ImageStore::list) and dropped by [`gc`](super::ImageStore::gc); the final
+//! image is recorded under its tag with its manifest, config and layer blobs kept (so it can be
+//! exported or pushed). A base image must have been pulled or imported with its blobs kept.
+
+use super::{go_arch, hex, name_file, parse_json, run_config, write_layer, ImageError, ImageInfo, ImageStore, LayerSrc, Parsed, Src};
+use crate::sandbox::spec::{Network, SandboxSpec, Stdio};
+use crate::{Sandbox, Size, Verdict};
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+use parse_dockerfile::{Command, Instruction, Source};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::ops::ControlFlow;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+/// What a build is asked to do (see [`ImageStore::build`]).
+///
+/// ```
+/// let mut o = cagette::BuildOptions::default();
+/// o.tag = Some("app:1".into());
+/// o.build_args.insert("V".into(), "2".into());
+/// assert!(o.network_host);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct BuildOptions {
+    /// The Dockerfile; default `CONTEXT/Dockerfile`.
+    pub dockerfile: Option<PathBuf>,
+    /// The name the image is recorded under (`name:tag`); without one the image is known by its
+    /// digest only.
+    pub tag: Option<String>,
+    /// `--build-arg K=V`: values for the Dockerfile's `ARG`s.
+    pub build_args: BTreeMap<String, String>,
+    /// Build up to this stage (its name or index) instead of the last.
+    pub target: Option<String>,
+    /// `RUN` steps on the host's network (like Docker's default), else with none.
+    pub network_host: bool,
+    /// Run every step even when the cache has it.
+    pub no_cache: bool,
+    /// The mtime every file of a new layer is clamped to, and the config's `created`: default
+    /// `SOURCE_DATE_EPOCH`, else 0.
+    pub epoch: Option<u64>,
+    /// A memory limit for each `RUN` step.
+    pub memory: Option<Size>,
+    /// A CPU limit for each `RUN` step.
+    pub cpus: Option<f64>,
+    /// A process limit for each `RUN` step.
+    pub pids: Option<u64>,
+    /// A wall-clock limit for each `RUN` step.
+    pub step_timeout: Option<Duration>,
+    /// `RUN` steps write to the caller's stderr as they go (the CLI); otherwise their
+    /// output is captured and shown in the error of a step that fails.
+    pub inherit_output: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions { dockerfile: None, tag: None, build_args: BTreeMap::new(), target: None, network_host: true, no_cache: false, epoch: None, memory: None, cpus: None, pids: None, step_timeout: None, inherit_output: false }
+    }
+}
+
+/// What a build reports as it goes (the `progress` callback of [`ImageStore::build`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildEvent {
+    /// A step starts: `n` of `total`, the Dockerfile's line and the instruction.
+    Step {
+        /// 1-based.
+        n: usize,
+        /// Steps of the stages built.
+        total: usize,
+        /// The line in the Dockerfile (1-based).
+        line: usize,
+        /// The instruction as written (first line).
+        text: String,
+    },
+    /// The step's result came from the cache.
+    Cached,
+    /// The image is recorded: its manifest digest.
+    Done(String),
+}
+
+/// Why a build failed. Nothing half-built is tagged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The Dockerfile could not be parsed.
+    #[error("{file}:{line}:{column}: {message}")]
+    Parse {
+        /// The Dockerfile.
+        file: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// 1-based.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// An instruction that cannot be carried out as written.
+    #[error("{file}:{line}: {message}")]
+    Instruction {
+        /// The Dockerfile.
+        file: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// What is wrong, and how to fix it where there is a fix.
+        message: String,
+    },
+    /// A `RUN` step did not exit 0.
+    #[error("{file}:{line}: RUN {command:?} {verdict}{}", if output.is_empty() { String::new() } else { format!("; its output:\n{output}") })]
+    Step {
+        /// The Dockerfile.
+        file: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// The step's command.
+        command: String,
+        /// How it ended (`exited with status 2`, ...).
+        verdict: String,
+        /// What it wrote (the last 8 KiB), when captured.
+        output: String,
+    },
+    /// A `RUN` step's sandbox could not be set up.
+    #[error("{file}:{line}: the step's sandbox: {source}")]
+    Sandbox {
+        /// The Dockerfile.
+        file: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// The sandbox's error.
+        source: crate::Error,
+    },
+    /// The image store refused something.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// A file of the build could not be read or written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> BuildError {
+    let context = context.into();
+    move |source| BuildError::Io { context, source }
+}
+
+const CACHE_PREFIX: &str = "build-cache:";
+
+/// Whether a store record is a build step's (hidden from `list`).
+pub(super) fn is_cache_name(name: &str) -> bool {
+    name.starts_with(CACHE_PREFIX)
+}
+
+/// A layer as the manifest describes it.
+#[derive(Clone, Debug)]
+struct LayerDesc {
+    media_type: String,
+    digest: String,
+    size: u64,
+    diff_id: String,
+}
+
+/// An image being built: its whole config (JSON, so fields cagette does not model are kept)
+/// and its layers.
+#[derive(Clone, Debug)]
+struct State {
+    config: Value,
+    layers: Vec<LayerDesc>,
+    /// The store record holding exactly this state, if written.
+    record: Option<String>,
+    /// Whether CMD was set in this stage (ENTRYPOINT then keeps it).
+    cmd_set: bool,
+}
+
+impl State {
+    fn scratch() -> State {
+        State { config: json!({"architecture": go_arch(), "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}, "history": []}), layers: Vec::new(), record: None, cmd_set: false }
+    }
+
+    fn cfg(&mut self) -> &mut serde_json::Map<String, Value> {
+        if !self.config.get("config").is_some_and(Value::is_object) {
+            self.config["config"] = json!({});
+        }
+        self.config["config"].as_object_mut().expect("made an object above")
+    }
+
+    fn get_str(&self, k: &str) -> Option<String> {
+        self.config.get("config").and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_string)
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        self.config.get("config").and_then(|c| c.get("Env")).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn set_env(&mut self, k: &str, v: &str) {
+        let mut env = self.env();
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            Some(e) => e.1 = v.to_string(),
+            None => env.push((k.to_string(), v.to_string())),
+        }
+        self.cfg().insert("Env".into(), json!(env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()));
+    }
+
+    fn shell(&self) -> Vec<String> {
+        self.config.get("config").and_then(|c| c.get("Shell")).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect::<Vec<_>>()).filter(|v| !v.is_empty()).unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+
+    fn config_bytes(&self) -> Vec<u8> {
+        // serde_json's maps are sorted: the same config is the same bytes.
+        serde_json::to_vec(&self.config).unwrap_or_default()
+    }
+
+    /// The chain key of this state: its config's digest (which holds its layers' diff_ids).
+    fn key(&self) -> String {
+        hex(&Sha256::digest(self.config_bytes()))
+    }
+
+    fn history(&mut self, created: &str, by: &str, empty: bool) {
+        let mut h = json!({"created": created, "created_by": by, "comment": "cagette build"});
+        if empty {
+            h["empty_layer"] = json!(true);
+        }
+        match self.config.get_mut("history").and_then(Value::as_array_mut) {
+            Some(a) => a.push(h),
+            None => self.config["history"] = json!([h]),
+        }
+    }
+}
+
+/// RFC 3339 UTC of a Unix time.
+fn rfc3339(t: u64) -> String {
+    let days = (t / 86400) as i64;
+    let s = t % 86400;
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+}
+
+// ---- variables and words ----
+
+/// Expands `$V`, `${V}`, `${V:-default}` and `${V:+alternative}` and removes quotes, like the
+/// Dockerfile's own word processing: single quotes keep everything, double quotes keep spaces,
+/// the escape character keeps the next one. Returns the words (split on unquoted blanks).
+fn words(s: &str, vars: &dyn Fn(&str) -> Option<String>, escape: char) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut has = false;
+    let mut it = s.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = it.next() {
+        match (quote, c) {
+            (Some('\''), '\'') => quote = None,
+            (Some('\''), c) => cur.push(c),
+            (_, c) if c == escape => {
+                match it.next() {
+                    // Inside double quotes the escape keeps only $, ", and itself.
+                    Some(n) if quote == Some('"') && !matches!(n, '$' | '"') && n != escape => {
+                        cur.push(c);
+                        cur.push(n);
+                    }
+                    Some(n) => cur.push(n),
+                    None => cur.push(c),
+                }
+                has = true;
+            }
+            (None, '\'') | (None, '"') => {
+                quote = Some(c);
+                has = true;
+            }
+            (Some('"'), '"') => quote = None,
+            (_, '$') => {
+                let v = expand_var(&mut it, vars, escape)?;
+                // An unquoted expansion to nothing makes no word (as in a shell).
+                has |= !v.is_empty() || quote.is_some();
+                cur.push_str(&v);
+            }
+            (None, c) if c.is_whitespace() => {
+                if has || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                has = false;
+            }
+            (_, c) => {
+                cur.push(c);
+                has = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(format!("unmatched quote in {s:?}"));
+    }
+    if has || !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn expand_var(it: &mut std::iter::Peekable<std::str::Chars<'_>>, vars: &dyn Fn(&str) -> Option<String>, escape: char) -> Result<String, String> {
+    if it.peek() == Some(&'{') {
+        it.next();
+        let mut name = String::new();
+        while let Some(&c) = it.peek() {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                name.push(c);
+                it.next();
+            } else {
+                break;
+            }
+        }
+        let value = vars(&name);
+        match it.next() {
+            Some('}') => Ok(value.unwrap_or_default()),
+            Some(':') => {
+                let op = it.next().ok_or("unfinished ${...}")?;
+                let mut word = String::new();
+                let mut depth = 0;
+                loop {
+                    match it.next() {
+                        Some('}') if depth == 0 => break,
+                        Some('}') => {
+                            depth -= 1;
+                            word.push('}');
+                        }
+                        Some('{') => {
+                            depth += 1;
+                            word.push('{');
+                        }
+                        Some(c) => word.push(c),
+                        None => return Err("unfinished ${...}".into()),
+                    }
+                }
+                let word = words(&word, vars, escape)?.join(" ");
+                let set = value.as_deref().is_some_and(|v| !v.is_empty());
+                match op {
+                    '-' => Ok(if set { value.unwrap_or_default() } else { word }),
+                    '+' => Ok(if set { word } else { String::new() }),
+                    '?' if !set => Err(format!("{name}: {}", if word.is_empty() { "not set" } else { &word })),
+                    '?' => Ok(value.unwrap_or_default()),
+                    o => Err(format!("unsupported modifier ':{o}' in ${{{name}:...}}")),
+                }
+            }
+            _ => Err(format!("bad substitution ${{{name}...")),
+        }
+    } else {
+        let mut name = String::new();
+        while let Some(&c) = it.peek() {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                name.push(c);
+                it.next();
+            } else {
+                break;
+            }
+        }
+        if name.is_empty() {
+            return Ok("$".into());
+        }
+        Ok(vars(&name).unwrap_or_default())
+    }
+}
+
+/// `K=V K2="v 2"` pairs, or the old form `K V...` (ENV, LABEL, ARG).
+fn pairs(s: &str, vars: &dyn Fn(&str) -> Option<String>, escape: char, old_form: bool) -> Result<Vec<(String, Option<String>)>, String> {
+    let first = s.split_whitespace().next().unwrap_or("");
+    if old_form && !first.contains('=') {
+        let rest = s.trim_start()[first.len()..].trim();
+        if rest.is_empty() {
+            return Err(format!("{first} needs a value"));
+        }
+        return Ok(vec![(first.to_string(), Some(words(rest, vars, escape)?.join(" ")))]);
+    }
+    let mut out = Vec::new();
+    for w in words(s, vars, escape)? {
+        match w.split_once('=') {
+            Some((k, v)) if !k.is_empty() => out.push((k.to_string(), Some(v.to_string()))),
+            None if !old_form => out.push((w, None)),
+            _ => return Err(format!("{w:?}: expected KEY=VALUE")),
+        }
+    }
+    Ok(out)
+}
+
+// ---- .dockerignore ----
+
+/// One `.dockerignore` line: a glob (with `**`) and whether it re-includes (`!`).
+struct IgnoreRule {
+    parts: Vec<String>,
+    include: bool,
+}
+
+fn ignore_rules(context: &Path) -> Result<Vec<IgnoreRule>, BuildError> {
+    let text = match fs::read_to_string(context.join(".dockerignore")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("read .dockerignore")(e)),
+    };
+    let mut rules = Vec::new();
+    for l in text.lines() {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let (include, p) = match l.strip_prefix('!') {
+            Some(p) => (true, p.trim()),
+            None => (false, l),
+        };
+        let parts: Vec<String> = clean(p).split('/').filter(|c| !c.is_empty()).map(str::to_string).collect();
+        if !parts.is_empty() {
+            rules.push(IgnoreRule { parts, include });
+        }
+    }
+    Ok(rules)
+}
+
+/// A path made relative and lexically clean (`./a/../b` → `b`); `..` past the start stays.
+fn clean(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." if out.last().is_some_and(|l| *l != "..") => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out.join("/")
+}
+
+/// Go's `filepath.Match` for one path component: `*`, `?`, `[...]`, `\` escapes.
+fn glob_component(pat: &[char], name: &[char]) -> bool {
+    match pat.first() {
+        None => name.is_empty(),
+        Some('*') => (0..=name.len()).any(|i| glob_component(&pat[1..], &name[i..])),
+        Some('?') => !name.is_empty() && glob_component(&pat[1..], &name[1..]),
+        Some('[') => {
+            let Some(end) = pat.iter().skip(1).position(|&c| c == ']').map(|p| p + 1) else { return name.first() == Some(&'[') && glob_component(&pat[1..], &name[1..]) };
+            let Some(&c) = name.first() else { return false };
+            let mut class = &pat[1..end];
+            let negate = class.first().is_some_and(|&f| f == '^' || f == '!');
+            if negate {
+                class = &class[1..];
+            }
+            let mut hit = false;
+            let mut i = 0;
+            while i < class.len() {
+                if i + 2 < class.len() && class[i + 1] == '-' {
+                    hit |= class[i] <= c && c <= class[i + 2];
+                    i += 3;
+                } else {
+                    hit |= class[i] == c;
+                    i += 1;
+                }
+            }
+            hit != negate && glob_component(&pat[end + 1..], &name[1..])
+        }
+        Some('\\') if pat.len() > 1 => name.first() == Some(&pat[1]) && glob_component(&pat[2..], &name[1..]),
+        Some(&p) => name.first() == Some(&p) && glob_component(&pat[1..], &name[1..]),
+    }
+}
+
+/// Whether `pattern` components (with `**` for any number of them) match all of `path`.
+fn glob_path(pattern: &[String], path: &[&str]) -> bool {
+    match pattern.first() {
+        None => path.is_empty(),
+        Some(p) if p == "**" => (0..=path.len()).any(|i| glob_path(&pattern[1..], &path[i..])),
+        Some(p) => !path.is_empty() && glob_component(&p.chars().collect::<Vec<_>>(), &path[0].chars().collect::<Vec<_>>()) && glob_path(&pattern[1..], &path[1..]),
+    }
+}
+
+/// Whether `.dockerignore` leaves `rel` (a path in the context) out: the last rule that matches
+/// it or one of its parents decides.
+fn ignored(rules: &[IgnoreRule], rel: &str) -> bool {
+    let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    let mut out = false;
+    for r in rules {
+        if (1..=comps.len()).any(|n| glob_path(&r.parts, &comps[..n])) {
+            out = !r.include;
+        }
+    }
+    out
+}
+
+// ---- the context ----
+
+/// A file tree COPY reads: a build context (with `.dockerignore`) or a stage's unpacked root.
+struct Tree {
+    root: PathBuf,
+    rules: Vec<IgnoreRule>,
+    what: &'static str,
+}
+
+/// One thing COPY puts into the layer: its path in the tree, where it goes.
+struct Pick {
+    src: String,
+    dest: String,
+}
+
+impl Tree {
+    /// `rel` looked up without leaving the tree: every component opened below the root, a
+    /// symlink on the way followed only if it stays inside.
+    /// Returns the path with its symlinks resolved (relative to the root) and its metadata.
+    fn check_inside(&self, rel: &str) -> Result<(String, fs::Metadata), String> {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+        let root = fs::File::open(&self.root).map_err(|e| format!("open the {}: {e}", self.what))?;
+        match openat2(&root, if rel.is_empty() { "." } else { rel }, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS) {
+            Ok(fd) => {
+                let f = fs::File::from(fd);
+                let md = f.metadata().map_err(|e| e.to_string())?;
+                let real = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f))).map_err(|e| e.to_string())?;
+                let base = fs::canonicalize(&self.root).map_err(|e| e.to_string())?;
+                let inside = real.strip_prefix(&base).map_err(|_| format!("{rel} leads outside the {}", self.what))?;
+                Ok((inside.to_string_lossy().into_owned(), md))
+            }
+            Err(rustix::io::Errno::XDEV) => Err(format!("{rel} leads outside the {} (a symlink or ..): only files inside it can be copied", self.what)),
+            Err(rustix::io::Errno::NOENT) => Err(format!("{rel}: no such file in the {}", self.what)),
+            Err(e) => Err(format!("{rel}: {e}")),
+        }
+    }
+
+    /// The tree's paths matching a COPY source (a path or a glob), cleaned, relative.
+    fn matches(&self, src: &str) -> Result<Vec<String>, String> {
+        let rel = clean(src);
+        if rel == ".." || rel.starts_with("../") {
+            return Err(format!("{src} is outside the {}: COPY reads only files inside it", self.what));
+        }
+        if !rel.contains(['*', '?', '[']) {
+            return Ok(vec![self.check_inside(&rel)?.0]);
+        }
+        let pat: Vec<String> = rel.split('/').map(str::to_string).collect();
+        let mut found = Vec::new();
+        self.glob_walk(&pat, String::new(), &mut found)?;
+        found.retain(|f| !ignored(&self.rules, f));
+        if found.is_empty() {
+            return Err(format!("{src}: no file in the {} matches", self.what));
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    fn glob_walk(&self, pat: &[String], at: String, found: &mut Vec<String>) -> Result<(), String> {
+        let Some(first) = pat.first() else {
+            found.push(at);
+            return Ok(());
+        };
+        let dir = self.root.join(&at);
+        let md = fs::symlink_metadata(&dir).map_err(|e| e.to_string())?;
+        if !md.is_dir() {
+            return Ok(());
+        }
+        let mut names: Vec<String> = fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        for n in names {
+            if glob_component(&first.chars().collect::<Vec<_>>(), &n.chars().collect::<Vec<_>>()) {
+                let next = if at.is_empty() { n } else { format!("{at}/{n}") };
+                self.glob_walk(&pat[1..], next, found)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every file below `rel` (itself first), sorted, without the ignored ones, as
+    /// (path in the tree, path relative to `rel`).
+    fn walk(&self, rel: &str, out: &mut Vec<(String, String)>, below: String) -> Result<(), String> {
+        if !rel.is_empty() && ignored(&self.rules, rel) {
+            return Ok(());
+        }
+        out.push((rel.to_string(), below.clone()));
+        let p = self.root.join(rel);
+        let md = fs::symlink_metadata(&p).map_err(|e| format!("{rel}: {e}"))?;
+        if md.is_dir() {
+            let mut names: Vec<String> = fs::read_dir(&p).map_err(|e| format!("{rel}: {e}"))?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+            names.sort();
+            for n in names {
+                let child = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
+                let b = if below.is_empty() { n } else { format!("{below}/{n}") };
+                self.walk(&child, out, b)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How COPY writes what it picks: owner and mode.
+#[derive(Clone, Copy, Default)]
+struct CopyAttrs {
+    chown: Option<(u32, u32)>,
+    chmod: Option<u32>,
+}
+
+/// The picks' content hash (the cache key's part for COPY): paths, types, modes, sizes, link
+/// targets and contents.
+fn hash_picks(tree: &Tree, picks: &[Pick]) -> Result<String, String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    for p in picks {
+        let path = tree.root.join(&p.src);
+        let md = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", p.src))?;
+        h.update(format!("{}\0{}\0{:o}\0{}\0", p.src, p.dest, md.mode(), md.len()).as_bytes());
+        if md.file_type().is_symlink() {
+            h.update(fs::read_link(&path).map_err(|e| format!("{}: {e}", p.src))?.as_os_str().as_encoded_bytes());
+        } else if md.is_file() {
+            let mut f = open_regular(&path).map_err(|e| format!("{}: {e}", p.src))?;
+            loop {
+                let n = f.read(&mut buf).map_err(|e| format!("{}: {e}", p.src))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+        }
+        h.update(b"\n");
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Opens a regular file without following a link and without blocking on a FIFO.
+fn open_regular(p: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(p)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(f)
+}
+
+/// Writes the picks into `stage` (the layer's directory): directories, files, symlinks; FIFOs,
+/// sockets and devices are refused.
+fn stage_picks(tree: &Tree, picks: &[Pick], stage: &Path, attrs: CopyAttrs) -> Result<(), String> {
+    use std::os::unix::fs::{symlink, DirBuilderExt};
+    for p in picks {
+        let from = tree.root.join(&p.src);
+        let to = stage.join(p.dest.trim_start_matches('/'));
+        let md = fs::symlink_metadata(&from).map_err(|e| format!("{}: {e}", p.src))?;
+        let ft = md.file_type();
+        if let Some(parent) = to.parent() {
+            fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        let mode = attrs.chmod.unwrap_or(md.mode() & 0o7777);
+        if ft.is_dir() {
+            match fs::create_dir(&to) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(format!("{}: {e}", to.display())),
+                _ => {}
+            }
+            fs::set_permissions(&to, fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", to.display()))?;
+        } else if ft.is_file() {
+            let mut src = open_regular(&from).map_err(|e| format!("{}: {e}", p.src))?;
+            let _ = fs::remove_file(&to);
+            let mut dst = fs::File::create(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+            io::copy(&mut src, &mut dst).map_err(|e| format!("{}: {e}", p.src))?;
+            dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", to.display()))?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&from).map_err(|e| format!("{}: {e}", p.src))?;
+            let _ = fs::remove_file(&to);
+            symlink(&target, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        } else {
+            return Err(format!("{} is not a file, directory or symlink (a FIFO, socket or device): COPY refuses it", p.src));
+        }
+        let (uid, gid) = attrs.chown.unwrap_or((0, 0));
+        std::os::unix::fs::lchown(&to, Some(uid), Some(gid)).map_err(|e| format!("{}: {e}", to.display()))?;
+        if attrs.chmod.is_some() || !ft.is_symlink() {
+            // chown clears set-id bits: put the mode back.
+            if !ft.is_symlink() {
+                fs::set_permissions(&to, fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", to.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Result<TempDir, BuildError> {
+        let base = std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| "/var/tmp".into());
+        let p = base.join(format!("cagette-build-{what}-{}-{}", std::process::id(), super::unique()));
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new().mode(0o700).create(&p).map_err(io_err(format!("create {}", p.display())))?;
+        Ok(TempDir(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = super::remove_tree(&self.0);
+    }
+}
+
+// ---- the build ----
+
+struct Builder<'a> {
+    store: ImageStore,
+    opts: &'a BuildOptions,
+    file: PathBuf,
+    text: &'a str,
+    escape: char,
+    epoch: u64,
+    created: String,
+    progress: &'a mut dyn FnMut(&BuildEvent) -> ControlFlow<()>,
+    step: usize,
+    total: usize,
+    /// Each stage's result, by index (and name).
+    stages: Vec<(Option<String>, State)>,
+    global_args: BTreeMap<String, Option<String>>,
+}
+
+impl Builder<'_> {
+    fn line_of(&self, pos: usize) -> usize {
+        self.text[..pos.min(self.text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    fn bad(&self, pos: usize, message: impl Into<String>) -> BuildError {
+        BuildError::Instruction { file: self.file.clone(), line: self.line_of(pos), message: message.into() }
+    }
+
+    /// Writes `state` to the store as the record `name` (config and manifest blobs kept; a new
+    /// layer's blob at `new_blob` is verified and unpacked), returning the record.
+    fn commit(&self, state: &State, name: &str, new_blob: Option<&Path>) -> Result<ImageInfo, BuildError> {
+        let config_bytes = state.config_bytes();
+        let config_digest = format!("sha256:{}", hex(&Sha256::digest(&config_bytes)));
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_bytes.len()},
+            "layers": state.layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size})).collect::<Vec<_>>(),
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+        let manifest_digest = format!("sha256:{}", hex(&Sha256::digest(&manifest_bytes)));
+        let config: ImageConfiguration = parse_json(&config_bytes, "built config")?;
+        let mut layers = Vec::new();
+        for (i, l) in state.layers.iter().enumerate() {
+            let last = i + 1 == state.layers.len();
+            let src = match new_blob {
+                Some(p) if last => Src::File(p.to_path_buf()),
+                _ => Src::File(self.store.blob_path(&l.digest)?),
+            };
+            layers.push(LayerSrc { src, media_type: l.media_type.clone(), digest: Some(l.digest.clone()), size: l.size, diff_id: Some(l.diff_id.clone()) });
+        }
+        let parsed = Parsed { layers, manifest: Some(manifest_digest), config_digest: Some(config_digest), config: run_config(&config), manifest_bytes: Some(manifest_bytes), config_bytes: Some(config_bytes) };
+        Ok(self.store.import_parsed(parsed, name, &name_file(name)?, &mut |_| ControlFlow::Continue(()))?)
+    }
+
+    /// A cached step's state: the record exists and its layers and blobs are all in the store.
+    fn cached(&self, key: &str) -> Option<State> {
+        if self.opts.no_cache {
+            return None;
+        }
+        let name = format!("{CACHE_PREFIX}{key}");
+        let info = self.store.get(&name).ok()?;
+        let state = self.state_of(&info).ok()?;
+        if info.layers.iter().any(|d| self.store.layer_dir(d).map_or(true, |p| !p.is_dir())) {
+            return None;
+        }
+        Some(State { record: Some(name), ..state })
+    }
+
+    /// An image of the store as a build state (its kept config and manifest).
+    fn state_of(&self, info: &ImageInfo) -> Result<State, BuildError> {
+        let kept = |d: &str, what: &str| -> Result<Vec<u8>, BuildError> {
+            fs::read(self.store.blob_path(d)?).map_err(|_| {
+                BuildError::Image(ImageError::Invalid(format!("{}: the store has not kept its {what} (blob {d}), which the built image's manifest must name: pull or import it again with its blobs kept (`--keep-blobs`)", info.name)))
+            })
+        };
+        let manifest: ImageManifest = parse_json(&kept(&info.manifest, "manifest")?, "manifest")?;
+        let config: Value = serde_json::from_slice(&kept(&info.config_digest, "config")?).map_err(|e| ImageError::Invalid(format!("{}'s config: {e}", info.name)))?;
+        if manifest.layers().len() != info.layers.len() {
+            return Err(ImageError::Invalid(format!("{}: its manifest has {} layers, its record {}", info.name, manifest.layers().len(), info.layers.len())).into());
+        }
+        let mut layers = Vec::new();
+        for (d, diff_id) in manifest.layers().iter().zip(&info.layers) {
+            let digest = d.digest().to_string();
+            if !self.store.blob_path(&digest)?.is_file() {
+                kept(&digest, "layer blob")?;
+            }
+            layers.push(LayerDesc { media_type: d.media_type().to_string(), digest, size: d.size(), diff_id: diff_id.clone() });
+        }
+        Ok(State { config, layers, record: Some(info.name.clone()), cmd_set: false })
+    }
+
+    /// The directories of a state's layers, top first.
+    fn layer_dirs(&self, s: &State) -> Result<Vec<PathBuf>, BuildError> {
+        Ok(s.layers.iter().rev().map(|l| self.store.layer_dir(&l.diff_id)).collect::<Result<_, _>>()?)
+    }
+
+    /// Makes sure `state` is a record of the store (to run a step on it or copy from it).
+    fn ensure_record(&self, state: &mut State) -> Result<String, BuildError> {
+        if let Some(r) = &state.record {
+            return Ok(r.clone());
+        }
+        let name = format!("{CACHE_PREFIX}{}", state.key());
+        if self.store.get(&name).is_err() {
+            self.commit(state, &name, None)?;
+        }
+        state.record = Some(name.clone());
+        Ok(name)
+    }
+
+    /// Stacks a new layer (its blob in `blob`) and records the result under the step's key.
+    fn add_layer(&self, mut state: State, blob: &Path, written: &super::WrittenLayer, key: &str, by: &str) -> Result<State, BuildError> {
+        state.layers.push(LayerDesc { media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(), digest: written.digest.clone(), size: written.size, diff_id: written.diff_id.clone() });
+        match state.config.pointer_mut("/rootfs/diff_ids").and_then(Value::as_array_mut) {
+            Some(a) => a.push(json!(written.diff_id)),
+            None => state.config["rootfs"] = json!({"type": "layers", "diff_ids": state.layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()}),
+        }
+        state.config["created"] = json!(self.created);
+        state.history(&self.created, by, false);
+        let name = format!("{CACHE_PREFIX}{key}");
+        self.commit(&state, &name, Some(blob))?;
+        state.record = Some(name);
+        Ok(state)
+    }
+
+    fn event(&mut self, e: BuildEvent) -> Result<(), BuildError> {
+        match (self.progress)(&e) {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(()) => Err(ImageError::Cancelled.into()),
+        }
+    }
+}
+
+/// A step's cache key: the parent's config digest, the instruction and what else it reads.
+fn step_key(parent: &State, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    h.update(parent.key().as_bytes());
+    for p in parts {
+        h.update(b"\0");
+        h.update(p.as_bytes());
+    }
+    hex(&h.finalize())
+}
+
+/// Whether `rel` (absolute in the image) exists in the layers (top first), as overlayfs would
+/// see it: the first layer holding it or a whiteout of it decides. Metadata (mode, uid, gid) of
+/// what is there.
+fn in_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<(u32, u32, u32, bool)> {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() {
+        return Some((0o40755, 0, 0, true));
+    }
+    for dir in layers_top_first {
+        let p = dir.join(rel);
+        match fs::symlink_metadata(&p) {
+            Ok(md) if std::os::unix::fs::FileTypeExt::is_char_device(&md.file_type()) && md.rdev() == 0 => return None,
+            Ok(md) => return Some((md.mode(), md.uid(), md.gid(), md.is_dir())),
+            Err(_) => {
+                // A parent that is a file or a whiteout hides the rest below.
+                let mut cur = Path::new(rel);
+                while let Some(parent) = cur.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    if fs::symlink_metadata(dir.join(parent)).is_ok_and(|m| !m.is_dir()) {
+                        return None;
+                    }
+                    cur = parent;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Parses `--chown=user[:group]` against the image's /etc/passwd and /etc/group.
+fn chown_ids(spec: &str, layers_top_first: &[PathBuf]) -> Option<(u32, u32)> {
+    let (u, g) = spec.split_once(':').map_or((spec, None), |(u, g)| (u, Some(g)));
+    let uid = u.parse::<u32>().ok();
+    let gid = g.and_then(|g| g.parse::<u32>().ok());
+    match (uid, g, gid) {
+        (Some(u), None, _) => Some((u, u)),
+        (Some(u), Some(_), Some(g)) => Some((u, g)),
+        _ => super::resolve_user(spec, layers_top_first),
+    }
+}
+
+impl ImageStore {
+    /// Builds an image from a Dockerfile and a context directory; see the module docs of
+    /// `image::build` and docs/build.md. `progress` sees each step; returning
+    /// `ControlFlow::Break` cancels the build (nothing is tagged).
+    ///
+    /// ```no_run
+    /// let store = cagette::ImageStore::open(cagette::ImageStore::default_dir())?;
+    /// let mut opts = cagette::BuildOptions::default();
+    /// opts.tag = Some("app:1".into());
+    /// let image = store.build("./app".as_ref(), &opts, &mut |e| { println!("{e:?}"); std::ops::ControlFlow::Continue(()) })?;
+    /// println!("{}", image.manifest);
+    /// # Ok::<(), cagette::BuildError>(())
+    /// ```
+    pub fn build(&self, context: &Path, opts: &BuildOptions, progress: &mut dyn FnMut(&BuildEvent) -> ControlFlow<()>) -> Result<ImageInfo, BuildError> {
+        if crate::host::euid() != 0 {
+            return Err(BuildError::Io {
+                context: "cagette build".into(),
+                source: io::Error::new(io::ErrorKind::PermissionDenied, "building images needs root for now (a rootless step's files would be owned by the build host's user id in the layer); run it as root"),
+            });
+        }
+        let md = fs::metadata(context).map_err(io_err(format!("the build context {}", context.display())))?;
+        if !md.is_dir() {
+            return Err(io_err(format!("the build context {}", context.display()))(io::Error::from_raw_os_error(libc::ENOTDIR)));
+        }
+        let file = opts.dockerfile.clone().unwrap_or_else(|| context.join("Dockerfile"));
+        let text = {
+            let f = open_regular(&file).map_err(io_err(format!("read the Dockerfile {}", file.display())))?;
+            let mut s = String::new();
+            f.take(4 << 20).read_to_string(&mut s).map_err(io_err(format!("read the Dockerfile {}", file.display())))?;
+            s
+        };
+        let df = parse_dockerfile::parse(&text).map_err(|e| BuildError::Parse { file: file.clone(), line: e.line(), column: e.column(), message: e.to_string() })?;
+        let escape = df.parser_directives.escape.as_ref().map_or('\\', |d| d.value.value);
+        let epoch = opts.epoch.or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok())).unwrap_or(0);
+        let store = self.clone().keep_blobs(true);
+        let tree = Tree { root: context.to_path_buf(), rules: ignore_rules(context)?, what: "build context" };
+        let mut b = Builder { store, opts, file: file.clone(), text: &text, escape, epoch, created: rfc3339(epoch), progress, step: 0, total: 0, stages: Vec::new(), global_args: BTreeMap::new() };
+        // Arguments declared before the first FROM (usable in FROM lines).
+        for a in df.global_args() {
+            for (k, v) in pairs(&a.arguments.value, &|n| b.opts.build_args.get(n).cloned(), escape, false).map_err(|m| b.bad(a.arg.span.start, m))? {
+                b.global_args.insert(k, v);
+            }
+        }
+        let stages: Vec<_> = df.stages().collect();
+        if stages.is_empty() {
+            return Err(b.bad(0, "no FROM: a Dockerfile starts with FROM (after ARGs)"));
+        }
+        let last = match &opts.target {
+            None => stages.len() - 1,
+            Some(t) => stages.iter().position(|s| s.from.as_.as_ref().is_some_and(|(_, n)| n.value.eq_ignore_ascii_case(t))).or_else(|| t.parse::<usize>().ok().filter(|&i| i < stages.len())).ok_or_else(|| b.bad(0, format!("--target {t}: no stage of that name or index")))?,
+        };
+        b.total = stages[..=last].iter().map(|s| s.instructions.len() + 1).sum();
+        for stage in &stages[..=last] {
+            let state = b.run_stage(stage, &tree)?;
+            let name = stage.from.as_.as_ref().map(|(_, n)| n.value.to_ascii_lowercase());
+            b.stages.push((name, state));
+        }
+        let (_, mut fin) = b.stages.pop().ok_or_else(|| b.bad(0, "no stage"))?;
+        let info = match &opts.tag {
+            Some(tag) => {
+                if is_cache_name(tag) {
+                    return Err(b.bad(0, format!("{tag}: names starting with {CACHE_PREFIX} are the build cache's")));
+                }
+                b.commit(&fin, tag, None)?
+            }
+            None => {
+                let r = b.ensure_record(&mut fin)?;
+                b.store.get(&r)?
+            }
+        };
+        b.event(BuildEvent::Done(info.manifest.clone()))?;
+        Ok(info)
+    }
+}
+
+impl Builder<'_> {
+    fn run_stage(&mut self, stage: &parse_dockerfile::Stage<'_, '_>, tree: &Tree) -> Result<State, BuildError> {
+        let from = stage.from;
+        let pos = from.from.span.start;
+        self.step += 1;
+        let line_text = self.text[from.from.span.start..].lines().next().unwrap_or("").to_string();
+        let (n, total, line) = (self.step, self.total, self.line_of(pos));
+        self.event(BuildEvent::Step { n, total, line, text: line_text })?;
+        if let Some(f) = from.options.first() {
+            return Err(self.bad(pos, format!("FROM --{}: not supported (images are for this machine's platform)", f.name.value)));
+        }
+        let global = self.global_args.clone();
+        let image = words(&from.image.value, &|n| global.get(n).cloned().flatten(), self.escape).map_err(|m| self.bad(pos, m))?.join(" ");
+        let mut state = if image == "scratch" {
+            State::scratch()
+        } else if let Some((_, s)) = self.stages.iter().find(|(n, _)| n.as_deref() == Some(image.to_ascii_lowercase().as_str())) {
+            State { cmd_set: false, ..s.clone() }
+        } else {
+            let info = self.store.get(&image).map_err(|e| self.bad(pos, format!("FROM {image}: {e}")))?;
+            self.state_of(&info).map_err(|e| self.bad(pos, format!("FROM {image}: {e}")))?
+        };
+        // Stage-scoped ARGs: declared in the stage, valued from --build-arg or the default.
+        let mut args: BTreeMap<String, String> = BTreeMap::new();
+        for ins in stage.instructions {
+            self.step += 1;
+            let pos = instruction_start(ins);
+            let line = self.line_of(pos);
+            let first_line = self.text[pos..].lines().next().unwrap_or("").trim().to_string();
+            let (n, total) = (self.step, self.total);
+            self.event(BuildEvent::Step { n, total, line, text: first_line.clone() })?;
+            let env = state.env();
+            let lookup = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).or_else(|| args.get(n).cloned());
+            let esc = self.escape;
+            let one = |s: &str| -> Result<String, BuildError> { words(s, &lookup, esc).map(|w| w.join(" ")).map_err(|m| self.bad(pos, m)) };
+            let created = self.created.clone();
+            match ins {
+                Instruction::Arg(a) => {
+                    for (k, v) in pairs(&a.arguments.value, &lookup, esc, false).map_err(|m| self.bad(pos, m))? {
+                        let value = self.opts.build_args.get(&k).cloned().or(v).or_else(|| self.global_args.get(&k).cloned().flatten());
+                        if let Some(v) = value {
+                            args.insert(k, v);
+                        }
+                    }
+                }
+                Instruction::Env(e) => {
+                    let kv = pairs(&e.arguments.value, &lookup, esc, true).map_err(|m| self.bad(pos, m))?;
+                    let mut shown = Vec::new();
+                    for (k, v) in kv {
+                        let v = v.unwrap_or_default();
+                        shown.push(format!("{k}={v}"));
+                        state.set_env(&k, &v);
+                    }
+                    state.history(&created, &format!("ENV {}", shown.join(" ")), true);
+                }
+                Instruction::Label(l) => {
+                    let kv = pairs(&l.arguments.value, &lookup, esc, true).map_err(|m| self.bad(pos, m))?;
+                    let cfg = state.cfg();
+                    let labels = cfg.entry("Labels").or_insert_with(|| json!({}));
+                    if !labels.is_object() {
+                        *labels = json!({});
+                    }
+                    for (k, v) in kv {
+                        labels[k] = json!(v.unwrap_or_default());
+                    }
+                    state.history(&created, &format!("LABEL {}", l.arguments.value.trim()), true);
+                }
+                Instruction::Maintainer(m) => {
+                    state.config["author"] = json!(m.name.value.trim());
+                    state.history(&created, &format!("MAINTAINER {}", m.name.value.trim()), true);
+                }
+                Instruction::Workdir(w) => {
+                    let dir = one(&w.arguments.value)?;
+                    let cur = state.get_str("WorkingDir").unwrap_or_else(|| "/".into());
+                    let abs = if dir.starts_with('/') { dir } else { format!("{}/{dir}", cur.trim_end_matches('/')) };
+                    let abs = format!("/{}", clean(&abs));
+                    state.cfg().insert("WorkingDir".into(), json!(abs));
+                    state.history(&created, &format!("WORKDIR {abs}"), true);
+                }
+                Instruction::User(u) => {
+                    let user = one(&u.arguments.value)?;
+                    state.cfg().insert("User".into(), json!(user));
+                    state.history(&created, &format!("USER {user}"), true);
+                }
+                Instruction::Cmd(c) => {
+                    let v = self.command(&state, &c.arguments);
+                    state.cfg().insert("Cmd".into(), json!(v));
+                    state.cmd_set = true;
+                    state.history(&created, &format!("CMD {}", json!(v)), true);
+                }
+                Instruction::Entrypoint(e) => {
+                    let v = self.command(&state, &e.arguments);
+                    state.cfg().insert("Entrypoint".into(), json!(v));
+                    if !state.cmd_set {
+                        // Like Docker: an ENTRYPOINT drops the CMD inherited from the base.
+                        state.cfg().remove("Cmd");
+                    }
+                    state.history(&created, &format!("ENTRYPOINT {}", json!(v)), true);
+                }
+                Instruction::Shell(s) => {
+                    let v: Vec<String> = s.arguments.iter().map(|a| a.value.to_string()).collect();
+                    state.cfg().insert("Shell".into(), json!(v));
+                    state.history(&created, &format!("SHELL {}", json!(v)), true);
+                }
+                Instruction::Expose(e) => {
+                    let mut ports = Vec::new();
+                    for a in &e.arguments {
+                        for p in words(&a.value, &lookup, esc).map_err(|m| self.bad(pos, m))? {
+                            let (num, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
+                            let proto = proto.to_ascii_lowercase();
+                            if num.split('-').any(|n| n.parse::<u16>().is_err()) || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+                                return Err(self.bad(pos, format!("EXPOSE {p}: expected PORT[/tcp|udp|sctp]")));
+                            }
+                            ports.push(format!("{num}/{proto}"));
+                        }
+                    }
+                    let cfg = state.cfg();
+                    let map = cfg.entry("ExposedPorts").or_insert_with(|| json!({}));
+                    if !map.is_object() {
+                        *map = json!({});
+                    }
+                    for p in &ports {
+                        map[p] = json!({});
+                    }
+                    state.history(&created, &format!("EXPOSE {}", ports.join(" ")), true);
+                }
+                Instruction::Volume(v) => {
+                    let list: Vec<String> = match &v.arguments {
+                        parse_dockerfile::JsonOrStringArray::Json(a) => a.value.iter().map(|s| s.value.to_string()).collect(),
+                        parse_dockerfile::JsonOrStringArray::String(a) => {
+                            let mut out = Vec::new();
+                            for s in a {
+                                out.extend(words(&s.value, &lookup, esc).map_err(|m| self.bad(pos, m))?);
+                            }
+                            out
+                        }
+                    };
+                    let cfg = state.cfg();
+                    let map = cfg.entry("Volumes").or_insert_with(|| json!({}));
+                    if !map.is_object() {
+                        *map = json!({});
+                    }
+                    for p in &list {
+                        map[p] = json!({});
+                    }
+                    state.history(&created, &format!("VOLUME {}", json!(list)), true);
+                }
+                Instruction::Stopsignal(s) => {
+                    let sig = one(&s.arguments.value)?;
+                    let known = sig.parse::<i32>().is_ok_and(|n| (1..=64).contains(&n)) || sig.trim_start_matches("SIG").parse::<nix::sys::signal::Signal>().is_ok() || format!("SIG{}", sig.trim_start_matches("SIG")).parse::<nix::sys::signal::Signal>().is_ok();
+                    if !known {
+                        return Err(self.bad(pos, format!("STOPSIGNAL {sig}: not a signal name or number")));
+                    }
+                    state.cfg().insert("StopSignal".into(), json!(sig));
+                    state.history(&created, &format!("STOPSIGNAL {sig}"), true);
+                }
+                Instruction::Healthcheck(h) => {
+                    let hc = self.healthcheck(&state, h).map_err(|m| self.bad(pos, m))?;
+                    state.cfg().insert("Healthcheck".into(), hc);
+                    state.history(&created, &format!("HEALTHCHECK {}", first_line_of(&self.text[pos..])), true);
+                }
+                Instruction::Onbuild(_) => return Err(self.bad(pos, "ONBUILD is not supported (and deprecated in the OCI image format): run those steps in the Dockerfile that uses the image")),
+                Instruction::Run(r) => {
+                    state = self.run(state, r, &args, pos)?;
+                }
+                Instruction::Copy(c) => {
+                    state = self.copy(state, "COPY", &c.options, &c.src, &c.dest.value, tree, &args, pos)?;
+                }
+                Instruction::Add(a) => {
+                    state = self.copy(state, "ADD", &a.options, &a.src, &a.dest.value, tree, &args, pos)?;
+                }
+                Instruction::From(_) => return Err(self.bad(pos, "FROM inside a stage")),
+                _ => return Err(self.bad(pos, format!("{first_line}: this instruction is not supported"))),
+            }
+        }
+        Ok(state)
+    }
+
+    /// CMD/ENTRYPOINT/RUN as argv: the exec form as written, the shell form through SHELL.
+    fn command(&self, state: &State, c: &Command<'_>) -> Vec<String> {
+        match c {
+            Command::Exec(a) => a.value.iter().map(|s| s.value.to_string()).collect(),
+            Command::Shell(s) => {
+                let mut v = state.shell();
+                v.push(s.value.to_string());
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn healthcheck(&self, state: &State, h: &parse_dockerfile::HealthcheckInstruction<'_>) -> Result<Value, String> {
+        let mut hc = serde_json::Map::new();
+        match &h.arguments {
+            parse_dockerfile::HealthcheckArguments::None { .. } => {
+                hc.insert("Test".into(), json!(["NONE"]));
+            }
+            parse_dockerfile::HealthcheckArguments::Cmd { arguments, .. } => {
+                let test = match arguments {
+                    Command::Exec(a) => std::iter::once("CMD".to_string()).chain(a.value.iter().map(|s| s.value.to_string())).collect::<Vec<_>>(),
+                    Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.value.to_string()],
+                    _ => return Err("HEALTHCHECK: unsupported form".into()),
+                };
+                let _ = state;
+                hc.insert("Test".into(), json!(test));
+            }
+            _ => return Err("HEALTHCHECK: unsupported form".into()),
+        }
+        for f in &h.options {
+            let v = f.value.as_ref().map(|v| v.value.to_string()).unwrap_or_default();
+            let key = match &*f.name.value {
+                "interval" => "Interval",
+                "timeout" => "Timeout",
+                "start-period" => "StartPeriod",
+                "start-interval" => "StartInterval",
+                "retries" => {
+                    hc.insert("Retries".into(), json!(v.parse::<u32>().map_err(|_| format!("HEALTHCHECK --retries={v}: expected a number"))?));
+                    continue;
+                }
+                other => return Err(format!("HEALTHCHECK --{other}: unknown option")),
+            };
+            let d = crate::parse_duration(&v).map_err(|e| format!("HEALTHCHECK --{}={v}: {e}", f.name.value))?;
+            hc.insert(key.into(), json!(d.as_nanos() as u64));
+        }
+        Ok(Value::Object(hc))
+    }
+
+    fn run(&mut self, state: State, r: &parse_dockerfile::RunInstruction<'_>, args: &BTreeMap<String, String>, pos: usize) -> Result<State, BuildError> {
+        if let Some(f) = r.options.first() {
+            return Err(self.bad(pos, format!("RUN --{}: not supported yet (only plain RUN)", f.name.value)));
+        }
+        if !r.here_docs.is_empty() {
+            return Err(self.bad(pos, "RUN with a here-document: not supported yet"));
+        }
+        let argv = self.command(&state, &r.arguments);
+        if argv.is_empty() {
+            return Err(self.bad(pos, "RUN needs a command"));
+        }
+        // The step sees the stage's ARGs as environment variables (ENV wins), not kept after.
+        let env_names: Vec<String> = state.env().into_iter().map(|(k, _)| k).collect();
+        let step_args: Vec<(String, String)> = args.iter().filter(|(k, _)| !env_names.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let shown = format!("RUN {}", json!(argv));
+        let arg_text: Vec<String> = step_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let net = if self.opts.network_host { "host" } else { "none" };
+        let key = step_key(&state, &[&shown, &arg_text.join("\n"), net]);
+        if let Some(hit) = self.cached(&key) {
+            self.event(BuildEvent::Cached)?;
+            return Ok(hit);
+        }
+        let mut state = state;
+        let record = self.ensure_record(&mut state)?;
+        let tmp = TempDir::new("run")?;
+        let (upper, work) = (tmp.0.join("upper"), tmp.0.join("work"));
+        for d in [&upper, &work] {
+            fs::create_dir(d).map_err(io_err(format!("create {}", d.display())))?;
+        }
+        // The working directory, made in the step's layer if the image lacks it.
+        let workdir = state.get_str("WorkingDir").filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+        let dirs = self.layer_dirs(&state)?;
+        if in_layers(&dirs, &workdir).is_none() {
+            let mut p = PathBuf::from("/");
+            for c in Path::new(&workdir).components().filter(|c| matches!(c, Component::Normal(_))) {
+                p.push(c);
+                let up = upper.join(p.strip_prefix("/").unwrap_or(&p));
+                if in_layers(&dirs, &p.to_string_lossy()).is_none() {
+                    use std::os::unix::fs::DirBuilderExt;
+                    fs::DirBuilder::new().mode(0o755).create(&up).map_err(io_err(format!("create the working directory {workdir} in the step's layer")))?;
+                    fs::set_permissions(&up, fs::Permissions::from_mode(0o755)).map_err(io_err(format!("create the working directory {workdir}")))?;
+                } else if !up.exists() {
+                    // A directory of the image on the way: not copied up (overlayfs merges it).
+                    break;
+                }
+            }
+        }
+        let mut spec = SandboxSpec {
+            image: Some(record),
+            image_store: Some(self.store.root.clone()),
+            image_upper: Some(upper.clone()),
+            image_work: Some(work.clone()),
+            argv: argv.clone(),
+            entrypoint: Some(Vec::new()),
+            env: step_args.into_iter().collect(),
+            network: if self.opts.network_host { Network::Host } else { Network::None },
+            // Like Docker's RUN: /tmp is the image's (what a step leaves there is in its layer).
+            tmp: false,
+            capabilities: Some(crate::DEFAULT_CAPABILITIES.to_vec()),
+            memory: self.opts.memory,
+            cpus: self.opts.cpus,
+            pids: self.opts.pids,
+            timeout: self.opts.step_timeout,
+            stdin: Stdio::Null,
+            ..SandboxSpec::default()
+        };
+        let line = self.line_of(pos);
+        let sandbox_err = |e| BuildError::Sandbox { file: self.file.clone(), line, source: e };
+        let out = if self.opts.inherit_output {
+            // Both of the step's streams to the caller's stderr (stdout stays the caller's own).
+            spec.stdout = Stdio::Fd(2);
+            spec.stderr = Stdio::Inherit;
+            let o = Sandbox::from_spec(spec).status().map_err(sandbox_err)?;
+            crate::Output { status: o.verdict, stdout: Vec::new(), stderr: Vec::new(), usage: o.usage }
+        } else {
+            spec.stdout = Stdio::Piped;
+            spec.stderr = Stdio::Piped;
+            Sandbox::from_spec(spec).output().map_err(sandbox_err)?
+        };
+        if out.status != Verdict::Exited(0) {
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            if text.len() > 8192 {
+                let cut = text.len() - 8192;
+                let cut = (cut..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(cut);
+                text = format!("[...]{}", &text[cut..]);
+            }
+            return Err(BuildError::Step { file: self.file.clone(), line, command: argv.join(" "), verdict: describe(&out.status), output: text });
+        }
+        let blob = tmp.0.join("layer.tar.gz");
+        let f = fs::File::create(&blob).map_err(io_err("write the step's layer"))?;
+        let written = write_layer(&upper, self.epoch, io::BufWriter::new(f)).map_err(BuildError::Image)?;
+        let by = format!("RUN {}", argv.join(" "));
+        self.add_layer(state, &blob, &written, &key, &by)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy(&mut self, state: State, what: &str, options: &[parse_dockerfile::Flag<'_>], src: &[Source<'_>], dest: &str, context: &Tree, args: &BTreeMap<String, String>, pos: usize) -> Result<State, BuildError> {
+        let env = state.env();
+        let lookup = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).or_else(|| args.get(n).cloned());
+        let esc = self.escape;
+        let mut attrs = CopyAttrs::default();
+        let mut from: Option<String> = None;
+        let dirs = self.layer_dirs(&state)?;
+        for f in options {
+            let v = f.value.as_ref().map(|v| v.value.to_string()).unwrap_or_default();
+            let v = words(&v, &lookup, esc).map_err(|m| self.bad(pos, m))?.join(" ");
+            match &*f.name.value {
+                "from" if what == "COPY" => from = Some(v),
+                "chown" => attrs.chown = Some(chown_ids(&v, &dirs).ok_or_else(|| self.bad(pos, format!("{what} --chown={v}: no such user or group in the image (give numbers, or add them to its /etc/passwd and /etc/group first)")))?),
+                "chmod" => attrs.chmod = Some(u32::from_str_radix(&v, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| self.bad(pos, format!("{what} --chmod={v}: expected an octal mode such as 0644")))?),
+                "link" => {}
+                other => return Err(self.bad(pos, format!("{what} --{other}: not supported"))),
+            }
+        }
+        // Where the files come from: the context, or another stage's (or image's) root.
+        let unpacked;
+        let tree = match &from {
+            None => context,
+            Some(f) => {
+                let fl = f.to_ascii_lowercase();
+                let mut other = match self.stages.iter().find(|(n, _)| n.as_deref() == Some(fl.as_str())).or_else(|| f.parse::<usize>().ok().and_then(|i| self.stages.get(i))) {
+                    Some((_, s)) => s.clone(),
+                    None => {
+                        let info = self.store.get(f).map_err(|e| self.bad(pos, format!("COPY --from={f}: no earlier stage of that name, and {e}")))?;
+                        self.state_of(&info)?
+                    }
+                };
+                let record = self.ensure_record(&mut other)?;
+                let dir = TempDir::new("from")?;
+                let root = dir.0.join("root");
+                self.store.unpack(&record, &root)?;
+                unpacked = (dir, Tree { root, rules: Vec::new(), what: "stage's root" });
+                &unpacked.1
+            }
+        };
+        let dest_words = words(dest, &lookup, esc).map_err(|m| self.bad(pos, m))?.join(" ");
+        let workdir = state.get_str("WorkingDir").unwrap_or_else(|| "/".into());
+        let dest_abs = if dest_words.starts_with('/') { dest_words.clone() } else { format!("{}/{dest_words}", workdir.trim_end_matches('/')) };
+        let dest_is_dir = dest_words.ends_with('/') || dest_words == "." || in_layers(&dirs, &dest_abs).is_some_and(|m| m.3);
+        let dest_clean = format!("/{}", clean(&dest_abs));
+        let mut sources = Vec::new();
+        for s in src {
+            match s {
+                Source::Path(p) => {
+                    let w = words(&p.value, &lookup, esc).map_err(|m| self.bad(pos, m))?.join(" ");
+                    if w.contains("://") {
+                        return Err(self.bad(pos, format!("{what} {w}: downloading is not supported (fetch it in a RUN step, or into the context first)")));
+                    }
+                    sources.push(w);
+                }
+                _ => return Err(self.bad(pos, format!("{what} with a here-document: not supported yet"))),
+            }
+        }
+        let mut matched = Vec::new();
+        for s in &sources {
+            matched.extend(tree.matches(s).map_err(|m| self.bad(pos, format!("{what}: {m}")))?);
+        }
+        if matched.len() > 1 && !dest_is_dir {
+            return Err(self.bad(pos, format!("{what} of several files to {dest_words}: the destination must be a directory (end it with /)")));
+        }
+        let mut picks = Vec::new();
+        for m in &matched {
+            let (real, md) = tree.check_inside(m).map_err(|e| self.bad(pos, format!("{what}: {e}")))?;
+            // A named symlink is followed (inside the tree); the copy keeps the name given.
+            let name = Path::new(m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let m = &real;
+            if what == "ADD" && md.is_file() && is_tar(&tree.root.join(m)) {
+                return Err(self.bad(pos, format!("ADD {m}: extracting a tar archive is not supported yet (use COPY and a RUN step that extracts it)")));
+            }
+            if md.is_dir() {
+                let mut all = Vec::new();
+                tree.walk(m, &mut all, String::new()).map_err(|e| self.bad(pos, format!("{what}: {e}")))?;
+                for (s, below) in all {
+                    if below.is_empty() {
+                        // The directory itself: its contents go to dest (dest made like it).
+                        picks.push(Pick { src: s, dest: dest_clean.clone() });
+                    } else {
+                        picks.push(Pick { src: s, dest: format!("{}/{below}", dest_clean.trim_end_matches('/')) });
+                    }
+                }
+            } else {
+                if !m.is_empty() && ignored(&tree.rules, m) {
+                    return Err(self.bad(pos, format!("{what} {m}: excluded by .dockerignore")));
+                }
+                let d = if dest_is_dir { format!("{}/{name}", dest_clean.trim_end_matches('/')) } else { dest_clean.clone() };
+                picks.push(Pick { src: m.clone(), dest: d });
+            }
+        }
+        let hash = hash_picks(tree, &picks).map_err(|m| self.bad(pos, format!("{what}: {m}")))?;
+        let shown = format!("{what} {} {dest_clean} chown={:?} chmod={:?} from={:?}", json!(sources), attrs.chown, attrs.chmod, from);
+        let key = step_key(&state, &[&shown, &hash]);
+        if let Some(hit) = self.cached(&key) {
+            self.event(BuildEvent::Cached)?;
+            return Ok(hit);
+        }
+        let tmp = TempDir::new("copy")?;
+        let stage = tmp.0.join("layer");
+        fs::create_dir(&stage).map_err(io_err("create the COPY layer"))?;
+        // The parents of every destination, as the image has them (else 0755 root).
+        let mut parents: Vec<PathBuf> = picks.iter().filter_map(|p| Path::new(&p.dest).parent().map(Path::to_path_buf)).collect();
+        parents.sort();
+        parents.dedup();
+        for p in parents {
+            let mut cur = PathBuf::from("/");
+            for c in p.components().filter(|c| matches!(c, Component::Normal(_))) {
+                cur.push(c);
+                let at = stage.join(cur.strip_prefix("/").unwrap_or(&cur));
+                if at.exists() {
+                    continue;
+                }
+                let (mode, uid, gid) = match in_layers(&dirs, &cur.to_string_lossy()) {
+                    Some((m, u, g, true)) => (m & 0o7777, u, g),
+                    Some(_) => return Err(self.bad(pos, format!("{what}: {} is not a directory in the image", cur.display()))),
+                    None => (0o755, 0, 0),
+                };
+                fs::create_dir(&at).map_err(io_err(format!("create {}", at.display())))?;
+                std::os::unix::fs::lchown(&at, Some(uid), Some(gid)).map_err(io_err(format!("chown {}", at.display())))?;
+                fs::set_permissions(&at, fs::Permissions::from_mode(mode)).map_err(io_err(format!("chmod {}", at.display())))?;
+            }
+        }
+        stage_picks(tree, &picks, &stage, attrs).map_err(|m| self.bad(pos, format!("{what}: {m}")))?;
+        let blob = tmp.0.join("layer.tar.gz");
+        let f = fs::File::create(&blob).map_err(io_err("write the step's layer"))?;
+        let written = write_layer(&stage, self.epoch, io::BufWriter::new(f)).map_err(BuildError::Image)?;
+        let by = format!("{what} {} {dest_clean}", sources.join(" "));
+        self.add_layer(state, &blob, &written, &key, &by)
+    }
+}
+
+/// How a step ended, for its error.
+fn describe(v: &Verdict) -> String {
+    match v {
+        Verdict::Exited(c) => format!("exited with status {c}"),
+        Verdict::Signaled(s) => format!("was killed by signal {s}"),
+        Verdict::TimedOut(_) => "ran out of time (--step-timeout)".into(),
+        Verdict::OomKilled => "went over its memory limit and was killed".into(),
+        other => format!("ended: {}", other.name()),
+    }
+}
+
+fn first_line_of(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim()
+}
+
+/// Whether a file starts like a tar archive (plain, gzip, bzip2, xz or zstd).
+fn is_tar(p: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let Ok(mut f) = open_regular(p) else { return false };
+    let n = super::read_full(&mut f, &mut head).unwrap_or(0);
+    let h = &head[..n];
+    h.starts_with(&[0x1f, 0x8b]) || h.starts_with(b"BZh") || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || (n >= 262 && &h[257..262] == b"ustar")
+}
+
+fn instruction_start(i: &Instruction<'_>) -> usize {
+    match i {
+        Instruction::Add(x) => x.add.span.start,
+        Instruction::Arg(x) => x.arg.span.start,
+        Instruction::Cmd(x) => x.cmd.span.start,
+        Instruction::Copy(x) => x.copy.span.start,
+        Instruction::Entrypoint(x) => x.entrypoint.span.start,
+        Instruction::Env(x) => x.env.span.start,
+        Instruction::Expose(x) => x.expose.span.start,
+        Instruction::From(x) => x.from.span.start,
+        Instruction::Healthcheck(x) => x.healthcheck.span.start,
+        Instruction::Label(x) => x.label.span.start,
+        Instruction::Maintainer(x) => x.maintainer.span.start,
+        Instruction::Onbuild(x) => x.onbuild.span.start,
+        Instruction::Run(x) => x.run.span.start,
+        Instruction::Shell(x) => x.shell.span.start,
+        Instruction::Stopsignal(x) => x.stopsignal.span.start,
+        Instruction::User(x) => x.user.span.start,
+        Instruction::Volume(x) => x.volume.span.start,
+        Instruction::Workdir(x) => x.workdir.span.start,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(n: &str) -> Option<String> {
+        match n {
+            "A" => Some("one".into()),
+            "E" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn words_expand_and_unquote_like_a_dockerfile() {
+        assert_eq!(words("$A ${A}x '$A' \"$A b\"", &vars, '\\').unwrap(), ["one", "onex", "$A", "one b"]);
+        assert_eq!(words("${B:-dflt} ${A:+alt} ${E:-e} ${B:+no}", &vars, '\\').unwrap(), ["dflt", "alt", "e"]);
+        assert_eq!(words(r"a\ b \$A", &vars, '\\').unwrap(), ["a b", "$A"]);
+        assert_eq!(words("`$A", &vars, '`').unwrap(), ["$A"]);
+        assert!(words("'open", &vars, '\\').is_err());
+        assert!(words("${B:?needed}", &vars, '\\').unwrap_err().contains("needed"));
+    }
+
+    #[test]
+    fn env_and_label_pairs_in_both_forms() {
+        assert_eq!(pairs("K=v K2=\"a b\" K3=$A", &vars, '\\', true).unwrap(), [("K".into(), Some("v".into())), ("K2".into(), Some("a b".into())), ("K3".into(), Some("one".into()))]);
+        assert_eq!(pairs("K the rest $A", &vars, '\\', true).unwrap(), [("K".into(), Some("the rest one".into()))]);
+        assert_eq!(pairs("V W=2", &vars, '\\', false).unwrap(), [("V".into(), None), ("W".into(), Some("2".into()))]);
+        assert!(pairs("=x", &vars, '\\', true).is_err());
+    }
+
+    #[test]
+    fn dockerignore_globs_with_exceptions() {
+        let rules: Vec<IgnoreRule> = ["*.log", "build/**", "!build/keep.txt", "**/secret", "/tmp?"].iter().map(|p| {
+            let (include, p) = p.strip_prefix('!').map_or((false, *p), |p| (true, p));
+            IgnoreRule { parts: clean(p).split('/').map(str::to_string).collect(), include }
+        }).collect();
+        assert!(ignored(&rules, "a.log"));
+        assert!(!ignored(&rules, "src/a.log"), "* does not cross /");
+        assert!(ignored(&rules, "build/x/y"));
+        assert!(!ignored(&rules, "build/keep.txt"));
+        assert!(ignored(&rules, "deep/down/secret"));
+        assert!(ignored(&rules, "secret/inside"), "a matched directory takes what is below it");
+        assert!(ignored(&rules, "tmp1") && !ignored(&rules, "tmp12"));
+        assert!(!ignored(&rules, "src/main.rs"));
+        assert!(glob_component(&"[a-c]x".chars().collect::<Vec<_>>(), &"bx".chars().collect::<Vec<_>>()));
+        assert!(!glob_component(&"[!a-c]x".chars().collect::<Vec<_>>(), &"bx".chars().collect::<Vec<_>>()));
+    }
+
+    #[test]
+    fn clean_paths_and_dates() {
+        assert_eq!(clean("./a/../b//c/."), "b/c");
+        assert_eq!(clean("../x"), "../x");
+        assert_eq!(clean("a/../../x"), "../x");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,275 @@
+//! `ImageStore::build` (issue 18): Dockerfiles built into images of the store, as root.
+mod common;
+use cagette::{BuildError, BuildEvent, BuildOptions, ImageStore, Sandbox, Verdict};
+use common::oci::*;
+use common::*;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+fn root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    eprintln!("skipped: building images needs root");
+    false
+}
+
+/// A store with the busybox image `busybox:1` (blobs kept, as a build's base must have).
+fn store_with_base(d: &Path, name: &str) -> (PathBuf, ImageStore) {
+    let dir = d.join(name);
+    let lay = layout(&d.join(format!("{name}-layout")), &[busybox_layer()], &["/bin/sh"]);
+    let store = ImageStore::open(&dir).unwrap().keep_blobs(true);
+    store.import(&lay, "busybox:1").unwrap();
+    let store = ImageStore::open(&dir).unwrap();
+    (dir, store)
+}
+
+fn write(p: &Path, s: &str) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, s).unwrap();
+}
+
+/// Builds and returns the image and the events seen.
+fn build(store: &ImageStore, ctx: &Path, opts: &BuildOptions) -> (Result<cagette::ImageInfo, BuildError>, Vec<BuildEvent>) {
+    let mut ev = Vec::new();
+    let r = store.build(ctx, opts, &mut |e| {
+        ev.push(e.clone());
+        ControlFlow::Continue(())
+    });
+    (r, ev)
+}
+
+fn tagged(tag: &str) -> BuildOptions {
+    let mut o = BuildOptions::default();
+    o.tag = Some(tag.into());
+    o.network_host = false;
+    o
+}
+
+fn run_in(store_dir: &Path, image: &str, argv: &[&str]) -> cagette::Output {
+    let mut spec = Sandbox::new().image(image).stdout(cagette::Stdio::Piped).stderr(cagette::Stdio::Piped).spec().clone();
+    spec.image_store = Some(store_dir.to_path_buf());
+    // The image's own /tmp (what a RUN step left there), not a fresh tmpfs.
+    spec.tmp = false;
+    if !argv.is_empty() {
+        spec.argv = argv.iter().map(|s| s.to_string()).collect();
+    }
+    Sandbox::from_spec(spec).output().unwrap()
+}
+
+fn config_of(store_dir: &Path, info: &cagette::ImageInfo) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(store_dir.join("blobs/sha256").join(&info.config_digest[7..])).unwrap()).unwrap()
+}
+
+fn leftovers() -> Vec<PathBuf> {
+    let base = std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| "/var/tmp".into());
+    std::fs::read_dir(base).map(|d| d.flatten().map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("cagette-build-run-{}-", std::process::id())) || n.to_string_lossy().starts_with(&format!("cagette-build-copy-{}-", std::process::id())))).collect()).unwrap_or_default()
+}
+
+#[test]
+fn a_dockerfile_builds_runs_and_rebuilds_from_the_cache() {
+    if !root() {
+        return;
+    }
+    let d = TempDir::new("build");
+    let (store_dir, store) = store_with_base(d.path(), "store");
+    let ctx = d.path().join("ctx");
+    write(&ctx.join("src/a.txt"), "hello\n");
+    write(&ctx.join("src/sub/b.txt"), "deep\n");
+    write(&ctx.join("src/debug.log"), "noise\n");
+    write(&ctx.join("src/keep.log"), "kept\n");
+    write(&ctx.join(".dockerignore"), "**/*.log\n!src/keep.log\n");
+    write(&ctx.join("Dockerfile"), r#"FROM busybox:1
+ARG V=1
+ENV GREETING="hi there" \
+    N=$V
+WORKDIR /app
+COPY src/ ./src/
+RUN echo "v=$V n=$N" > /app/built && rm /bin/true && echo tmp > /tmp/left
+USER 1000:1000
+CMD ["cat", "/app/built"]
+"#);
+    let mut o = tagged("app:1");
+    o.build_args.insert("V".into(), "2".into());
+    let (r, ev) = build(&store, &ctx, &o);
+    let info = r.unwrap();
+    assert_eq!(ev.iter().filter(|e| matches!(e, BuildEvent::Step { .. })).count(), 8, "{ev:?}");
+    assert!(!ev.contains(&BuildEvent::Cached));
+    assert!(matches!(ev.last(), Some(BuildEvent::Done(m)) if *m == info.manifest));
+    assert_eq!(info.layers.len(), 3, "the base's, COPY's and RUN's");
+    // It runs: CMD, the ARG seen by RUN, ENV kept, USER applied, RUN's changes in its layer.
+    let out = run_in(&store_dir, "app:1", &[]);
+    assert_eq!(out.status, Verdict::Exited(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout(&out), "v=2 n=2\n");
+    let out = run_in(&store_dir, "app:1", &["sh", "-c", "id -u; echo $GREETING; echo ${V:-unset}; cat /tmp/left; ls /bin/true 2>/dev/null || echo no-true; find /app/src | sort; stat -c '%a %u:%g %Y' /app/src/a.txt"]);
+    assert_eq!(stdout(&out), "1000\nhi there\nunset\ntmp\nno-true\n/app/src\n/app/src/a.txt\n/app/src/keep.log\n/app/src/sub\n/app/src/sub/b.txt\n644 0:0 0\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = config_of(&store_dir, &info);
+    assert_eq!(cfg["config"]["WorkingDir"], "/app");
+    assert_eq!(cfg["config"]["User"], "1000:1000");
+    assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["cat", "/app/built"]));
+    assert!(cfg["config"]["Env"].as_array().unwrap().contains(&serde_json::json!("N=2")));
+    assert_eq!(cfg["created"], "1970-01-01T00:00:00Z");
+    // Not in the list: the steps' records (the build cache).
+    let names: Vec<String> = store.list().unwrap().into_iter().map(|i| i.name).collect();
+    assert_eq!(names, ["app:1", "busybox:1"]);
+    // Nothing changed: no step runs, the same image.
+    let (r, ev) = build(&store, &ctx, &o);
+    assert_eq!(r.unwrap().manifest, info.manifest);
+    assert_eq!(ev.iter().filter(|e| **e == BuildEvent::Cached).count(), 2, "{ev:?}");
+    // An ignored file changes: still cached. A copied file changes: COPY and RUN run again.
+    write(&ctx.join("src/debug.log"), "other noise\n");
+    let (_, ev) = build(&store, &ctx, &o);
+    assert_eq!(ev.iter().filter(|e| **e == BuildEvent::Cached).count(), 2);
+    write(&ctx.join("src/a.txt"), "changed\n");
+    let (r, ev) = build(&store, &ctx, &o);
+    let changed = r.unwrap();
+    assert_ne!(changed.manifest, info.manifest);
+    assert_eq!(ev.iter().filter(|e| **e == BuildEvent::Cached).count(), 0);
+    // Another build argument: its ENV changes the config, so the steps after it run again.
+    o.build_args.insert("V".into(), "3".into());
+    let (r, ev) = build(&store, &ctx, &o);
+    assert_eq!(ev.iter().filter(|e| **e == BuildEvent::Cached).count(), 0);
+    assert_eq!(stdout(&run_in(&store_dir, &r.unwrap().name, &[])), "v=3 n=3\n");
+    // Reproducible: without the cache, and in another store (another machine), the same digest.
+    o.build_args.insert("V".into(), "2".into());
+    o.no_cache = true;
+    let (r, ev) = build(&store, &ctx, &o);
+    assert_eq!(r.unwrap().manifest, changed.manifest);
+    assert!(!ev.contains(&BuildEvent::Cached));
+    let (_, other) = store_with_base(d.path(), "other");
+    let (r, _) = build(&other, &ctx, &o);
+    assert_eq!(r.unwrap().manifest, changed.manifest);
+    // gc drops the build cache: the next build runs every step, to the same image.
+    store.gc().unwrap();
+    o.no_cache = false;
+    let (r, ev) = build(&store, &ctx, &o);
+    assert_eq!(r.unwrap().manifest, changed.manifest);
+    assert!(!ev.contains(&BuildEvent::Cached));
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+}
+
+#[test]
+fn stages_scratch_copy_from_and_the_config_instructions() {
+    if !root() {
+        return;
+    }
+    let d = TempDir::new("build-stages");
+    let (store_dir, store) = store_with_base(d.path(), "store");
+    let ctx = d.path().join("ctx");
+    write(&ctx.join("Dockerfile"), r#"# syntax=docker/dockerfile:1
+ARG BASE=busybox:1
+FROM $BASE AS builder
+RUN mkdir -p /out && echo compiled > /out/bin.txt && ln -s bin.txt /out/link
+FROM scratch AS final
+COPY --from=builder /out/ /
+COPY --from=0 --chmod=0755 /bin/busybox /bin/sh
+LABEL org.example.v="1" other=two
+EXPOSE 8080 53/udp
+VOLUME /data
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --retries=2 CMD ["/bin/sh", "-c", "true"]
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /bin.txt; readlink /link"]
+"#);
+    let (r, _) = build(&store, &ctx, &tagged("final:1"));
+    let info = r.unwrap();
+    assert_eq!(info.layers.len(), 2, "scratch: only the two COPY layers");
+    let out = run_in(&store_dir, "final:1", &[]);
+    assert_eq!(stdout(&out), "compiled\nbin.txt\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let cfg = config_of(&store_dir, &info)["config"].clone();
+    assert_eq!(cfg["Labels"], serde_json::json!({"org.example.v": "1", "other": "two"}));
+    assert_eq!(cfg["ExposedPorts"], serde_json::json!({"8080/tcp": {}, "53/udp": {}}));
+    assert_eq!(cfg["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(cfg["StopSignal"], "SIGTERM");
+    assert_eq!(cfg["Healthcheck"], serde_json::json!({"Test": ["CMD", "/bin/sh", "-c", "true"], "Interval": 30_000_000_000u64, "Retries": 2}));
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    // --target: the first stage only.
+    let mut o = tagged("builder:1");
+    o.target = Some("builder".into());
+    let (r, _) = build(&store, &ctx, &o);
+    let b = r.unwrap();
+    assert_eq!(b.layers.len(), 2);
+    assert_eq!(stdout(&run_in(&store_dir, "builder:1", &["cat", "/out/bin.txt"])), "compiled\n");
+    // The built image exports as a docker archive that podman loads with its config.
+    let archive = d.path().join("final.tar");
+    store.export("final:1", &archive, cagette::ExportFormat::DockerArchive).unwrap();
+    if std::process::Command::new("podman").arg("--version").output().is_ok() {
+        let p = d.path().join("podman");
+        let podman = |args: &[&str]| {
+            let o = std::process::Command::new("podman").args(["--root", &p.join("root").to_string_lossy(), "--runroot", &p.join("run").to_string_lossy(), "--storage-driver", "vfs", "--events-backend", "file"]).args(args).output().unwrap();
+            assert!(o.status.success(), "podman {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        podman(&["load", "-i", &archive.to_string_lossy()]);
+        let seen = podman(&["image", "inspect", "localhost/final:1", "--format", "{{.Config.Entrypoint}} {{.Config.Cmd}} {{.Config.StopSignal}}"]);
+        assert_eq!(seen.trim(), "[/bin/sh -c] [cat /bin.txt; readlink /link] SIGTERM");
+        podman(&["system", "reset", "-f"]);
+    } else {
+        eprintln!("podman missing: the archive's load was not checked");
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_nothing_is_tagged() {
+    if !root() {
+        return;
+    }
+    let d = TempDir::new("build-bad");
+    let (store_dir, store) = store_with_base(d.path(), "store");
+    let ctx = d.path().join("ctx");
+    write(&ctx.join("ok.txt"), "ok\n");
+    std::os::unix::fs::symlink("/etc/passwd", ctx.join("out-link")).unwrap();
+    nix::unistd::mkfifo(&ctx.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // A base imported without its blobs cannot be named by a built image's manifest.
+    let lay = layout(&d.path().join("noblobs"), &[busybox_layer()], &["/bin/true"]);
+    store.import(&lay, "noblobs:1").unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("FROM busybox:1\nCOPY ../x /x\n", "Dockerfile:2: COPY: ../x is outside the build context"),
+        ("FROM busybox:1\nCOPY out-link /x\n", "out-link leads outside the build context"),
+        ("FROM busybox:1\nCOPY fifo /x\n", "fifo is not a file, directory or symlink"),
+        ("FROM busybox:1\nCOPY missing /x\n", "missing: no such file in the build context"),
+        ("FROM busybox:1\nADD https://example.com/x /x\n", "downloading is not supported"),
+        ("FROM busybox:1\nCOPY ok.txt fifo /x\n", "the destination must be a directory"),
+        ("FROM busybox:1\n\nFROBNICATE x\n", "Dockerfile:3:1: unknown instruction"),
+        ("FROM nothere:1\n", "FROM nothere:1: no image named"),
+        ("FROM noblobs:1\nRUN true\n", "has not kept its manifest"),
+        ("FROM busybox:1\nRUN --mount=type=cache,target=/x true\n", "RUN --mount: not supported yet"),
+        ("FROM busybox:1\nEXPOSE eighty\n", "EXPOSE eighty: expected PORT"),
+        ("FROM busybox:1\nCOPY --chown=nobody-here ok.txt /x\n", "--chown=nobody-here: no such user"),
+        ("FROM busybox:1\nENV A=\"unclosed\n", "unmatched quote"),
+        ("FROM busybox:1\nONBUILD RUN true\n", "ONBUILD is not supported"),
+    ];
+    for (text, want) in cases {
+        write(&ctx.join("Dockerfile"), text);
+        let (r, _) = build(&store, &ctx, &tagged("bad:1"));
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
+        assert!(store.get("bad:1").is_err(), "{text:?} tagged an image");
+    }
+    // A failing RUN: its exit code and its output (captured) in the error; nothing tagged.
+    write(&ctx.join("Dockerfile"), "FROM busybox:1\nCOPY ok.txt /ok.txt\nRUN echo before-failing; cat /ok.txt; exit 3\n");
+    let (r, _) = build(&store, &ctx, &tagged("bad:1"));
+    match r.unwrap_err() {
+        BuildError::Step { line, verdict, output, .. } => {
+            assert_eq!(line, 3);
+            assert_eq!(verdict, "exited with status 3");
+            assert_eq!(output, "before-failing\nok\n");
+        }
+        e => panic!("{e}"),
+    }
+    assert!(store.get("bad:1").is_err());
+    // A cancelled build: nothing tagged either.
+    write(&ctx.join("Dockerfile"), "FROM busybox:1\nRUN true\n");
+    let r = store.build(&ctx, &tagged("bad:1"), &mut |e| if matches!(e, BuildEvent::Step { n: 2, .. }) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) });
+    assert!(matches!(r, Err(BuildError::Image(cagette::ImageError::Cancelled))), "{r:?}");
+    assert!(store.get("bad:1").is_err());
+    // A missing context and a missing Dockerfile.
+    let e = build(&store, &d.path().join("nothing"), &tagged("bad:1")).0.unwrap_err().to_string();
+    assert!(e.contains("the build context") && e.contains("nothing"), "{e}");
+    std::fs::remove_file(ctx.join("Dockerfile")).unwrap();
+    let e = build(&store, &ctx, &tagged("bad:1")).0.unwrap_err().to_string();
+    assert!(e.contains("read the Dockerfile"), "{e}");
+    // Nothing left: no step directory, no staging in the store.
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+    assert_eq!(std::fs::read_dir(store_dir.join("tmp")).unwrap().count(), 0);
+}
