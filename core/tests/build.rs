@@ -6,6 +6,9 @@ use common::*;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
+/// One build test at a time: each checks that no step directory of this process is left.
+static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
@@ -71,6 +74,7 @@ fn a_dockerfile_builds_runs_and_rebuilds_from_the_cache() {
     if !root() {
         return;
     }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let d = TempDir::new("build");
     let (store_dir, store) = store_with_base(d.path(), "store");
     let ctx = d.path().join("ctx");
@@ -153,6 +157,7 @@ fn stages_scratch_copy_from_and_the_config_instructions() {
     if !root() {
         return;
     }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let d = TempDir::new("build-stages");
     let (store_dir, store) = store_with_base(d.path(), "store");
     let ctx = d.path().join("ctx");
@@ -214,6 +219,7 @@ fn bad_input_is_a_clear_error_and_nothing_is_tagged() {
     if !root() {
         return;
     }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let d = TempDir::new("build-bad");
     let (store_dir, store) = store_with_base(d.path(), "store");
     let ctx = d.path().join("ctx");

@@ -20,6 +20,7 @@
 //! image is recorded under its tag with its manifest, config and layer blobs kept (so it can be
 //! exported or pushed). A base image must have been pulled or imported with its blobs kept.
 
+use super::layer::{write_planned, Planned, PlannedEntry};
 use super::{go_arch, hex, name_file, parse_json, run_config, write_layer, ImageError, ImageInfo, ImageStore, LayerSrc, Parsed, Src};
 use crate::sandbox::spec::{Network, SandboxSpec, Stdio};
 use crate::{Sandbox, Size, Verdict};
@@ -623,13 +624,13 @@ struct CopyAttrs {
 
 /// The picks' content hash (the cache key's part for COPY): paths, types, modes, sizes, link
 /// targets and contents.
-fn hash_picks(tree: &Tree, picks: &[Pick]) -> Result<String, String> {
+fn hash_picks(tree: &Tree, picks: &[Pick], epoch: u64) -> Result<String, String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     for p in picks {
         let path = tree.root.join(&p.src);
         let md = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", p.src))?;
-        h.update(format!("{}\0{}\0{:o}\0{}\0", p.src, p.dest, md.mode(), md.len()).as_bytes());
+        h.update(format!("{}\0{}\0{:o}\0{}\0{}\0", p.src, p.dest, md.mode(), md.len(), (md.mtime().max(0) as u64).min(epoch)).as_bytes());
         if md.file_type().is_symlink() {
             h.update(fs::read_link(&path).map_err(|e| format!("{}: {e}", p.src))?.as_os_str().as_encoded_bytes());
         } else if md.is_file() {
@@ -657,46 +658,25 @@ fn open_regular(p: &Path) -> io::Result<fs::File> {
     Ok(f)
 }
 
-/// Writes the picks into `stage` (the layer's directory): directories, files, symlinks; FIFOs,
-/// sockets and devices are refused.
-fn stage_picks(tree: &Tree, picks: &[Pick], stage: &Path, attrs: CopyAttrs) -> Result<(), String> {
-    use std::os::unix::fs::{symlink, DirBuilderExt};
+/// The layer entries of the picks: directories, files and symlinks of the tree under their new
+/// paths, owners and modes; FIFOs, sockets and devices are refused.
+fn plan_picks(tree: &Tree, picks: &[Pick], attrs: CopyAttrs, out: &mut Vec<PlannedEntry>) -> Result<(), String> {
     for p in picks {
         let from = tree.root.join(&p.src);
-        let to = stage.join(p.dest.trim_start_matches('/'));
         let md = fs::symlink_metadata(&from).map_err(|e| format!("{}: {e}", p.src))?;
         let ft = md.file_type();
-        if let Some(parent) = to.parent() {
-            fs::DirBuilder::new().recursive(true).mode(0o755).create(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        let mode = attrs.chmod.unwrap_or(md.mode() & 0o7777);
-        if ft.is_dir() {
-            match fs::create_dir(&to) {
-                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(format!("{}: {e}", to.display())),
-                _ => {}
-            }
-            fs::set_permissions(&to, fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", to.display()))?;
+        let kind = if ft.is_dir() {
+            Planned::Dir
         } else if ft.is_file() {
-            let mut src = open_regular(&from).map_err(|e| format!("{}: {e}", p.src))?;
-            let _ = fs::remove_file(&to);
-            let mut dst = fs::File::create(&to).map_err(|e| format!("{}: {e}", to.display()))?;
-            io::copy(&mut src, &mut dst).map_err(|e| format!("{}: {e}", p.src))?;
-            dst.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", to.display()))?;
+            Planned::File(from.clone(), md.len())
         } else if ft.is_symlink() {
-            let target = fs::read_link(&from).map_err(|e| format!("{}: {e}", p.src))?;
-            let _ = fs::remove_file(&to);
-            symlink(&target, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+            Planned::Symlink(fs::read_link(&from).map_err(|e| format!("{}: {e}", p.src))?)
         } else {
             return Err(format!("{} is not a file, directory or symlink (a FIFO, socket or device): COPY refuses it", p.src));
-        }
+        };
+        let mode = if ft.is_symlink() { 0o777 } else { attrs.chmod.unwrap_or(md.mode() & 0o7777) };
         let (uid, gid) = attrs.chown.unwrap_or((0, 0));
-        std::os::unix::fs::lchown(&to, Some(uid), Some(gid)).map_err(|e| format!("{}: {e}", to.display()))?;
-        if attrs.chmod.is_some() || !ft.is_symlink() {
-            // chown clears set-id bits: put the mode back.
-            if !ft.is_symlink() {
-                fs::set_permissions(&to, fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", to.display()))?;
-            }
-        }
+        out.push(PlannedEntry { path: p.dest.trim_start_matches('/').to_string(), kind, mode, uid, gid, mtime: md.mtime().max(0) as u64 });
     }
     Ok(())
 }
@@ -1393,26 +1373,24 @@ impl Builder<'_> {
                 picks.push(Pick { src: m.clone(), dest: d });
             }
         }
-        let hash = hash_picks(tree, &picks).map_err(|m| self.bad(pos, format!("{what}: {m}")))?;
+        let hash = hash_picks(tree, &picks, self.epoch).map_err(|m| self.bad(pos, format!("{what}: {m}")))?;
         let shown = format!("{what} {} {dest_clean} chown={:?} chmod={:?} from={:?}", json!(sources), attrs.chown, attrs.chmod, from);
         let key = step_key(&state, &[&shown, &hash]);
         if let Some(hit) = self.cached(&key) {
             self.event(BuildEvent::Cached)?;
             return Ok(hit);
         }
-        let tmp = TempDir::new("copy")?;
-        let stage = tmp.0.join("layer");
-        fs::create_dir(&stage).map_err(io_err("create the COPY layer"))?;
         // The parents of every destination, as the image has them (else 0755 root).
+        let mut entries = Vec::new();
         let mut parents: Vec<PathBuf> = picks.iter().filter_map(|p| Path::new(&p.dest).parent().map(Path::to_path_buf)).collect();
         parents.sort();
         parents.dedup();
+        let mut seen = std::collections::HashSet::new();
         for p in parents {
             let mut cur = PathBuf::from("/");
             for c in p.components().filter(|c| matches!(c, Component::Normal(_))) {
                 cur.push(c);
-                let at = stage.join(cur.strip_prefix("/").unwrap_or(&cur));
-                if at.exists() {
+                if !seen.insert(cur.clone()) {
                     continue;
                 }
                 let (mode, uid, gid) = match in_layers(&dirs, &cur.to_string_lossy()) {
@@ -1420,15 +1398,14 @@ impl Builder<'_> {
                     Some(_) => return Err(self.bad(pos, format!("{what}: {} is not a directory in the image", cur.display()))),
                     None => (0o755, 0, 0),
                 };
-                fs::create_dir(&at).map_err(io_err(format!("create {}", at.display())))?;
-                std::os::unix::fs::lchown(&at, Some(uid), Some(gid)).map_err(io_err(format!("chown {}", at.display())))?;
-                fs::set_permissions(&at, fs::Permissions::from_mode(mode)).map_err(io_err(format!("chmod {}", at.display())))?;
+                entries.push(PlannedEntry { path: cur.to_string_lossy().trim_start_matches('/').to_string(), kind: Planned::Dir, mode, uid, gid, mtime: self.epoch });
             }
         }
-        stage_picks(tree, &picks, &stage, attrs).map_err(|m| self.bad(pos, format!("{what}: {m}")))?;
+        plan_picks(tree, &picks, attrs, &mut entries).map_err(|m| self.bad(pos, format!("{what}: {m}")))?;
+        let tmp = TempDir::new("copy")?;
         let blob = tmp.0.join("layer.tar.gz");
         let f = fs::File::create(&blob).map_err(io_err("write the step's layer"))?;
-        let written = write_layer(&stage, self.epoch, io::BufWriter::new(f)).map_err(BuildError::Image)?;
+        let written = write_planned(entries, self.epoch, io::BufWriter::new(f)).map_err(BuildError::Image)?;
         let by = format!("{what} {} {dest_clean}", sources.join(" "));
         self.add_layer(state, &blob, &written, &key, &by)
     }

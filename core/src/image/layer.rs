@@ -241,3 +241,78 @@ impl Walk {
         }
     }
 }
+
+/// What one entry of a planned layer is (see [`write_planned`]).
+pub(super) enum Planned {
+    Dir,
+    /// A host file, read without following a link; it must still have this size.
+    File(PathBuf, u64),
+    Symlink(PathBuf),
+}
+
+/// One entry of a planned layer: its path in the image (relative), what it is, its mode (the
+/// permission bits), owner and mtime (clamped to the epoch).
+pub(super) struct PlannedEntry {
+    pub path: String,
+    pub kind: Planned,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u64,
+}
+
+/// Writes a layer from a list of entries (a COPY step's: files of the build context under new
+/// names and owners) without staging them in a directory first: the same tar rules as
+/// [`write_layer`] (a directory before what it holds, names sorted bytewise, numeric owners,
+/// mtimes clamped to `epoch`, fixed gzip settings). A later entry for the same path replaces an
+/// earlier one.
+pub(super) fn write_planned(entries: Vec<PlannedEntry>, epoch: u64, out: impl Write) -> Result<WrittenLayer, ImageError> {
+    let mut sorted: std::collections::BTreeMap<Vec<Vec<u8>>, PlannedEntry> = std::collections::BTreeMap::new();
+    for e in entries {
+        let key: Vec<Vec<u8>> = e.path.split('/').filter(|c| !c.is_empty()).map(|c| c.as_bytes().to_vec()).collect();
+        if key.is_empty() {
+            continue; // the root itself is never an entry
+        }
+        sorted.insert(key, e);
+    }
+    let gz_out = Hashing { inner: out, hash: Sha256::new(), n: 0 };
+    let gz = flate2::GzBuilder::new().mtime(0).write(gz_out, flate2::Compression::new(6));
+    let tar_out = Hashing { inner: gz, hash: Sha256::new(), n: 0 };
+    let mut b = tar::Builder::new(tar_out);
+    for e in sorted.into_values() {
+        let path = PathBuf::from(&e.path.trim_start_matches('/'));
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(e.mode & 0o7777);
+        h.set_uid(u64::from(e.uid));
+        h.set_gid(u64::from(e.gid));
+        h.set_mtime(e.mtime.min(epoch));
+        match &e.kind {
+            Planned::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, &path, io::empty()).map_err(io_err("write", &path))?;
+            }
+            Planned::Symlink(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, &path, target).map_err(io_err("write the link", &path))?;
+            }
+            Planned::File(src, size) => {
+                use std::os::unix::fs::OpenOptionsExt;
+                let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(src).map_err(io_err(&format!("read {} for", src.display()), &path))?;
+                let changed = || ImageError::Invalid(format!("{} changed while the layer was written", src.display()));
+                if !f.metadata().is_ok_and(|m| m.is_file() && m.len() == *size) {
+                    return Err(changed());
+                }
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(*size);
+                let mut r = (&f).take(*size);
+                b.append_data(&mut h, &path, &mut r).map_err(|e| if e.kind() == io::ErrorKind::UnexpectedEof { changed() } else { ImageError::Io { context: format!("write /{}", path.display()), source: e } })?;
+            }
+        }
+    }
+    let tar_out = b.into_inner().map_err(|e| ImageError::Io { context: "finish the layer tar".into(), source: e })?;
+    let diff_id = format!("sha256:{}", hex(&tar_out.hash.finalize()));
+    let gz_out = tar_out.inner.finish().map_err(|e| ImageError::Io { context: "finish the layer's compression".into(), source: e })?;
+    Ok(WrittenLayer { diff_id, digest: format!("sha256:{}", hex(&gz_out.hash.finalize())), size: gz_out.n, notes: Vec::new() })
+}
