@@ -89,7 +89,8 @@ ENV GREETING="hi there" \
     N=$V
 WORKDIR /app
 COPY src/ ./src/
-RUN echo "v=$V n=$N" > /app/built && rm /bin/true && echo tmp > /tmp/left
+ENV LATE=late
+RUN echo "v=$V n=$N $LATE $(pwd)" > /app/built && rm /bin/true && echo tmp > /tmp/left
 USER 1000:1000
 CMD ["cat", "/app/built"]
 "#);
@@ -97,14 +98,14 @@ CMD ["cat", "/app/built"]
     o.build_args.insert("V".into(), "2".into());
     let (r, ev) = build(&store, &ctx, &o);
     let info = r.unwrap();
-    assert_eq!(ev.iter().filter(|e| matches!(e, BuildEvent::Step { .. })).count(), 8, "{ev:?}");
+    assert_eq!(ev.iter().filter(|e| matches!(e, BuildEvent::Step { .. })).count(), 9, "{ev:?}");
     assert!(!ev.contains(&BuildEvent::Cached));
     assert!(matches!(ev.last(), Some(BuildEvent::Done(m)) if *m == info.manifest));
     assert_eq!(info.layers.len(), 3, "the base's, COPY's and RUN's");
     // It runs: CMD, the ARG seen by RUN, ENV kept, USER applied, RUN's changes in its layer.
     let out = run_in(&store_dir, "app:1", &[]);
     assert_eq!(out.status, Verdict::Exited(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout(&out), "v=2 n=2\n");
+    assert_eq!(stdout(&out), "v=2 n=2 late /app\n", "the step sees the ENV and WORKDIR before it");
     let out = run_in(&store_dir, "app:1", &["sh", "-c", "id -u; echo $GREETING; echo ${V:-unset}; cat /tmp/left; ls /bin/true 2>/dev/null || echo no-true; find /app/src | sort; stat -c '%a %u:%g %Y' /app/src/a.txt"]);
     assert_eq!(stdout(&out), "1000\nhi there\nunset\ntmp\nno-true\n/app/src\n/app/src/a.txt\n/app/src/keep.log\n/app/src/sub\n/app/src/sub/b.txt\n644 0:0 0\n", "{}", String::from_utf8_lossy(&out.stderr));
     let cfg = config_of(&store_dir, &info);
@@ -133,7 +134,7 @@ CMD ["cat", "/app/built"]
     o.build_args.insert("V".into(), "3".into());
     let (r, ev) = build(&store, &ctx, &o);
     assert_eq!(ev.iter().filter(|e| **e == BuildEvent::Cached).count(), 0);
-    assert_eq!(stdout(&run_in(&store_dir, &r.unwrap().name, &[])), "v=3 n=3\n");
+    assert_eq!(stdout(&run_in(&store_dir, &r.unwrap().name, &[])), "v=3 n=3 late /app\n");
     // Reproducible: without the cache, and in another store (another machine), the same digest.
     o.build_args.insert("V".into(), "2".into());
     o.no_cache = true;
@@ -168,6 +169,7 @@ RUN mkdir -p /out && echo compiled > /out/bin.txt && ln -s bin.txt /out/link
 FROM scratch AS final
 COPY --from=builder /out/ /
 COPY --from=0 --chmod=0755 /bin/busybox /bin/sh
+SHELL ["/bin/sh", "-ec"]
 LABEL org.example.v="1" other=two
 EXPOSE 8080 53/udp
 VOLUME /data
@@ -188,6 +190,7 @@ CMD ["cat /bin.txt; readlink /link"]
     assert_eq!(cfg["StopSignal"], "SIGTERM");
     assert_eq!(cfg["Healthcheck"], serde_json::json!({"Test": ["CMD", "/bin/sh", "-c", "true"], "Interval": 30_000_000_000u64, "Retries": 2}));
     assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(cfg["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
     // --target: the first stage only.
     let mut o = tagged("builder:1");
     o.target = Some("builder".into());
@@ -278,4 +281,156 @@ fn bad_input_is_a_clear_error_and_nothing_is_tagged() {
     // Nothing left: no step directory, no staging in the store.
     assert!(leftovers().is_empty(), "{:?}", leftovers());
     assert_eq!(std::fs::read_dir(store_dir.join("tmp")).unwrap().count(), 0);
+}
+
+// ---- the same Dockerfiles through buildah bud: the same trees and config ----
+
+/// busybox as an OCI layout whose config has a history entry (buildah wants one per layer).
+fn layout_with_history(dir: &Path) -> PathBuf {
+    let l = layout(dir, &[busybox_layer()], &["/bin/sh"]);
+    let blobs = l.join("blobs/sha256");
+    let read = |d: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(blobs.join(&d[7..])).unwrap()).unwrap() };
+    let mut index = serde_json::from_slice::<serde_json::Value>(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
+    let mut manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
+    config["history"] = serde_json::json!([{"created": "1970-01-01T00:00:00Z", "created_by": "busybox-static"}]);
+    config["config"]["Env"] = serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
+    let (cd, cn) = put_blob(&blobs, config.to_string().as_bytes());
+    manifest["config"]["digest"] = serde_json::json!(cd);
+    manifest["config"]["size"] = serde_json::json!(cn);
+    let (md, mn) = put_blob(&blobs, manifest.to_string().as_bytes());
+    index["manifests"][0]["digest"] = serde_json::json!(md);
+    index["manifests"][0]["size"] = serde_json::json!(mn);
+    std::fs::write(l.join("index.json"), index.to_string()).unwrap();
+    l
+}
+
+/// Every path of a tree with its type, mode, owner, size and content hash or link target (not
+/// mtimes), sorted.
+fn tree(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let what = if md.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if md.is_file() {
+                sha(&std::fs::read(&p).unwrap())[7..19].to_string()
+            } else {
+                String::new()
+            };
+            if md.is_dir() {
+                todo.push(p.clone());
+            }
+            out.push(format!("{rel} {:o} {}:{} {what}", md.mode(), md.uid(), md.gid()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_same_dockerfiles_give_what_buildah_gives() {
+    if !root() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(std::process::Command::new("buildah").arg("--version").output().is_ok_and(|o| o.status.success()), "this test compares with buildah: apt-get install buildah");
+    let d = TempDir::new("build-vs-buildah");
+    let lay = layout_with_history(&d.path().join("base"));
+    let store_dir = d.path().join("store");
+    ImageStore::open(&store_dir).unwrap().keep_blobs(true).import(&lay, "localhost/busybox:1").unwrap();
+    let store = ImageStore::open(&store_dir).unwrap();
+    let broot = d.path().join("buildah");
+    let buildah = |args: &[&str]| -> String {
+        let o = std::process::Command::new("buildah").args(["--root", &broot.join("root").to_string_lossy(), "--runroot", &broot.join("run").to_string_lossy(), "--storage-driver", "vfs"]).args(args).output().unwrap();
+        assert!(o.status.success(), "buildah {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let id = buildah(&["pull", "-q", &format!("oci:{}", lay.display())]);
+    buildah(&["tag", &id, "localhost/busybox:1"]);
+    let corpus: &[(&str, &[(&str, &str)], &str)] = &[
+        // ARG, ENV, WORKDIR, COPY of a directory with .dockerignore, RUN (whiteout), USER, CMD.
+        ("app", &[("src/a.txt", "hello\n"), ("src/sub/b.txt", "deep\n"), ("src/x.log", "no\n"), (".dockerignore", "**/*.log\n")], r#"FROM localhost/busybox:1
+ARG V=1
+ENV GREETING="hi there" N=$V
+WORKDIR /app
+COPY src/ ./src/
+RUN echo "v=$V n=$N" > /app/built && rm /bin/true && mkdir -p /var/cache/x && echo c > /var/cache/x/f
+USER 1000
+CMD ["cat", "/app/built"]
+"#),
+        // COPY of single files, renamed, globs, --chown/--chmod; an opaque directory, metadata
+        // changes of the base's files; WORKDIR and VOLUME directories made by the next RUN;
+        // shell-form ENTRYPOINT. (Not SHELL: buildah ignores it for OCI images.)
+        ("files", &[("a.txt", "A\n"), ("b.txt", "B\n"), ("c.md", "C\n"), ("tool.sh", "#!/bin/sh\necho tool\n")], r#"FROM localhost/busybox:1
+COPY a.txt /renamed
+COPY *.txt /dst/
+COPY --chown=1000:1000 --chmod=0640 c.md /dst/c.md
+COPY tool.sh /usr/local/bin/
+RUN rm -rf /root && mkdir /root && echo only > /root/new && chown 7:7 /root && chmod 0700 /tmp && chown 7:7 /etc/passwd && ln -s ../renamed /dst/link && ln /renamed /hard
+WORKDIR /new/deep
+RUN pwd > /where
+LABEL a=1 b="two words"
+EXPOSE 80 53/udp
+VOLUME ["/data"]
+STOPSIGNAL SIGINT
+ENTRYPOINT cat /where
+RUN ls -d /data /new/deep > /made
+"#),
+        // Stages: scratch, COPY --from a named stage and by index.
+        ("stages", &[("note", "n\n")], r#"FROM localhost/busybox:1 AS builder
+RUN mkdir -p /out/sub && echo compiled > /out/bin.txt && ln -s bin.txt /out/link && chmod 0751 /out/sub
+FROM scratch
+COPY --from=builder /out/ /
+COPY --from=0 /bin/busybox /bin/sh
+COPY note /
+CMD ["/bin/sh"]
+"#),
+    ];
+    // Paths only buildah's RUN leaves: the mount points of its own /etc/hosts, /etc/hostname,
+    // /etc/resolv.conf and /run (empty files and a directory).
+    let buildah_only = |l: &String| ["etc/hosts ", "etc/hostname ", "etc/resolv.conf ", "run "].iter().any(|p| l.starts_with(p));
+    for (name, files, dockerfile) in corpus {
+        let ctx = d.path().join(format!("ctx-{name}"));
+        for (f, text) in *files {
+            write(&ctx.join(f), text);
+        }
+        std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(ctx.join(files[0].0)).unwrap().permissions(), 0o644);
+        write(&ctx.join("Dockerfile"), dockerfile);
+        let tag = format!("localhost/{name}:1");
+        let (r, _) = build(&store, &ctx, &tagged(&tag));
+        let info = r.unwrap_or_else(|e| panic!("{name}: {e}"));
+        buildah(&["bud", "-q", "--isolation", "chroot", "-t", &tag, &ctx.to_string_lossy()]);
+        // The trees.
+        let ours = d.path().join(format!("ours-{name}"));
+        store.unpack(&tag, &ours).unwrap();
+        let container = buildah(&["from", "-q", &tag]);
+        let mnt = PathBuf::from(buildah(&["mount", &container]));
+        let ours = tree(&ours);
+        let theirs: Vec<String> = tree(&mnt).into_iter().filter(|l| !buildah_only(l) || ours.contains(l)).collect();
+        buildah(&["umount", &container]);
+        buildah(&["rm", &container]);
+        let only_ours: Vec<_> = ours.iter().filter(|l| !theirs.contains(l)).collect();
+        let only_theirs: Vec<_> = theirs.iter().filter(|l| !ours.contains(l)).collect();
+        assert!(only_ours.is_empty() && only_theirs.is_empty(), "{name}: only in cagette's: {only_ours:#?}\nonly in buildah's: {only_theirs:#?}");
+        // The config.
+        let inspected: serde_json::Value = serde_json::from_str(&buildah(&["inspect", "--type", "image", &tag])).unwrap();
+        let mut theirs = inspected["OCIv1"]["config"].clone();
+        // buildah's own label.
+        if let Some(l) = theirs.get_mut("Labels").and_then(|l| l.as_object_mut()) {
+            l.remove("io.buildah.version");
+        }
+        let ours = config_of(&store_dir, &info)["config"].clone();
+        for k in ["Env", "Entrypoint", "Cmd", "WorkingDir", "User", "Labels", "ExposedPorts", "Volumes", "StopSignal"] {
+            let empty = |v: &serde_json::Value| v.is_null() || v.as_str() == Some("") || v.as_object().is_some_and(|o| o.is_empty()) || v.as_array().is_some_and(|a| a.is_empty());
+            let (a, b) = (&ours[k], &theirs[k]);
+            assert!(a == b || empty(a) && empty(b), "{name}: config {k}: cagette {a}, buildah {b}");
+        }
+    }
+    buildah(&["rmi", "-a", "-f"]);
 }

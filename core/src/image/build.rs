@@ -201,10 +201,13 @@ struct State {
 
 impl State {
     fn scratch() -> State {
-        State { config: json!({"architecture": go_arch(), "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []}, "history": []}), layers: Vec::new(), record: None, cmd_set: false }
+        // The default PATH, as Docker and buildah give a scratch image.
+        State { config: json!({"architecture": go_arch(), "os": "linux", "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]}, "rootfs": {"type": "layers", "diff_ids": []}, "history": []}), layers: Vec::new(), record: None, cmd_set: false }
     }
 
+    /// The config's `config` object, to change: the state is no longer the record it was.
     fn cfg(&mut self) -> &mut serde_json::Map<String, Value> {
+        self.record = None;
         if !self.config.get("config").is_some_and(Value::is_object) {
             self.config["config"] = json!({});
         }
@@ -243,6 +246,7 @@ impl State {
     }
 
     fn history(&mut self, created: &str, by: &str, empty: bool) {
+        self.record = None;
         let mut h = json!({"created": created, "created_by": by, "comment": "cagette build"});
         if empty {
             h["empty_layer"] = json!(true);
@@ -871,6 +875,23 @@ fn in_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<(u32, u32, u32, 
     None
 }
 
+/// Makes `path` (absolute in the image) and its missing parents in `upper` (0755, root's), those
+/// the layers below lack only: a directory the image has is left to overlayfs.
+fn make_missing_dirs(upper: &Path, layers_top_first: &[PathBuf], path: &str) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut p = PathBuf::from("/");
+    for c in Path::new(path).components().filter(|c| matches!(c, Component::Normal(_))) {
+        p.push(c);
+        let up = upper.join(p.strip_prefix("/").unwrap_or(&p));
+        if in_layers(layers_top_first, &p.to_string_lossy()).is_some() || up.exists() {
+            continue;
+        }
+        fs::DirBuilder::new().mode(0o755).create(&up)?;
+        fs::set_permissions(&up, fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(())
+}
+
 /// Parses `--chown=user[:group]` against the image's /etc/passwd and /etc/group.
 fn chown_ids(spec: &str, layers_top_first: &[PathBuf]) -> Option<(u32, u32)> {
     let (u, g) = spec.split_once(':').map_or((spec, None), |(u, g)| (u, Some(g)));
@@ -1213,23 +1234,15 @@ impl Builder<'_> {
         for d in [&upper, &work] {
             fs::create_dir(d).map_err(io_err(format!("create {}", d.display())))?;
         }
-        // The working directory, made in the step's layer if the image lacks it.
-        let workdir = state.get_str("WorkingDir").filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+        // The working directory and the VOLUME directories, made in the step's layer if the
+        // image lacks them (as Docker's and buildah's RUN do).
         let dirs = self.layer_dirs(&state)?;
-        if in_layers(&dirs, &workdir).is_none() {
-            let mut p = PathBuf::from("/");
-            for c in Path::new(&workdir).components().filter(|c| matches!(c, Component::Normal(_))) {
-                p.push(c);
-                let up = upper.join(p.strip_prefix("/").unwrap_or(&p));
-                if in_layers(&dirs, &p.to_string_lossy()).is_none() {
-                    use std::os::unix::fs::DirBuilderExt;
-                    fs::DirBuilder::new().mode(0o755).create(&up).map_err(io_err(format!("create the working directory {workdir} in the step's layer")))?;
-                    fs::set_permissions(&up, fs::Permissions::from_mode(0o755)).map_err(io_err(format!("create the working directory {workdir}")))?;
-                } else if !up.exists() {
-                    // A directory of the image on the way: not copied up (overlayfs merges it).
-                    break;
-                }
-            }
+        let mut wanted = vec![state.get_str("WorkingDir").filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into())];
+        if let Some(v) = state.config.pointer("/config/Volumes").and_then(Value::as_object) {
+            wanted.extend(v.keys().cloned());
+        }
+        for w in &wanted {
+            make_missing_dirs(&upper, &dirs, w).map_err(io_err(format!("create {w} in the step's layer")))?;
         }
         let mut spec = SandboxSpec {
             image: Some(record),
