@@ -434,3 +434,74 @@ CMD ["/bin/sh"]
     }
     buildah(&["rmi", "-a", "-f"]);
 }
+
+/// A tar with these entries: (path, type, data or link target, uid).
+fn archive(entries: &[(&str, tar::EntryType, &str, u64)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, data, uid) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(if *kind == tar::EntryType::Directory { 0o750 } else { 0o640 });
+        h.set_uid(*uid);
+        h.set_gid(*uid);
+        h.set_mtime(1_000_000);
+        match kind {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                h.set_size(0);
+                // Raw names: the tar crate would refuse to write some of the bad ones.
+                h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path.as_bytes());
+                h.set_link_name(data).unwrap();
+                h.set_cksum();
+                b.append(&h, std::io::empty()).unwrap();
+            }
+            _ => {
+                h.set_size(data.len() as u64);
+                h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path.as_bytes());
+                h.set_cksum();
+                b.append(&h, data.as_bytes()).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn add_extracts_local_archives_and_runs_see_proxy_arguments() {
+    if !root() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let d = TempDir::new("build-add");
+    let (store_dir, store) = store_with_base(d.path(), "store");
+    let ctx = d.path().join("ctx");
+    use tar::EntryType as T;
+    let good = archive(&[("dir", T::Directory, "", 1234), ("dir/file", T::Regular, "inside\n", 1234), ("dir/link", T::Symlink, "file", 0), ("dir/hard", T::Link, "dir/file", 0), ("top.txt", T::Regular, "top\n", 0)]);
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("a.tar.gz"), gzip(&good)).unwrap();
+    std::fs::write(ctx.join("plain.tar"), &good).unwrap();
+    write(&ctx.join("Dockerfile"), "FROM busybox:1\nADD a.tar.gz /opt/\nADD plain.tar /plain\nRUN echo \"proxy=$HTTP_PROXY\" > /proxy\n");
+    let mut o = tagged("add:1");
+    o.build_args.insert("HTTP_PROXY".into(), "http://proxy.example:3128".into());
+    let (r, _) = build(&store, &ctx, &o);
+    r.unwrap();
+    let out = run_in(&store_dir, "add:1", &["sh", "-c", "cat /opt/dir/file /opt/dir/hard /plain/top.txt /proxy; readlink /opt/dir/link; stat -c '%n %a %u:%g' /opt/dir /opt/dir/file /plain/dir/file"]);
+    assert_eq!(stdout(&out), "inside\ninside\ntop\nproxy=http://proxy.example:3128\nfile\n/opt/dir 750 1234:1234\n/opt/dir/file 640 1234:1234\n/plain/dir/file 640 1234:1234\n", "{}", String::from_utf8_lossy(&out.stderr));
+    // Another proxy: the same steps from the cache (a proxy is not part of the key).
+    o.build_args.insert("HTTP_PROXY".into(), "http://other:3128".into());
+    let (_, ev) = build(&store, &ctx, &o);
+    assert_eq!(ev.iter().filter(|e| **e == BuildEvent::Cached).count(), 3, "{ev:?}");
+    // Archives that would escape, plant a whiteout or hold a device: refused, nothing tagged.
+    for (bad, want) in [
+        (archive(&[("../escape", T::Regular, "x", 0)]), "leads outside the destination"),
+        (archive(&[("dir/.wh.file", T::Regular, "", 0)]), "whiteout name"),
+        (archive(&[("fifo", T::Fifo, "", 0)]), "not extracted"),
+        (archive(&[("hard", T::Link, "nothing", 0)]), "has not given before"),
+    ] {
+        std::fs::write(ctx.join("bad.tar"), bad).unwrap();
+        write(&ctx.join("Dockerfile"), "FROM busybox:1\nADD bad.tar /x/\n");
+        let e = build(&store, &ctx, &tagged("bad:1")).0.unwrap_err().to_string();
+        assert!(e.contains("Dockerfile:2: ADD bad.tar: ") && e.contains(want), "{e}");
+        assert!(store.get("bad:1").is_err());
+    }
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
+}

@@ -6,8 +6,9 @@
 //! - every stage starts from an image of the store (or `scratch`, or an earlier stage);
 //! - `RUN` runs in a sandbox on the stage's layers as read-only overlay lowers with a fresh
 //!   upper directory, which becomes the step's layer ([`write_layer`](super::write_layer));
-//! - `COPY`/`ADD` of local files stage the files in a directory that becomes the layer; nothing
-//!   named by the Dockerfile is followed out of the context, and `.dockerignore` applies;
+//! - `COPY`/`ADD` of local files write the layer straight from the context's files (ADD of a
+//!   local tar archive extracts it); nothing named by the Dockerfile is followed out of the
+//!   context, and `.dockerignore` applies;
 //! - the other instructions change the image config only;
 //! - a step that makes a layer is cached under a key made of its parent image's config digest,
 //!   the instruction (after variable expansion), the build arguments it sees and, for
@@ -172,6 +173,9 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> BuildError {
 }
 
 const CACHE_PREFIX: &str = "build-cache:";
+
+/// Build arguments every RUN sees without declaring them (Docker's predefined ones).
+const PROXY_ARGS: &[&str] = &["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"];
 
 /// Whether a store record is a build step's (hidden from `list`).
 pub(super) fn is_cache_name(name: &str) -> bool {
@@ -1218,9 +1222,16 @@ impl Builder<'_> {
         }
         // The step sees the stage's ARGs as environment variables (ENV wins), not kept after.
         let env_names: Vec<String> = state.env().into_iter().map(|(k, _)| k).collect();
-        let step_args: Vec<(String, String)> = args.iter().filter(|(k, _)| !env_names.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut step_args: Vec<(String, String)> = args.iter().filter(|(k, _)| !env_names.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let shown = format!("RUN {}", json!(argv));
         let arg_text: Vec<String> = step_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Docker's predefined proxy arguments reach every RUN without an ARG line, and, as
+        // there, they are not part of the cache key (a proxy does not change what a step makes).
+        for (k, v) in &self.opts.build_args {
+            if PROXY_ARGS.contains(&k.as_str()) && !step_args.iter().any(|(a, _)| a == k) && !env_names.contains(k) {
+                step_args.push((k.clone(), v.clone()));
+            }
+        }
         let net = if self.opts.network_host { "host" } else { "none" };
         let key = step_key(&state, &[&shown, &arg_text.join("\n"), net]);
         if let Some(hit) = self.cached(&key) {
@@ -1359,13 +1370,17 @@ impl Builder<'_> {
             return Err(self.bad(pos, format!("{what} of several files to {dest_words}: the destination must be a directory (end it with /)")));
         }
         let mut picks = Vec::new();
+        let mut archives: Vec<(String, String)> = Vec::new();
         for m in &matched {
             let (real, md) = tree.check_inside(m).map_err(|e| self.bad(pos, format!("{what}: {e}")))?;
             // A named symlink is followed (inside the tree); the copy keeps the name given.
             let name = Path::new(m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let m = &real;
             if what == "ADD" && md.is_file() && is_tar(&tree.root.join(m)) {
-                return Err(self.bad(pos, format!("ADD {m}: extracting a tar archive is not supported yet (use COPY and a RUN step that extracts it)")));
+                // A local archive is extracted into the destination (a directory).
+                archives.push((m.clone(), format!("{}/", dest_clean.trim_end_matches('/'))));
+                picks.push(Pick { src: m.clone(), dest: String::new() });
+                continue;
             }
             if md.is_dir() {
                 let mut all = Vec::new();
@@ -1395,7 +1410,7 @@ impl Builder<'_> {
         }
         // The parents of every destination, as the image has them (else 0755 root).
         let mut entries = Vec::new();
-        let mut parents: Vec<PathBuf> = picks.iter().filter_map(|p| Path::new(&p.dest).parent().map(Path::to_path_buf)).collect();
+        let mut parents: Vec<PathBuf> = picks.iter().filter(|p| !p.dest.is_empty()).filter_map(|p| Path::new(&p.dest).parent().map(Path::to_path_buf)).chain(archives.iter().map(|(_, d)| PathBuf::from(d))).collect();
         parents.sort();
         parents.dedup();
         let mut seen = std::collections::HashSet::new();
@@ -1414,8 +1429,14 @@ impl Builder<'_> {
                 entries.push(PlannedEntry { path: cur.to_string_lossy().trim_start_matches('/').to_string(), kind: Planned::Dir, mode, uid, gid, mtime: self.epoch });
             }
         }
-        plan_picks(tree, &picks, attrs, &mut entries).map_err(|m| self.bad(pos, format!("{what}: {m}")))?;
+        let picked: Vec<Pick> = picks.into_iter().filter(|p| !p.dest.is_empty()).collect();
+        plan_picks(tree, &picked, attrs, &mut entries).map_err(|m| self.bad(pos, format!("{what}: {m}")))?;
         let tmp = TempDir::new("copy")?;
+        for (i, (src, dest)) in archives.iter().enumerate() {
+            let files = tmp.0.join(format!("archive-{i}"));
+            fs::create_dir(&files).map_err(io_err("extract an ADD archive"))?;
+            extract_archive(&tree.root.join(src), dest, &files, attrs.chown, &self.store.limits, &mut entries).map_err(|m| self.bad(pos, format!("ADD {src}: {m}")))?;
+        }
         let blob = tmp.0.join("layer.tar.gz");
         let f = fs::File::create(&blob).map_err(io_err("write the step's layer"))?;
         let written = write_planned(entries, self.epoch, io::BufWriter::new(f)).map_err(BuildError::Image)?;
@@ -1433,6 +1454,75 @@ fn describe(v: &Verdict) -> String {
         Verdict::OomKilled => "went over its memory limit and was killed".into(),
         other => format!("ended: {}", other.name()),
     }
+}
+
+/// The entries of a local tar archive (plain, gzip or zstd) for ADD, under `dest` (a directory
+/// path ending in /); file contents are written to `files` (one file each) for the layer to read.
+/// Entries that would leave `dest` (`..`), whiteout names (`.wh.*`, which a layer would apply),
+/// device nodes and FIFOs are refused; hardlinks become copies; sizes and counts are bounded.
+fn extract_archive(archive: &Path, dest: &str, files: &Path, chown: Option<(u32, u32)>, limits: &super::Limits, out: &mut Vec<PlannedEntry>) -> Result<(), String> {
+    let f = open_regular(archive).map_err(|e| e.to_string())?;
+    let mut r = io::BufReader::new(f);
+    let head = io::BufRead::fill_buf(&mut r).map_err(|e| e.to_string())?.to_vec();
+    let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(super::gz::GzMembers::new(r))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(|e| e.to_string())?)
+    } else if head.starts_with(b"BZh") || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Err("bzip2 and xz archives are not supported (gzip, zstd or plain tar are)".into());
+    } else {
+        Box::new(r)
+    };
+    let mut t = tar::Archive::new(reader.take(limits.max_layer_bytes));
+    let mut written: std::collections::HashMap<String, (PathBuf, u64)> = std::collections::HashMap::new();
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for e in t.entries().map_err(|e| e.to_string())? {
+        let mut e = e.map_err(|e| format!("malformed archive: {e}"))?;
+        n += 1;
+        if n > limits.max_entries {
+            return Err(format!("more than {} entries", limits.max_entries));
+        }
+        let raw = e.path().map_err(|e| e.to_string())?.to_string_lossy().into_owned();
+        let rel = clean(&raw);
+        if rel == ".." || rel.starts_with("../") {
+            return Err(format!("the entry {raw:?} leads outside the destination"));
+        }
+        if rel.is_empty() {
+            continue;
+        }
+        if rel.split('/').any(|c| c.starts_with(".wh.")) {
+            return Err(format!("the entry {raw:?} has a whiteout name (.wh.), which a layer would apply"));
+        }
+        let h = e.header();
+        let mode = h.mode().map_err(|e| e.to_string())? & 0o7777;
+        let (uid, gid) = chown.unwrap_or((h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32));
+        let mtime = h.mtime().unwrap_or(0);
+        let path = format!("{dest}{rel}").trim_start_matches('/').to_string();
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => Planned::Dir,
+            tar::EntryType::Symlink => Planned::Symlink(e.link_name().map_err(|e| e.to_string())?.ok_or("a symlink without a target")?.into_owned()),
+            tar::EntryType::Link => {
+                let target = clean(&e.link_name().map_err(|e| e.to_string())?.ok_or("a hardlink without a target")?.to_string_lossy());
+                let (p, size) = written.get(&target).cloned().ok_or_else(|| format!("the hardlink {raw:?} names {target:?}, which the archive has not given before"))?;
+                Planned::File(p, size)
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let p = files.join(n.to_string());
+                let mut w = fs::File::create(&p).map_err(|e| e.to_string())?;
+                let size = io::copy(&mut e, &mut w).map_err(|e| format!("{raw}: {e}"))?;
+                bytes += size;
+                if bytes > limits.max_layer_bytes {
+                    return Err(format!("more than {} bytes", limits.max_layer_bytes));
+                }
+                written.insert(rel.clone(), (p.clone(), size));
+                Planned::File(p, size)
+            }
+            tar::EntryType::XHeader | tar::EntryType::XGlobalHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => continue,
+            other => return Err(format!("the entry {raw:?} is a {other:?} (a device, FIFO or other special file): not extracted")),
+        };
+        out.push(PlannedEntry { path, kind, mode, uid, gid, mtime });
+    }
+    Ok(())
 }
 
 fn first_line_of(s: &str) -> &str {
