@@ -106,6 +106,12 @@ struct BuildArgs {
     /// Time limit of each RUN step (e.g. 10m).
     #[arg(long, value_parser = cagette::parse_duration)]
     step_timeout: Option<Duration>,
+    /// Pull a FROM image the store lacks (or holds without its blobs): missing (the default) or
+    /// never.
+    #[arg(long, default_value = "missing", value_parser = ["missing", "never"])]
+    pull: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// The image store.
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
@@ -142,12 +148,16 @@ fn build(a: &BuildArgs) -> ExitCode {
     o.pids = a.pids;
     o.step_timeout = a.step_timeout;
     o.inherit_output = true;
+    if a.pull == "missing" {
+        o.pull = Some(a.registry.options());
+    }
     let quiet = a.quiet;
     let started = std::time::Instant::now();
     let r = store.build(&a.context, &o, &mut |e| {
         match e {
             cagette::BuildEvent::Step { n, total, text, .. } if !quiet => eprintln!("STEP {n}/{total}: {text}"),
             cagette::BuildEvent::Cached if !quiet => eprintln!("--> cached"),
+            cagette::BuildEvent::Pulling(r) if !quiet => eprintln!("--> pulling {r}"),
             _ => {}
         }
         std::ops::ControlFlow::Continue(())

@@ -808,3 +808,52 @@ fn credential_helpers_are_run() {
         .unwrap();
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("1 passed"), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn a_build_pulls_a_missing_base_with_its_blobs() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: building images needs root");
+        return;
+    }
+    let reg = Registry::start("build-base", "", None);
+    let d = TempDir::new("build-pull");
+    let lay = layout(d.path(), &[busybox_layer()], &["/bin/sh"]);
+    reg.push(&lay, "bb:1", None, false, None);
+    let base = format!("{}/bb:1", reg.addr);
+    let ctx = d.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM {base}\nRUN echo built > /x\n")).unwrap();
+    let build = |store: &ImageStore, pull: bool| {
+        let mut o = cagette::BuildOptions::default();
+        o.tag = Some("built:1".into());
+        o.network_host = false;
+        o.pull = pull.then(PullOptions::default);
+        let mut pulled = Vec::new();
+        let r = store.build(&ctx, &o, &mut |e| {
+            if let cagette::BuildEvent::Pulling(r) = e {
+                pulled.push(r.clone());
+            }
+            std::ops::ControlFlow::Continue(())
+        });
+        (r, pulled)
+    };
+    // Without pulling (the library's default): a missing base is an error naming it.
+    let s = store(&d);
+    let e = build(&s, false).0.unwrap_err().to_string();
+    assert!(e.contains(&format!("FROM {base}")) && e.contains("no image named"), "{e}");
+    // Pulled when missing, with its blobs (the built image's manifest names the base's).
+    let (r, pulled) = build(&s, true);
+    let info = r.unwrap();
+    assert_eq!(pulled, [base.clone()]);
+    assert_eq!(run_image(&d.path().join("store"), "built:1", "cat /x"), (Verdict::Exited(0), "built\n".into()));
+    s.export("built:1", &d.path().join("built-oci"), cagette::ExportFormat::Oci).unwrap();
+    // A base the store holds without its blobs is pulled again, with them.
+    let other = ImageStore::open(d.path().join("other")).unwrap();
+    other.import(&lay, &base).unwrap();
+    let (r, pulled) = build(&other, true);
+    assert_eq!(pulled, [base.clone()]);
+    assert_eq!(r.unwrap().manifest, info.manifest, "the same image from the same base");
+    // The base is there now: no pull.
+    let (_, pulled) = build(&other, true);
+    assert!(pulled.is_empty());
+}

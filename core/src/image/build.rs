@@ -72,6 +72,11 @@ pub struct BuildOptions {
     pub pids: Option<u64>,
     /// A wall-clock limit for each `RUN` step.
     pub step_timeout: Option<Duration>,
+    /// With the `registry` feature: how a FROM image the store lacks (or holds without its blobs)
+    /// is pulled; `None` (the default, as for an image a sandbox runs) never pulls: a missing
+    /// base is then an error. The CLI pulls unless `--pull never`.
+    #[cfg(feature = "registry")]
+    pub pull: Option<super::PullOptions>,
     /// `RUN` steps write to the caller's stderr as they go (the CLI); otherwise their
     /// output is captured and shown in the error of a step that fails.
     pub inherit_output: bool,
@@ -79,7 +84,22 @@ pub struct BuildOptions {
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        BuildOptions { dockerfile: None, tag: None, build_args: BTreeMap::new(), target: None, network_host: true, no_cache: false, epoch: None, memory: None, cpus: None, pids: None, step_timeout: None, inherit_output: false }
+        BuildOptions {
+            dockerfile: None,
+            tag: None,
+            build_args: BTreeMap::new(),
+            target: None,
+            network_host: true,
+            no_cache: false,
+            epoch: None,
+            memory: None,
+            cpus: None,
+            pids: None,
+            step_timeout: None,
+            #[cfg(feature = "registry")]
+            pull: None,
+            inherit_output: false,
+        }
     }
 }
 
@@ -100,6 +120,8 @@ pub enum BuildEvent {
     },
     /// The step's result came from the cache.
     Cached,
+    /// A FROM image is being pulled (the store lacked it, or its blobs).
+    Pulling(String),
     /// The image is recorded: its manifest digest.
     Done(String),
 }
@@ -1001,8 +1023,7 @@ impl Builder<'_> {
         } else if let Some((_, s)) = self.stages.iter().find(|(n, _)| n.as_deref() == Some(image.to_ascii_lowercase().as_str())) {
             State { cmd_set: false, ..s.clone() }
         } else {
-            let info = self.store.get(&image).map_err(|e| self.bad(pos, format!("FROM {image}: {e}")))?;
-            self.state_of(&info).map_err(|e| self.bad(pos, format!("FROM {image}: {e}")))?
+            self.base(&image).map_err(|e| self.bad(pos, format!("FROM {image}: {e}")))?
         };
         // Stage-scoped ARGs: declared in the stage, valued from --build-arg or the default.
         let mut args: BTreeMap<String, String> = BTreeMap::new();
@@ -1158,6 +1179,25 @@ impl Builder<'_> {
             }
         }
         Ok(state)
+    }
+
+    /// A FROM image as a build state: from the store, pulled (with its blobs kept) when the store
+    /// lacks it or holds it without its blobs and `pull` allows.
+    fn base(&mut self, image: &str) -> Result<State, BuildError> {
+        let have = self.store.get(image);
+        if let Ok(info) = &have
+            && let Ok(state) = self.state_of(info) {
+                return Ok(state);
+            }
+        #[cfg(feature = "registry")]
+        if let Some(opts) = self.opts.pull.clone()
+            && super::ImageReference::parse(image).is_ok() {
+                self.event(BuildEvent::Pulling(image.to_string()))?;
+                let info = self.store.pull(image, &opts)?;
+                return self.state_of(&info);
+            }
+        let info = have?;
+        self.state_of(&info)
     }
 
     /// CMD/ENTRYPOINT/RUN as argv: the exec form as written, the shell form through SHELL.
