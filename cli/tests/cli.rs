@@ -609,3 +609,61 @@ fn net_private_flags_and_a_missing_helper() {
     let probe: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(probe["private_network_problem"], "slirp4netns is not installed", "{probe}");
 }
+
+/// `cagette build` as root and as nobody (rootless, through a user namespace): the same image
+/// digest, the rootless step's files written as root's in the layer.
+#[test]
+fn build_as_root_and_rootless_gives_the_same_image() {
+    if unsafe { libc::geteuid() } != 0 {
+        return; // this test drops from root to nobody itself
+    }
+    let d = tempdir("build-rootless");
+    let b = d.join("cagette");
+    std::fs::copy(bin(), &b).unwrap();
+    // The base: busybox as a one-layer OCI layout.
+    let py = r#"
+import gzip, hashlib, io, json, os, sys, tarfile
+root, out = sys.argv[1:]
+os.makedirs(f"{out}/blobs/sha256")
+def put(b):
+    d = hashlib.sha256(b).hexdigest()
+    open(f"{out}/blobs/sha256/{d}", "wb").write(b)
+    return "sha256:" + d, len(b)
+raw = io.BytesIO()
+with tarfile.open(fileobj=raw, mode="w") as t:
+    t.add(root, arcname=".")
+raw = raw.getvalue()
+layer, lsize = put(gzip.compress(raw, 6, mtime=0))
+cfg = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest()]}}
+cd, cs = put(json.dumps(cfg).encode())
+man = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs}, "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": lsize}]}
+md, ms = put(json.dumps(man).encode())
+json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms}]}, open(f"{out}/index.json", "w"))
+open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
+"#;
+    let lay = d.join("lay");
+    assert!(Command::new("python3").arg("-c").arg(py).arg(busybox_rootfs()).arg(&lay).status().unwrap().success());
+    let ctx = d.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("f"), "file\n").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox:1\nCOPY --chown=5:5 f /f\nRUN rm /bin/true && mkdir /d && echo x > /d/x && echo $(id -u) > /d/id\nCMD [\"cat\", \"/d/x\"]\n").unwrap();
+    let mine = d.join("nobody");
+    std::fs::create_dir_all(&mine).unwrap();
+    Command::new("chmod").args(["-R", "a+rX"]).arg(&*d).status().unwrap();
+    Command::new("chown").args(["65534:65534"]).arg(&mine).status().unwrap();
+    let as_nobody = |args: &[&str]| Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(&b).args(args).current_dir("/").env("TMPDIR", &mine).output().unwrap();
+    let (s1, s2) = (d.join("store-root"), mine.join("store"));
+    let (s1, s2, lay, ctx) = (s1.to_str().unwrap(), s2.to_str().unwrap(), lay.to_str().unwrap(), ctx.to_str().unwrap());
+    assert!(cagette(&["image", "--store", s1, "import", lay, "--name", "busybox:1", "--keep-blobs", "-q"]).status.success());
+    let o = cagette(&["build", "--store", s1, "-q", "-t", "t:1", "--network", "none", ctx]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let as_root = text(&o.stdout);
+    let o = as_nobody(&["image", "--store", s2, "import", lay, "--name", "busybox:1", "--keep-blobs", "-q"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = as_nobody(&["build", "--store", s2, "-q", "-t", "t:1", "--network", "none", ctx]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(as_root.starts_with("sha256:"), "{as_root}");
+    assert_eq!(text(&o.stdout), as_root, "a rootless build gives another image");
+    let o = as_nobody(&["run", "--store", s2, "--image", "t:1", "--", "sh", "-c", "cat /f /d/x /d/id; ls /bin/true 2>&1"]);
+    assert_eq!(text(&o.stdout), "file\nx\n0\nls: /bin/true: No such file or directory\n", "{}", text(&o.stderr));
+}

@@ -22,7 +22,7 @@
 //! exported or pushed). A base image must have been pulled or imported with its blobs kept.
 
 use super::layer::{write_planned, Planned, PlannedEntry};
-use super::{go_arch, hex, name_file, parse_json, run_config, write_layer, ImageError, ImageInfo, ImageStore, LayerSrc, Parsed, Src};
+use super::{go_arch, hex, name_file, parse_json, run_config, ImageError, ImageInfo, ImageStore, LayerSrc, Parsed, Src};
 use crate::sandbox::spec::{Network, SandboxSpec, Stdio};
 use crate::{Sandbox, Size, Verdict};
 use oci_spec::image::{ImageConfiguration, ImageManifest};
@@ -944,12 +944,6 @@ impl ImageStore {
     /// # Ok::<(), cagette::BuildError>(())
     /// ```
     pub fn build(&self, context: &Path, opts: &BuildOptions, progress: &mut dyn FnMut(&BuildEvent) -> ControlFlow<()>) -> Result<ImageInfo, BuildError> {
-        if crate::host::euid() != 0 {
-            return Err(BuildError::Io {
-                context: "cagette build".into(),
-                source: io::Error::new(io::ErrorKind::PermissionDenied, "building images needs root for now (a rootless step's files would be owned by the build host's user id in the layer); run it as root"),
-            });
-        }
         let md = fs::metadata(context).map_err(io_err(format!("the build context {}", context.display())))?;
         if !md.is_dir() {
             return Err(io_err(format!("the build context {}", context.display()))(io::Error::from_raw_os_error(libc::ENOTDIR)));
@@ -1339,7 +1333,9 @@ impl Builder<'_> {
         }
         let blob = tmp.0.join("layer.tar.gz");
         let f = fs::File::create(&blob).map_err(io_err("write the step's layer"))?;
-        let written = write_layer(&upper, self.epoch, io::BufWriter::new(f)).map_err(BuildError::Image)?;
+        // Rootless, the step's root is the caller's own user: its files are root's in the layer.
+        let owner = (crate::host::euid() != 0).then(|| (crate::host::euid(), crate::host::egid()));
+        let written = super::layer::write_layer_mapped(&upper, self.epoch, io::BufWriter::new(f), owner).map_err(BuildError::Image)?;
         let by = format!("RUN {}", argv.join(" "));
         self.add_layer(state, &blob, &written, &key, &by)
     }

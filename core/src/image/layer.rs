@@ -81,13 +81,19 @@ fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> ImageError {
 /// # Ok::<(), cagette::ImageError>(())
 /// ```
 pub fn write_layer(dir: &Path, epoch: u64, out: impl Write) -> Result<WrittenLayer, ImageError> {
+    write_layer_mapped(dir, epoch, out, None)
+}
+
+/// [`write_layer`], with the files of one host owner (`(uid, gid)`: a rootless build's, whose
+/// sandbox root is that user) written as root's (0:0).
+pub(super) fn write_layer_mapped(dir: &Path, epoch: u64, out: impl Write, owner: Option<(u32, u32)>) -> Result<WrittenLayer, ImageError> {
     // The directory itself is not followed either (a symlink there is refused).
     let root = nix::fcntl::open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Perm::empty()).map_err(|e| ImageError::Io { context: format!("open the directory {}", dir.display()), source: e.into() })?;
     let gz_out = Hashing { inner: out, hash: Sha256::new(), n: 0 };
     let gz = flate2::GzBuilder::new().mtime(0).write(gz_out, flate2::Compression::new(6));
     let tar_out = Hashing { inner: gz, hash: Sha256::new(), n: 0 };
     let mut b = tar::Builder::new(tar_out);
-    let mut w = Walk { epoch, links: std::collections::HashMap::new(), notes: Vec::new() };
+    let mut w = Walk { epoch, owner, links: std::collections::HashMap::new(), notes: Vec::new() };
     w.dir(&mut b, root.as_fd(), Path::new(""))?;
     let tar_out = b.into_inner().map_err(|e| ImageError::Io { context: "finish the layer tar".into(), source: e })?;
     let diff_id = format!("sha256:{}", hex(&tar_out.hash.finalize()));
@@ -97,6 +103,8 @@ pub fn write_layer(dir: &Path, epoch: u64, out: impl Write) -> Result<WrittenLay
 
 struct Walk {
     epoch: u64,
+    /// A host owner written as root's.
+    owner: Option<(u32, u32)>,
     /// (dev, ino) of files with more than one link → the first path written.
     links: std::collections::HashMap<(u64, u64), PathBuf>,
     notes: Vec<String>,
@@ -109,8 +117,12 @@ impl Walk {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(s.st_mode & 0o7777);
-        h.set_uid(s.st_uid as u64);
-        h.set_gid(s.st_gid as u64);
+        let (uid, gid) = match self.owner {
+            Some((u, g)) => (if s.st_uid == u { 0 } else { s.st_uid }, if s.st_gid == g { 0 } else { s.st_gid }),
+            None => (s.st_uid, s.st_gid),
+        };
+        h.set_uid(u64::from(uid));
+        h.set_gid(u64::from(gid));
         h.set_mtime((s.st_mtime.max(0) as u64).min(self.epoch));
         h.set_size(size);
         h
