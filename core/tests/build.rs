@@ -247,6 +247,7 @@ fn bad_input_is_a_clear_error_and_nothing_is_tagged() {
         ("FROM busybox:1\nCOPY --chown=nobody-here ok.txt /x\n", "--chown=nobody-here: no such user"),
         ("FROM busybox:1\nENV A=\"unclosed\n", "unmatched quote"),
         ("FROM busybox:1\nONBUILD RUN true\n", "ONBUILD is not supported"),
+        ("FROM busybox:1\nRUN cat > /f <<EOF\nhello\nEOF\n", "read only right after the instruction"),
     ];
     for (text, want) in cases {
         write(&ctx.join("Dockerfile"), text);
@@ -504,4 +505,47 @@ fn add_extracts_local_archives_and_runs_see_proxy_arguments() {
         assert!(store.get("bad:1").is_err());
     }
     assert!(leftovers().is_empty(), "{:?}", leftovers());
+}
+
+#[test]
+fn here_documents_in_run_and_copy() {
+    if !root() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let d = TempDir::new("build-heredoc");
+    let (store_dir, store) = store_with_base(d.path(), "store");
+    let ctx = d.path().join("ctx");
+    write(&ctx.join("Dockerfile"), r#"FROM busybox:1
+ARG WHO=world
+RUN <<EOF
+echo "hello $WHO" > /greeting
+echo second >> /greeting
+EOF
+RUN <<'EOF' sh -x
+echo "$HOME literal" > /stdin-fed
+EOF
+RUN <<EOF
+#!/bin/sh -e
+echo "from the #! line" > /shebang
+EOF
+COPY <<A <<B /docs/
+first $WHO
+A
+second
+B
+COPY --chmod=0600 <<'EOT' /single
+no $WHO expansion
+EOT
+"#);
+    let (r, _) = build(&store, &ctx, &tagged("heredoc:1"));
+    r.unwrap();
+    let out = run_in(&store_dir, "heredoc:1", &["sh", "-c", "cat /greeting /stdin-fed /shebang /docs/A /docs/B /single; stat -c %a /single"]);
+    assert_eq!(stdout(&out), "hello world\nsecond\n/root literal\nfrom the #! line\nfirst world\nsecond\nno $WHO expansion\n600\n", "{}", String::from_utf8_lossy(&out.stderr));
+    // Another value of the argument: the documents that expand it are built again.
+    let mut o = tagged("heredoc:2");
+    o.build_args.insert("WHO".into(), "you".into());
+    let (r, _) = build(&store, &ctx, &o);
+    r.unwrap();
+    assert_eq!(stdout(&run_in(&store_dir, "heredoc:2", &["cat", "/greeting", "/docs/A"])), "hello you\nsecond\nfirst you\n");
 }

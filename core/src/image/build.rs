@@ -955,7 +955,15 @@ impl ImageStore {
             f.take(4 << 20).read_to_string(&mut s).map_err(io_err(format!("read the Dockerfile {}", file.display())))?;
             s
         };
-        let df = parse_dockerfile::parse(&text).map_err(|e| BuildError::Parse { file: file.clone(), line: e.line(), column: e.column(), message: e.to_string() })?;
+        let df = parse_dockerfile::parse(&text).map_err(|e| {
+            let mut message = e.to_string();
+            // The parser reads a here-document only right after the instruction (`RUN <<EOF`):
+            // one later on the line leaves its text to be read as instructions.
+            if text.lines().take(e.line().saturating_sub(1)).any(|l| l.contains("<<") && !l.trim_start().split_whitespace().nth(1).is_some_and(|w| w.starts_with("<<"))) {
+                message.push_str(" (a here-document is read only right after the instruction: `RUN <<EOF` or `RUN <<EOF cmd`, not `RUN cmd <<EOF`)");
+            }
+            BuildError::Parse { file: file.clone(), line: e.line(), column: e.column(), message }
+        })?;
         let escape = df.parser_directives.escape.as_ref().map_or('\\', |d| d.value.value);
         let epoch = opts.epoch.or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok())).unwrap_or(0);
         let store = self.clone().keep_blobs(true);
@@ -1247,10 +1255,39 @@ impl Builder<'_> {
         if let Some(f) = r.options.first() {
             return Err(self.bad(pos, format!("RUN --{}: not supported yet (only plain RUN)", f.name.value)));
         }
-        if !r.here_docs.is_empty() {
-            return Err(self.bad(pos, "RUN with a here-document: not supported yet"));
-        }
-        let argv = self.command(&state, &r.arguments);
+        let argv = match r.here_docs.as_slice() {
+            [] => self.command(&state, &r.arguments),
+            [doc] => {
+                // `RUN <<EOF` runs the document as a script (through its #! interpreter if it
+                // has one); `RUN <<EOF cmd` gives it to cmd's standard input. Either way the
+                // shell reads it as a here-document: quoted delimiter, no expansion.
+                let Command::Shell(rest) = &r.arguments else { return Err(self.bad(pos, "RUN <<EOF with an exec-form command: not supported")) };
+                let rest = rest.value.trim();
+                let body = doc.value.as_ref();
+                let cmd = if !rest.is_empty() {
+                    rest.to_string()
+                } else if let Some(interp) = body.strip_prefix("#!").and_then(|b| b.lines().next()) {
+                    interp.trim().to_string()
+                } else {
+                    let mut v = state.shell();
+                    v.push(body.to_string());
+                    return self.run_argv(state, v, args, pos);
+                };
+                let delim = "CAGETTE_HEREDOC_END";
+                if body.lines().any(|l| l == delim) {
+                    return Err(self.bad(pos, format!("the here-document holds the line {delim}")));
+                }
+                let quote = if doc.expand { "" } else { "'" };
+                let mut v = state.shell();
+                v.push(format!("{cmd} <<{quote}{delim}{quote}\n{body}{}{delim}\n", if body.ends_with('\n') || body.is_empty() { "" } else { "\n" }));
+                v
+            }
+            _ => return Err(self.bad(pos, "RUN with several here-documents: not supported")),
+        };
+        self.run_argv(state, argv, args, pos)
+    }
+
+    fn run_argv(&mut self, state: State, argv: Vec<String>, args: &BTreeMap<String, String>, pos: usize) -> Result<State, BuildError> {
         if argv.is_empty() {
             return Err(self.bad(pos, "RUN needs a command"));
         }
@@ -1386,6 +1423,7 @@ impl Builder<'_> {
         let dest_is_dir = dest_words.ends_with('/') || dest_words == "." || in_layers(&dirs, &dest_abs).is_some_and(|m| m.3);
         let dest_clean = format!("/{}", clean(&dest_abs));
         let mut sources = Vec::new();
+        let mut docs: Vec<(String, String)> = Vec::new();
         for s in src {
             match s {
                 Source::Path(p) => {
@@ -1395,14 +1433,23 @@ impl Builder<'_> {
                     }
                     sources.push(w);
                 }
-                _ => return Err(self.bad(pos, format!("{what} with a here-document: not supported yet"))),
+                Source::HereDoc(doc) => {
+                    // The document's text as a file of the context (named after its
+                    // delimiter), variables expanded unless the delimiter was quoted.
+                    let names = heredoc_names(self.text[pos..].lines().next().unwrap_or(""));
+                    let name = names.get(docs.len()).cloned().ok_or_else(|| self.bad(pos, format!("{what}: cannot find the here-document's name")))?;
+                    let text = if doc.expand { expand_only(&doc.value, &lookup, esc).map_err(|m| self.bad(pos, m))? } else { doc.value.to_string() };
+                    docs.push((name, text));
+                }
+                _ => return Err(self.bad(pos, format!("{what}: unsupported source"))),
             }
         }
         let mut matched = Vec::new();
         for s in &sources {
             matched.extend(tree.matches(s).map_err(|m| self.bad(pos, format!("{what}: {m}")))?);
         }
-        if matched.len() > 1 && !dest_is_dir {
+        let doc_dests: Vec<String> = docs.iter().map(|(name, _)| if dest_is_dir { format!("{}/{name}", dest_clean.trim_end_matches('/')) } else { dest_clean.clone() }).collect();
+        if matched.len() + docs.len() > 1 && !dest_is_dir {
             return Err(self.bad(pos, format!("{what} of several files to {dest_words}: the destination must be a directory (end it with /)")));
         }
         let mut picks = Vec::new();
@@ -1437,7 +1484,10 @@ impl Builder<'_> {
                 picks.push(Pick { src: m.clone(), dest: d });
             }
         }
-        let hash = hash_picks(tree, &picks, self.epoch).map_err(|m| self.bad(pos, format!("{what}: {m}")))?;
+        let mut hash = hash_picks(tree, &picks, self.epoch).map_err(|m| self.bad(pos, format!("{what}: {m}")))?;
+        for ((_, text), d) in docs.iter().zip(&doc_dests) {
+            hash.push_str(&format!(" {d}:{}", hex(&Sha256::digest(text.as_bytes()))));
+        }
         let shown = format!("{what} {} {dest_clean} chown={:?} chmod={:?} from={:?}", json!(sources), attrs.chown, attrs.chmod, from);
         let key = step_key(&state, &[&shown, &hash]);
         if let Some(hit) = self.cached(&key) {
@@ -1446,7 +1496,7 @@ impl Builder<'_> {
         }
         // The parents of every destination, as the image has them (else 0755 root).
         let mut entries = Vec::new();
-        let mut parents: Vec<PathBuf> = picks.iter().filter(|p| !p.dest.is_empty()).filter_map(|p| Path::new(&p.dest).parent().map(Path::to_path_buf)).chain(archives.iter().map(|(_, d)| PathBuf::from(d))).collect();
+        let mut parents: Vec<PathBuf> = picks.iter().filter(|p| !p.dest.is_empty()).filter_map(|p| Path::new(&p.dest).parent().map(Path::to_path_buf)).chain(archives.iter().map(|(_, d)| PathBuf::from(d))).chain(doc_dests.iter().filter_map(|d| Path::new(d).parent().map(Path::to_path_buf))).collect();
         parents.sort();
         parents.dedup();
         let mut seen = std::collections::HashSet::new();
@@ -1472,6 +1522,12 @@ impl Builder<'_> {
             let files = tmp.0.join(format!("archive-{i}"));
             fs::create_dir(&files).map_err(io_err("extract an ADD archive"))?;
             extract_archive(&tree.root.join(src), dest, &files, attrs.chown, &self.store.limits, &mut entries).map_err(|m| self.bad(pos, format!("ADD {src}: {m}")))?;
+        }
+        for (i, ((_, text), d)) in docs.iter().zip(&doc_dests).enumerate() {
+            let f = tmp.0.join(format!("heredoc-{i}"));
+            fs::write(&f, text).map_err(io_err("write a here-document"))?;
+            let (uid, gid) = attrs.chown.unwrap_or((0, 0));
+            entries.push(PlannedEntry { path: d.trim_start_matches('/').to_string(), kind: Planned::File(f, text.len() as u64), mode: attrs.chmod.unwrap_or(0o644), uid, gid, mtime: self.epoch });
         }
         let blob = tmp.0.join("layer.tar.gz");
         let f = fs::File::create(&blob).map_err(io_err("write the step's layer"))?;
@@ -1563,6 +1619,40 @@ fn extract_archive(archive: &Path, dest: &str, files: &Path, chown: Option<(u32,
 
 fn first_line_of(s: &str) -> &str {
     s.lines().next().unwrap_or("").trim()
+}
+
+/// The names of the here-documents an instruction's text opens (`<<EOF`, `<<-EOF`,
+/// `<<"EOF"`, `<<'EOF'`), in order.
+fn heredoc_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("<<") {
+        rest = &rest[i + 2..];
+        let r = rest.strip_prefix('-').unwrap_or(rest);
+        let r = r.trim_start_matches(['"', '\'']);
+        let name: String = r.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-' || *c == '.').collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Expands `$V` and `${V...}` in a text, nothing else (a here-document's).
+fn expand_only(s: &str, vars: &dyn Fn(&str) -> Option<String>, escape: char) -> Result<String, String> {
+    let mut out = String::new();
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == escape && it.peek() == Some(&'$') {
+            out.push('$');
+            it.next();
+        } else if c == '$' {
+            out.push_str(&expand_var(&mut it, vars, escape)?);
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 /// Whether a file starts like a tar archive (plain, gzip, bzip2, xz or zstd).
