@@ -242,7 +242,11 @@ fn bad_input_is_a_clear_error_and_nothing_is_tagged() {
         ("FROM busybox:1\n\nFROBNICATE x\n", "Dockerfile:3:1: unknown instruction"),
         ("FROM nothere:1\n", "FROM nothere:1: no image named"),
         ("FROM noblobs:1\nRUN true\n", "has not kept its manifest"),
-        ("FROM busybox:1\nRUN --mount=type=cache,target=/x true\n", "RUN --mount: not supported yet"),
+        ("FROM busybox:1\nRUN --mount=type=secret,id=x true\n", "type=secret: not supported"),
+        ("FROM busybox:1\nRUN --mount=type=bind,source=../x,target=/x true\n", "leads outside the build context"),
+        ("FROM busybox:1\nRUN --mount=type=bind,target=/x,rw true\n", "read-only here"),
+        ("FROM busybox:1\nRUN --mount=type=cache,target=relative true\n", "an absolute path"),
+        ("FROM busybox:1\nRUN --security=insecure true\n", "RUN --security: not supported"),
         ("FROM busybox:1\nEXPOSE eighty\n", "EXPOSE eighty: expected PORT"),
         ("FROM busybox:1\nCOPY --chown=nobody-here ok.txt /x\n", "--chown=nobody-here: no such user"),
         ("FROM busybox:1\nENV A=\"unclosed\n", "unmatched quote"),
@@ -548,4 +552,39 @@ EOT
     let (r, _) = build(&store, &ctx, &o);
     r.unwrap();
     assert_eq!(stdout(&run_in(&store_dir, "heredoc:2", &["cat", "/greeting", "/docs/A"])), "hello you\nsecond\nfirst you\n");
+}
+
+#[test]
+fn run_mounts_cache_bind_and_tmpfs_stay_out_of_the_layer() {
+    if !root() {
+        return;
+    }
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let d = TempDir::new("build-mounts");
+    let (store_dir, store) = store_with_base(d.path(), "store");
+    let ctx = d.path().join("ctx");
+    write(&ctx.join("src/a.txt"), "bound\n");
+    write(&ctx.join("Dockerfile"), r#"FROM busybox:1
+RUN --mount=type=cache,target=/var/cache/app,id=app sh -c 'echo run >> /var/cache/app/log; wc -l < /var/cache/app/log | tr -d " " > /count'
+RUN --mount=type=bind,source=src,target=/mnt/src cat /mnt/src/a.txt > /from-bind
+RUN --mount=type=tmpfs,target=/scratch --network=none sh -c 'echo x > /scratch/f && ls /scratch > /tmpfs-list'
+"#);
+    let (r, _) = build(&store, &ctx, &tagged("mounts:1"));
+    r.unwrap();
+    let look = "cat /count /from-bind /tmpfs-list; ls -d /var/cache/app /mnt/src /mnt /scratch 2>&1";
+    let out = run_in(&store_dir, "mounts:1", &["sh", "-c", look]);
+    assert_eq!(stdout(&out), "1\nbound\nf\nls: /var/cache/app: No such file or directory\nls: /mnt/src: No such file or directory\nls: /mnt: No such file or directory\nls: /scratch: No such file or directory\n", "the mount points are not in the image: {}", String::from_utf8_lossy(&out.stderr));
+    // The cache outlives the build: a build without the layer cache sees the first run's line.
+    let mut o = tagged("mounts:2");
+    o.no_cache = true;
+    let (r, _) = build(&store, &ctx, &o);
+    r.unwrap();
+    assert_eq!(stdout(&run_in(&store_dir, "mounts:2", &["cat", "/count"])), "2\n");
+    // A bound file changes: that step runs again (its files are part of the key), not the first.
+    write(&ctx.join("src/a.txt"), "changed\n");
+    let (r, ev) = build(&store, &ctx, &tagged("mounts:3"));
+    r.unwrap();
+    assert_eq!(ev.iter().filter(|e| **e == BuildEvent::Cached).count(), 1, "{ev:?}");
+    assert_eq!(stdout(&run_in(&store_dir, "mounts:3", &["cat", "/from-bind"])), "changed\n");
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
 }

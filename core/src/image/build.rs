@@ -903,8 +903,9 @@ fn in_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<(u32, u32, u32, 
 
 /// Makes `path` (absolute in the image) and its missing parents in `upper` (0755, root's), those
 /// the layers below lack only: a directory the image has is left to overlayfs.
-fn make_missing_dirs(upper: &Path, layers_top_first: &[PathBuf], path: &str) -> io::Result<()> {
+fn make_missing_dirs(upper: &Path, layers_top_first: &[PathBuf], path: &str) -> io::Result<Vec<PathBuf>> {
     use std::os::unix::fs::DirBuilderExt;
+    let mut made = Vec::new();
     let mut p = PathBuf::from("/");
     for c in Path::new(path).components().filter(|c| matches!(c, Component::Normal(_))) {
         p.push(c);
@@ -914,8 +915,103 @@ fn make_missing_dirs(upper: &Path, layers_top_first: &[PathBuf], path: &str) -> 
         }
         fs::DirBuilder::new().mode(0o755).create(&up)?;
         fs::set_permissions(&up, fs::Permissions::from_mode(0o755))?;
+        made.push(up);
     }
-    Ok(())
+    Ok(made)
+}
+
+/// `RUN --mount` and `RUN --network`.
+#[derive(Default)]
+struct RunFlags {
+    mounts: Vec<StepMount>,
+    network: Option<bool>,
+}
+
+/// One `RUN --mount=...`.
+#[derive(Debug)]
+enum StepMount {
+    /// A directory kept between builds (in the store), not part of any layer.
+    Cache { target: String, id: String, locked: bool, mode: u32, uid: u32, gid: u32, read_only: bool },
+    /// Files of the context (or of a stage), read-only.
+    Bind { target: String, source: String, from: Option<String> },
+    Tmpfs { target: String, size: Option<Size> },
+}
+
+impl StepMount {
+    fn target(&self) -> &str {
+        match self {
+            StepMount::Cache { target, .. } | StepMount::Bind { target, .. } | StepMount::Tmpfs { target, .. } => target,
+        }
+    }
+
+    /// `type=cache,target=/x,id=..,sharing=shared|locked|private,mode=,uid=,gid=,ro`,
+    /// `type=bind,target=/x,source=..,from=..`, `type=tmpfs,target=/x,size=..`.
+    fn parse(v: &str) -> Result<StepMount, String> {
+        let mut kv: BTreeMap<String, String> = BTreeMap::new();
+        for part in v.split(',').filter(|p| !p.is_empty()) {
+            let (k, val) = part.split_once('=').unwrap_or((part, "true"));
+            let k = match k {
+                "dst" | "destination" => "target",
+                "src" => "source",
+                "readonly" => "ro",
+                k => k,
+            };
+            if kv.insert(k.to_string(), val.to_string()).is_some() {
+                return Err(format!("{k} given twice"));
+            }
+        }
+        let ty = kv.remove("type").unwrap_or_else(|| "bind".into());
+        if matches!(ty.as_str(), "secret" | "ssh") {
+            return Err(format!("type={ty}: not supported (pass secrets another way than through an image build)"));
+        }
+        let target = kv.remove("target").ok_or("needs a target")?;
+        if !target.starts_with('/') || clean(&target).starts_with("..") || clean(&target).is_empty() {
+            return Err(format!("target {target}: an absolute path other than /"));
+        }
+        let target = format!("/{}", clean(&target));
+        let yes = |v: Option<String>| -> Result<bool, String> {
+            match v.as_deref() {
+                None | Some("false") => Ok(false),
+                Some("true") | Some("") => Ok(true),
+                Some(o) => Err(format!("{o}: expected true or false")),
+            }
+        };
+        let num = |v: Option<String>, what: &str, radix: u32, dflt: u32| -> Result<u32, String> { v.map_or(Ok(dflt), |s| u32::from_str_radix(s.trim_start_matches("0o"), radix).map_err(|_| format!("{what}={s}: not a number"))) };
+        let m = match ty.as_str() {
+            "cache" => {
+                let sharing = kv.remove("sharing").unwrap_or_else(|| "shared".into());
+                let locked = match sharing.as_str() {
+                    "shared" => false,
+                    // One step at a time, across builds of this store (a private copy per
+                    // concurrent step would be BuildKit's "private"; waiting is safe too).
+                    "locked" | "private" => true,
+                    o => return Err(format!("sharing={o}: expected shared, locked or private")),
+                };
+                StepMount::Cache {
+                    id: kv.remove("id").unwrap_or_else(|| target.clone()),
+                    locked,
+                    mode: num(kv.remove("mode"), "mode", 8, 0o755)?,
+                    uid: num(kv.remove("uid"), "uid", 10, 0)?,
+                    gid: num(kv.remove("gid"), "gid", 10, 0)?,
+                    read_only: yes(kv.remove("ro"))?,
+                    target,
+                }
+            }
+            "bind" => {
+                if yes(kv.remove("rw"))? || yes(kv.remove("readwrite"))? {
+                    return Err("rw: a bind mount is read-only here (what a step writes there would be thrown away anyway)".into());
+                }
+                kv.remove("ro");
+                StepMount::Bind { source: kv.remove("source").unwrap_or_else(|| ".".into()), from: kv.remove("from"), target }
+            }
+            "tmpfs" => StepMount::Tmpfs { size: kv.remove("size").map(|s| s.parse::<Size>().map_err(|e| format!("size={s}: {e}"))).transpose()?, target },
+            o => return Err(format!("type={o}: expected cache, bind or tmpfs")),
+        };
+        if let Some(k) = kv.keys().next() {
+            return Err(format!("{k}: unknown option for type={ty}"));
+        }
+        Ok(m)
+    }
 }
 
 /// Parses `--chown=user[:group]` against the image's /etc/passwd and /etc/group.
@@ -1168,7 +1264,7 @@ impl Builder<'_> {
                 }
                 Instruction::Onbuild(_) => return Err(self.bad(pos, "ONBUILD is not supported (and deprecated in the OCI image format): run those steps in the Dockerfile that uses the image")),
                 Instruction::Run(r) => {
-                    state = self.run(state, r, &args, pos)?;
+                    state = self.run(state, r, &args, tree, pos)?;
                 }
                 Instruction::Copy(c) => {
                     state = self.copy(state, "COPY", &c.options, &c.src, &c.dest.value, tree, &args, pos)?;
@@ -1200,6 +1296,47 @@ impl Builder<'_> {
             }
         let info = have?;
         self.state_of(&info)
+    }
+
+    /// The root of an earlier stage (by name or index) or of an image of the store, unpacked in
+    /// a temporary directory (for `COPY --from` and `RUN --mount=type=bind,from=`).
+    fn stage_root(&mut self, f: &str, pos: usize) -> Result<(TempDir, PathBuf), BuildError> {
+        let fl = f.to_ascii_lowercase();
+        let mut other = match self.stages.iter().find(|(n, _)| n.as_deref() == Some(fl.as_str())).or_else(|| f.parse::<usize>().ok().and_then(|i| self.stages.get(i))) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let info = self.store.get(f).map_err(|e| self.bad(pos, format!("--from={f}: no earlier stage of that name, and {e}")))?;
+                self.state_of(&info)?
+            }
+        };
+        let record = self.ensure_record(&mut other)?;
+        let dir = TempDir::new("from")?;
+        let root = dir.0.join("root");
+        self.store.unpack(&record, &root)?;
+        Ok((dir, root))
+    }
+
+    /// A cache mount's directory (made with this mode and owner the first time) and its lock
+    /// file, kept in the store under `build-mounts/`, named by a hash of its id.
+    fn cache_dir(&self, id: &str, mode: u32, uid: u32, gid: u32) -> Result<(PathBuf, fs::File), BuildError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = self.store.root.join("build-mounts");
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&base).map_err(io_err(format!("create {}", base.display())))?;
+        let name = hex(&Sha256::digest(id.as_bytes()))[..32].to_string();
+        let dir = base.join(&name);
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                std::os::unix::fs::lchown(&dir, Some(uid), Some(gid)).map_err(io_err(format!("chown the cache mount {id}")))?;
+                fs::set_permissions(&dir, fs::Permissions::from_mode(mode & 0o7777)).map_err(io_err(format!("chmod the cache mount {id}")))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(format!("create the cache mount {id}"))(e)),
+        }
+        if fs::symlink_metadata(&dir).map(|m| !m.is_dir()).unwrap_or(true) {
+            return Err(io_err(format!("the cache mount {id}"))(io::Error::from_raw_os_error(libc::ENOTDIR)));
+        }
+        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(base.join(format!("{name}.lock"))).map_err(io_err(format!("lock the cache mount {id}")))?;
+        Ok((dir, lock))
     }
 
     /// CMD/ENTRYPOINT/RUN as argv: the exec form as written, the shell form through SHELL.
@@ -1251,9 +1388,25 @@ impl Builder<'_> {
         Ok(Value::Object(hc))
     }
 
-    fn run(&mut self, state: State, r: &parse_dockerfile::RunInstruction<'_>, args: &BTreeMap<String, String>, pos: usize) -> Result<State, BuildError> {
-        if let Some(f) = r.options.first() {
-            return Err(self.bad(pos, format!("RUN --{}: not supported yet (only plain RUN)", f.name.value)));
+    fn run(&mut self, state: State, r: &parse_dockerfile::RunInstruction<'_>, args: &BTreeMap<String, String>, tree: &Tree, pos: usize) -> Result<State, BuildError> {
+        let env = state.env();
+        let lookup = |n: &str| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).or_else(|| args.get(n).cloned());
+        let mut flags = RunFlags::default();
+        for f in &r.options {
+            let v = f.value.as_ref().map(|v| v.value.to_string()).unwrap_or_default();
+            let v = words(&v, &lookup, self.escape).map_err(|m| self.bad(pos, m))?.join(" ");
+            match &*f.name.value {
+                "mount" => flags.mounts.push(StepMount::parse(&v).map_err(|m| self.bad(pos, format!("RUN --mount={v}: {m}")))?),
+                "network" => {
+                    flags.network = Some(match v.as_str() {
+                        "host" => true,
+                        "none" => false,
+                        "default" => self.opts.network_host,
+                        _ => return Err(self.bad(pos, format!("RUN --network={v}: expected host, none or default"))),
+                    })
+                }
+                other => return Err(self.bad(pos, format!("RUN --{other}: not supported"))),
+            }
         }
         let argv = match r.here_docs.as_slice() {
             [] => self.command(&state, &r.arguments),
@@ -1271,7 +1424,7 @@ impl Builder<'_> {
                 } else {
                     let mut v = state.shell();
                     v.push(body.to_string());
-                    return self.run_argv(state, v, args, pos);
+                    return self.run_argv(state, v, args, &flags, tree, pos);
                 };
                 let delim = "CAGETTE_HEREDOC_END";
                 if body.lines().any(|l| l == delim) {
@@ -1284,10 +1437,11 @@ impl Builder<'_> {
             }
             _ => return Err(self.bad(pos, "RUN with several here-documents: not supported")),
         };
-        self.run_argv(state, argv, args, pos)
+        self.run_argv(state, argv, args, &flags, tree, pos)
     }
 
-    fn run_argv(&mut self, state: State, argv: Vec<String>, args: &BTreeMap<String, String>, pos: usize) -> Result<State, BuildError> {
+    #[allow(clippy::too_many_arguments)]
+    fn run_argv(&mut self, state: State, argv: Vec<String>, args: &BTreeMap<String, String>, flags: &RunFlags, tree: &Tree, pos: usize) -> Result<State, BuildError> {
         if argv.is_empty() {
             return Err(self.bad(pos, "RUN needs a command"));
         }
@@ -1303,8 +1457,34 @@ impl Builder<'_> {
                 step_args.push((k.clone(), v.clone()));
             }
         }
-        let net = if self.opts.network_host { "host" } else { "none" };
-        let key = step_key(&state, &[&shown, &arg_text.join("\n"), net]);
+        let host_net = flags.network.unwrap_or(self.opts.network_host);
+        let net = if host_net { "host" } else { "none" };
+        // The mounts: a bind's files are part of the key (as COPY's); a cache's are not.
+        let mut mount_text = Vec::new();
+        let mut binds: Vec<(PathBuf, String)> = Vec::new();
+        let mut keep_unpacked = Vec::new();
+        for m in &flags.mounts {
+            mount_text.push(format!("{m:?}"));
+            if let StepMount::Bind { target, source, from } = m {
+                let unpacked;
+                let t = match from {
+                    None => tree,
+                    Some(f) => {
+                        let (dir, root) = self.stage_root(f, pos)?;
+                        unpacked = Tree { root, rules: Vec::new(), what: "stage's root" };
+                        keep_unpacked.push(dir);
+                        &unpacked
+                    }
+                };
+                let (real, _) = t.check_inside(&clean(source)).map_err(|e| self.bad(pos, format!("RUN --mount: {e}")))?;
+                let mut all = Vec::new();
+                t.walk(&real, &mut all, String::new()).map_err(|e| self.bad(pos, format!("RUN --mount: {e}")))?;
+                let picks: Vec<Pick> = all.into_iter().map(|(src, below)| Pick { src, dest: below }).collect();
+                mount_text.push(hash_picks(t, &picks, self.epoch).map_err(|e| self.bad(pos, format!("RUN --mount: {e}")))?);
+                binds.push((t.root.join(&real), target.clone()));
+            }
+        }
+        let key = step_key(&state, &[&shown, &arg_text.join("\n"), net, &mount_text.join("\n")]);
         if let Some(hit) = self.cached(&key) {
             self.event(BuildEvent::Cached)?;
             return Ok(hit);
@@ -1326,7 +1506,32 @@ impl Builder<'_> {
         for w in &wanted {
             make_missing_dirs(&upper, &dirs, w).map_err(io_err(format!("create {w} in the step's layer")))?;
         }
+        // Mount points the image lacks are made here and removed after the step (when still
+        // empty): they are not the step's files.
+        let mut mount_points = Vec::new();
+        let mut mounts = Vec::new();
+        let mut locks = Vec::new();
+        for m in &flags.mounts {
+            let target = m.target();
+            mount_points.extend(make_missing_dirs(&upper, &dirs, target).map_err(io_err(format!("make the mount point {target}")))?);
+            match m {
+                StepMount::Cache { id, locked, mode, uid, gid, read_only, .. } => {
+                    let (dir, lock) = self.cache_dir(id, *mode, *uid, *gid)?;
+                    if *locked {
+                        use nix::fcntl::{Flock, FlockArg};
+                        locks.push(Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| io_err(format!("lock the cache mount {id}"))(e.into()))?);
+                    }
+                    mounts.push(crate::Mount::Bind { source: dir, destination: target.to_string(), read_only: *read_only, recursive: false, flags: Default::default() });
+                }
+                StepMount::Tmpfs { size, .. } => mounts.push(crate::Mount::Tmpfs { destination: target.to_string(), size: *size, mode: None, flags: Default::default(), source: None }),
+                StepMount::Bind { .. } => {}
+            }
+        }
+        for (source, target) in &binds {
+            mounts.push(crate::Mount::Bind { source: source.clone(), destination: target.clone(), read_only: true, recursive: false, flags: Default::default() });
+        }
         let mut spec = SandboxSpec {
+            mounts,
             image: Some(record),
             image_store: Some(self.store.root.clone()),
             image_upper: Some(upper.clone()),
@@ -1334,7 +1539,7 @@ impl Builder<'_> {
             argv: argv.clone(),
             entrypoint: Some(Vec::new()),
             env: step_args.into_iter().collect(),
-            network: if self.opts.network_host { Network::Host } else { Network::None },
+            network: if host_net { Network::Host } else { Network::None },
             // Like Docker's RUN: /tmp is the image's (what a step leaves there is in its layer).
             tmp: false,
             capabilities: Some(crate::DEFAULT_CAPABILITIES.to_vec()),
@@ -1367,6 +1572,11 @@ impl Builder<'_> {
                 text = format!("[...]{}", &text[cut..]);
             }
             return Err(BuildError::Step { file: self.file.clone(), line, command: argv.join(" "), verdict: describe(&out.status), output: text });
+        }
+        drop(locks);
+        for p in mount_points.iter().rev() {
+            // Only if still an empty directory (the step may have put files there).
+            let _ = fs::remove_dir(p);
         }
         let blob = tmp.0.join("layer.tar.gz");
         let f = fs::File::create(&blob).map_err(io_err("write the step's layer"))?;
@@ -1401,18 +1611,7 @@ impl Builder<'_> {
         let tree = match &from {
             None => context,
             Some(f) => {
-                let fl = f.to_ascii_lowercase();
-                let mut other = match self.stages.iter().find(|(n, _)| n.as_deref() == Some(fl.as_str())).or_else(|| f.parse::<usize>().ok().and_then(|i| self.stages.get(i))) {
-                    Some((_, s)) => s.clone(),
-                    None => {
-                        let info = self.store.get(f).map_err(|e| self.bad(pos, format!("COPY --from={f}: no earlier stage of that name, and {e}")))?;
-                        self.state_of(&info)?
-                    }
-                };
-                let record = self.ensure_record(&mut other)?;
-                let dir = TempDir::new("from")?;
-                let root = dir.0.join("root");
-                self.store.unpack(&record, &root)?;
+                let (dir, root) = self.stage_root(f, pos)?;
                 unpacked = (dir, Tree { root, rules: Vec::new(), what: "stage's root" });
                 &unpacked.1
             }
