@@ -18,6 +18,7 @@ command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v podman >/dev/null || need_apt+=(podman)   # pulls what cagette pushed
 command -v buildah >/dev/null || need_apt+=(buildah) # cagette build compared with buildah bud
+command -v runc >/dev/null || need_apt+=(runc)       # podman runs a built image (crun refuses hybrid cgroups)
 command -v containerd >/dev/null || need_apt+=(containerd)     # cagette-runtime under ctr
 command -v script >/dev/null || need_apt+=(bsdutils)           # terminals in the engine tests
 command -v slirp4netns >/dev/null || need_apt+=(slirp4netns)   # network "private"

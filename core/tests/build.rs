@@ -211,6 +211,10 @@ CMD ["cat /bin.txt; readlink /link"]
         podman(&["load", "-i", &archive.to_string_lossy()]);
         let seen = podman(&["image", "inspect", "localhost/final:1", "--format", "{{.Config.Entrypoint}} {{.Config.Cmd}} {{.Config.StopSignal}}"]);
         assert_eq!(seen.trim(), "[/bin/sh -c] [cat /bin.txt; readlink /link] SIGTERM");
+        // And it runs there (with runc: crun 1.8 refuses a hybrid cgroup host like this one;
+        // this VM lacks CAP_SYS_RESOURCE, hence the ulimits).
+        let ran = podman(&["run", "--rm", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--network", "none", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768", "localhost/final:1"]);
+        assert_eq!(ran, "compiled\nbin.txt\n");
         podman(&["system", "reset", "-f"]);
     } else {
         eprintln!("podman missing: the archive's load was not checked");
