@@ -255,6 +255,8 @@ fn bad_input_is_a_clear_error_and_nothing_is_tagged() {
         ("FROM busybox:1\nCOPY --chown=nobody-here ok.txt /x\n", "--chown=nobody-here: no such user"),
         ("FROM busybox:1\nENV A=\"unclosed\n", "unmatched quote"),
         ("FROM busybox:1\nONBUILD RUN true\n", "ONBUILD is not supported"),
+        // A symlink a step planted is never followed by the build itself (here to the host's /etc).
+        ("FROM busybox:1\nRUN ln -s /etc /planted\nCOPY ok.txt /planted/x\n", "/planted is not a directory in the image"),
         ("FROM busybox:1\nRUN cat > /f <<EOF\nhello\nEOF\n", "read only right after the instruction"),
     ];
     for (text, want) in cases {

@@ -877,20 +877,29 @@ fn step_key(parent: &State, parts: &[&str]) -> String {
 /// see it: the first layer holding it or a whiteout of it decides. Metadata (mode, uid, gid) of
 /// what is there.
 fn in_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<(u32, u32, u32, bool)> {
-    let rel = rel.trim_start_matches('/');
+    let rel = clean(rel.trim_start_matches('/'));
     if rel.is_empty() {
         return Some((0o40755, 0, 0, true));
     }
+    // Looked up inside each layer without following any symlink (a step may have planted one:
+    // it must never make this read the host's files).
+    let look = |dir: &Path, rel: &str| -> Result<fs::Metadata, rustix::io::Errno> {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+        let root = fs::File::open(dir).map_err(|_| rustix::io::Errno::NOENT)?;
+        let fd = openat2(&root, rel, OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS)?;
+        fs::File::from(fd).metadata().map_err(|_| rustix::io::Errno::IO)
+    };
     for dir in layers_top_first {
-        let p = dir.join(rel);
-        match fs::symlink_metadata(&p) {
+        match look(dir, &rel) {
             Ok(md) if std::os::unix::fs::FileTypeExt::is_char_device(&md.file_type()) && md.rdev() == 0 => return None,
             Ok(md) => return Some((md.mode(), md.uid(), md.gid(), md.is_dir())),
+            // A symlink on the way: the path is not a plain directory of the image.
+            Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::XDEV) => return Some((0o120777, 0, 0, false)),
             Err(_) => {
                 // A parent that is a file or a whiteout hides the rest below.
-                let mut cur = Path::new(rel);
+                let mut cur = Path::new(&rel);
                 while let Some(parent) = cur.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    if fs::symlink_metadata(dir.join(parent)).is_ok_and(|m| !m.is_dir()) {
+                    if look(dir, &parent.to_string_lossy()).is_ok_and(|m| !m.is_dir()) {
                         return None;
                     }
                     cur = parent;
