@@ -284,21 +284,9 @@ impl State {
     }
 }
 
-/// RFC 3339 UTC of a Unix time.
+/// RFC 3339 UTC of a Unix time (seconds).
 fn rfc3339(t: u64) -> String {
-    let days = (t / 86400) as i64;
-    let s = t % 86400;
-    // Days to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s / 60 % 60, s % 60)
+    chrono::DateTime::from_timestamp(i64::try_from(t).unwrap_or(i64::MAX), 0).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 // ---- variables and words ----
@@ -1064,7 +1052,7 @@ impl ImageStore {
             let mut message = e.to_string();
             // The parser reads a here-document only right after the instruction (`RUN <<EOF`):
             // one later on the line leaves its text to be read as instructions.
-            if text.lines().take(e.line().saturating_sub(1)).any(|l| l.contains("<<") && !l.trim_start().split_whitespace().nth(1).is_some_and(|w| w.starts_with("<<"))) {
+            if text.lines().take(e.line().saturating_sub(1)).any(|l| l.contains("<<") && !l.split_whitespace().nth(1).is_some_and(|w| w.starts_with("<<"))) {
                 message.push_str(" (a here-document is read only right after the instruction: `RUN <<EOF` or `RUN <<EOF cmd`, not `RUN cmd <<EOF`)");
             }
             BuildError::Parse { file: file.clone(), line: e.line(), column: e.column(), message }
