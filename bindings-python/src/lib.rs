@@ -187,38 +187,44 @@ fn image(py: Python<'_>, op: &str, store_dir: Option<&str>, a: Option<&str>, b: 
     })
 }
 
+/// Calls a progress callback with the GIL (from the thread that works with it released): an
+/// exception in it, or a pending signal (Ctrl-C), is kept in `raised` and the work cancelled; a
+/// return of exactly `False` cancels too.
+fn call_progress(raised: &mut Option<PyErr>, progress: &Option<Py<PyAny>>, args: impl for<'py> pyo3::call::PyCallArgs<'py>) -> std::ops::ControlFlow<()> {
+    Python::attach(|py| {
+        if let Err(e) = py.check_signals() {
+            *raised = Some(e);
+            return std::ops::ControlFlow::Break(());
+        }
+        if let Some(cb) = progress {
+            match cb.call1(py, args) {
+                Ok(v) if v.bind(py).is(pyo3::types::PyBool::new(py, false)) => return std::ops::ControlFlow::Break(()),
+                Ok(_) => {}
+                Err(e) => {
+                    *raised = Some(e);
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    })
+}
+
 /// Runs an import or a pull (GIL released), calling `progress(layers, layers_done, bytes,
-/// bytes_done)` with the GIL about ten times a second: a return of exactly `False` cancels, and
-/// so does an exception in it or a pending signal (Ctrl-C), which is then raised. Returns the
+/// bytes_done)` with the GIL about ten times a second (see [`call_progress`]: a return of
+/// `False`, an exception in it or Ctrl-C cancels; the exception is then raised). Returns the
 /// ImageInfo as JSON.
 fn with_progress(
     py: Python<'_>,
     store_dir: Option<String>,
+    keep_blobs: bool,
     progress: Option<Py<PyAny>>,
     work: impl FnOnce(&cagette::ImageStore, &mut dyn FnMut(&cagette::ImportProgress) -> std::ops::ControlFlow<()>) -> Result<cagette::ImageInfo, cagette::ImageError> + Send,
 ) -> PyResult<String> {
     let mut raised: Option<PyErr> = None;
     let r = py.detach(|| -> PyResult<_> {
-        let st = store(store_dir.as_deref())?;
-        Ok(work(&st, &mut |p| {
-            Python::attach(|py| {
-                if let Err(e) = py.check_signals() {
-                    raised = Some(e);
-                    return std::ops::ControlFlow::Break(());
-                }
-                if let Some(cb) = &progress {
-                    match cb.call1(py, (p.layers, p.layers_done, p.bytes, p.bytes_done)) {
-                        Ok(v) if v.bind(py).is(pyo3::types::PyBool::new(py, false)) => return std::ops::ControlFlow::Break(()),
-                        Ok(_) => {}
-                        Err(e) => {
-                            raised = Some(e);
-                            return std::ops::ControlFlow::Break(());
-                        }
-                    }
-                }
-                std::ops::ControlFlow::Continue(())
-            })
-        }))
+        let st = store(store_dir.as_deref())?.keep_blobs(keep_blobs);
+        Ok(work(&st, &mut |p| call_progress(&mut raised, &progress, (p.layers, p.layers_done, p.bytes, p.bytes_done))))
     })?;
     if let Some(e) = raised {
         return Err(e);
@@ -229,22 +235,136 @@ fn with_progress(
 
 /// Imports an image (see [`with_progress`]).
 #[pyfunction]
-#[pyo3(signature = (store_dir, source, name, progress=None))]
-fn image_import(py: Python<'_>, store_dir: Option<&str>, source: &str, name: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
+#[pyo3(signature = (store_dir, source, name, progress=None, keep_blobs=false))]
+fn image_import(py: Python<'_>, store_dir: Option<&str>, source: &str, name: &str, progress: Option<Py<PyAny>>, keep_blobs: bool) -> PyResult<String> {
     let (source, name) = (source.to_string(), name.to_string());
-    with_progress(py, store_dir.map(str::to_string), progress, move |st, cb| st.import_with(std::path::Path::new(&source), &name, cb))
+    with_progress(py, store_dir.map(str::to_string), keep_blobs, progress, move |st, cb| st.import_with(std::path::Path::new(&source), &name, cb))
 }
 
 /// Pulls an image from a registry (see [`with_progress`]). `options` is JSON: platform,
 /// insecure_registries, ca_files, credentials ([user, password]), auth_file, timeout (s).
 #[pyfunction]
-#[pyo3(signature = (store_dir, reference, options, progress=None))]
-fn image_pull(py: Python<'_>, store_dir: Option<&str>, reference: &str, options: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
+#[pyo3(signature = (store_dir, reference, options, progress=None, keep_blobs=false))]
+fn image_pull(py: Python<'_>, store_dir: Option<&str>, reference: &str, options: &str, progress: Option<Py<PyAny>>, keep_blobs: bool) -> PyResult<String> {
     // A value of the wrong type is a TypeError, a bad timeout a ValueError (as before).
     let opts = cagette::PullOptions::from_binding_json(options, std::time::Duration::from_secs(1))
         .map_err(|m| if m.starts_with("pull options:") { pyo3::exceptions::PyTypeError::new_err(m) } else { pyo3::exceptions::PyValueError::new_err(m) })?;
     let reference = reference.to_string();
-    with_progress(py, store_dir.map(str::to_string), progress, move |st, cb| st.pull_with(&reference, &opts, cb))
+    with_progress(py, store_dir.map(str::to_string), keep_blobs, progress, move |st, cb| st.pull_with(&reference, &opts, cb))
+}
+
+/// The options of a build from the binding's JSON (tag, dockerfile, build_args, target, network
+/// "host" or "none", no_cache, memory, cpus, pids, step_timeout in seconds). A wrong type or an
+/// unknown key is a TypeError, a bad value (a size that does not parse too) a ValueError. (bindings-node/src/lib.rs reads the
+/// same JSON, camelCase keys and milliseconds.)
+fn build_options(json: &str) -> PyResult<cagette::BuildOptions> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wire {
+        tag: Option<String>,
+        dockerfile: Option<std::path::PathBuf>,
+        #[serde(default)]
+        build_args: std::collections::BTreeMap<String, String>,
+        target: Option<String>,
+        network: Option<String>,
+        #[serde(default)]
+        no_cache: bool,
+        memory: Option<cagette::Size>,
+        cpus: Option<f64>,
+        pids: Option<u64>,
+        step_timeout: Option<f64>,
+    }
+    let bad = |m: String| pyo3::exceptions::PyValueError::new_err(format!("invalid cagette option value: {m}"));
+    let w: Wire = serde_json::from_str(json).map_err(|e| {
+        // Without serde's " at line L column C": meaningless for keyword arguments.
+        let m = e.to_string();
+        let m = m.rfind(" at line ").map_or(m.as_str(), |i| &m[..i]);
+        if m.starts_with("invalid type") || m.starts_with("unknown field") { pyo3::exceptions::PyTypeError::new_err(format!("build options: {m}")) } else { bad(m.to_string()) }
+    })?;
+    let mut o = cagette::BuildOptions::default();
+    o.network_host = match w.network.as_deref() {
+        None | Some("host") => true,
+        Some("none") => false,
+        Some(n) => return Err(bad(format!("network {n:?}: a build's RUN steps have network \"host\" or \"none\""))),
+    };
+    if let Some(t) = w.step_timeout {
+        // Positive, and a duration a sandbox accepts.
+        if !(t.is_finite() && t > 0.0 && t <= cagette::MAX_DURATION.as_secs_f64()) {
+            return Err(bad(format!("step_timeout {t}: expected a positive number of seconds")));
+        }
+        o.step_timeout = Some(std::time::Duration::from_secs_f64(t));
+    }
+    // Memory, cpus and pids are each RUN step's sandbox's: checked as a sandbox's are.
+    let limits = cagette::SandboxSpec { argv: vec!["true".into()], memory: w.memory, cpus: w.cpus, pids: w.pids, ..cagette::SandboxSpec::default() };
+    limits.validate().map_err(|e| bad(e.message))?;
+    (o.tag, o.dockerfile, o.build_args, o.target, o.no_cache, o.memory, o.cpus, o.pids) = (w.tag, w.dockerfile, w.build_args, w.target, w.no_cache, w.memory, w.cpus, w.pids);
+    Ok(o)
+}
+
+/// A build error as the Python layer's BuildError: the message (the failed RUN step's output in
+/// it) and what it is about. `reason` is parse, instruction, step, sandbox, image, io,
+/// cancelled or other.
+fn build_err(e: cagette::BuildError) -> PyErr {
+    use cagette::BuildError as B;
+    use serde_json::json;
+    let f = |p: &std::path::Path| p.display().to_string();
+    let p = match &e {
+        B::Parse { file, line, column, .. } => json!({"reason": "parse", "message": e.to_string(), "file": f(file), "line": line, "column": column}),
+        B::Instruction { file, line, message } => {
+            let m = message.strip_prefix("--target ").map_or_else(|| message.clone(), |rest| format!("target {rest}"));
+            json!({"reason": "instruction", "message": format!("{}:{line}: {}", f(file), python_words(&m)), "file": f(file), "line": line})
+        }
+        B::Step { file, line, command, verdict, output } => {
+            // "exited with status N" (the core's wording) is the one verdict with an exit status.
+            let status = verdict.strip_prefix("exited with status ").and_then(|s| s.parse::<i32>().ok());
+            let (full, head) = (e.to_string(), format!("{}:{line}: RUN {command:?} {verdict}", f(file)));
+            let message = full.strip_prefix(&head).map_or_else(|| full.clone(), |rest| format!("{}:{line}: RUN {command:?} {}{rest}", f(file), python_words(verdict)));
+            json!({"reason": "step", "message": message, "file": f(file), "line": line, "command": command, "verdict": python_words(verdict), "exit_status": status, "output": output})
+        }
+        B::Sandbox { file, line, .. } => json!({"reason": "sandbox", "message": e.to_string(), "file": f(file), "line": line}),
+        B::Image(cagette::ImageError::Cancelled) => json!({"reason": "cancelled", "message": "build cancelled"}),
+        B::Image(_) => json!({"reason": "image", "message": python_words(&e.to_string())}),
+        B::Io { .. } => json!({"reason": "io", "message": e.to_string()}),
+        _ => json!({"reason": "other", "message": e.to_string()}),
+    };
+    native_err("build", p)
+}
+
+/// The core's build messages name the CLI's flags; here they are keyword arguments.
+fn python_words(s: &str) -> String {
+    [("(`--keep-blobs`)", "(keep_blobs=True)"), ("(--step-timeout)", "(step_timeout)")].iter().fold(s.to_string(), |s, (cli, py)| s.replacen(cli, py, 1))
+}
+
+/// Builds an image from a Dockerfile (GIL released), calling `progress(kind, n, total, line,
+/// text)` with the GIL at each event: ("step", n, total, line, instruction), ("cached", 0, 0, 0,
+/// ""), ("done", 0, 0, 0, manifest digest). As for [`with_progress`], a return of `False`, an
+/// exception or Ctrl-C cancels at that event (nothing is tagged); at "done" the image is
+/// already recorded, so the exception is raised but nothing is undone. `options`: see
+/// [`build_options`]. Returns the ImageInfo as JSON.
+#[pyfunction]
+#[pyo3(signature = (store_dir, context, options, progress=None))]
+fn image_build(py: Python<'_>, store_dir: Option<&str>, context: &str, options: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
+    let opts = build_options(options)?;
+    let (store_dir, context) = (store_dir.map(str::to_string), context.to_string());
+    let mut raised: Option<PyErr> = None;
+    let r = py.detach(|| -> PyResult<_> {
+        let st = store(store_dir.as_deref())?;
+        Ok(st.build(std::path::Path::new(&context), &opts, &mut |e| match e {
+            cagette::BuildEvent::Step { n, total, line, text } => call_progress(&mut raised, &progress, ("step", *n, *total, *line, text.as_str())),
+            cagette::BuildEvent::Cached => call_progress(&mut raised, &progress, ("cached", 0, 0, 0, "")),
+            cagette::BuildEvent::Done(manifest) => {
+                // The image is recorded: too late to cancel (an exception is still raised).
+                let _ = call_progress(&mut raised, &progress, ("done", 0, 0, 0, manifest.as_str()));
+                std::ops::ControlFlow::Continue(())
+            }
+            _ => std::ops::ControlFlow::Continue(()),
+        }))
+    })?;
+    if let Some(e) = raised {
+        return Err(e);
+    }
+    let info = r.map_err(build_err)?;
+    serde_json::to_string(&info).map_err(|e| native_err("error", serde_json::json!({"message": e.to_string()})))
 }
 
 /// Stores registry credentials in a containers auth.json; returns the file's path.
@@ -274,7 +394,7 @@ mod _native {
     #[pymodule_export]
     use super::NativeError;
     #[pymodule_export]
-    use super::{NativeChild, image, image_import, image_pull, list_sandboxes, login, probe, run_tty, spawn, validate};
+    use super::{NativeChild, image, image_build, image_import, image_pull, list_sandboxes, login, probe, run_tty, spawn, validate};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

@@ -34,3 +34,25 @@ def test_import_progress_is_typed(tmp_path):
     bad.write_text("import cagette\ncagette.ImageStore().import_image('x', 'y', progress=lambda p: p['nope'])\n")
     r = mypy(str(bad))
     assert r.returncode == 1 and "nope" in r.stdout, r.stdout
+
+
+def test_build_events_are_typed(tmp_path):
+    # The events are a union of TypedDicts told apart by "kind": a key of one kind is an error
+    # until the kind is checked.
+    good = tmp_path / "good_build.py"
+    good.write_text(
+        "import cagette\n"
+        "def show(e: cagette.BuildEvent) -> None:\n"
+        "    if e['kind'] == 'step':\n"
+        "        print(e['n'], e['total'], e['line'], e['text'])\n"
+        "    elif e['kind'] == 'done':\n"
+        "        print(e['manifest'])\n"
+        "info = cagette.ImageStore().build('ctx', 'app:1', build_args={'V': '2'}, network='none', memory='256M', step_timeout=60, progress=show)\n"
+        "print(info['manifest'])\n"
+    )
+    r = mypy(str(good))
+    assert r.returncode == 0, r.stdout + r.stderr
+    bad = tmp_path / "bad_build.py"
+    bad.write_text("import cagette\ncagette.ImageStore().build('ctx', progress=lambda e: print(e['n']))\n")
+    r = mypy(str(bad))
+    assert r.returncode == 1 and '"n"' in r.stdout, r.stdout

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, NoReturn, Optional, Sequence, Tuple, TypedDict, Union
+from typing import IO, Any, Callable, Dict, Iterable, List, Literal, Mapping, NoReturn, Optional, Sequence, Tuple, TypedDict, Union
 
 from . import _native
 
@@ -46,6 +46,7 @@ __all__ = [
     "CommandNotFound",
     "CommandNotExecutable",
     "ImageError",
+    "BuildError",
     "CalledProcessError",
     "TimeoutExpired",
     "bind",
@@ -55,6 +56,10 @@ __all__ = [
     "validate",
     "ImageStore",
     "ImportProgress",
+    "BuildEvent",
+    "BuildStep",
+    "BuildCached",
+    "BuildDone",
     "login",
     "list_sandboxes",
     "SandboxEntry",
@@ -127,6 +132,33 @@ class ImageError(Error):
     """An OCI image could not be read, verified or unpacked."""
 
 
+class BuildError(Error):
+    """An image could not be built (:meth:`ImageStore.build`); nothing was tagged.
+
+    ``reason`` says what failed: ``"parse"`` (the Dockerfile), ``"instruction"`` (one that
+    cannot be carried out as written), ``"step"`` (a ``RUN`` step did not exit 0),
+    ``"sandbox"`` (a step's sandbox could not be set up), ``"image"`` (the store),
+    ``"io"``, ``"cancelled"`` (the progress callback returned ``False``) or ``"other"``.
+    ``file`` and ``line`` (1-based) name the Dockerfile's line when there is one. For a failed
+    ``RUN`` step: ``command``, ``verdict`` (``"exited with status 3"``, ...), ``returncode``
+    (its exit status, None when it did not exit) and ``output`` (what it wrote, stdout then
+    stderr, the last 8 KiB), which the message shows too.
+    """
+
+    def __init__(self, message: str, reason: str, file: Optional[str] = None, line: Optional[int] = None, column: Optional[int] = None,
+                 command: Optional[str] = None, verdict: Optional[str] = None, returncode: Optional[int] = None, output: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.file = file
+        self.line = line
+        self.column = column
+        self.command = command
+        self.verdict = verdict
+        self.returncode = returncode
+        self.output = output
+
+
 class CalledProcessError(Error, subprocess.CalledProcessError):
     """``check=True`` and the command did not exit with 0. Also a subprocess.CalledProcessError."""
 
@@ -176,6 +208,9 @@ def _raise_native(e: "_native.NativeError") -> NoReturn:
         raise cls(payload["message"], payload["step"], payload.get("errno"), None if path is None else str(path), payload.get("hint")) from None
     if kind == "image":
         raise ImageError(payload["message"]) from None
+    if kind == "build":
+        raise BuildError(payload["message"], payload["reason"], payload.get("file"), payload.get("line"), payload.get("column"),
+                         payload.get("command"), payload.get("verdict"), payload.get("exit_status"), payload.get("output")) from None
     raise Error(payload.get("message", str(e))) from None
 
 
@@ -762,10 +797,46 @@ class ImportProgress(TypedDict):
     bytes_done: int
 
 
+class BuildStep(TypedDict):
+    """A build step starts: ``n`` of ``total`` (1-based), its Dockerfile ``line`` and the
+    instruction as written (its first line)."""
+
+    kind: Literal["step"]
+    n: int
+    total: int
+    line: int
+    text: str
+
+
+class BuildCached(TypedDict):
+    """The step that just started came from the build cache (nothing ran)."""
+
+    kind: Literal["cached"]
+
+
+class BuildDone(TypedDict):
+    """The image is recorded: its manifest digest."""
+
+    kind: Literal["done"]
+    manifest: str
+
+
+BuildEvent = Union[BuildStep, BuildCached, BuildDone]
+"""What :meth:`ImageStore.build` passes to its ``progress`` callback (tell them by ``kind``)."""
+
+
+def _build_event(kind: str, n: int, total: int, line: int, text: str) -> BuildEvent:
+    if kind == "step":
+        return BuildStep(kind="step", n=n, total=total, line=line, text=text)
+    if kind == "cached":
+        return BuildCached(kind="cached")
+    return BuildDone(kind="done", manifest=text)
+
+
 class ImageStore:
     """cagette's image store: import OCI image layouts or ``docker save`` archives (verified),
-    list, remove, garbage-collect, unpack. Run from an image with ``run(..., image="name:tag",
-    image_store=store.path)``.
+    pull, build from a Dockerfile, list, remove, garbage-collect, unpack. Run from an image with
+    ``run(..., image="name:tag", image_store=store.path)``.
 
     >>> store = cagette.ImageStore("/var/lib/cagette")
     >>> store.import_image("./alpine-oci", "alpine:3")["layers"]
@@ -780,11 +851,15 @@ class ImageStore:
         except _native.NativeError as e:
             _raise_native(e)
 
-    def import_image(self, source: StrPath, name: str, progress: Optional[Callable[[ImportProgress], Optional[bool]]] = None) -> Dict[str, Any]:
+    def import_image(self, source: StrPath, name: str, progress: Optional[Callable[[ImportProgress], Optional[bool]]] = None, *, keep_blobs: bool = False) -> Dict[str, Any]:
         """Imports an OCI image layout directory, a docker-save archive or a plain layer tar
         (gzip, zstd or none) as ``name``. The result's ``notes`` list what could not be kept
         (device nodes without root, for example); ``user_ids`` is the config's User resolved
         against the image's own /etc/passwd.
+
+        ``keep_blobs=True`` also keeps the manifest, config and compressed layers exactly as
+        verified (an OCI layout only: an archive or a layer tar has no manifest to keep), as an
+        image must have to be the base (``FROM``) of a :meth:`build`.
 
         ``progress``, if given, is called about ten times a second (and once at the end) with
         an :class:`ImportProgress`; returning ``False`` cancels the import (``ImageError``,
@@ -800,7 +875,7 @@ class ImageStore:
             return progress(ImportProgress(layers=layers, layers_done=layers_done, bytes=nbytes, bytes_done=bytes_done))
 
         try:
-            return dict(json.loads(_native.image_import(self.path, os.fspath(source), name, call)))
+            return dict(json.loads(_native.image_import(self.path, os.fspath(source), name, call, keep_blobs)))
         except _native.NativeError as e:
             _raise_native(e)
 
@@ -815,6 +890,7 @@ class ImageStore:
         credentials: Optional[Tuple[str, str]] = None,
         auth_file: Optional[StrPath] = None,
         timeout: float = 30.0,
+        keep_blobs: bool = False,
     ) -> Dict[str, Any]:
         """Pulls ``reference`` from its registry (``alpine:3.20`` is
         ``docker.io/library/alpine:3.20``; loopback registries are reached over plain HTTP, others
@@ -823,7 +899,8 @@ class ImageStore:
         Credentials: ``credentials=(user, password)``, else ``auth_file``, else the user's
         ``auth.json``/docker ``config.json`` (see :func:`login`). ``platform`` is ``os/arch[/variant]``
         (default: this host's). ``progress`` as for :meth:`import_image` (``bytes`` are compressed
-        bytes to download); returning ``False`` or Ctrl-C cancels. Raises :class:`ImageError`.
+        bytes to download); returning ``False`` or Ctrl-C cancels. ``keep_blobs`` as for
+        :meth:`import_image` (a :meth:`build`'s base needs it). Raises :class:`ImageError`.
 
         >>> store.pull("127.0.0.1:5000/app:1", progress=print)
         """
@@ -842,7 +919,71 @@ class ImageStore:
             "timeout": timeout,
         }
         try:
-            return dict(json.loads(_native.image_pull(self.path, reference, json.dumps(options), call)))
+            return dict(json.loads(_native.image_pull(self.path, reference, json.dumps(options), call, keep_blobs)))
+        except _native.NativeError as e:
+            _raise_native(e)
+
+    def build(
+        self,
+        context: StrPath,
+        tag: Optional[str] = None,
+        *,
+        dockerfile: Optional[StrPath] = None,
+        build_args: Optional[Mapping[str, Any]] = None,
+        target: Union[str, int, None] = None,
+        network: str = "host",
+        no_cache: bool = False,
+        memory: Union[int, str, None] = None,
+        cpus: Optional[float] = None,
+        pids: Optional[int] = None,
+        step_timeout: Optional[float] = None,
+        progress: Optional[Callable[[BuildEvent], Optional[bool]]] = None,
+    ) -> Dict[str, Any]:
+        """Builds an image from a Dockerfile (``dockerfile``, default ``CONTEXT/Dockerfile``) and
+        the ``context`` directory into this store, as ``tag`` (``name:tag``; without one the
+        image is known by its manifest digest only); returns the image, as :meth:`get` does.
+        Each ``RUN`` step runs in a sandbox on the image so far (``network``
+        ``"host"``, like Docker's default, or ``"none"``; ``memory`` like ``"256M"``, ``cpus``,
+        ``pids`` and ``step_timeout`` in seconds limit each step), its output captured: a step
+        that fails raises :class:`BuildError` with its exit status and output. ``FROM`` images
+        must be in the store with their blobs kept (``keep_blobs=True`` on
+        :meth:`import_image` or :meth:`pull`). Steps are cached: a rebuild with nothing changed
+        runs none (``no_cache=True`` runs them all). ``build_args`` give the values of the
+        Dockerfile's ``ARG`` instructions; ``target`` builds up to that stage (a name or an
+        index). ``SOURCE_DATE_EPOCH`` sets the files' mtimes (default 0), so the same inputs
+        give the same digest.
+
+        ``progress``, if given, is called with each :data:`BuildEvent`: ``{"kind": "step", "n",
+        "total", "line", "text"}`` as a step starts, ``{"kind": "cached"}`` when it came from
+        the cache, ``{"kind": "done", "manifest"}`` at the end. Returning ``False`` cancels the
+        build at that event (:class:`BuildError`, reason ``"cancelled"``), and so does an
+        exception in it or Ctrl-C, which propagate; nothing is tagged. A running ``RUN`` step is
+        not interrupted (Ctrl-C is seen at the next event; ``step_timeout`` bounds a step). At
+        ``"done"`` the image is already recorded: an exception there still propagates, but the
+        image stays.
+
+        >>> store.build("./app", "app:1", build_args={"VERSION": "2"}, progress=print)["manifest"]
+        """
+
+        def call(kind: str, n: int, total: int, line: int, text: str) -> Optional[bool]:
+            if progress is None:
+                return None
+            return progress(_build_event(kind, n, total, line, text))
+
+        options = {
+            "tag": tag,
+            "dockerfile": None if dockerfile is None else os.fspath(dockerfile),
+            "build_args": {str(k): str(v) for k, v in (build_args or {}).items()},
+            "target": None if target is None else str(target),
+            "network": network,
+            "no_cache": no_cache,
+            "memory": memory,
+            "cpus": cpus,
+            "pids": pids,
+            "step_timeout": step_timeout,
+        }
+        try:
+            return dict(json.loads(_native.image_build(self.path, os.fspath(context), json.dumps(options), call)))
         except _native.NativeError as e:
             _raise_native(e)
 
