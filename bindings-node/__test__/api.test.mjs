@@ -358,3 +358,133 @@ test("network 'bridge' (root): routed by the kernel, the host's own services out
   assert.ok(out.includes('gw=10.217.') && !out.includes('host-secret') && out.includes('rc=1\nnameserver 9.9.9.9\n'), out);
   await assert.rejects(run(['true'], { network: 'bridge', publish: ['8080:80'] }), /publish needs network "private"/);
 });
+
+// ImageStore.build: an image from a Dockerfile, built into a temporary store and run from it.
+async function buildFixture(prefix) {
+  const { execFileSync } = await import('node:child_process');
+  const { mkdtempSync, mkdirSync, writeFileSync } = await import('node:fs');
+  const path = (await import('node:path')).default;
+  const { tmpdir } = await import('node:os');
+  const { ImageStore } = require('../lib/index.js');
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  const script = new URL('../../scripts/make-busybox-rootfs.sh', import.meta.url).pathname;
+  execFileSync('sh', [script, `${dir}/rootfs`]);
+  execFileSync('umoci', ['init', '--layout', `${dir}/oci`]);
+  execFileSync('umoci', ['new', '--image', `${dir}/oci:t`]);
+  execFileSync('umoci', ['unpack', '--image', `${dir}/oci:t`, `${dir}/bundle`]);
+  execFileSync('cp', ['-a', `${dir}/rootfs/.`, `${dir}/bundle/rootfs`]);
+  execFileSync('umoci', ['repack', '--image', `${dir}/oci:t`, `${dir}/bundle`]);
+  // A build's base must have its blobs kept.
+  const store = new ImageStore(`${dir}/store`);
+  await store.importImage(`${dir}/oci`, 'busybox:1', { keepBlobs: true });
+  const ctx = `${dir}/ctx`;
+  mkdirSync(ctx);
+  writeFileSync(`${ctx}/f`, 'from the context\n');
+  const dockerfile = (text) => writeFileSync(`${ctx}/Dockerfile`, text);
+  const names = async () => (await store.list()).map((i) => i.name).sort();
+  // Step directories of this process (each build removes its own).
+  const leftovers = () => readdirSync(process.env.TMPDIR || '/var/tmp').filter((n) => n.startsWith(`cagette-build-run-${process.pid}-`) || n.startsWith(`cagette-build-copy-${process.pid}-`));
+  return { dir, store, ctx, dockerfile, names, leftovers };
+}
+
+test('build: an image from a Dockerfile runs, and rebuilds from the cache', async () => {
+  const { rmSync } = await import('node:fs');
+  const { dir, store, ctx, dockerfile, names, leftovers } = await buildFixture('cagette-node-build-');
+  try {
+    dockerfile('FROM busybox:1\nCOPY f /f\nRUN echo built > /g\nCMD ["cat", "/g"]\n');
+    const seen = [];
+    const info = await store.build(ctx, { tag: 'app:1', network: 'none', memory: '256M', pids: 64, stepTimeout: 60_000, onProgress: (e) => seen.push(e) });
+    const texts = ['FROM busybox:1', 'COPY f /f', 'RUN echo built > /g', 'CMD ["cat", "/g"]'];
+    assert.deepEqual(seen, [...texts.map((text, i) => ({ kind: 'step', n: i + 1, total: 4, line: i + 1, text })), { kind: 'done', manifest: info.manifest }]);
+    assert.equal(info.name, 'app:1');
+    assert.match(info.manifest, /^sha256:[0-9a-f]{64}$/);
+    assert.deepEqual(info.config.Cmd, ['cat', '/g']);
+    assert.equal(info.layers.length, (await store.get('busybox:1')).layers.length + 2);
+    assert.equal((await store.get('app:1')).manifest, info.manifest);
+    assert.deepEqual(await names(), ['app:1', 'busybox:1']); // the step records stay hidden
+    const r = await run(['sh', '-c', 'cat /g /f'], { image: 'app:1', imageStore: store.path });
+    assert.equal(r.stdout.toString(), 'built\nfrom the context\n');
+    // The same inputs again: COPY and RUN come from the cache, the same image.
+    const again = [];
+    const info2 = await store.build(ctx, { tag: 'app:2', network: 'none', onProgress: (e) => again.push(e) });
+    assert.deepEqual(again.map((e) => e.kind), ['step', 'step', 'cached', 'step', 'cached', 'step', 'done']);
+    assert.equal(info2.manifest, info.manifest);
+    // noCache runs every step, and still gives the same digest; buildArgs and target reach it.
+    const fourth = [];
+    assert.equal((await store.build(ctx, { tag: 'app:4', network: 'none', noCache: true, onProgress: (e) => fourth.push(e) })).manifest, info.manifest);
+    assert.ok(!fourth.some((e) => e.kind === 'cached'));
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(`${dir}/other.Dockerfile`, 'FROM busybox:1 AS first\nARG WHO=nobody\nRUN echo $WHO > /who\nFROM first\nRUN echo second > /second\n');
+    await store.build(ctx, { tag: 'opts:1', dockerfile: `${dir}/other.Dockerfile`, buildArgs: { WHO: 'me' }, target: 'first', network: 'none' });
+    const o = await run(['sh', '-c', 'cat /who; ls /second 2>&1'], { image: 'opts:1', imageStore: store.path });
+    assert.match(o.stdout.toString(), /^me\n.*No such file/s);
+    // Bad options reject before anything runs.
+    for (const bad of [{ network: 'bridge' }, { memory: '1K' }, { cpus: 0 }, { pids: 0 }, { stepTimeout: -1 }, { nope: 1 }, { tag: 3 }]) {
+      await assert.rejects(store.build(ctx, { tag: 'bad:1', ...bad }), (e) => e.code === 'ERR_CAGETTE_INVALID_OPTION' && e instanceof TypeError, JSON.stringify(bad));
+    }
+    assert.deepEqual(await names(), ['app:1', 'app:2', 'app:4', 'busybox:1', 'opts:1']);
+    assert.deepEqual(leftovers(), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('build: a failing RUN step rejects with its exit status and output, nothing tagged', async () => {
+  const { rmSync } = await import('node:fs');
+  const { dir, store, ctx, dockerfile, names, leftovers } = await buildFixture('cagette-node-build-fail-');
+  try {
+    dockerfile('FROM busybox:1\nCOPY f /f\nRUN echo to-stdout; echo to-stderr >&2; exit 3\nCMD ["true"]\n');
+    const err = await store.build(ctx, { tag: 'bad:1', network: 'none' }).then(() => null, (e) => e);
+    assert.ok(err instanceof Error, String(err));
+    assert.equal(err.code, 'ERR_CAGETTE_BUILD');
+    assert.deepEqual([err.reason, err.line, err.exitCode, err.verdict, err.file], ['step', 3, 3, 'exited with status 3', `${ctx}/Dockerfile`]);
+    assert.ok(err.command.includes('exit 3'), err.command);
+    assert.ok(err.output.includes('to-stdout') && err.output.includes('to-stderr'), err.output);
+    assert.ok(err.message.includes('exited with status 3') && err.message.includes('to-stderr'), err.message);
+    assert.deepEqual(await names(), ['busybox:1']);
+    await assert.rejects(store.get('bad:1'), (e) => e.code === 'ERR_CAGETTE_IMAGE' && /no image named/.test(e.message));
+    // Killed by its time limit: no exit status; the message names the option.
+    dockerfile('FROM busybox:1\nRUN sleep 30\n');
+    const slow = await store.build(ctx, { tag: 'slow:1', network: 'none', stepTimeout: 500 }).then(() => null, (e) => e);
+    assert.deepEqual([slow.code, slow.reason, slow.line, slow.exitCode], ['ERR_CAGETTE_BUILD', 'step', 2, null]);
+    assert.match(slow.message, /stepTimeout/);
+    assert.deepEqual(await names(), ['busybox:1']);
+    assert.deepEqual(leftovers(), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('build: cancelled from onProgress (an AbortSignal, or an exception), nothing tagged', async () => {
+  const { rmSync } = await import('node:fs');
+  const { dir, store, ctx, dockerfile, names, leftovers } = await buildFixture('cagette-node-build-cancel-');
+  try {
+    // The abort comes while step 2 runs (events are polled); step 3 never starts.
+    dockerfile('FROM busybox:1\nRUN sleep 2\nRUN echo never > /x\n');
+    const controller = new AbortController();
+    const seen = [];
+    const onProgress = (e) => {
+      seen.push(e);
+      if (e.kind === 'step' && e.n === 2) controller.abort();
+    };
+    await assert.rejects(store.build(ctx, { tag: 'app:1', network: 'none', signal: controller.signal, onProgress }), (e) => e.name === 'AbortError' && e.code === 'ABORT_ERR');
+    assert.deepEqual(seen.map((e) => e.n), [1, 2]);
+    assert.deepEqual(await names(), ['busybox:1']);
+    await assert.rejects(store.get('app:1'), (e) => e.code === 'ERR_CAGETTE_IMAGE');
+    // An exception in onProgress cancels too, and the promise rejects with it.
+    const thrown = [];
+    const boom = (e) => {
+      thrown.push(e);
+      if (e.kind === 'step' && e.n === 2) throw new RangeError('from onProgress');
+    };
+    await assert.rejects(store.build(ctx, { tag: 'app:1', network: 'none', noCache: true, onProgress: boom }), (e) => e instanceof RangeError && e.message === 'from onProgress');
+    assert.deepEqual(thrown.map((e) => e.n), [1, 2]);
+    assert.deepEqual(await names(), ['busybox:1']);
+    // An already aborted signal: nothing runs.
+    await assert.rejects(store.build(ctx, { tag: 'app:1', signal: AbortSignal.abort() }), (e) => e.name === 'AbortError');
+    assert.deepEqual(await names(), ['busybox:1']);
+    assert.deepEqual(leftovers(), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -164,7 +164,7 @@ export interface Result {
  * name as its code, as child_process's errors do ('ENOENT', 'EACCES'), with cagetteCode
  * 'ERR_CAGETTE_SETUP', syscall 'spawn CMD' and the details above. */
 export interface CagetteError extends Error {
-  code: 'ERR_CAGETTE_SETUP' | 'ERR_CAGETTE_LIMIT_UNSUPPORTED' | 'ERR_CAGETTE_INVALID_OPTION' | 'ERR_CAGETTE_IMAGE' | 'ERR_CAGETTE' | 'ABORT_ERR' | 'ENOENT' | 'EACCES' | string;
+  code: 'ERR_CAGETTE_SETUP' | 'ERR_CAGETTE_LIMIT_UNSUPPORTED' | 'ERR_CAGETTE_INVALID_OPTION' | 'ERR_CAGETTE_IMAGE' | 'ERR_CAGETTE_BUILD' | 'ERR_CAGETTE' | 'ABORT_ERR' | 'ENOENT' | 'EACCES' | string;
   cagetteCode?: 'ERR_CAGETTE_SETUP';
   syscall?: string;
   step?: string;
@@ -234,6 +234,9 @@ export interface ImportOptions {
   onProgress?: (p: ImportProgress) => void;
   /** Cancels the import: it rejects (ERR_CAGETTE_IMAGE, "import cancelled"), nothing is left. */
   signal?: AbortSignal;
+  /** Also keep the manifest, config and compressed layers exactly as verified (an OCI layout
+   * or a registry only), as an image must have to be the base (FROM) of a build. */
+  keepBlobs?: boolean;
 }
 export interface PullOptions extends ImportOptions {
   /** 'os/arch[/variant]' to pick from a multi-platform image (default: this host's). */
@@ -247,6 +250,61 @@ export interface PullOptions extends ImportOptions {
   authFile?: string;
   /** Per request, in milliseconds (default 30000). */
   timeout?: number;
+}
+
+/** What build() reports, in order: each step as it starts, 'cached' after a step that came
+ * from the build cache, 'done' once the image is recorded. */
+export type BuildEvent =
+  | { kind: 'step'; /** 1-based. */ n: number; total: number; /** The Dockerfile's line (1-based). */ line: number; /** The instruction as written (its first line). */ text: string }
+  | { kind: 'cached' }
+  | { kind: 'done'; /** The manifest digest. */ manifest: string };
+
+export interface BuildOptions {
+  /** The name the image is recorded under ('name:tag'); without one, its digest only. */
+  tag?: string;
+  /** The Dockerfile (default CONTEXT/Dockerfile). */
+  dockerfile?: string;
+  /** Values of the Dockerfile's ARGs. */
+  buildArgs?: Record<string, string | number | boolean>;
+  /** Build up to this stage (its name or index) instead of the last. */
+  target?: string | number;
+  /** RUN steps on the host's network (the default, like Docker's) or with none. */
+  network?: 'host' | 'none';
+  /** Run every step even when the cache has it. */
+  noCache?: boolean;
+  /** Memory limit of each RUN step, e.g. '256M' or a number of bytes. */
+  memory?: number | string;
+  /** CPU limit of each RUN step, in CPUs. */
+  cpus?: number;
+  /** Process limit of each RUN step. */
+  pids?: number;
+  /** Wall-clock limit of each RUN step, in milliseconds. */
+  stepTimeout?: number;
+  /** Called with each event, in order, a little after it happens. Throwing cancels the build
+   * (the promise rejects with what was thrown). */
+  onProgress?: (e: BuildEvent) => void;
+  /** Cancels the build at its next event: it rejects with an AbortError and nothing is tagged
+   * (a running RUN step is not interrupted; once the last step has started it is too late). */
+  signal?: AbortSignal;
+}
+
+/** How build() rejects when the image could not be built (nothing is tagged). */
+export interface BuildError extends Error {
+  code: 'ERR_CAGETTE_BUILD';
+  /** What failed: the Dockerfile ('parse'), an instruction that cannot be carried out as
+   * written, a RUN step that did not exit 0 ('step'), a step's sandbox, the store, a file. */
+  reason: 'parse' | 'instruction' | 'step' | 'sandbox' | 'image' | 'io' | 'other';
+  /** The Dockerfile, and its line (1-based), when the error is about one. */
+  file: string | null;
+  line: number | null;
+  column: number | null;
+  /** For a failed RUN step: its command, how it ended ('exited with status 3', ...), its
+   * exit status (null when it did not exit) and what it wrote (stdout then stderr, the last
+   * 8 KiB; the message shows it too). */
+  command: string | null;
+  verdict: string | null;
+  exitCode: number | null;
+  output: string | null;
 }
 
 export interface SandboxEntry {
@@ -273,6 +331,9 @@ export declare class ImageStore {
   /** Imports an OCI layout directory, a docker-save archive or a plain layer tar. */
   importImage(source: string, name: string, options?: ImportOptions): Promise<ImageInfo>;
   pull(reference: string, options?: PullOptions): Promise<ImageInfo>;
+  /** Builds an image from a Dockerfile and a context directory; rejects with a BuildError,
+   * or an AbortError. */
+  build(context: string, options?: BuildOptions): Promise<ImageInfo>;
   list(): Promise<ImageInfo[]>;
   get(name: string): Promise<ImageInfo>;
   remove(name: string): Promise<void>;

@@ -46,6 +46,20 @@ function cagetteError(e, renames) {
   } catch {
     return e;
   }
+  if (payload.kind === 'build') {
+    // The message as it is: a failed RUN step's output is in it.
+    const err = new Error(payload.message);
+    err.code = 'ERR_CAGETTE_BUILD';
+    err.reason = payload.reason;
+    err.file = payload.file ?? null;
+    err.line = payload.line ?? null;
+    err.column = payload.column ?? null;
+    err.command = payload.command ?? null;
+    err.verdict = payload.verdict ?? null;
+    err.exitCode = payload.exit_status ?? null;
+    err.output = payload.output ?? null;
+    return err;
+  }
   let msg = payload.message || String(e.message);
   for (const [s, k] of renames || []) msg = msg.split('`' + s + '`').join('`' + k + '`');
   // Name the core's snake_case options the way JS callers write them.
@@ -331,9 +345,10 @@ function validate(options = {}) {
   }
 }
 
-/** cagette's image store (OCI image layouts and docker-save archives, verified). Run from an
- * image with run(argv, { image: 'name:tag', imageStore: store.path }). All methods return
- * promises; the work happens off the event loop. */
+/** cagette's image store (OCI image layouts and docker-save archives, verified; images pulled
+ * or built from a Dockerfile). Run from an image with run(argv, { image: 'name:tag',
+ * imageStore: store.path }). All methods return promises; the work happens off the event
+ * loop. */
 class ImageStore {
   constructor(path) {
     this.path = path === undefined ? null : String(path);
@@ -349,9 +364,11 @@ class ImageStore {
    * Imports an image. `options.onProgress({ layers, layersDone, bytes, bytesDone })` is called
    * about ten times a second and once at the end; `options.signal` (an AbortSignal) cancels:
    * the promise rejects with code ERR_CAGETTE_IMAGE ("import cancelled"), nothing is left.
+   * `options.keepBlobs` also keeps the manifest, config and compressed layers exactly as
+   * verified (an OCI layout only), as the base (FROM) of a build must have.
    */
   async importImage(source, name, options = {}) {
-    return this._job(native.startImport(this.path, String(source), name), options);
+    return this._job(native.startImport(this.path, String(source), name, Boolean(options.keepBlobs)), options);
   }
   /**
    * Pulls `reference` from its registry (`alpine:3.20` is docker.io/library/alpine:3.20;
@@ -359,13 +376,14 @@ class ImageStore {
    * the store under that name; layers are verified and unpacked while they download, layers
    * the store has are skipped. Options: `platform` ('os/arch[/variant]'), `insecureRegistries`,
    * `caFiles`, `credentials` ([user, password]; else `authFile`, else the user's auth.json or
-   * docker config.json), `timeout` (ms, per request), and `onProgress`/`signal` as importImage.
+   * docker config.json), `timeout` (ms, per request), and `onProgress`/`signal`/`keepBlobs` as
+   * importImage.
    */
   async pull(reference, options = {}) {
-    const { onProgress, signal, ...rest } = options;
+    const { onProgress, signal, keepBlobs, ...rest } = options;
     let job;
     try {
-      job = native.startPull(this.path, String(reference), JSON.stringify(rest));
+      job = native.startPull(this.path, String(reference), JSON.stringify(rest), Boolean(keepBlobs));
     } catch (e) {
       throw cagetteError(e);
     }
@@ -389,6 +407,71 @@ class ImageStore {
       return info;
     } catch (e) {
       throw cagetteError(e);
+    } finally {
+      if (timer) clearInterval(timer);
+      if (signal) signal.removeEventListener('abort', onAbort);
+    }
+  }
+  /**
+   * Builds an image from a Dockerfile (`dockerfile`, default CONTEXT/Dockerfile) and the
+   * `context` directory into the store, as `tag` ('name:tag'; without one the image is known
+   * by its manifest digest only); resolves with the image, as get() does. Each RUN step runs
+   * in a sandbox on the image so far (`network` 'host', like Docker's default, or 'none';
+   * `memory` like '256M', `cpus`, `pids` and `stepTimeout` in ms limit each step), its output
+   * captured: a failed step rejects with code ERR_CAGETTE_BUILD (reason 'step', line,
+   * exitCode, output). FROM images must be in the store with their blobs kept (`keepBlobs` on
+   * importImage or pull). Steps are cached (`noCache` runs them all); `buildArgs` give the
+   * ARGs' values, `target` builds up to that stage. `onProgress` gets { kind: 'step', n,
+   * total, line, text }, { kind: 'cached' } and { kind: 'done', manifest }, in order, a
+   * little after they happen; `signal` (an AbortSignal) cancels at the next event: the
+   * promise rejects with an AbortError and nothing is tagged. A running RUN step is not
+   * interrupted (`stepTimeout` bounds it), and an abort once the last step has started comes
+   * too late: the image is recorded and the promise resolves. An exception in `onProgress`
+   * cancels the same way, and the promise rejects with it.
+   */
+  async build(context, options = {}) {
+    const { onProgress, signal, ...rest } = options;
+    if (signal && signal.aborted) throw abortError(signal);
+    if (rest.buildArgs != null) rest.buildArgs = Object.fromEntries(Object.entries(rest.buildArgs).map(([k, v]) => [k, String(v)]));
+    if (rest.dockerfile != null) rest.dockerfile = String(rest.dockerfile);
+    if (typeof rest.target === 'number') rest.target = String(rest.target);
+    let job;
+    try {
+      job = native.startBuild(this.path, String(context), JSON.stringify(rest));
+    } catch (e) {
+      throw cagetteError(e);
+    }
+    let threw = false;
+    let thrown; // what onProgress threw
+    const deliver = () => {
+      for (const e of job.takeEvents()) {
+        if (!onProgress || threw) continue;
+        const event = e.kind === 'step' ? { kind: 'step', n: e.n, total: e.total, line: e.line, text: e.text } : e.kind === 'done' ? { kind: 'done', manifest: e.text } : { kind: e.kind };
+        try {
+          onProgress(event);
+        } catch (err) {
+          threw = true;
+          thrown = err;
+          job.cancel();
+        }
+      }
+    };
+    const onAbort = () => job.cancel();
+    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    const timer = onProgress ? setInterval(deliver, 50) : null;
+    try {
+      let info;
+      try {
+        info = camel(JSON.parse(await job.run()));
+      } catch (e) {
+        deliver();
+        const err = cagetteError(e);
+        if (err.reason === 'cancelled') throw threw ? thrown : abortError(signal);
+        throw err;
+      }
+      deliver();
+      if (threw) throw thrown;
+      return info;
     } finally {
       if (timer) clearInterval(timer);
       if (signal) signal.removeEventListener('abort', onAbort);

@@ -255,7 +255,7 @@ pub fn image<'env>(env: &'env Env, op: String, store_dir: Option<String>, a: Opt
 /// for `onProgress` and calls `cancel()` on its AbortSignal: no JS runs off the main thread).
 #[napi]
 pub struct NativeImport {
-    args: Mutex<Option<(Option<String>, Work)>>,
+    args: Mutex<Option<(Option<String>, bool, Work)>>,
     progress: Arc<Mutex<[f64; 4]>>,
     cancel: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -265,7 +265,7 @@ impl NativeImport {
     /// Starts the import on a thread of its own; resolves with the ImageInfo as JSON. Once.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn run<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
-        let (store_dir, work) = self.args.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| err("error", serde_json::json!({"message": "run() was already called"})))?;
+        let (store_dir, keep_blobs, work) = self.args.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| err("error", serde_json::json!({"message": "run() was already called"})))?;
         let (deferred, promise) = env.create_deferred()?;
         let (progress, cancel) = (self.progress.clone(), self.cancel.clone());
         std::thread::Builder::new()
@@ -273,7 +273,7 @@ impl NativeImport {
             .spawn(move || {
                 let r = (|| -> std::result::Result<String, cagette::ImageError> {
                     let dir = store_dir.map(std::path::PathBuf::from).unwrap_or_else(cagette::ImageStore::default_dir);
-                    let st = cagette::ImageStore::open(dir)?;
+                    let st = cagette::ImageStore::open(dir)?.keep_blobs(keep_blobs);
                     let mut cb = |p: &cagette::ImportProgress| {
                         *progress.lock().unwrap_or_else(|e| e.into_inner()) = [p.layers as f64, p.layers_done as f64, p.bytes as f64, p.bytes_done as f64];
                         if cancel.load(std::sync::atomic::Ordering::SeqCst) { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
@@ -312,22 +312,182 @@ enum Work {
     Pull { reference: String, options: cagette::PullOptions },
 }
 
-fn job(store_dir: Option<String>, work: Work) -> NativeImport {
-    NativeImport { args: Mutex::new(Some((store_dir, work))), progress: Arc::new(Mutex::new([0.0; 4])), cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)) }
+fn job(store_dir: Option<String>, keep_blobs: bool, work: Work) -> NativeImport {
+    NativeImport { args: Mutex::new(Some((store_dir, keep_blobs, work))), progress: Arc::new(Mutex::new([0.0; 4])), cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)) }
 }
 
-/// An import to `run()`.
+/// An import to `run()`; `keep_blobs` keeps the manifest, config and compressed layers too.
 #[napi]
-pub fn start_import(store_dir: Option<String>, source: String, name: String) -> NativeImport {
-    job(store_dir, Work::Import { source, name })
+pub fn start_import(store_dir: Option<String>, source: String, name: String, keep_blobs: Option<bool>) -> NativeImport {
+    job(store_dir, keep_blobs.unwrap_or(false), Work::Import { source, name })
 }
 
 /// A pull to `run()`. `options` is JSON: platform, insecureRegistries, caFiles, credentials
-/// ([user, password]), authFile, timeout (ms).
+/// ([user, password]), authFile, timeout (ms); `keep_blobs` as for an import.
 #[napi]
-pub fn start_pull(store_dir: Option<String>, reference: String, options: String) -> Result<NativeImport> {
+pub fn start_pull(store_dir: Option<String>, reference: String, options: String, keep_blobs: Option<bool>) -> Result<NativeImport> {
     let opts = cagette::PullOptions::from_binding_json(&options, std::time::Duration::from_millis(1)).map_err(|m| err("spec_value", serde_json::json!({"message": m})))?;
-    Ok(job(store_dir, Work::Pull { reference, options: opts }))
+    Ok(job(store_dir, keep_blobs.unwrap_or(false), Work::Pull { reference, options: opts }))
+}
+
+/// A build event as JS polls it: kind "step" (n, total, line, text: the instruction), "cached",
+/// or "done" (text: the manifest digest).
+#[napi(object)]
+pub struct NativeBuildEvent {
+    pub kind: String,
+    pub n: u32,
+    pub total: u32,
+    pub line: u32,
+    pub text: String,
+}
+
+/// One image build, with its events to take and a cancel flag (as [`NativeImport`]: the JS
+/// side polls `takeEvents()` for `onProgress` and calls `cancel()` on its AbortSignal).
+#[napi]
+pub struct NativeBuild {
+    args: Mutex<Option<(Option<String>, String, cagette::BuildOptions)>>,
+    events: Arc<Mutex<Vec<NativeBuildEvent>>>,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[napi]
+impl NativeBuild {
+    /// Starts the build on a thread of its own; resolves with the ImageInfo as JSON. Once.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn run<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
+        let (store_dir, context, opts) = self.args.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| err("error", serde_json::json!({"message": "run() was already called"})))?;
+        let (deferred, promise) = env.create_deferred()?;
+        let (events, cancel) = (self.events.clone(), self.cancel.clone());
+        std::thread::Builder::new()
+            .name("cagette-build".into())
+            .spawn(move || {
+                let r = (|| -> std::result::Result<String, cagette::BuildError> {
+                    let dir = store_dir.map(std::path::PathBuf::from).unwrap_or_else(cagette::ImageStore::default_dir);
+                    let st = cagette::ImageStore::open(dir)?;
+                    let push = |kind: &str, n: usize, total: usize, line: usize, text: &str| {
+                        let c = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+                        events.lock().unwrap_or_else(|e| e.into_inner()).push(NativeBuildEvent { kind: kind.into(), n: c(n), total: c(total), line: c(line), text: text.into() });
+                    };
+                    let info = st.build(std::path::Path::new(&context), &opts, &mut |e| {
+                        // Cancelled: this step does not start (and is not reported).
+                        let cancelled = cancel.load(std::sync::atomic::Ordering::SeqCst);
+                        match e {
+                            cagette::BuildEvent::Step { .. } | cagette::BuildEvent::Cached if cancelled => return std::ops::ControlFlow::Break(()),
+                            cagette::BuildEvent::Step { n, total, line, text } => push("step", *n, *total, *line, text),
+                            cagette::BuildEvent::Cached => push("cached", 0, 0, 0, ""),
+                            // The image is recorded: too late to cancel.
+                            cagette::BuildEvent::Done(manifest) => push("done", 0, 0, 0, manifest),
+                            _ => {}
+                        }
+                        std::ops::ControlFlow::Continue(())
+                    })?;
+                    Ok(serde_json::to_string(&info).unwrap_or_default())
+                })();
+                match r {
+                    Ok(v) => deferred.resolve(move |_| Ok(v)),
+                    Err(e) => deferred.reject(build_err(e)),
+                }
+            })
+            .map_err(|e| Error::new(Status::GenericFailure, format!("start a build thread: {e}")))?;
+        Ok(promise)
+    }
+
+    /// The events since the last call, oldest first.
+    #[napi]
+    pub fn take_events(&self) -> Vec<NativeBuildEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Cancels the build at its next event (it rejects with reason "cancelled"; nothing is
+    /// tagged). A running RUN step is not interrupted.
+    #[napi]
+    pub fn cancel(&self) {
+        self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A build error for lib/index.js: kind "build", the message (the failed RUN step's output in
+/// it) and what it is about. `reason` is parse, instruction, step, sandbox, image, io,
+/// cancelled or other. (bindings-python/src/lib.rs has the same, in Python's words.)
+fn build_err(e: cagette::BuildError) -> Error {
+    use cagette::BuildError as B;
+    use serde_json::json;
+    let f = |p: &std::path::Path| p.display().to_string();
+    let p = match &e {
+        B::Parse { file, line, column, .. } => json!({"reason": "parse", "message": e.to_string(), "file": f(file), "line": line, "column": column}),
+        B::Instruction { file, line, message } => {
+            let m = message.strip_prefix("--target ").map_or_else(|| message.clone(), |rest| format!("target {rest}"));
+            json!({"reason": "instruction", "message": format!("{}:{line}: {}", f(file), js_words(&m)), "file": f(file), "line": line})
+        }
+        B::Step { file, line, command, verdict, output } => {
+            // "exited with status N" (the core's wording) is the one verdict with an exit status.
+            let status = verdict.strip_prefix("exited with status ").and_then(|s| s.parse::<i32>().ok());
+            let (full, head) = (e.to_string(), format!("{}:{line}: RUN {command:?} {verdict}", f(file)));
+            let message = full.strip_prefix(&head).map_or_else(|| full.clone(), |rest| format!("{}:{line}: RUN {command:?} {}{rest}", f(file), js_words(verdict)));
+            json!({"reason": "step", "message": message, "file": f(file), "line": line, "command": command, "verdict": js_words(verdict), "exit_status": status, "output": output})
+        }
+        B::Sandbox { file, line, .. } => json!({"reason": "sandbox", "message": e.to_string(), "file": f(file), "line": line}),
+        B::Image(cagette::ImageError::Cancelled) => json!({"reason": "cancelled", "message": "build cancelled"}),
+        B::Image(_) => json!({"reason": "image", "message": js_words(&e.to_string())}),
+        B::Io { .. } => json!({"reason": "io", "message": e.to_string()}),
+        _ => json!({"reason": "other", "message": e.to_string()}),
+    };
+    err("build", p)
+}
+
+/// The core's build messages name the CLI's flags; here they are options.
+fn js_words(s: &str) -> String {
+    [("(`--keep-blobs`)", "(keepBlobs: true)"), ("(--step-timeout)", "(stepTimeout)")].iter().fold(s.to_string(), |s, (cli, js)| s.replacen(cli, js, 1))
+}
+
+/// A build to `run()`: the Dockerfile (default CONTEXT/Dockerfile) and `context` directory into
+/// the store. `options` is JSON: tag, dockerfile, buildArgs ({name: value}), target, network
+/// ("host", the default, or "none"), noCache, memory (bytes or "256M"), cpus, pids, stepTimeout
+/// (ms); a bad one throws here. (bindings-python/src/lib.rs reads the same JSON, snake_case and
+/// seconds.)
+#[napi]
+pub fn start_build(store_dir: Option<String>, context: String, options: String) -> Result<NativeBuild> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wire {
+        tag: Option<String>,
+        dockerfile: Option<std::path::PathBuf>,
+        #[serde(default, alias = "buildArgs")]
+        build_args: std::collections::BTreeMap<String, String>,
+        target: Option<String>,
+        network: Option<String>,
+        #[serde(default, alias = "noCache")]
+        no_cache: bool,
+        memory: Option<cagette::Size>,
+        cpus: Option<f64>,
+        pids: Option<u64>,
+        #[serde(alias = "stepTimeout")]
+        step_timeout: Option<f64>,
+    }
+    let bad = |m: String| err("spec_value", serde_json::json!({"message": m}));
+    let w: Wire = serde_json::from_str(&options).map_err(|e| {
+        // Without serde's " at line L column C": meaningless for an options object.
+        let m = e.to_string();
+        bad(format!("build options: {}", m.rfind(" at line ").map_or(m.as_str(), |i| &m[..i])))
+    })?;
+    let mut o = cagette::BuildOptions::default();
+    o.network_host = match w.network.as_deref() {
+        None | Some("host") => true,
+        Some("none") => false,
+        Some(n) => return Err(bad(format!("network {n:?}: a build's RUN steps have network \"host\" or \"none\""))),
+    };
+    if let Some(t) = w.step_timeout {
+        // Positive, and a duration a sandbox accepts.
+        if !(t.is_finite() && t > 0.0 && t / 1000.0 <= cagette::MAX_DURATION.as_secs_f64()) {
+            return Err(bad(format!("stepTimeout {t}: expected a positive number of milliseconds")));
+        }
+        o.step_timeout = Some(std::time::Duration::from_secs_f64(t / 1000.0));
+    }
+    // Memory, cpus and pids are each RUN step's sandbox's: checked as a sandbox's are.
+    let limits = cagette::SandboxSpec { argv: vec!["true".into()], memory: w.memory, cpus: w.cpus, pids: w.pids, ..cagette::SandboxSpec::default() };
+    limits.validate().map_err(|e| bad(e.message))?;
+    (o.tag, o.dockerfile, o.build_args, o.target, o.no_cache, o.memory, o.cpus, o.pids) = (w.tag, w.dockerfile, w.build_args, w.target, w.no_cache, w.memory, w.cpus, w.pids);
+    Ok(NativeBuild { args: Mutex::new(Some((store_dir, context, o))), events: Arc::new(Mutex::new(Vec::new())), cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)) })
 }
 
 /// The caller's running named sandboxes, as JSON.

@@ -1,5 +1,5 @@
 // A TypeScript consumer of the cagette package: CI checks it with `tsc --strict`.
-import { run, spawn, bind, tmpfs, probe, type Result, type CagetteError, type SandboxProcess } from '../../bindings-node/lib/index.js';
+import { run, spawn, bind, tmpfs, probe, ImageStore, type Result, type CagetteError, type SandboxProcess, type BuildEvent, type BuildError, type ImageInfo } from '../../bindings-node/lib/index.js';
 
 async function main(): Promise<void> {
   const r: Result = await run(['npm', 'ci'], {
@@ -25,6 +25,21 @@ async function main(): Promise<void> {
     if (err.code === 'ERR_CAGETTE_SETUP') console.log(err.step, err.errno, err.path, err.hint);
   }
   console.log(probe().cgroup);
+
+  // An image from a Dockerfile; its FROM image imported with its blobs kept.
+  const store = new ImageStore('/tmp/store');
+  await store.importImage('./busybox-oci', 'busybox:1', { keepBlobs: true });
+  const show = (e: BuildEvent): void => {
+    if (e.kind === 'step') console.log(`${e.n}/${e.total} line ${e.line}: ${e.text}`);
+    else if (e.kind === 'done') console.log(e.manifest);
+  };
+  try {
+    const image: ImageInfo = await store.build('./app', { tag: 'app:1', buildArgs: { VERSION: 2 }, network: 'none', memory: '512M', stepTimeout: 600_000, onProgress: show, signal: AbortSignal.timeout(3_600_000) });
+    console.log(image.manifest);
+  } catch (e) {
+    const err = e as BuildError;
+    if (err.code === 'ERR_CAGETTE_BUILD') console.log(err.reason, err.line, err.exitCode, err.output);
+  }
 }
 
 void main();
