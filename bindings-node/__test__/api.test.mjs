@@ -459,8 +459,9 @@ test('build: cancelled from onProgress (an AbortSignal, or an exception), nothin
   const { rmSync } = await import('node:fs');
   const { dir, store, ctx, dockerfile, names, leftovers } = await buildFixture('cagette-node-build-cancel-');
   try {
-    // The abort comes while step 2 runs (events are polled); step 3 never starts.
-    dockerfile('FROM busybox:1\nRUN sleep 2\nRUN echo never > /x\n');
+    // The abort comes while step 2 runs: the step is killed with its sandbox (no sleep left
+    // behind), step 3 never starts.
+    dockerfile('FROM busybox:1\nRUN sleep 1000.77\nRUN echo never > /x\n');
     const controller = new AbortController();
     const seen = [];
     const onProgress = (e) => {
@@ -469,6 +470,9 @@ test('build: cancelled from onProgress (an AbortSignal, or an exception), nothin
     };
     await assert.rejects(store.build(ctx, { tag: 'app:1', network: 'none', signal: controller.signal, onProgress }), (e) => e.name === 'AbortError' && e.code === 'ABORT_ERR');
     assert.deepEqual(seen.map((e) => e.n), [1, 2]);
+    const { execFileSync } = await import('node:child_process');
+    const sleeping = execFileSync('sh', ['-c', 'pgrep -f "sleep 1000[.]77" || true']).toString().trim();
+    assert.equal(sleeping, '', 'the running step was killed');
     assert.deepEqual(await names(), ['busybox:1']);
     await assert.rejects(store.get('app:1'), (e) => e.code === 'ERR_CAGETTE_IMAGE');
     // An exception in onProgress cancels too, and the promise rejects with it.

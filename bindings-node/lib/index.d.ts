@@ -283,8 +283,8 @@ export interface BuildOptions {
   /** Called with each event, in order, a little after it happens. Throwing cancels the build
    * (the promise rejects with what was thrown). */
   onProgress?: (e: BuildEvent) => void;
-  /** Cancels the build at its next event: it rejects with an AbortError and nothing is tagged
-   * (a running RUN step is not interrupted; once the last step has started it is too late). */
+  /** Cancels the build: a running RUN step is killed with its sandbox, the promise rejects with
+   * an AbortError and nothing is tagged (once the image is recorded it is too late). */
   signal?: AbortSignal;
 }
 

@@ -423,11 +423,10 @@ class ImageStore {
    * importImage or pull). Steps are cached (`noCache` runs them all); `buildArgs` give the
    * ARGs' values, `target` builds up to that stage. `onProgress` gets { kind: 'step', n,
    * total, line, text }, { kind: 'cached' } and { kind: 'done', manifest }, in order, a
-   * little after they happen; `signal` (an AbortSignal) cancels at the next event: the
-   * promise rejects with an AbortError and nothing is tagged. A running RUN step is not
-   * interrupted (`stepTimeout` bounds it), and an abort once the last step has started comes
-   * too late: the image is recorded and the promise resolves. An exception in `onProgress`
-   * cancels the same way, and the promise rejects with it.
+   * little after they happen; `signal` (an AbortSignal) cancels: a running RUN step is killed
+   * with its sandbox, the promise rejects with an AbortError and nothing is tagged (an abort
+   * once the image is recorded comes too late: the promise resolves). An exception in
+   * `onProgress` cancels too, and the promise rejects with it.
    */
   async build(context, options = {}) {
     const { onProgress, signal, ...rest } = options;

@@ -355,9 +355,11 @@ impl NativeBuild {
     /// Starts the build on a thread of its own; resolves with the ImageInfo as JSON. Once.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn run<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
-        let (store_dir, context, opts) = self.args.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| err("error", serde_json::json!({"message": "run() was already called"})))?;
+        let (store_dir, context, mut opts) = self.args.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| err("error", serde_json::json!({"message": "run() was already called"})))?;
         let (deferred, promise) = env.create_deferred()?;
         let (events, cancel) = (self.events.clone(), self.cancel.clone());
+        // The core watches the flag too: a running RUN step is killed at once.
+        opts.cancel = Some(cancel.clone());
         std::thread::Builder::new()
             .name("cagette-build".into())
             .spawn(move || {
@@ -398,8 +400,8 @@ impl NativeBuild {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Cancels the build at its next event (it rejects with reason "cancelled"; nothing is
-    /// tagged). A running RUN step is not interrupted.
+    /// Cancels the build (it rejects with reason "cancelled"; nothing is tagged): a running RUN
+    /// step is killed with its sandbox.
     #[napi]
     pub fn cancel(&self) {
         self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -419,9 +421,7 @@ fn build_err(e: cagette::BuildError) -> Error {
             let m = message.strip_prefix("--target ").map_or_else(|| message.clone(), |rest| format!("target {rest}"));
             json!({"reason": "instruction", "message": format!("{}:{line}: {}", f(file), js_words(&m)), "file": f(file), "line": line})
         }
-        B::Step { file, line, command, verdict, output } => {
-            // "exited with status N" (the core's wording) is the one verdict with an exit status.
-            let status = verdict.strip_prefix("exited with status ").and_then(|s| s.parse::<i32>().ok());
+        B::Step { file, line, command, verdict, status, output } => {
             let (full, head) = (e.to_string(), format!("{}:{line}: RUN {command:?} {verdict}", f(file)));
             let message = full.strip_prefix(&head).map_or_else(|| full.clone(), |rest| format!("{}:{line}: RUN {command:?} {}{rest}", f(file), js_words(verdict)));
             json!({"reason": "step", "message": message, "file": f(file), "line": line, "command": command, "verdict": js_words(verdict), "exit_status": status, "output": output})

@@ -314,9 +314,7 @@ fn build_err(e: cagette::BuildError) -> PyErr {
             let m = message.strip_prefix("--target ").map_or_else(|| message.clone(), |rest| format!("target {rest}"));
             json!({"reason": "instruction", "message": format!("{}:{line}: {}", f(file), python_words(&m)), "file": f(file), "line": line})
         }
-        B::Step { file, line, command, verdict, output } => {
-            // "exited with status N" (the core's wording) is the one verdict with an exit status.
-            let status = verdict.strip_prefix("exited with status ").and_then(|s| s.parse::<i32>().ok());
+        B::Step { file, line, command, verdict, status, output } => {
             let (full, head) = (e.to_string(), format!("{}:{line}: RUN {command:?} {verdict}", f(file)));
             let message = full.strip_prefix(&head).map_or_else(|| full.clone(), |rest| format!("{}:{line}: RUN {command:?} {}{rest}", f(file), python_words(verdict)));
             json!({"reason": "step", "message": message, "file": f(file), "line": line, "command": command, "verdict": python_words(verdict), "exit_status": status, "output": output})

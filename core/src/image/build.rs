@@ -77,6 +77,9 @@ pub struct BuildOptions {
     /// base is then an error. The CLI pulls unless `--pull never`.
     #[cfg(feature = "registry")]
     pub pull: Option<super::PullOptions>,
+    /// Set to true (from any thread) to cancel the build: a running `RUN` step is killed with its
+    /// whole sandbox, nothing is tagged, and the build returns [`ImageError::Cancelled`].
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// `RUN` steps write to the caller's stderr as they go (the CLI); otherwise their
     /// output is captured and shown in the error of a step that fails.
     pub inherit_output: bool,
@@ -98,6 +101,7 @@ impl Default for BuildOptions {
             step_timeout: None,
             #[cfg(feature = "registry")]
             pull: None,
+            cancel: None,
             inherit_output: false,
         }
     }
@@ -122,7 +126,8 @@ pub enum BuildEvent {
     Cached,
     /// A FROM image is being pulled (the store lacked it, or its blobs).
     Pulling(String),
-    /// The image is recorded: its manifest digest.
+    /// The image is recorded: its manifest digest. (Too late to cancel: what the callback
+    /// returns here is not looked at.)
     Done(String),
 }
 
@@ -163,6 +168,8 @@ pub enum BuildError {
         command: String,
         /// How it ended (`exited with status 2`, ...).
         verdict: String,
+        /// Its exit status, when it exited.
+        status: Option<i32>,
         /// What it wrote (the last 8 KiB), when captured.
         output: String,
     },
@@ -842,7 +849,14 @@ impl Builder<'_> {
         Ok(state)
     }
 
+    fn cancelled(&self) -> bool {
+        self.opts.cancel.as_ref().is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     fn event(&mut self, e: BuildEvent) -> Result<(), BuildError> {
+        if self.cancelled() {
+            return Err(ImageError::Cancelled.into());
+        }
         match (self.progress)(&e) {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(()) => Err(ImageError::Cancelled.into()),
@@ -1095,7 +1109,8 @@ impl ImageStore {
                 b.store.get(&r)?
             }
         };
-        b.event(BuildEvent::Done(info.manifest.clone()))?;
+        // The image is recorded: a cancel now comes too late and is not an error.
+        let _ = (b.progress)(&BuildEvent::Done(info.manifest.clone()));
         Ok(info)
     }
 }
@@ -1549,26 +1564,45 @@ impl Builder<'_> {
         };
         let line = self.line_of(pos);
         let sandbox_err = |e| BuildError::Sandbox { file: self.file.clone(), line, source: e };
-        let out = if self.opts.inherit_output {
-            // Both of the step's streams to the caller's stderr (stdout stays the caller's own).
+        // The step's output: the caller's stderr as it goes (the CLI), or a file of the step's
+        // (both streams, in order) whose end the error of a failing step shows.
+        let log_path = tmp.0.join("output");
+        let log = if self.opts.inherit_output {
             spec.stdout = Stdio::Fd(2);
             spec.stderr = Stdio::Inherit;
-            let o = Sandbox::from_spec(spec).status().map_err(sandbox_err)?;
-            crate::Output { status: o.verdict, stdout: Vec::new(), stderr: Vec::new(), usage: o.usage }
+            None
         } else {
-            spec.stdout = Stdio::Piped;
-            spec.stderr = Stdio::Piped;
-            Sandbox::from_spec(spec).output().map_err(sandbox_err)?
+            let f = fs::File::create(&log_path).map_err(io_err("create the step's output file"))?;
+            spec.stdout = Stdio::Fd(std::os::fd::AsRawFd::as_raw_fd(&f));
+            spec.stderr = Stdio::Fd(std::os::fd::AsRawFd::as_raw_fd(&f));
+            Some(f)
         };
-        if out.status != Verdict::Exited(0) {
-            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-            if text.len() > 8192 {
-                let cut = text.len() - 8192;
-                let cut = (cut..text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(cut);
-                text = format!("[...]{}", &text[cut..]);
+        let mut child = Sandbox::from_spec(spec).spawn().map_err(sandbox_err)?;
+        drop(log);
+        let outcome = loop {
+            if let Some(o) = child.wait_timeout(Duration::from_millis(50)).map_err(sandbox_err)? {
+                break o;
             }
-            return Err(BuildError::Step { file: self.file.clone(), line, command: argv.join(" "), verdict: describe(&out.status), output: text });
+            if self.cancelled() {
+                let _ = child.kill(libc::SIGKILL);
+                let _ = child.wait();
+                return Err(ImageError::Cancelled.into());
+            }
+        };
+        if outcome.verdict != Verdict::Exited(0) {
+            let mut text = String::new();
+            if let Ok(mut f) = fs::File::open(&log_path) {
+                use std::io::Seek;
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                let _ = f.seek(io::SeekFrom::Start(len.saturating_sub(8192)));
+                let mut buf = Vec::new();
+                let _ = f.take(8192).read_to_end(&mut buf);
+                text = String::from_utf8_lossy(&buf).into_owned();
+                if len > 8192 {
+                    text = format!("[...]{text}");
+                }
+            }
+            return Err(BuildError::Step { file: self.file.clone(), line, command: argv.join(" "), verdict: describe(&outcome.verdict), status: outcome.verdict.code(), output: text });
         }
         drop(locks);
         for p in mount_points.iter().rev() {
