@@ -847,6 +847,12 @@ fn a_build_pulls_a_missing_base_with_its_blobs() {
     assert_eq!(pulled, [base.clone()]);
     assert_eq!(run_image(&d.path().join("store"), "built:1", "cat /x"), (Verdict::Exited(0), "built\n".into()));
     s.export("built:1", &d.path().join("built-oci"), cagette::ExportFormat::Oci).unwrap();
+    // Pushed as it is (its blobs were kept), pulled into another store: the same image, it runs.
+    let pushed = format!("{}/built:1", reg.addr);
+    assert_eq!(s.push("built:1", &pushed, &PullOptions::default()).unwrap(), info.manifest);
+    let third = ImageStore::open(d.path().join("third")).unwrap();
+    assert_eq!(third.pull(&pushed, &PullOptions::default()).unwrap().manifest, info.manifest);
+    assert_eq!(run_image(&d.path().join("third"), &pushed, "cat /x"), (Verdict::Exited(0), "built\n".into()));
     // A base the store holds without its blobs is pulled again, with them.
     let other = ImageStore::open(d.path().join("other")).unwrap();
     other.import(&lay, &base).unwrap();
