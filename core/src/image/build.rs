@@ -196,6 +196,37 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// What the Python and Node bindings raise for this error: `reason` (parse, instruction,
+    /// step, sandbox, image, io, cancelled or other), the message, and the file, line, column,
+    /// command, verdict, exit status and output where the error has them. `words` rewrites the
+    /// CLI's flag names in messages into the binding's own option names.
+    ///
+    /// ```
+    /// let e = cagette::BuildError::Image(cagette::ImageError::Cancelled);
+    /// assert_eq!(e.binding_payload(&|s| s.to_string())["reason"], "cancelled");
+    /// ```
+    pub fn binding_payload(&self, words: &dyn Fn(&str) -> String) -> Value {
+        let f = |p: &Path| p.display().to_string();
+        match self {
+            BuildError::Parse { file, line, column, .. } => json!({"reason": "parse", "message": self.to_string(), "file": f(file), "line": line, "column": column}),
+            BuildError::Instruction { file, line, message } => {
+                let m = message.strip_prefix("--target ").map_or_else(|| message.clone(), |rest| format!("target {rest}"));
+                json!({"reason": "instruction", "message": format!("{}:{line}: {}", f(file), words(&m)), "file": f(file), "line": line})
+            }
+            BuildError::Step { file, line, command, verdict, status, output } => {
+                let (full, head) = (self.to_string(), format!("{}:{line}: RUN {command:?} {verdict}", f(file)));
+                let message = full.strip_prefix(&head).map_or_else(|| full.clone(), |rest| format!("{}:{line}: RUN {command:?} {}{rest}", f(file), words(verdict)));
+                json!({"reason": "step", "message": message, "file": f(file), "line": line, "command": command, "verdict": words(verdict), "exit_status": status, "output": output})
+            }
+            BuildError::Sandbox { file, line, .. } => json!({"reason": "sandbox", "message": self.to_string(), "file": f(file), "line": line}),
+            BuildError::Image(ImageError::Cancelled) => json!({"reason": "cancelled", "message": "build cancelled"}),
+            BuildError::Image(_) => json!({"reason": "image", "message": words(&self.to_string())}),
+            BuildError::Io { .. } => json!({"reason": "io", "message": self.to_string()}),
+        }
+    }
+}
+
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> BuildError {
     let context = context.into();
     move |source| BuildError::Io { context, source }
@@ -302,6 +333,13 @@ fn rfc3339(t: u64) -> String {
 /// Dockerfile's own word processing: single quotes keep everything, double quotes keep spaces,
 /// the escape character keeps the next one. Returns the words (split on unquoted blanks).
 fn words(s: &str, vars: &dyn Fn(&str) -> Option<String>, escape: char) -> Result<Vec<String>, String> {
+    words_at(s, vars, escape, 0)
+}
+
+/// `${A:-${B:-...}}` nested deeper than this is refused (each level is a recursion).
+const MAX_NESTING: usize = 16;
+
+fn words_at(s: &str, vars: &dyn Fn(&str) -> Option<String>, escape: char, depth: usize) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut has = false;
@@ -329,7 +367,7 @@ fn words(s: &str, vars: &dyn Fn(&str) -> Option<String>, escape: char) -> Result
             }
             (Some('"'), '"') => quote = None,
             (_, '$') => {
-                let v = expand_var(&mut it, vars, escape)?;
+                let v = expand_var(&mut it, vars, escape, depth)?;
                 // An unquoted expansion to nothing makes no word (as in a shell).
                 has |= !v.is_empty() || quote.is_some();
                 cur.push_str(&v);
@@ -355,66 +393,59 @@ fn words(s: &str, vars: &dyn Fn(&str) -> Option<String>, escape: char) -> Result
     Ok(out)
 }
 
-fn expand_var(it: &mut std::iter::Peekable<std::str::Chars<'_>>, vars: &dyn Fn(&str) -> Option<String>, escape: char) -> Result<String, String> {
-    if it.peek() == Some(&'{') {
+/// A variable's name (letters, digits, `_`) from where the iterator is.
+fn var_name(it: &mut std::iter::Peekable<std::str::Chars<'_>>) -> String {
+    let mut name = String::new();
+    while let Some(&c) = it.peek().filter(|c| c.is_ascii_alphanumeric() || **c == '_') {
+        name.push(c);
         it.next();
-        let mut name = String::new();
-        while let Some(&c) = it.peek() {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                name.push(c);
-                it.next();
-            } else {
-                break;
+    }
+    name
+}
+
+fn expand_var(it: &mut std::iter::Peekable<std::str::Chars<'_>>, vars: &dyn Fn(&str) -> Option<String>, escape: char, depth: usize) -> Result<String, String> {
+    if it.peek() != Some(&'{') {
+        let name = var_name(it);
+        return Ok(if name.is_empty() { "$".into() } else { vars(&name).unwrap_or_default() });
+    }
+    it.next();
+    let name = var_name(it);
+    let value = vars(&name);
+    match it.next() {
+        Some('}') => Ok(value.unwrap_or_default()),
+        Some(':') => {
+            if depth >= MAX_NESTING {
+                return Err(format!("${{{name}:...}}: substitutions nested more than {MAX_NESTING} deep"));
             }
-        }
-        let value = vars(&name);
-        match it.next() {
-            Some('}') => Ok(value.unwrap_or_default()),
-            Some(':') => {
-                let op = it.next().ok_or("unfinished ${...}")?;
-                let mut word = String::new();
-                let mut depth = 0;
-                loop {
-                    match it.next() {
-                        Some('}') if depth == 0 => break,
-                        Some('}') => {
-                            depth -= 1;
-                            word.push('}');
-                        }
-                        Some('{') => {
-                            depth += 1;
-                            word.push('{');
-                        }
-                        Some(c) => word.push(c),
-                        None => return Err("unfinished ${...}".into()),
+            let op = it.next().ok_or("unfinished ${...}")?;
+            let mut word = String::new();
+            let mut level = 0;
+            loop {
+                match it.next() {
+                    Some('}') if level == 0 => break,
+                    Some('}') => {
+                        level -= 1;
+                        word.push('}');
                     }
-                }
-                let word = words(&word, vars, escape)?.join(" ");
-                let set = value.as_deref().is_some_and(|v| !v.is_empty());
-                match op {
-                    '-' => Ok(if set { value.unwrap_or_default() } else { word }),
-                    '+' => Ok(if set { word } else { String::new() }),
-                    '?' if !set => Err(format!("{name}: {}", if word.is_empty() { "not set" } else { &word })),
-                    '?' => Ok(value.unwrap_or_default()),
-                    o => Err(format!("unsupported modifier ':{o}' in ${{{name}:...}}")),
+                    Some('{') => {
+                        level += 1;
+                        word.push('{');
+                    }
+                    Some(c) => word.push(c),
+                    None => return Err("unfinished ${...}".into()),
                 }
             }
-            _ => Err(format!("bad substitution ${{{name}...")),
-        }
-    } else {
-        let mut name = String::new();
-        while let Some(&c) = it.peek() {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                name.push(c);
-                it.next();
-            } else {
-                break;
+            let word = words_at(&word, vars, escape, depth + 1)?.join(" ");
+            let set = value.as_deref().is_some_and(|v| !v.is_empty());
+            match op {
+                '-' => Ok(if set { value.unwrap_or_default() } else { word }),
+                '+' => Ok(if set { word } else { String::new() }),
+                '?' if !set => Err(format!("{name}: {}", if word.is_empty() { "not set" } else { &word })),
+                '?' => Ok(value.unwrap_or_default()),
+                o => Err(format!("unsupported modifier ':{o}' in ${{{name}:...}}")),
             }
         }
-        if name.is_empty() {
-            return Ok("$".into());
-        }
-        Ok(vars(&name).unwrap_or_default())
+        _ => Err(format!("bad substitution ${{{name}...")),
     }
 }
 
@@ -486,45 +517,93 @@ fn clean(p: &str) -> String {
     out.join("/")
 }
 
+/// One element of a glob component: a literal, `?`, `*`, or a `[...]` class.
+enum GlobToken {
+    Char(char),
+    Any,
+    Star,
+    Class { ranges: Vec<(char, char)>, negate: bool },
+}
+
+fn glob_tokens(pat: &[char]) -> Vec<GlobToken> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < pat.len() {
+        match pat[i] {
+            '*' => out.push(GlobToken::Star),
+            '?' => out.push(GlobToken::Any),
+            '\\' if i + 1 < pat.len() => {
+                i += 1;
+                out.push(GlobToken::Char(pat[i]));
+            }
+            '[' => match pat[i + 1..].iter().position(|&c| c == ']') {
+                // An unclosed `[` is a literal.
+                None => out.push(GlobToken::Char('[')),
+                Some(len) => {
+                    let mut class = &pat[i + 1..i + 1 + len];
+                    let negate = class.first().is_some_and(|&f| f == '^' || f == '!');
+                    if negate {
+                        class = &class[1..];
+                    }
+                    let mut ranges = Vec::new();
+                    let mut k = 0;
+                    while k < class.len() {
+                        if k + 2 < class.len() && class[k + 1] == '-' {
+                            ranges.push((class[k], class[k + 2]));
+                            k += 3;
+                        } else {
+                            ranges.push((class[k], class[k]));
+                            k += 1;
+                        }
+                    }
+                    out.push(GlobToken::Class { ranges, negate });
+                    i += len + 1;
+                }
+            },
+            c => out.push(GlobToken::Char(c)),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether `n_pat` pattern elements match `n_name` name elements, where `star(i)` says element
+/// `i` matches any run of name elements and `one(i, j)` whether it matches name element `j`.
+/// A table of the pattern's suffixes against the name's (no backtracking: time is the product
+/// of the two lengths, whatever the pattern).
+fn glob_match(n_pat: usize, n_name: usize, star: impl Fn(usize) -> bool, one: impl Fn(usize, usize) -> bool) -> bool {
+    // row[j]: pattern[i..] matches name[j..]; computed from the last pattern element up.
+    let mut next = vec![false; n_name + 1];
+    next[n_name] = true;
+    for i in (0..n_pat).rev() {
+        let mut row = vec![false; n_name + 1];
+        for j in (0..=n_name).rev() {
+            row[j] = if star(i) { next[j] || (j < n_name && row[j + 1]) } else { j < n_name && one(i, j) && next[j + 1] };
+        }
+        next = row;
+    }
+    next[0]
+}
+
 /// Go's `filepath.Match` for one path component: `*`, `?`, `[...]`, `\` escapes.
 fn glob_component(pat: &[char], name: &[char]) -> bool {
-    match pat.first() {
-        None => name.is_empty(),
-        Some('*') => (0..=name.len()).any(|i| glob_component(&pat[1..], &name[i..])),
-        Some('?') => !name.is_empty() && glob_component(&pat[1..], &name[1..]),
-        Some('[') => {
-            let Some(end) = pat.iter().skip(1).position(|&c| c == ']').map(|p| p + 1) else { return name.first() == Some(&'[') && glob_component(&pat[1..], &name[1..]) };
-            let Some(&c) = name.first() else { return false };
-            let mut class = &pat[1..end];
-            let negate = class.first().is_some_and(|&f| f == '^' || f == '!');
-            if negate {
-                class = &class[1..];
-            }
-            let mut hit = false;
-            let mut i = 0;
-            while i < class.len() {
-                if i + 2 < class.len() && class[i + 1] == '-' {
-                    hit |= class[i] <= c && c <= class[i + 2];
-                    i += 3;
-                } else {
-                    hit |= class[i] == c;
-                    i += 1;
-                }
-            }
-            hit != negate && glob_component(&pat[end + 1..], &name[1..])
+    let t = glob_tokens(pat);
+    glob_match(t.len(), name.len(), |i| matches!(t[i], GlobToken::Star), |i, j| {
+        let c = name[j];
+        match &t[i] {
+            GlobToken::Char(p) => *p == c,
+            GlobToken::Any => true,
+            GlobToken::Star => true,
+            GlobToken::Class { ranges, negate } => ranges.iter().any(|&(a, b)| a <= c && c <= b) != *negate,
         }
-        Some('\\') if pat.len() > 1 => name.first() == Some(&pat[1]) && glob_component(&pat[2..], &name[1..]),
-        Some(&p) => name.first() == Some(&p) && glob_component(&pat[1..], &name[1..]),
-    }
+    })
 }
 
 /// Whether `pattern` components (with `**` for any number of them) match all of `path`.
 fn glob_path(pattern: &[String], path: &[&str]) -> bool {
-    match pattern.first() {
-        None => path.is_empty(),
-        Some(p) if p == "**" => (0..=path.len()).any(|i| glob_path(&pattern[1..], &path[i..])),
-        Some(p) => !path.is_empty() && glob_component(&p.chars().collect::<Vec<_>>(), &path[0].chars().collect::<Vec<_>>()) && glob_path(&pattern[1..], &path[1..]),
-    }
+    let pat: Vec<Vec<char>> = pattern.iter().map(|p| p.chars().collect()).collect();
+    let names: Vec<Vec<char>> = path.iter().map(|p| p.chars().collect()).collect();
+    glob_match(pat.len(), names.len(), |i| pattern[i] == "**", |i, j| glob_component(&pat[i], &names[j]))
 }
 
 /// Whether `.dockerignore` leaves `rel` (a path in the context) out: the last rule that matches
@@ -1877,7 +1956,7 @@ fn expand_only(s: &str, vars: &dyn Fn(&str) -> Option<String>, escape: char) -> 
             out.push('$');
             it.next();
         } else if c == '$' {
-            out.push_str(&expand_var(&mut it, vars, escape)?);
+            out.push_str(&expand_var(&mut it, vars, escape, 0)?);
         } else {
             out.push(c);
         }
@@ -1938,6 +2017,10 @@ mod tests {
         assert_eq!(words("`$A", &vars, '`').unwrap(), ["$A"]);
         assert!(words("'open", &vars, '\\').is_err());
         assert!(words("${B:?needed}", &vars, '\\').unwrap_err().contains("needed"));
+        // Nesting is bounded (each level is a recursion): an error, not a stack overflow.
+        let nested = format!("{}x{}", "${B:-".repeat(100_000), "}".repeat(100_000));
+        assert!(words(&nested, &vars, '\\').unwrap_err().contains("nested more than"));
+        assert_eq!(words("${B:-${C:-${A}}}", &vars, '\\').unwrap(), ["one"]);
     }
 
     #[test]
@@ -1963,6 +2046,12 @@ mod tests {
         assert!(ignored(&rules, "tmp1") && !ignored(&rules, "tmp12"));
         assert!(!ignored(&rules, "src/main.rs"));
         assert!(glob_component(&"[a-c]x".chars().collect::<Vec<_>>(), &"bx".chars().collect::<Vec<_>>()));
+        assert!(glob_component(&"a\\*[x".chars().collect::<Vec<_>>(), &"a*[x".chars().collect::<Vec<_>>()), "an escape and an unclosed [ are literals");
+        // Patterns that backtrack exponentially in a naive matcher answer at once.
+        let many: Vec<char> = "*a".repeat(30).chars().chain("*b".chars()).collect();
+        assert!(!glob_component(&many, &"a".repeat(200).chars().collect::<Vec<_>>()));
+        let deep = IgnoreRule { parts: std::iter::repeat_n("**".to_string(), 40).chain(["x".to_string()]).collect(), include: false };
+        assert!(!ignored(&[deep], &vec!["d"; 200].join("/")));
         assert!(!glob_component(&"[!a-c]x".chars().collect::<Vec<_>>(), &"bx".chars().collect::<Vec<_>>()));
     }
 
