@@ -410,29 +410,9 @@ impl NativeBuild {
 
 /// A build error for lib/index.js: kind "build", the message (the failed RUN step's output in
 /// it) and what it is about. `reason` is parse, instruction, step, sandbox, image, io,
-/// cancelled or other. (bindings-python/src/lib.rs has the same, in Python's words.)
+/// cancelled or other (`BuildError::binding_payload`).
 fn build_err(e: cagette::BuildError) -> Error {
-    use cagette::BuildError as B;
-    use serde_json::json;
-    let f = |p: &std::path::Path| p.display().to_string();
-    let p = match &e {
-        B::Parse { file, line, column, .. } => json!({"reason": "parse", "message": e.to_string(), "file": f(file), "line": line, "column": column}),
-        B::Instruction { file, line, message } => {
-            let m = message.strip_prefix("--target ").map_or_else(|| message.clone(), |rest| format!("target {rest}"));
-            json!({"reason": "instruction", "message": format!("{}:{line}: {}", f(file), js_words(&m)), "file": f(file), "line": line})
-        }
-        B::Step { file, line, command, verdict, status, output } => {
-            let (full, head) = (e.to_string(), format!("{}:{line}: RUN {command:?} {verdict}", f(file)));
-            let message = full.strip_prefix(&head).map_or_else(|| full.clone(), |rest| format!("{}:{line}: RUN {command:?} {}{rest}", f(file), js_words(verdict)));
-            json!({"reason": "step", "message": message, "file": f(file), "line": line, "command": command, "verdict": js_words(verdict), "exit_status": status, "output": output})
-        }
-        B::Sandbox { file, line, .. } => json!({"reason": "sandbox", "message": e.to_string(), "file": f(file), "line": line}),
-        B::Image(cagette::ImageError::Cancelled) => json!({"reason": "cancelled", "message": "build cancelled"}),
-        B::Image(_) => json!({"reason": "image", "message": js_words(&e.to_string())}),
-        B::Io { .. } => json!({"reason": "io", "message": e.to_string()}),
-        _ => json!({"reason": "other", "message": e.to_string()}),
-    };
-    err("build", p)
+    err("build", e.binding_payload(&js_words))
 }
 
 /// The core's build messages name the CLI's flags; here they are options.

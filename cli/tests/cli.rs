@@ -621,28 +621,9 @@ fn build_as_root_and_rootless_gives_the_same_image() {
     let b = d.join("cagette");
     std::fs::copy(bin(), &b).unwrap();
     // The base: busybox as a one-layer OCI layout.
-    let py = r#"
-import gzip, hashlib, io, json, os, sys, tarfile
-root, out = sys.argv[1:]
-os.makedirs(f"{out}/blobs/sha256")
-def put(b):
-    d = hashlib.sha256(b).hexdigest()
-    open(f"{out}/blobs/sha256/{d}", "wb").write(b)
-    return "sha256:" + d, len(b)
-raw = io.BytesIO()
-with tarfile.open(fileobj=raw, mode="w") as t:
-    t.add(root, arcname=".")
-raw = raw.getvalue()
-layer, lsize = put(gzip.compress(raw, 6, mtime=0))
-cfg = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]}, "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest()]}}
-cd, cs = put(json.dumps(cfg).encode())
-man = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs}, "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": lsize}]}
-md, ms = put(json.dumps(man).encode())
-json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms}]}, open(f"{out}/index.json", "w"))
-open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
-"#;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-busybox-image.py");
     let lay = d.join("lay");
-    assert!(Command::new("python3").arg("-c").arg(py).arg(busybox_rootfs()).arg(&lay).status().unwrap().success());
+    assert!(Command::new("python3").arg(&script).arg(busybox_rootfs()).arg(&lay).status().unwrap().success());
     let ctx = d.join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(ctx.join("f"), "file\n").unwrap();
