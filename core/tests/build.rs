@@ -213,7 +213,20 @@ CMD ["cat /bin.txt; readlink /link"]
         assert_eq!(seen.trim(), "[/bin/sh -c] [cat /bin.txt; readlink /link] SIGTERM");
         // And it runs there (with runc: crun 1.8 refuses a hybrid cgroup host like this one;
         // this VM lacks CAP_SYS_RESOURCE, hence the ulimits).
-        let ran = podman(&["run", "--rm", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--network", "none", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768", "localhost/final:1"]);
+        // Its cgroups go under a parent of this test's own (podman's default parent,
+        // /libpod_parent, would stay behind in every v1 hierarchy), removed by the guard.
+        struct CgroupParent(String);
+        impl Drop for CgroupParent {
+            fn drop(&mut self) {
+                for e in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+                    let dir = e.path().join(self.0.trim_start_matches('/'));
+                    let _ = std::fs::remove_dir(dir.join("conmon"));
+                    let _ = std::fs::remove_dir(&dir);
+                }
+            }
+        }
+        let parent = CgroupParent(format!("/cagette-test-build-{}", std::process::id()));
+        let ran = podman(&["run", "--rm", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--cgroup-parent", &parent.0, "--network", "none", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768", "localhost/final:1"]);
         assert_eq!(ran, "compiled\nbin.txt\n");
         podman(&["system", "reset", "-f"]);
     } else {
