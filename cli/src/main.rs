@@ -21,11 +21,29 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// What `cagette run --help` says first.
+const RUN_ABOUT: &str = "Run a command in a sandbox. Exit status: the command's; 128+N if killed by signal N; 124 on \
+timeout; 125 if the sandbox could not be set up; 126 if the command could not be executed; 127 if \
+it was not found.";
+
+/// `cagette run …` alone: every job's start parses through this, which builds only the `run`
+/// subcommand's arguments instead of every subcommand's (benches/README.md, "CLI start").
+#[derive(Parser)]
+#[command(name = "cagette")]
+struct RunOnly {
+    #[command(subcommand)]
+    cmd: RunCmd,
+}
+
+#[derive(Subcommand)]
+enum RunCmd {
+    #[command(about = RUN_ABOUT)]
+    Run(Box<RunArgs>),
+}
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a command in a sandbox. Exit status: the command's; 128+N if killed by signal N; 124 on
-    /// timeout; 125 if the sandbox could not be set up; 126 if the command could not be executed;
-    /// 127 if it was not found.
+    #[command(about = RUN_ABOUT)]
     Run(Box<RunArgs>),
     /// Manage OCI images in the store (--store DIR or CAGETTE_STORE; default /var/lib/cagette
     /// as root, ~/.local/share/cagette otherwise).
@@ -1144,14 +1162,23 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// A command-line error: printed; --help and --version are not errors, a usage error is
+/// cagette's own failure (125).
+fn usage_error(e: clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() { ExitCode::from(125) } else { ExitCode::SUCCESS }
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
+        return match RunOnly::try_parse() {
+            Ok(RunOnly { cmd: RunCmd::Run(a) }) => run(&a),
+            Err(e) => usage_error(e),
+        };
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            // --help and --version are not errors; a usage error is cagette's own failure (125).
-            return if e.use_stderr() { ExitCode::from(125) } else { ExitCode::SUCCESS };
-        }
+        Err(e) => return usage_error(e),
     };
     match cli.cmd {
         Cmd::Run(a) => run(&a),

@@ -149,6 +149,18 @@ fn signals_timeouts_and_setup_codes() {
 
     let o = cagette(&["run", "--no-such-flag", "--", "true"]);
     assert_eq!(o.status.code(), Some(125), "usage errors are cagette's own failures");
+    assert!(text(&o.stderr).contains("Usage: cagette run"), "{}", text(&o.stderr));
+
+    // `run` parses through a parser of its own (a faster start): its help is the same one the
+    // full command line gives, and `cagette --help` still lists it.
+    let o = cagette(&["run", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = text(&o.stdout);
+    assert!(help.starts_with("Run a command in a sandbox. Exit status") && help.contains("Usage: cagette run") && help.contains("--memory"), "{help}");
+    let o = cagette(&["help", "run"]);
+    assert_eq!(text(&o.stdout), help, "`cagette help run` and `cagette run --help` differ");
+    let o = cagette(&["--help"]);
+    assert!(text(&o.stdout).contains("run      Run a command in a sandbox"), "{}", text(&o.stdout));
 }
 
 #[test]
