@@ -11,6 +11,11 @@ for t in crun runc bwrap unshare hyperfine python3; do
   command -v "$t" >/dev/null || { echo "missing $t: apt-get install crun runc bubblewrap hyperfine" >&2; exit 1; }
 done
 cargo build --release -q -p cagette-cli
+# The static PIE build as well (scripts/build-static.sh; `BENCH_NO_STATIC=1` skips it).
+static=()
+if [ -z "${BENCH_NO_STATIC:-}" ]; then
+  static_bin=$(scripts/build-static.sh -q | head -n1)
+fi
 work=$(mktemp -d /tmp/cagette-compare.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 bundle=$work/bundle
@@ -30,6 +35,9 @@ json.dump(c, open(p.replace("config.json", "limits/config.json"), "w"), indent=1
 PY
 cagette=$PWD/target/release/cagette
 root=$bundle/rootfs
+if [ -n "${static_bin:-}" ]; then
+  static=(-n "cagette (static-pie)" "$static_bin run --rootfs $root -- /bin/true")
+fi
 # The floor: the least a full-isolation start can do (../shared/bench/floor.c, static).
 floor_src=${CAGETTE_FLOOR_C:-../shared/bench/floor.c}
 floor=()
@@ -45,6 +53,7 @@ if [ -d /sys/fs/cgroup/unified ] && mountpoint -q /sys/fs/cgroup/unified; then h
 ${hybrid:+unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh} \
 hyperfine -N --warmup 30 --runs "$runs" --export-json "$work/result.json" "${floor[@]}" \
   -n cagette "$cagette run --rootfs $root -- /bin/true" \
+  "${static[@]}" \
   -n "cagette (limits)" "$cagette run --rootfs $root --memory 256M --pids 64 --cpus 1 -- /bin/true" \
   -n crun "crun run --bundle $bundle cagette-compare-crun" \
   -n "crun (limits)" "crun run --bundle $bundle/limits cagette-compare-crun-limits" \

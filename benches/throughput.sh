@@ -14,6 +14,8 @@ for t in crun bwrap python3 cc; do
 done
 cargo build --release -q -p cagette-cli
 cargo build --release -q -p cagette --example throughput
+static_bin=""
+[ -n "${BENCH_NO_STATIC:-}" ] || static_bin=$(scripts/build-static.sh -q | head -n1)
 cagette=$PWD/target/release/cagette
 lib=$PWD/target/release/examples/throughput
 work=$(mktemp -d /tmp/cagette-throughput.XXXXXX)
@@ -34,6 +36,7 @@ if [ -d /sys/fs/cgroup/unified ] && mountpoint -q /sys/fs/cgroup/unified; then h
 tools=(
   "floor|$work/floor $root /bin/true"
   "cagette run|$cagette run --rootfs $root -- /bin/true"
+  ${static_bin:+"cagette run (static-pie)|$static_bin run --rootfs $root -- /bin/true"}
   "bwrap|bwrap --unshare-all --bind $root / --proc /proc --dev /dev /bin/true"
   "crun|crun run --bundle $work/bundle tp-{}"
 )
@@ -60,7 +63,7 @@ for r in $(seq "$rounds"); do
 done
 echo "| tool | jobs/s per round | median |"
 echo "|---|---|---:|"
-for k in floor "cagette run" "library ($par threads)" bwrap crun; do
+for k in floor "cagette run" ${static_bin:+"cagette run (static-pie)"} "library ($par threads)" bwrap crun; do
   v=${results[$k]}
   med=$(python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.1f}')" $v)
   echo "| $k | $v | $med |"

@@ -76,11 +76,19 @@ if [ "$(id -u)" -eq 0 ]; then
   rm -rf "$tmpbin"
 fi
 
-echo "== cagette-runtime as a static, non-PIE binary (the build docs/oci-runtime.md gives)"
-RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
-  cargo build -q --release -p cagette-runtime --target x86_64-unknown-linux-gnu --target-dir target/static
-srt=$PWD/target/static/x86_64-unknown-linux-gnu/release/cagette-runtime
-if readelf -l "$srt" | grep -q "program interpreter"; then echo "$srt is not static" >&2; exit 1; fi
+echo "== cagette and cagette-runtime as static PIE binaries (scripts/build-static.sh, as README.md and docs/oci-runtime.md give)"
+mapfile -t sbins < <(scripts/build-static.sh -q)
+scli=${sbins[0]:-} srt=${sbins[1]:-}
+[ -x "$scli" ] && [ -x "$srt" ] || { echo "scripts/build-static.sh failed (output above)" >&2; exit 1; }
+for b in "$scli" "$srt"; do
+  if readelf -l "$b" | grep -q "program interpreter"; then echo "$b is not static" >&2; exit 1; fi
+  readelf -h "$b" | grep -q "DYN" || { echo "$b is not position-independent" >&2; exit 1; }
+done
+set +e
+"$scli" run --rootfs target/tmp/busybox-rootfs --memory 64M -- sh -c 'exit 7'
+code=$?
+set -e
+[ "$code" = 7 ] || { echo "static cagette run: exit $code, want 7" >&2; exit 1; }
 sbundle=$(mktemp -d /tmp/cagette-rt-static.XXXXXX)
 cp -a target/tmp/busybox-rootfs "$sbundle/rootfs"
 "$srt" spec --bundle "$sbundle"
