@@ -13,6 +13,11 @@ for t in crun runc podman hyperfine python3; do
 done
 cargo build --release -q -p cagette-runtime
 rt=$PWD/target/release/cagette-runtime
+# The static PIE build as well (scripts/build-static.sh; `BENCH_NO_STATIC=1` skips it).
+static=()
+if [ -z "${BENCH_NO_STATIC:-}" ]; then
+  srt=$(scripts/build-static.sh -q | tail -n1)
+fi
 work=$(mktemp -d /tmp/cagette-compare-runtime.XXXXXX)
 cleanup() {
   for r in "$rt" crun runc; do "$r" --root "$work/state-$(basename "$r")" delete --force bench >/dev/null 2>&1 || true; done
@@ -22,6 +27,9 @@ cleanup() {
 }
 trap cleanup EXIT
 bundle=$work/bundle
+if [ -n "${srt:-}" ]; then
+  static=(-n "cagette-runtime (static-pie) run" "$srt --root $work/state-static run --bundle $bundle bench")
+fi
 scripts/make-busybox-rootfs.sh "$bundle/rootfs"
 (cd "$bundle" && crun spec)
 python3 - "$bundle/config.json" <<'PY'
@@ -50,6 +58,7 @@ if [ -d /sys/fs/cgroup/unified ] && mountpoint -q /sys/fs/cgroup/unified; then h
 ${hybrid:+unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh} \
 hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/result.json" \
   -n "cagette-runtime run" "$rt --root $work/state-cagette-runtime run --bundle $bundle bench" \
+  "${static[@]}" \
   -n "crun run" "crun --root $work/state-crun run --bundle $bundle bench" \
   -n "runc run" "runc --root $work/state-runc run --bundle $bundle bench" \
   -n "cagette-runtime create+start+delete" "$(lifecycle "$rt")" \
