@@ -21,7 +21,7 @@
 //! image is recorded under its tag with its manifest, config and layer blobs kept (so it can be
 //! exported or pushed). A base image must have been pulled or imported with its blobs kept.
 
-use super::layer::{write_planned, Planned, PlannedEntry};
+use super::layer::{open_beneath, write_planned, FileSource, Planned, PlannedEntry};
 use super::{go_arch, hex, name_file, parse_json, run_config, ImageError, ImageInfo, ImageStore, LayerSrc, Parsed, Src};
 use crate::sandbox::spec::{Network, SandboxSpec, Stdio};
 use crate::{Sandbox, Size, Verdict};
@@ -622,10 +622,25 @@ fn ignored(rules: &[IgnoreRule], rel: &str) -> bool {
 // ---- the context ----
 
 /// A file tree COPY reads: a build context (with `.dockerignore`) or a stage's unpacked root.
+///
+/// Every read goes through `root_fd`, opened once, and names a path below it with no symlink
+/// on the way (`openat2`, `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`): the paths come from
+/// [`Tree::check_inside`], which resolves the links a named source may go through, and from
+/// walks that never descend into a link. A directory swapped for a symlink while the build runs
+/// is then an error, never a read outside the tree.
 struct Tree {
     root: PathBuf,
+    root_fd: std::sync::Arc<std::os::fd::OwnedFd>,
     rules: Vec<IgnoreRule>,
     what: &'static str,
+}
+
+/// What a failed look-up below a tree says: a symlink where none was is the tree changing.
+fn why(rel: &str, e: io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) | Some(libc::EXDEV) => format!("{rel}: a symlink appeared on the way since it was looked up (the files changed during the build)"),
+        _ => format!("{rel}: {e}"),
+    }
 }
 
 /// One thing COPY puts into the layer: its path in the tree, where it goes.
@@ -635,18 +650,64 @@ struct Pick {
 }
 
 impl Tree {
+    fn new(root: PathBuf, rules: Vec<IgnoreRule>, what: &'static str) -> io::Result<Tree> {
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(&root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Tree { root, root_fd: std::sync::Arc::new(fd), rules, what })
+    }
+
+    /// `rel` (a path with no symlink on the way) opened below the root.
+    fn open(&self, rel: &str, flags: rustix::fs::OFlags) -> Result<fs::File, String> {
+        open_beneath(std::os::fd::AsFd::as_fd(&*self.root_fd), rel, flags).map(fs::File::from).map_err(|e| why(rel, e))
+    }
+
+    /// The metadata of `rel` itself (of a symlink, not of what it names).
+    fn lstat(&self, rel: &str) -> Result<fs::Metadata, String> {
+        self.open(rel, rustix::fs::OFlags::PATH)?.metadata().map_err(|e| why(rel, e))
+    }
+
+    /// The names in the directory `rel`.
+    fn names(&self, rel: &str) -> Result<Vec<String>, String> {
+        let d = self.open(rel, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY)?;
+        let mut names = Vec::new();
+        for e in rustix::fs::Dir::read_from(&d).map_err(|e| why(rel, e.into()))? {
+            let e = e.map_err(|e| why(rel, e.into()))?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(String::from_utf8_lossy(n).into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The target of the symlink `rel`.
+    fn read_link(&self, rel: &str) -> Result<PathBuf, String> {
+        let f = self.open(rel, rustix::fs::OFlags::PATH)?;
+        let t = rustix::fs::readlinkat(&f, "", Vec::new()).map_err(|e| why(rel, e.into()))?;
+        Ok(PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(t.into_bytes())))
+    }
+
+    /// The regular file `rel`, opened for reading (never blocking on a FIFO).
+    fn open_regular(&self, rel: &str) -> Result<fs::File, String> {
+        let f = self.open(rel, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK)?;
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(format!("{rel}: not a regular file"));
+        }
+        Ok(f)
+    }
+
     /// `rel` looked up without leaving the tree: every component opened below the root, a
     /// symlink on the way followed only if it stays inside.
     /// Returns the path with its symlinks resolved (relative to the root) and its metadata.
     fn check_inside(&self, rel: &str) -> Result<(String, fs::Metadata), String> {
         use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
-        let root = fs::File::open(&self.root).map_err(|e| format!("open the {}: {e}", self.what))?;
-        match openat2(&root, if rel.is_empty() { "." } else { rel }, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS) {
+        match openat2(&*self.root_fd, if rel.is_empty() { "." } else { rel }, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS) {
             Ok(fd) => {
                 let f = fs::File::from(fd);
                 let md = f.metadata().map_err(|e| e.to_string())?;
                 let real = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f))).map_err(|e| e.to_string())?;
-                let base = fs::canonicalize(&self.root).map_err(|e| e.to_string())?;
+                let base = fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&*self.root_fd))).map_err(|e| e.to_string())?;
                 let inside = real.strip_prefix(&base).map_err(|_| format!("{rel} leads outside the {}", self.what))?;
                 Ok((inside.to_string_lossy().into_owned(), md))
             }
@@ -681,14 +742,10 @@ impl Tree {
             found.push(at);
             return Ok(());
         };
-        let dir = self.root.join(&at);
-        let md = fs::symlink_metadata(&dir).map_err(|e| e.to_string())?;
-        if !md.is_dir() {
+        if !self.lstat(&at)?.is_dir() {
             return Ok(());
         }
-        let mut names: Vec<String> = fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        names.sort();
-        for n in names {
+        for n in self.names(&at)? {
             if glob_component(&first.chars().collect::<Vec<_>>(), &n.chars().collect::<Vec<_>>()) {
                 let next = if at.is_empty() { n } else { format!("{at}/{n}") };
                 self.glob_walk(&pat[1..], next, found)?;
@@ -704,12 +761,8 @@ impl Tree {
             return Ok(());
         }
         out.push((rel.to_string(), below.clone()));
-        let p = self.root.join(rel);
-        let md = fs::symlink_metadata(&p).map_err(|e| format!("{rel}: {e}"))?;
-        if md.is_dir() {
-            let mut names: Vec<String> = fs::read_dir(&p).map_err(|e| format!("{rel}: {e}"))?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-            names.sort();
-            for n in names {
+        if self.lstat(rel)?.is_dir() {
+            for n in self.names(rel)? {
                 let child = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
                 let b = if below.is_empty() { n } else { format!("{below}/{n}") };
                 self.walk(&child, out, b)?;
@@ -732,13 +785,12 @@ fn hash_picks(tree: &Tree, picks: &[Pick], epoch: u64) -> Result<String, String>
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     for p in picks {
-        let path = tree.root.join(&p.src);
-        let md = fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", p.src))?;
+        let md = tree.lstat(&p.src)?;
         h.update(format!("{}\0{}\0{:o}\0{}\0{}\0", p.src, p.dest, md.mode(), md.len(), (md.mtime().max(0) as u64).min(epoch)).as_bytes());
         if md.file_type().is_symlink() {
-            h.update(fs::read_link(&path).map_err(|e| format!("{}: {e}", p.src))?.as_os_str().as_encoded_bytes());
+            h.update(tree.read_link(&p.src)?.as_os_str().as_encoded_bytes());
         } else if md.is_file() {
-            let mut f = open_regular(&path).map_err(|e| format!("{}: {e}", p.src))?;
+            let mut f = tree.open_regular(&p.src)?;
             loop {
                 let n = f.read(&mut buf).map_err(|e| format!("{}: {e}", p.src))?;
                 if n == 0 {
@@ -766,15 +818,14 @@ fn open_regular(p: &Path) -> io::Result<fs::File> {
 /// paths, owners and modes; FIFOs, sockets and devices are refused.
 fn plan_picks(tree: &Tree, picks: &[Pick], attrs: CopyAttrs, out: &mut Vec<PlannedEntry>) -> Result<(), String> {
     for p in picks {
-        let from = tree.root.join(&p.src);
-        let md = fs::symlink_metadata(&from).map_err(|e| format!("{}: {e}", p.src))?;
+        let md = tree.lstat(&p.src)?;
         let ft = md.file_type();
         let kind = if ft.is_dir() {
             Planned::Dir
         } else if ft.is_file() {
-            Planned::File(from.clone(), md.len())
+            Planned::File(FileSource::Beneath(tree.root_fd.clone(), p.src.clone()), md.len())
         } else if ft.is_symlink() {
-            Planned::Symlink(fs::read_link(&from).map_err(|e| format!("{}: {e}", p.src))?)
+            Planned::Symlink(tree.read_link(&p.src)?)
         } else {
             return Err(format!("{} is not a file, directory or symlink (a FIFO, socket or device): COPY refuses it", p.src));
         };
@@ -1153,7 +1204,7 @@ impl ImageStore {
         let escape = df.parser_directives.escape.as_ref().map_or('\\', |d| d.value.value);
         let epoch = opts.epoch.or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok())).unwrap_or(0);
         let store = self.clone().keep_blobs(true);
-        let tree = Tree { root: context.to_path_buf(), rules: ignore_rules(context)?, what: "build context" };
+        let tree = Tree::new(context.to_path_buf(), ignore_rules(context)?, "build context").map_err(io_err(format!("open the build context {}", context.display())))?;
         let mut b = Builder { store, opts, file: file.clone(), text: &text, escape, epoch, created: rfc3339(epoch), progress, step: 0, total: 0, stages: Vec::new(), global_args: BTreeMap::new() };
         // Arguments declared before the first FROM (usable in FROM lines).
         for a in df.global_args() {
@@ -1562,7 +1613,7 @@ impl Builder<'_> {
                     None => tree,
                     Some(f) => {
                         let (dir, root) = self.stage_root(f, pos)?;
-                        unpacked = Tree { root, rules: Vec::new(), what: "stage's root" };
+                        unpacked = Tree::new(root, Vec::new(), "stage's root").map_err(|e| self.bad(pos, format!("RUN --mount: open the stage's root: {e}")))?;
                         keep_unpacked.push(dir);
                         &unpacked
                     }
@@ -1722,7 +1773,8 @@ impl Builder<'_> {
             None => context,
             Some(f) => {
                 let (dir, root) = self.stage_root(f, pos)?;
-                unpacked = (dir, Tree { root, rules: Vec::new(), what: "stage's root" });
+                let t = Tree::new(root, Vec::new(), "stage's root").map_err(|e| self.bad(pos, format!("{what}: open the stage's root: {e}")))?;
+                unpacked = (dir, t);
                 &unpacked.1
             }
         };
@@ -1768,7 +1820,7 @@ impl Builder<'_> {
             // A named symlink is followed (inside the tree); the copy keeps the name given.
             let name = Path::new(m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let m = &real;
-            if what == "ADD" && md.is_file() && is_tar(&tree.root.join(m)) {
+            if what == "ADD" && md.is_file() && tree.open_regular(m).is_ok_and(is_tar) {
                 // A local archive is extracted into the destination (a directory).
                 archives.push((m.clone(), format!("{}/", dest_clean.trim_end_matches('/'))));
                 picks.push(Pick { src: m.clone(), dest: String::new() });
@@ -1830,13 +1882,14 @@ impl Builder<'_> {
         for (i, (src, dest)) in archives.iter().enumerate() {
             let files = tmp.0.join(format!("archive-{i}"));
             fs::create_dir(&files).map_err(io_err("extract an ADD archive"))?;
-            extract_archive(&tree.root.join(src), dest, &files, attrs.chown, &self.store.limits, &mut entries).map_err(|m| self.bad(pos, format!("ADD {src}: {m}")))?;
+            let archive = tree.open_regular(src).map_err(|m| self.bad(pos, format!("ADD {m}")))?;
+            extract_archive(archive, dest, &files, attrs.chown, &self.store.limits, &mut entries).map_err(|m| self.bad(pos, format!("ADD {src}: {m}")))?;
         }
         for (i, ((_, text), d)) in docs.iter().zip(&doc_dests).enumerate() {
             let f = tmp.0.join(format!("heredoc-{i}"));
             fs::write(&f, text).map_err(io_err("write a here-document"))?;
             let (uid, gid) = attrs.chown.unwrap_or((0, 0));
-            entries.push(PlannedEntry { path: d.trim_start_matches('/').to_string(), kind: Planned::File(f, text.len() as u64), mode: attrs.chmod.unwrap_or(0o644), uid, gid, mtime: self.epoch });
+            entries.push(PlannedEntry { path: d.trim_start_matches('/').to_string(), kind: Planned::File(FileSource::Path(f), text.len() as u64), mode: attrs.chmod.unwrap_or(0o644), uid, gid, mtime: self.epoch });
         }
         let blob = tmp.0.join("layer.tar.gz");
         let f = fs::File::create(&blob).map_err(io_err("write the step's layer"))?;
@@ -1861,9 +1914,8 @@ fn describe(v: &Verdict) -> String {
 /// path ending in /); file contents are written to `files` (one file each) for the layer to read.
 /// Entries that would leave `dest` (`..`), whiteout names (`.wh.*`, which a layer would apply),
 /// device nodes and FIFOs are refused; hardlinks become copies; sizes and counts are bounded.
-fn extract_archive(archive: &Path, dest: &str, files: &Path, chown: Option<(u32, u32)>, limits: &super::Limits, out: &mut Vec<PlannedEntry>) -> Result<(), String> {
-    let f = open_regular(archive).map_err(|e| e.to_string())?;
-    let mut r = io::BufReader::new(f);
+fn extract_archive(archive: fs::File, dest: &str, files: &Path, chown: Option<(u32, u32)>, limits: &super::Limits, out: &mut Vec<PlannedEntry>) -> Result<(), String> {
+    let mut r = io::BufReader::new(archive);
     let head = io::BufRead::fill_buf(&mut r).map_err(|e| e.to_string())?.to_vec();
     let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(super::gz::GzMembers::new(r))
@@ -1905,7 +1957,7 @@ fn extract_archive(archive: &Path, dest: &str, files: &Path, chown: Option<(u32,
             tar::EntryType::Link => {
                 let target = clean(&e.link_name().map_err(|e| e.to_string())?.ok_or("a hardlink without a target")?.to_string_lossy());
                 let (p, size) = written.get(&target).cloned().ok_or_else(|| format!("the hardlink {raw:?} names {target:?}, which the archive has not given before"))?;
-                Planned::File(p, size)
+                Planned::File(FileSource::Path(p), size)
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let p = files.join(n.to_string());
@@ -1916,7 +1968,7 @@ fn extract_archive(archive: &Path, dest: &str, files: &Path, chown: Option<(u32,
                     return Err(format!("more than {} bytes", limits.max_layer_bytes));
                 }
                 written.insert(rel.clone(), (p.clone(), size));
-                Planned::File(p, size)
+                Planned::File(FileSource::Path(p), size)
             }
             tar::EntryType::XHeader | tar::EntryType::XGlobalHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => continue,
             other => return Err(format!("the entry {raw:?} is a {other:?} (a device, FIFO or other special file): not extracted")),
@@ -1965,9 +2017,8 @@ fn expand_only(s: &str, vars: &dyn Fn(&str) -> Option<String>, escape: char) -> 
 }
 
 /// Whether a file starts like a tar archive (plain, gzip, bzip2, xz or zstd).
-fn is_tar(p: &Path) -> bool {
+fn is_tar(mut f: fs::File) -> bool {
     let mut head = [0u8; 512];
-    let Ok(mut f) = open_regular(p) else { return false };
     let n = super::read_full(&mut f, &mut head).unwrap_or(0);
     let h = &head[..n];
     h.starts_with(&[0x1f, 0x8b]) || h.starts_with(b"BZh") || h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || (n >= 262 && &h[257..262] == b"ustar")
@@ -2000,6 +2051,39 @@ fn instruction_start(i: &Instruction<'_>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_planning_is_never_read_through() {
+        let t = TempDir::new("swap").unwrap();
+        let (ctx, outside) = (t.0.join("ctx"), t.0.join("outside"));
+        fs::create_dir_all(ctx.join("d")).unwrap();
+        fs::write(ctx.join("d/f"), "inside!").unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("f"), "SECRET!").unwrap(); // the same size
+        let tree = Tree::new(ctx.clone(), Vec::new(), "build context").unwrap();
+        let (real, _) = tree.check_inside("d/f").unwrap();
+        let picks = vec![Pick { src: real, dest: "f".into() }];
+        let mut entries = Vec::new();
+        plan_picks(&tree, &picks, CopyAttrs::default(), &mut entries).unwrap();
+        // Between the plan and the write, the directory becomes a link to elsewhere on the host.
+        fs::rename(ctx.join("d"), t.0.join("old-d")).unwrap();
+        std::os::unix::fs::symlink(&outside, ctx.join("d")).unwrap();
+        match write_planned(entries, 0, io::sink()) {
+            Err(ImageError::Invalid(m)) => assert!(m.contains("d/f changed while the layer was written"), "{m}"),
+            Err(e) => panic!("not the expected error: {e}"),
+            Ok(_) => panic!("the layer was written through the symlink"),
+        }
+        // The cache hash and a walk refuse it too.
+        let e = hash_picks(&tree, &picks, 0).unwrap_err();
+        assert!(e.contains("a symlink appeared on the way"), "{e}");
+        let mut all = Vec::new();
+        assert!(tree.walk("d/f", &mut all, String::new()).is_err());
+        // A named source through a link inside the tree is still followed (as Docker does).
+        fs::remove_file(ctx.join("d")).unwrap();
+        fs::rename(t.0.join("old-d"), ctx.join("real")).unwrap();
+        std::os::unix::fs::symlink("real", ctx.join("d")).unwrap();
+        assert_eq!(tree.check_inside("d/f").unwrap().0, "real/f");
+    }
 
     fn vars(n: &str) -> Option<String> {
         match n {

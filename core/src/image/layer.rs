@@ -321,8 +321,50 @@ impl Walk {
 pub(super) enum Planned {
     Dir,
     /// A host file, read without following a link; it must still have this size.
-    File(PathBuf, u64),
+    File(FileSource, u64),
     Symlink(PathBuf),
+}
+
+/// Where the bytes of a planned file come from.
+pub(super) enum FileSource {
+    /// A file of cagette's own making (a temporary file), opened without following a link.
+    Path(PathBuf),
+    /// A file of a tree (a build context, a stage's root), named by its path below the tree's
+    /// root with no symlink on the way. It is opened again below that root when the layer is
+    /// written, still without any symlink: a directory swapped for a link since the plan was made
+    /// is an error, never a read outside the tree.
+    Beneath(std::sync::Arc<OwnedFd>, String),
+}
+
+impl std::fmt::Display for FileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileSource::Path(p) => write!(f, "{}", p.display()),
+            FileSource::Beneath(_, rel) => f.write_str(rel),
+        }
+    }
+}
+
+impl FileSource {
+    /// The file, opened for reading without following a link or blocking on a FIFO.
+    fn open(&self) -> io::Result<std::fs::File> {
+        match self {
+            FileSource::Path(p) => {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(p)
+            }
+            FileSource::Beneath(root, rel) => open_beneath(root.as_fd(), rel, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK).map(std::fs::File::from),
+        }
+    }
+}
+
+/// `rel` opened below `root` with no symlink followed anywhere on the way (the last component
+/// included: with `O_PATH` a symlink there is opened itself) and no `..` above the root
+/// (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`). An empty `rel` is the root.
+pub(super) fn open_beneath(root: BorrowedFd<'_>, rel: &str, flags: rustix::fs::OFlags) -> io::Result<OwnedFd> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+    let rel = if rel.is_empty() { "." } else { rel };
+    openat2(root, rel, flags | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS).map_err(io::Error::from)
 }
 
 /// One entry of a planned layer: its path in the image (relative), what it is, its mode (the
@@ -370,9 +412,8 @@ pub(super) fn write_planned(entries: Vec<PlannedEntry>, epoch: u64, out: impl Wr
                     b.append_link(&mut h, &path, target).map_err(io_err("write the link", &path))?;
                 }
                 Planned::File(src, size) => {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(src).map_err(io_err(&format!("read {} for", src.display()), &path))?;
-                    let changed = || ImageError::Invalid(format!("{} changed while the layer was written", src.display()));
+                    let changed = || ImageError::Invalid(format!("{src} changed while the layer was written"));
+                    let f = src.open().map_err(|e| if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::EXDEV) { changed() } else { ImageError::Io { context: format!("read {src} for /{}", path.display()), source: e } })?;
                     if !f.metadata().is_ok_and(|m| m.is_file() && m.len() == *size) {
                         return Err(changed());
                     }
