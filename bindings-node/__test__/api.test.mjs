@@ -226,6 +226,17 @@ test('image store: pull from a registry (docker-registry on 127.0.0.1), cancel, 
     assert.equal(seen.at(-1).layersDone, 1);
     const r = await run(['/bin/sh', '-c', 'echo pulled'], { image: `${addr}/bb:1`, imageStore: `${dir}/store` });
     assert.equal(r.stdout.toString(), 'pulled\n');
+    // A build FROM it into a store that lacks it: an error saying how, or pulled with `pull`.
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(`${dir}/ctx`);
+    writeFileSync(`${dir}/ctx/Dockerfile`, `FROM ${addr}/bb:1\nRUN echo built > /b\n`);
+    const builder = new ImageStore(`${dir}/builder`);
+    await assert.rejects(builder.build(`${dir}/ctx`, { tag: 'app:1', network: 'none' }), (e) => e.code === 'ERR_CAGETTE_BUILD' && e.message.includes('or let the build pull it (pull: true)'));
+    const events = [];
+    await builder.build(`${dir}/ctx`, { tag: 'app:1', network: 'none', pull: { timeout: 30_000 }, onProgress: (e) => events.push(e) });
+    assert.ok(events.some((e) => e.kind === 'pulling' && e.reference === `${addr}/bb:1`), JSON.stringify(events));
+    const b = await run(['cat', '/b'], { image: 'app:1', imageStore: `${dir}/builder` });
+    assert.equal(b.stdout.toString(), 'built\n');
     await assert.rejects(store.pull(`${addr}/bb:nope`), (e) => e.code === 'ERR_CAGETTE_IMAGE' && e.message.includes(addr));
     await assert.rejects(store.pull(`${addr}/bb:1`, { nope: 1 }), (e) => e.code === 'ERR_CAGETTE_INVALID_OPTION' && /nope/.test(e.message));
     const file = login(addr, 'ci', 's3cret', `${dir}/auth.json`);
@@ -419,7 +430,7 @@ test('build: an image from a Dockerfile runs, and rebuilds from the cache', asyn
     const o = await run(['sh', '-c', 'cat /who; ls /second 2>&1'], { image: 'opts:1', imageStore: store.path });
     assert.match(o.stdout.toString(), /^me\n.*No such file/s);
     // Bad options reject before anything runs.
-    for (const bad of [{ network: 'bridge' }, { memory: '1K' }, { cpus: 0 }, { pids: 0 }, { stepTimeout: -1 }, { nope: 1 }, { tag: 3 }]) {
+    for (const bad of [{ network: 'bridge' }, { memory: '1K' }, { cpus: 0 }, { pids: 0 }, { stepTimeout: -1 }, { nope: 1 }, { tag: 3 }, { pull: 'yes' }, { pull: { nope: 1 } }, { pull: { timeout: -1 } }]) {
       await assert.rejects(store.build(ctx, { tag: 'bad:1', ...bad }), (e) => e.code === 'ERR_CAGETTE_INVALID_OPTION' && e instanceof TypeError, JSON.stringify(bad));
     }
     assert.deepEqual(await names(), ['app:1', 'app:2', 'app:4', 'busybox:1', 'opts:1']);

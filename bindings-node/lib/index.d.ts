@@ -238,7 +238,8 @@ export interface ImportOptions {
    * or a registry only), as an image must have to be the base (FROM) of a build. */
   keepBlobs?: boolean;
 }
-export interface PullOptions extends ImportOptions {
+/** How a registry is reached (pull(), and build()'s `pull`). */
+export interface RegistryOptions {
   /** 'os/arch[/variant]' to pick from a multi-platform image (default: this host's). */
   platform?: string;
   /** Registries ('host[:port]') reached over plain HTTP (loopback ones always are). */
@@ -251,12 +252,15 @@ export interface PullOptions extends ImportOptions {
   /** Per request, in milliseconds (default 30000). */
   timeout?: number;
 }
+export interface PullOptions extends ImportOptions, RegistryOptions {}
 
 /** What build() reports, in order: each step as it starts, 'cached' after a step that came
- * from the build cache, 'done' once the image is recorded. */
+ * from the build cache, 'pulling' as a FROM image is pulled (with `pull`), 'done' once the
+ * image is recorded. */
 export type BuildEvent =
   | { kind: 'step'; /** 1-based. */ n: number; total: number; /** The Dockerfile's line (1-based). */ line: number; /** The instruction as written (its first line). */ text: string }
   | { kind: 'cached' }
+  | { kind: 'pulling'; /** The FROM image's reference. */ reference: string }
   | { kind: 'done'; /** The manifest digest. */ manifest: string };
 
 export interface BuildOptions {
@@ -280,6 +284,9 @@ export interface BuildOptions {
   pids?: number;
   /** Wall-clock limit of each RUN step, in milliseconds. */
   stepTimeout?: number;
+  /** Pull a FROM image the store lacks (or holds without its blobs): true, or how to reach its
+   * registry. Without it such a base is an error. */
+  pull?: boolean | RegistryOptions;
   /** Called with each event, in order, a little after it happens. Throwing cancels the build
    * (the promise rejects with what was thrown). */
   onProgress?: (e: BuildEvent) => void;

@@ -420,9 +420,11 @@ class ImageStore {
    * `memory` like '256M', `cpus`, `pids` and `stepTimeout` in ms limit each step), its output
    * captured: a failed step rejects with code ERR_CAGETTE_BUILD (reason 'step', line,
    * exitCode, output). FROM images must be in the store with their blobs kept (`keepBlobs` on
-   * importImage or pull). Steps are cached (`noCache` runs them all); `buildArgs` give the
-   * ARGs' values, `target` builds up to that stage. `onProgress` gets { kind: 'step', n,
-   * total, line, text }, { kind: 'cached' } and { kind: 'done', manifest }, in order, a
+   * importImage or pull), unless `pull` is given (true, or registry options such as
+   * { insecureRegistries: ['127.0.0.1:5000'] }): then a base the store lacks is pulled.
+   * Steps are cached (`noCache` runs them all); `buildArgs` give the ARGs' values, `target`
+   * builds up to that stage. `onProgress` gets { kind: 'step', n, total, line, text },
+   * { kind: 'cached' }, { kind: 'pulling', reference } and { kind: 'done', manifest }, in order, a
    * little after they happen; `signal` (an AbortSignal) cancels: a running RUN step is killed
    * with its sandbox, the promise rejects with an AbortError and nothing is tagged (an abort
    * once the image is recorded comes too late: the promise resolves). An exception in
@@ -445,7 +447,7 @@ class ImageStore {
     const deliver = () => {
       for (const e of job.takeEvents()) {
         if (!onProgress || threw) continue;
-        const event = e.kind === 'step' ? { kind: 'step', n: e.n, total: e.total, line: e.line, text: e.text } : e.kind === 'done' ? { kind: 'done', manifest: e.text } : { kind: e.kind };
+        const event = e.kind === 'step' ? { kind: 'step', n: e.n, total: e.total, line: e.line, text: e.text } : e.kind === 'done' ? { kind: 'done', manifest: e.text } : e.kind === 'pulling' ? { kind: 'pulling', reference: e.text } : { kind: e.kind };
         try {
           onProgress(event);
         } catch (err) {

@@ -377,6 +377,7 @@ impl NativeBuild {
                             cagette::BuildEvent::Step { .. } | cagette::BuildEvent::Cached if cancelled => return std::ops::ControlFlow::Break(()),
                             cagette::BuildEvent::Step { n, total, line, text } => push("step", *n, *total, *line, text),
                             cagette::BuildEvent::Cached => push("cached", 0, 0, 0, ""),
+                            cagette::BuildEvent::Pulling(r) => push("pulling", 0, 0, 0, r),
                             // The image is recorded: too late to cancel.
                             cagette::BuildEvent::Done(manifest) => push("done", 0, 0, 0, manifest),
                             _ => {}
@@ -417,56 +418,15 @@ fn build_err(e: cagette::BuildError) -> Error {
 
 /// The core's build messages name the CLI's flags; here they are options.
 fn js_words(s: &str) -> String {
-    [("(`--keep-blobs`)", "(keepBlobs: true)"), ("(--step-timeout)", "(stepTimeout)")].iter().fold(s.to_string(), |s, (cli, js)| s.replacen(cli, js, 1))
+    [("(`--keep-blobs`)", "(keepBlobs: true)"), ("(`--pull missing`)", "(pull: true)"), ("(--step-timeout)", "(stepTimeout)")].iter().fold(s.to_string(), |s, (cli, js)| s.replacen(cli, js, 1))
 }
 
 /// A build to `run()`: the Dockerfile (default CONTEXT/Dockerfile) and `context` directory into
-/// the store. `options` is JSON: tag, dockerfile, buildArgs ({name: value}), target, network
-/// ("host", the default, or "none"), noCache, memory (bytes or "256M"), cpus, pids, stepTimeout
-/// (ms); a bad one throws here. (bindings-python/src/lib.rs reads the same JSON, snake_case and
-/// seconds.)
+/// the store. `options` is the JSON of `cagette::BuildOptions::from_binding_json` (camelCase
+/// keys, `stepTimeout` in ms, `pull`: true or pull options); a bad one throws here.
 #[napi]
 pub fn start_build(store_dir: Option<String>, context: String, options: String) -> Result<NativeBuild> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Wire {
-        tag: Option<String>,
-        dockerfile: Option<std::path::PathBuf>,
-        #[serde(default, alias = "buildArgs")]
-        build_args: std::collections::BTreeMap<String, String>,
-        target: Option<String>,
-        network: Option<String>,
-        #[serde(default, alias = "noCache")]
-        no_cache: bool,
-        memory: Option<cagette::Size>,
-        cpus: Option<f64>,
-        pids: Option<u64>,
-        #[serde(alias = "stepTimeout")]
-        step_timeout: Option<f64>,
-    }
-    let bad = |m: String| err("spec_value", serde_json::json!({"message": m}));
-    let w: Wire = serde_json::from_str(&options).map_err(|e| {
-        // Without serde's " at line L column C": meaningless for an options object.
-        let m = e.to_string();
-        bad(format!("build options: {}", m.rfind(" at line ").map_or(m.as_str(), |i| &m[..i])))
-    })?;
-    let mut o = cagette::BuildOptions::default();
-    o.network_host = match w.network.as_deref() {
-        None | Some("host") => true,
-        Some("none") => false,
-        Some(n) => return Err(bad(format!("network {n:?}: a build's RUN steps have network \"host\" or \"none\""))),
-    };
-    if let Some(t) = w.step_timeout {
-        // Positive, and a duration a sandbox accepts.
-        if !(t.is_finite() && t > 0.0 && t / 1000.0 <= cagette::MAX_DURATION.as_secs_f64()) {
-            return Err(bad(format!("stepTimeout {t}: expected a positive number of milliseconds")));
-        }
-        o.step_timeout = Some(std::time::Duration::from_secs_f64(t / 1000.0));
-    }
-    // Memory, cpus and pids are each RUN step's sandbox's: checked as a sandbox's are.
-    let limits = cagette::SandboxSpec { argv: vec!["true".into()], memory: w.memory, cpus: w.cpus, pids: w.pids, ..cagette::SandboxSpec::default() };
-    limits.validate().map_err(|e| bad(e.message))?;
-    (o.tag, o.dockerfile, o.build_args, o.target, o.no_cache, o.memory, o.cpus, o.pids) = (w.tag, w.dockerfile, w.build_args, w.target, w.no_cache, w.memory, w.cpus, w.pids);
+    let o = cagette::BuildOptions::from_binding_json(&options, std::time::Duration::from_millis(1)).map_err(|e| err("spec_value", serde_json::json!({"message": e.to_string()})))?;
     Ok(NativeBuild { args: Mutex::new(Some((store_dir, context, o))), events: Arc::new(Mutex::new(Vec::new())), cancel: Arc::new(std::sync::atomic::AtomicBool::new(false)) })
 }
 

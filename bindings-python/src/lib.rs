@@ -253,54 +253,6 @@ fn image_pull(py: Python<'_>, store_dir: Option<&str>, reference: &str, options:
     with_progress(py, store_dir.map(str::to_string), keep_blobs, progress, move |st, cb| st.pull_with(&reference, &opts, cb))
 }
 
-/// The options of a build from the binding's JSON (tag, dockerfile, build_args, target, network
-/// "host" or "none", no_cache, memory, cpus, pids, step_timeout in seconds). A wrong type or an
-/// unknown key is a TypeError, a bad value (a size that does not parse too) a ValueError. (bindings-node/src/lib.rs reads the
-/// same JSON, camelCase keys and milliseconds.)
-fn build_options(json: &str) -> PyResult<cagette::BuildOptions> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Wire {
-        tag: Option<String>,
-        dockerfile: Option<std::path::PathBuf>,
-        #[serde(default)]
-        build_args: std::collections::BTreeMap<String, String>,
-        target: Option<String>,
-        network: Option<String>,
-        #[serde(default)]
-        no_cache: bool,
-        memory: Option<cagette::Size>,
-        cpus: Option<f64>,
-        pids: Option<u64>,
-        step_timeout: Option<f64>,
-    }
-    let bad = |m: String| pyo3::exceptions::PyValueError::new_err(format!("invalid cagette option value: {m}"));
-    let w: Wire = serde_json::from_str(json).map_err(|e| {
-        // Without serde's " at line L column C": meaningless for keyword arguments.
-        let m = e.to_string();
-        let m = m.rfind(" at line ").map_or(m.as_str(), |i| &m[..i]);
-        if m.starts_with("invalid type") || m.starts_with("unknown field") { pyo3::exceptions::PyTypeError::new_err(format!("build options: {m}")) } else { bad(m.to_string()) }
-    })?;
-    let mut o = cagette::BuildOptions::default();
-    o.network_host = match w.network.as_deref() {
-        None | Some("host") => true,
-        Some("none") => false,
-        Some(n) => return Err(bad(format!("network {n:?}: a build's RUN steps have network \"host\" or \"none\""))),
-    };
-    if let Some(t) = w.step_timeout {
-        // Positive, and a duration a sandbox accepts.
-        if !(t.is_finite() && t > 0.0 && t <= cagette::MAX_DURATION.as_secs_f64()) {
-            return Err(bad(format!("step_timeout {t}: expected a positive number of seconds")));
-        }
-        o.step_timeout = Some(std::time::Duration::from_secs_f64(t));
-    }
-    // Memory, cpus and pids are each RUN step's sandbox's: checked as a sandbox's are.
-    let limits = cagette::SandboxSpec { argv: vec!["true".into()], memory: w.memory, cpus: w.cpus, pids: w.pids, ..cagette::SandboxSpec::default() };
-    limits.validate().map_err(|e| bad(e.message))?;
-    (o.tag, o.dockerfile, o.build_args, o.target, o.no_cache, o.memory, o.cpus, o.pids) = (w.tag, w.dockerfile, w.build_args, w.target, w.no_cache, w.memory, w.cpus, w.pids);
-    Ok(o)
-}
-
 /// A build error as the Python layer's BuildError: the message (the failed RUN step's output in
 /// it) and what it is about. `reason` is parse, instruction, step, sandbox, image, io,
 /// cancelled or other (`BuildError::binding_payload`).
@@ -310,34 +262,89 @@ fn build_err(e: cagette::BuildError) -> PyErr {
 
 /// The core's build messages name the CLI's flags; here they are keyword arguments.
 fn python_words(s: &str) -> String {
-    [("(`--keep-blobs`)", "(keep_blobs=True)"), ("(--step-timeout)", "(step_timeout)")].iter().fold(s.to_string(), |s, (cli, py)| s.replacen(cli, py, 1))
+    [("(`--keep-blobs`)", "(keep_blobs=True)"), ("(`--pull missing`)", "(pull=True)"), ("(--step-timeout)", "(step_timeout)")].iter().fold(s.to_string(), |s, (cli, py)| s.replacen(cli, py, 1))
 }
 
-/// Builds an image from a Dockerfile (GIL released), calling `progress(kind, n, total, line,
-/// text)` with the GIL at each event: ("step", n, total, line, instruction), ("cached", 0, 0, 0,
-/// ""), ("done", 0, 0, 0, manifest digest). As for [`with_progress`], a return of `False`, an
-/// exception or Ctrl-C cancels at that event (nothing is tagged); at "done" the image is
-/// already recorded, so the exception is raised but nothing is undone. `options`: see
-/// [`build_options`]. Returns the ImageInfo as JSON.
+/// Builds an image from a Dockerfile. `options` is the JSON of
+/// `cagette::BuildOptions::from_binding_json` (snake_case keys, `step_timeout` in seconds,
+/// `pull`). The build runs on a thread of its own while this (the calling) thread waits for its
+/// events and calls `progress(kind, n, total, line, text)` with the GIL at each one:
+/// ("step", n, total, line, instruction), ("cached", 0, 0, 0, ""), ("pulling", 0, 0, 0,
+/// reference), ("done", 0, 0, 0, manifest digest). Between events it looks for signals ten
+/// times a second, so Ctrl-C reaches a running RUN step too. Ctrl-C, an exception in the
+/// callback, or a return of exactly `False` cancels the build: a running step is killed with its
+/// sandbox, nothing is tagged, and the exception (if any) is raised. At "done" the image is
+/// already recorded: the exception is raised, but nothing is undone. Returns the ImageInfo as
+/// JSON.
 #[pyfunction]
 #[pyo3(signature = (store_dir, context, options, progress=None))]
 fn image_build(py: Python<'_>, store_dir: Option<&str>, context: &str, options: &str, progress: Option<Py<PyAny>>) -> PyResult<String> {
-    let opts = build_options(options)?;
-    let (store_dir, context) = (store_dir.map(str::to_string), context.to_string());
-    let mut raised: Option<PyErr> = None;
-    let r = py.detach(|| -> PyResult<_> {
-        let st = store(store_dir.as_deref())?;
-        Ok(st.build(std::path::Path::new(&context), &opts, &mut |e| match e {
-            cagette::BuildEvent::Step { n, total, line, text } => call_progress(&mut raised, &progress, ("step", *n, *total, *line, text.as_str())),
-            cagette::BuildEvent::Cached => call_progress(&mut raised, &progress, ("cached", 0, 0, 0, "")),
-            cagette::BuildEvent::Done(manifest) => {
-                // The image is recorded: too late to cancel (an exception is still raised).
-                let _ = call_progress(&mut raised, &progress, ("done", 0, 0, 0, manifest.as_str()));
-                std::ops::ControlFlow::Continue(())
-            }
-            _ => std::ops::ControlFlow::Continue(()),
-        }))
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+    let mut opts = cagette::BuildOptions::from_binding_json(options, std::time::Duration::from_secs(1)).map_err(|e| match e {
+        cagette::OptionsError::Type(m) => pyo3::exceptions::PyTypeError::new_err(m),
+        cagette::OptionsError::Value(m) => pyo3::exceptions::PyValueError::new_err(format!("invalid cagette option value: {m}")),
     })?;
+    let cancel = std::sync::Arc::new(AtomicBool::new(false));
+    opts.cancel = Some(cancel.clone());
+    let (store_dir, context) = (store_dir.map(str::to_string), context.to_string());
+    // An event for this thread, and where the build waits for the answer (true: go on).
+    type Event = ((&'static str, usize, usize, usize, String), mpsc::SyncSender<bool>);
+    let (tx, rx) = mpsc::channel::<Event>();
+    let mut raised: Option<PyErr> = None;
+    let joined = std::thread::scope(|sc| {
+        let opts = &opts;
+        let (store_dir, context) = (&store_dir, &context);
+        let worker = sc.spawn(move || -> PyResult<Result<cagette::ImageInfo, cagette::BuildError>> {
+            let st = store(store_dir.as_deref())?;
+            Ok(st.build(std::path::Path::new(context), opts, &mut |e| {
+                let ev = match e {
+                    cagette::BuildEvent::Step { n, total, line, text } => ("step", *n, *total, *line, text.clone()),
+                    cagette::BuildEvent::Cached => ("cached", 0, 0, 0, String::new()),
+                    cagette::BuildEvent::Pulling(r) => ("pulling", 0, 0, 0, r.clone()),
+                    cagette::BuildEvent::Done(manifest) => ("done", 0, 0, 0, manifest.clone()),
+                    _ => return std::ops::ControlFlow::Continue(()),
+                };
+                let (reply, answer) = mpsc::sync_channel(1);
+                // This thread gone (it never is before the build ends) or a "cancel": stop.
+                if tx.send((ev, reply)).is_err() || !answer.recv().unwrap_or(false) {
+                    return std::ops::ControlFlow::Break(());
+                }
+                std::ops::ControlFlow::Continue(())
+            }))
+        });
+        let mut rx = Some(rx);
+        loop {
+            // (The receiver goes into the GIL-free closure and back: it is not Sync.)
+            let (got, back) = py.detach(move || {
+                let r = rx.take().map(|r| (r.recv_timeout(std::time::Duration::from_millis(100)), r));
+                match r {
+                    Some((got, r)) => (got, Some(r)),
+                    None => (Err(mpsc::RecvTimeoutError::Disconnected), None),
+                }
+            });
+            rx = back;
+            match got {
+                Ok(((kind, n, total, line, text), reply)) => {
+                    let go = call_progress(&mut raised, &progress, (kind, n, total, line, text.as_str())).is_continue();
+                    if !go {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    let _ = reply.send(go || kind == "done");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = py.check_signals() {
+                        raised.get_or_insert(e);
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+                // The build has ended (it dropped its sender).
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        worker.join()
+    });
+    let r = joined.map_err(|_| native_err("error", serde_json::json!({"message": "the build's thread panicked"})))??;
     if let Some(e) = raised {
         return Err(e);
     }

@@ -436,6 +436,19 @@ def test_pull_from_a_registry(tmp_path):
         assert seen and seen[-1]["layers_done"] == seen[-1]["layers"] == 1
         r = cagette.run(["/bin/sh", "-c", "echo pulled"], image=f"{addr}/bb:1", image_store=str(tmp_path / "store"), capture_output=True)
         assert r.stdout == b"pulled\n"
+        # A build FROM it pulls it into a store that lacks it when asked to (pull=...), and
+        # says how to otherwise.
+        ctx = tmp_path / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(f"FROM {addr}/bb:1\nRUN echo built > /b\n")
+        builder = cagette.ImageStore(tmp_path / "builder")
+        with pytest.raises(cagette.BuildError, match=r"keep_blobs=True\), or let the build pull it \(pull=True\)"):
+            builder.build(ctx, "app:1", network="none")
+        events: list = []
+        builder.build(ctx, "app:1", network="none", pull={"timeout": 30}, progress=events.append)
+        assert {"kind": "pulling", "reference": f"{addr}/bb:1"} in events, events
+        r = cagette.run(["cat", "/b"], image="app:1", image_store=str(tmp_path / "builder"), capture_output=True)
+        assert r.stdout == b"built\n"
         # Cancelled from the callback: nothing recorded.
         other = cagette.ImageStore(tmp_path / "other")
         with pytest.raises(cagette.ImageError, match="cancelled"):

@@ -3,7 +3,10 @@ Run with the package installed (maturin develop)."""
 
 import os
 import shutil
+import signal
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -173,3 +176,48 @@ def test_build_cancelled_from_the_progress_callback_tags_nothing(tmp_path, busyb
     assert (e.value.reason, e.value.line) == ("instruction", 1), vars(e.value)
     assert "keep_blobs=True" in str(e.value)
     assert names(plain) == ["busybox:1"]
+
+
+def sleepers(tag):
+    """Pids of processes whose command line is `sleep TAG`."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[:2] == [b"sleep", tag.encode()]:
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_ctrl_c_cancels_a_running_run_step(tmp_path, busybox_oci):
+    store = store_with_base(tmp_path, busybox_oci)
+    ctx = context(tmp_path, "FROM busybox:1\nRUN sleep 4321\n")
+    started = []
+
+    def interrupt_soon(ev):
+        # Once the RUN step starts: SIGINT to this process a second later, as Ctrl-C would send.
+        if ev["kind"] == "step" and ev["n"] == 2:
+            started.append(time.monotonic())
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    with pytest.raises(KeyboardInterrupt):
+        store.build(ctx, "app:1", network="none", progress=interrupt_soon)
+    # Raised while the step ran (it would sleep for 72 minutes), its sandbox killed.
+    assert started and time.monotonic() - started[0] < 60
+    assert sleepers("4321") == []
+    assert names(store) == ["busybox:1"]
+    assert leftovers() == []
+
+
+def test_build_pull_option_is_checked(tmp_path, busybox_oci):
+    store = store_with_base(tmp_path, busybox_oci)
+    ctx = context(tmp_path, DOCKERFILE)
+    with pytest.raises(TypeError):
+        store.build(ctx, "app:1", pull="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        store.build(ctx, "app:1", pull={"no_such_option": 1})
+    with pytest.raises(ValueError, match="timeout"):
+        store.build(ctx, "app:1", pull={"timeout": -1})
+    assert names(store) == ["busybox:1"]

@@ -60,7 +60,7 @@ pub use sandbox::spawn::exec_into;
 pub use sandbox::live::{list_sandboxes, SandboxEntry};
 pub use error::{Error, Result, SetupFailure, Step};
 pub use fs::hostfile::{read_host_file, write_host_file};
-pub use image::{BuildError, BuildEvent, BuildOptions, ExportFormat, ImageError, ImageInfo, ImageStore, Limits as ImageLimits, Progress as ImportProgress, RunConfig, write_layer, WrittenLayer};
+pub use image::{BuildError, BuildEvent, BuildOptions, ExportFormat, OptionsError, ImageError, ImageInfo, ImageStore, Limits as ImageLimits, Progress as ImportProgress, RunConfig, write_layer, WrittenLayer};
 #[cfg(feature = "registry")]
 pub use image::{credentials_for, login, ImageReference, PullOptions, RegistriesConf};
 #[doc(hidden)]

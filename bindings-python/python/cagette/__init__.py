@@ -59,6 +59,7 @@ __all__ = [
     "BuildEvent",
     "BuildStep",
     "BuildCached",
+    "BuildPulling",
     "BuildDone",
     "login",
     "list_sandboxes",
@@ -821,7 +822,14 @@ class BuildDone(TypedDict):
     manifest: str
 
 
-BuildEvent = Union[BuildStep, BuildCached, BuildDone]
+class BuildPulling(TypedDict):
+    """A ``FROM`` image the store lacks is being pulled (``pull=`` of :meth:`ImageStore.build`)."""
+
+    kind: Literal["pulling"]
+    reference: str
+
+
+BuildEvent = Union[BuildStep, BuildCached, BuildPulling, BuildDone]
 """What :meth:`ImageStore.build` passes to its ``progress`` callback (tell them by ``kind``)."""
 
 
@@ -830,7 +838,28 @@ def _build_event(kind: str, n: int, total: int, line: int, text: str) -> BuildEv
         return BuildStep(kind="step", n=n, total=total, line=line, text=text)
     if kind == "cached":
         return BuildCached(kind="cached")
+    if kind == "pulling":
+        return BuildPulling(kind="pulling", reference=text)
     return BuildDone(kind="done", manifest=text)
+
+
+def _pull_options(
+    platform: Optional[str] = None,
+    insecure_registries: Sequence[str] = (),
+    ca_files: Sequence[StrPath] = (),
+    credentials: Optional[Tuple[str, str]] = None,
+    auth_file: Optional[StrPath] = None,
+    timeout: float = 30.0,
+) -> Dict[str, Any]:
+    """The pull options (:meth:`ImageStore.pull`'s keywords) as the native layer reads them."""
+    return {
+        "platform": platform,
+        "insecure_registries": list(insecure_registries),
+        "ca_files": [os.fspath(f) for f in ca_files],
+        "credentials": list(credentials) if credentials is not None else None,
+        "auth_file": None if auth_file is None else os.fspath(auth_file),
+        "timeout": timeout,
+    }
 
 
 class ImageStore:
@@ -910,14 +939,7 @@ class ImageStore:
                 return None
             return progress(ImportProgress(layers=layers, layers_done=layers_done, bytes=nbytes, bytes_done=bytes_done))
 
-        options = {
-            "platform": platform,
-            "insecure_registries": list(insecure_registries),
-            "ca_files": [os.fspath(f) for f in ca_files],
-            "credentials": list(credentials) if credentials is not None else None,
-            "auth_file": None if auth_file is None else os.fspath(auth_file),
-            "timeout": timeout,
-        }
+        options = _pull_options(platform, insecure_registries, ca_files, credentials, auth_file, timeout)
         try:
             return dict(json.loads(_native.image_pull(self.path, reference, json.dumps(options), call, keep_blobs)))
         except _native.NativeError as e:
@@ -937,6 +959,7 @@ class ImageStore:
         cpus: Optional[float] = None,
         pids: Optional[int] = None,
         step_timeout: Optional[float] = None,
+        pull: Union[bool, Mapping[str, Any]] = False,
         progress: Optional[Callable[[BuildEvent], Optional[bool]]] = None,
     ) -> Dict[str, Any]:
         """Builds an image from a Dockerfile (``dockerfile``, default ``CONTEXT/Dockerfile``) and
@@ -947,7 +970,9 @@ class ImageStore:
         ``pids`` and ``step_timeout`` in seconds limit each step), its output captured: a step
         that fails raises :class:`BuildError` with its exit status and output. ``FROM`` images
         must be in the store with their blobs kept (``keep_blobs=True`` on
-        :meth:`import_image` or :meth:`pull`). Steps are cached: a rebuild with nothing changed
+        :meth:`import_image` or :meth:`pull`), unless ``pull`` is given: ``True``, or a mapping
+        of :meth:`pull`'s keywords (``{"insecure_registries": ["127.0.0.1:5000"]}``), pulls a
+        ``FROM`` image the store lacks (or holds without its blobs). Steps are cached: a rebuild with nothing changed
         runs none (``no_cache=True`` runs them all). ``build_args`` give the values of the
         Dockerfile's ``ARG`` instructions; ``target`` builds up to that stage (a name or an
         index). ``SOURCE_DATE_EPOCH`` sets the files' mtimes (default 0), so the same inputs
@@ -955,12 +980,12 @@ class ImageStore:
 
         ``progress``, if given, is called with each :data:`BuildEvent`: ``{"kind": "step", "n",
         "total", "line", "text"}`` as a step starts, ``{"kind": "cached"}`` when it came from
-        the cache, ``{"kind": "done", "manifest"}`` at the end. Returning ``False`` cancels the
-        build at that event (:class:`BuildError`, reason ``"cancelled"``), and so does an
-        exception in it or Ctrl-C, which propagate; nothing is tagged. A running ``RUN`` step is
-        not interrupted (Ctrl-C is seen at the next event; ``step_timeout`` bounds a step). At
-        ``"done"`` the image is already recorded: an exception there still propagates, but the
-        image stays.
+        the cache, ``{"kind": "pulling", "reference"}`` as a base is pulled, ``{"kind": "done",
+        "manifest"}`` at the end. Returning ``False`` cancels the build at that event
+        (:class:`BuildError`, reason ``"cancelled"``), and so does an exception in it, which
+        propagates; nothing is tagged. Ctrl-C (``KeyboardInterrupt``) cancels at any time: a
+        running ``RUN`` step is killed with its sandbox. At ``"done"`` the image is already
+        recorded: an exception there still propagates, but the image stays.
 
         >>> store.build("./app", "app:1", build_args={"VERSION": "2"}, progress=print)["manifest"]
         """
@@ -981,6 +1006,7 @@ class ImageStore:
             "cpus": cpus,
             "pids": pids,
             "step_timeout": step_timeout,
+            "pull": pull if isinstance(pull, bool) else _pull_options(**pull),
         }
         try:
             return dict(json.loads(_native.image_build(self.path, os.fspath(context), json.dumps(options), call)))

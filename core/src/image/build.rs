@@ -107,6 +107,99 @@ impl Default for BuildOptions {
     }
 }
 
+/// What is wrong with a binding's build options ([`BuildOptions::from_binding_json`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OptionsError {
+    /// An unknown option or a value of the wrong type (Python's `TypeError`).
+    Type(String),
+    /// A value out of its range (Python's `ValueError`).
+    Value(String),
+}
+
+impl std::fmt::Display for OptionsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OptionsError::Type(m) | OptionsError::Value(m) => f.write_str(m),
+        }
+    }
+}
+
+impl BuildOptions {
+    /// The options of a binding's `build` call, as JSON with snake_case or camelCase keys:
+    /// `tag`, `dockerfile`, `build_args` (`{name: value}`), `target`, `network` (`"host"`, the
+    /// default, or `"none"`), `no_cache`, `memory` (bytes or `"256M"`), `cpus`, `pids`,
+    /// `step_timeout` (in `time_unit`s: seconds for Python, milliseconds for Node) and, with
+    /// the `registry` feature, `pull`: `true`, or an object of
+    /// [`PullOptions::from_binding_json`](super::PullOptions::from_binding_json), to pull a
+    /// FROM image the store lacks (absent, `null` or `false`: never pull). The limits are
+    /// checked as a sandbox's are.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let o = cagette::BuildOptions::from_binding_json(r#"{"tag": "app:1", "stepTimeout": 1500, "network": "none"}"#, Duration::from_millis(1)).unwrap();
+    /// assert_eq!((o.tag.as_deref(), o.step_timeout, o.network_host), (Some("app:1"), Some(Duration::from_millis(1500)), false));
+    /// assert!(matches!(cagette::BuildOptions::from_binding_json(r#"{"no_cahce": true}"#, Duration::from_secs(1)), Err(cagette::OptionsError::Type(_))));
+    /// assert!(matches!(cagette::BuildOptions::from_binding_json(r#"{"pids": 0}"#, Duration::from_secs(1)), Err(cagette::OptionsError::Value(_))));
+    /// ```
+    pub fn from_binding_json(json: &str, time_unit: Duration) -> Result<BuildOptions, OptionsError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wire {
+            tag: Option<String>,
+            dockerfile: Option<PathBuf>,
+            #[serde(default, alias = "buildArgs")]
+            build_args: BTreeMap<String, String>,
+            target: Option<String>,
+            network: Option<String>,
+            #[serde(default, alias = "noCache")]
+            no_cache: bool,
+            memory: Option<Size>,
+            cpus: Option<f64>,
+            pids: Option<u64>,
+            #[serde(alias = "stepTimeout")]
+            step_timeout: Option<f64>,
+            #[cfg(feature = "registry")]
+            pull: Option<Value>,
+        }
+        let unit = if time_unit == Duration::from_millis(1) { "milliseconds" } else { "seconds" };
+        let w: Wire = serde_json::from_str(json).map_err(|e| {
+            // Without serde's " at line L column C": meaningless for keyword arguments.
+            let m = e.to_string();
+            let m = format!("build options: {}", m.rfind(" at line ").map_or(m.as_str(), |i| &m[..i]));
+            if m.contains("invalid type") || m.contains("unknown field") { OptionsError::Type(m) } else { OptionsError::Value(m) }
+        })?;
+        let mut o = BuildOptions::default();
+        o.network_host = match w.network.as_deref() {
+            None | Some("host") => true,
+            Some("none") => false,
+            Some(n) => return Err(OptionsError::Value(format!("network {n:?}: a build's RUN steps have network \"host\" or \"none\""))),
+        };
+        if let Some(t) = w.step_timeout {
+            let secs = t * time_unit.as_secs_f64();
+            // Positive, and a duration a sandbox accepts.
+            if !(t.is_finite() && t > 0.0 && secs <= crate::MAX_DURATION.as_secs_f64()) {
+                let name = if time_unit == Duration::from_millis(1) { "stepTimeout" } else { "step_timeout" };
+                return Err(OptionsError::Value(format!("{name} {t}: expected a positive number of {unit}")));
+            }
+            o.step_timeout = Some(Duration::from_secs_f64(secs));
+        }
+        // Memory, cpus and pids are each RUN step's sandbox's: checked as a sandbox's are.
+        let limits = SandboxSpec { argv: vec!["true".into()], memory: w.memory, cpus: w.cpus, pids: w.pids, ..SandboxSpec::default() };
+        limits.validate().map_err(|e| OptionsError::Value(e.message))?;
+        #[cfg(feature = "registry")]
+        {
+            o.pull = match w.pull {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+                Some(Value::Bool(true)) => Some(super::PullOptions::default()),
+                Some(v @ Value::Object(_)) => Some(super::PullOptions::from_binding_json(&v.to_string(), time_unit).map_err(OptionsError::Value)?),
+                Some(v) => return Err(OptionsError::Type(format!("build options: pull: {v}: expected true, false or an object of pull options"))),
+            };
+        }
+        (o.tag, o.dockerfile, o.build_args, o.target, o.no_cache, o.memory, o.cpus, o.pids) = (w.tag, w.dockerfile, w.build_args, w.target, w.no_cache, w.memory, w.cpus, w.pids);
+        Ok(o)
+    }
+}
+
 /// What a build reports as it goes (the `progress` callback of [`ImageStore::build`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -1263,7 +1356,10 @@ impl Builder<'_> {
         } else if let Some((_, s)) = self.stages.iter().find(|(n, _)| n.as_deref() == Some(image.to_ascii_lowercase().as_str())) {
             State { cmd_set: false, ..s.clone() }
         } else {
-            self.base(&image).map_err(|e| self.bad(pos, format!("FROM {image}: {e}")))?
+            self.base(&image).map_err(|e| match e {
+                BuildError::Image(ImageError::NotFound(n)) => self.bad(pos, format!("FROM {image}: no image named {n:?} in the store: pull or import it with its blobs kept (`--keep-blobs`), or let the build pull it (`--pull missing`)")),
+                e => self.bad(pos, format!("FROM {image}: {e}")),
+            })?
         };
         // Stage-scoped ARGs: declared in the stage, valued from --build-arg or the default.
         let mut args: BTreeMap<String, String> = BTreeMap::new();

@@ -19,7 +19,7 @@ mod apply;
 mod build;
 mod gz;
 mod layer;
-pub use build::{BuildError, BuildEvent, BuildOptions};
+pub use build::{BuildError, BuildEvent, BuildOptions, OptionsError};
 pub use layer::{write_layer, WrittenLayer};
 #[cfg(feature = "registry")]
 mod registry;
