@@ -21,13 +21,8 @@ for t in docker-registry skopeo umoci podman ctr containerd hyperfine python3; d
 done
 cargo build --release -q -p cagette-cli
 cagette=$PWD/target/release/cagette
-key=$(sha256sum < benches/make-bench-image.py | cut -c1-12)-$(echo "${layers[*]}" | sha256sum | cut -c1-8)
-image=$PWD/target/bench-image/$key
-if [ ! -f "$image/index.json" ]; then
-  rm -rf "$PWD/target/bench-image" && mkdir -p "$image"
-  echo "building the bench image from ${layers[*]} ..." >&2
-  python3 benches/make-bench-image.py "$image" "${layers[@]}"
-fi
+. benches/lib.sh
+bench_image "${layers[@]}"
 work=$(mktemp -d /dev/shm/cagette-pull.XXXXXX)
 pids=()
 cleanup() {
@@ -38,21 +33,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-reg=127.0.0.1:$port
-cat > "$work/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: $reg
-EOF
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+start_registry "$work"
+pids+=("$reg_pid")
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$image:bench" "docker://$reg/bench:1"
 
 # containerd with its own root, state and socket; restarted empty before each of its runs.

@@ -20,13 +20,8 @@ for t in umoci hyperfine gzip python3; do
 done
 cargo build --release -q -p cagette-cli
 cagette=$PWD/target/release/cagette
-key=$(sha256sum < benches/make-bench-image.py | cut -c1-12)-$(echo "${layers[*]}" | sha256sum | cut -c1-8)
-image=$PWD/target/bench-image/$key
-if [ ! -f "$image/index.json" ]; then
-  rm -rf "$PWD/target/bench-image" && mkdir -p "$image"
-  echo "building the bench image from ${layers[*]} ..." >&2
-  python3 benches/make-bench-image.py "$image" "${layers[@]}"
-fi
+. benches/lib.sh
+bench_image "${layers[@]}"
 work=$(mktemp -d /dev/shm/cagette-unpack.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 # The image itself on tmpfs too, so that no tool waits on the disk.

@@ -30,23 +30,12 @@ umoci new --image "$work/oci:bb" >/dev/null
 umoci unpack --rootless --image "$work/oci:bb" "$work/bundle" >/dev/null
 cp -a "$work/rootfs/." "$work/bundle/rootfs/"
 umoci repack --image "$work/oci:bb" "$work/bundle" >/dev/null
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$port
-EOF
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$work/oci:bb" "docker://127.0.0.1:$port/bb:1"
+. benches/lib.sh
+start_registry "$work"
+port=${reg##*:}
+skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$work/oci:bb" "docker://$reg/bb:1"
 
-ref=127.0.0.1:$port/bb:1
+ref=$reg/bb:1
 "$cagette" image pull --store "$work/store" "$ref" >/dev/null 2>&1
 cmds=(-n "cagette image pull (present)" "$cagette image pull --store $work/store $ref")
 if [ -n "$other" ]; then
