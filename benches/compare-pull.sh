@@ -27,7 +27,10 @@ work=$(mktemp -d /dev/shm/cagette-pull.XXXXXX)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # containerd runs detached (setsid, restarted by ctrd-restart.sh below): by its command line.
+  pkill -f "containerd --config $work/containerd.toml" 2>/dev/null || true
   wait 2>/dev/null || true
+  umount -R "$work/containerd/root" 2>/dev/null || true
   umount -R "$work/podman" 2>/dev/null || true
   rm -rf "$work"
 }
