@@ -14,7 +14,7 @@ cargo build --release -q -p cagette-cli
 # The static PIE build as well (scripts/build-static.sh; `BENCH_NO_STATIC=1` skips it).
 static=()
 if [ -z "${BENCH_NO_STATIC:-}" ]; then
-  static_bin=$(scripts/build-static.sh -q | head -n1)
+  static_bin=$(scripts/build-static.sh -q | sed -n 1p)
 fi
 work=$(mktemp -d /tmp/cagette-compare.XXXXXX)
 trap 'rm -rf "$work"' EXIT

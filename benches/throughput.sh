@@ -15,7 +15,7 @@ done
 cargo build --release -q -p cagette-cli
 cargo build --release -q -p cagette --example throughput
 static_bin=""
-[ -n "${BENCH_NO_STATIC:-}" ] || static_bin=$(scripts/build-static.sh -q | head -n1)
+[ -n "${BENCH_NO_STATIC:-}" ] || static_bin=$(scripts/build-static.sh -q | sed -n 1p)
 cagette=$PWD/target/release/cagette
 lib=$PWD/target/release/examples/throughput
 work=$(mktemp -d /tmp/cagette-throughput.XXXXXX)
