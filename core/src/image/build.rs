@@ -21,7 +21,7 @@
 //! image is recorded under its tag with its manifest, config and layer blobs kept (so it can be
 //! exported or pushed). A base image must have been pulled or imported with its blobs kept.
 
-use super::layer::{open_beneath, write_planned, FileSource, Planned, PlannedEntry};
+use super::layer::{open_beneath, open_nofollow, write_planned, FileSource, Planned, PlannedEntry};
 use super::{go_arch, hex, name_file, parse_json, run_config, ImageError, ImageInfo, ImageStore, LayerSrc, Parsed, Src};
 use crate::sandbox::spec::{Network, SandboxSpec, Stdio};
 use crate::{Sandbox, Size, Verdict};
@@ -108,6 +108,11 @@ impl Default for BuildOptions {
 }
 
 /// What is wrong with a binding's build options ([`BuildOptions::from_binding_json`]).
+///
+/// ```
+/// let e = cagette::BuildOptions::from_binding_json(r#"{"network": "bridge"}"#, std::time::Duration::from_secs(1)).unwrap_err();
+/// assert!(matches!(&e, cagette::OptionsError::Value(m) if m.contains("\"host\" or \"none\"")), "{e}");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OptionsError {
     /// An unknown option or a value of the wrong type (Python's `TypeError`).
@@ -899,8 +904,7 @@ fn hash_picks(tree: &Tree, picks: &[Pick], epoch: u64) -> Result<String, String>
 
 /// Opens a regular file without following a link and without blocking on a FIFO.
 fn open_regular(p: &Path) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(p)?;
+    let f = open_nofollow(p)?;
     if !f.metadata()?.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
@@ -1109,9 +1113,8 @@ fn in_layers(layers_top_first: &[PathBuf], rel: &str) -> Option<(u32, u32, u32, 
     // Looked up inside each layer without following any symlink (a step may have planted one:
     // it must never make this read the host's files).
     let look = |dir: &Path, rel: &str| -> Result<fs::Metadata, rustix::io::Errno> {
-        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
         let root = fs::File::open(dir).map_err(|_| rustix::io::Errno::NOENT)?;
-        let fd = openat2(&root, rel, OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty(), ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS)?;
+        let fd = open_beneath(std::os::fd::AsFd::as_fd(&root), rel, rustix::fs::OFlags::PATH).map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))?;
         fs::File::from(fd).metadata().map_err(|_| rustix::io::Errno::IO)
     };
     for dir in layers_top_first {

@@ -349,13 +349,16 @@ impl FileSource {
     /// The file, opened for reading without following a link or blocking on a FIFO.
     fn open(&self) -> io::Result<std::fs::File> {
         match self {
-            FileSource::Path(p) => {
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(p)
-            }
+            FileSource::Path(p) => open_nofollow(p),
             FileSource::Beneath(root, rel) => open_beneath(root.as_fd(), rel, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK).map(std::fs::File::from),
         }
     }
+}
+
+/// `p` opened for reading without following a link at its end or blocking on a FIFO.
+pub(super) fn open_nofollow(p: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(p)
 }
 
 /// `rel` opened below `root` with no symlink followed anywhere on the way (the last component
