@@ -101,6 +101,54 @@ fn masked_and_read_only_paths() {
 }
 
 #[test]
+fn masks_of_a_kind_share_one_source_and_stay_empty_and_read_only() {
+    // Three masked directories get clones of one read-only tmpfs (one superblock), two masked
+    // files clones of one /dev/null bind; each is still empty and refuses writes, and no mask
+    // is a peer of another (a mount under one must not show under the others).
+    let d = TempDir::new("masks");
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let bb = busybox_rootfs();
+    assert!(std::process::Command::new("cp").arg("-a").arg(format!("{}/.", bb.display())).arg(&root).status().unwrap().success());
+    for dir in ["m1", "m2", "m3"] {
+        std::fs::create_dir(root.join(dir)).unwrap();
+        std::fs::write(root.join(dir).join("secret"), "s").unwrap();
+    }
+    std::fs::write(root.join("f1"), "secret").unwrap();
+    std::fs::write(root.join("f2"), "secret").unwrap();
+    let mut sb = Sandbox::new();
+    sb.spec_mut().masked_paths = Some(["/m1", "/f1", "/m2", "/missing", "/f2", "/m3"].map(String::from).to_vec());
+    sb.spec_mut().rootfs_propagation = Some(cagette::Propagation::Rshared);
+    let o = sb
+        .rootfs(&root)
+        .command("/bin/sh")
+        .args(["-c", "ls -A /m1 /m2 /m3; wc -c < /f1; wc -c < /f2; touch /m2/x 2>&1; mkdir /m3/y 2>&1; grep -E ' /(m[123]|f[12]) ' /proc/self/mountinfo"])
+        .output()
+        .unwrap();
+    let out = stdout(&o) + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status, Verdict::Exited(0), "{out}");
+    assert!(!out.contains("secret"), "a mask shows what it hides: {out}");
+    assert_eq!(out.lines().filter(|l| l.trim() == "0").count(), 2, "masked files not empty: {out}");
+    assert_eq!(out.matches("Read-only file system").count(), 2, "a masked dir took a write: {out}");
+    let mounts: Vec<Vec<&str>> = out.lines().filter(|l| l.contains(" - ")).map(|l| l.split(' ').collect()).collect();
+    assert_eq!(mounts.len(), 5, "{out}");
+    let dev_of = |m: &str| mounts.iter().find(|f| f[4] == m).map(|f| f[2]).unwrap_or_else(|| panic!("{m} not mounted: {out}"));
+    assert!(dev_of("/m1") == dev_of("/m2") && dev_of("/m2") == dev_of("/m3"), "the masked dirs are not one tmpfs: {out}");
+    assert_eq!(dev_of("/f1"), dev_of("/f2"), "{out}");
+    for f in &mounts {
+        assert!(f[5].split(',').any(|o| o == "ro"), "mask {} is not read-only: {out}", f[4]);
+        // Shared (the root's propagation), each in a peer group of its own.
+        let groups: Vec<&&str> = f.iter().filter(|x| x.starts_with("shared:")).collect();
+        assert!(groups.len() <= 1, "{out}");
+    }
+    let groups: Vec<&str> = mounts.iter().flat_map(|f| f.iter().filter(|x| x.starts_with("shared:")).copied()).collect();
+    let mut unique = groups.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), groups.len(), "two masks are peers: {out}");
+}
+
+#[test]
 fn minimal_dev() {
     let o = sh("ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok; test -c /dev/pts/ptmx && echo pts-ok");
     let out = stdout(&o);

@@ -288,7 +288,7 @@ fn wait_host(fd: c_int) -> Result<(), Errno> {
     }
 }
 
-fn mask(root: c_int, path: *const libc::c_char, devnull: *const libc::c_char) -> Result<(), Errno> {
+fn mask(plan: &Plan, root: c_int, path: *const libc::c_char, devnull: *const libc::c_char, dirs: usize, files: usize) -> Result<(), Errno> {
     let target = match open_in_root(root, path) {
         Ok(fd) => fd,
         Err(Errno(libc::ENOENT)) => return Ok(()),
@@ -298,7 +298,14 @@ fn mask(root: c_int, path: *const libc::c_char, devnull: *const libc::c_char) ->
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     let r = (|| {
         sys::fstatat(target, EMPTY, &mut st, sys::AT_EMPTY_PATH)?;
-        let m = if (st.st_mode & libc::S_IFMT) == libc::S_IFDIR {
+        let dir = (st.st_mode & libc::S_IFMT) == libc::S_IFDIR;
+        let kept = if dir { dirs } else { files };
+        let first = slot(plan, kept);
+        let m = if first >= 0 {
+            // A clone of the first mask of this kind, attached by now: same superblock, same
+            // read-only, nosuid, nodev/noexec flags (a clone keeps its source's mount flags).
+            sys::open_tree(first, EMPTY, sys::OPEN_TREE_CLONE | sys::OPEN_TREE_CLOEXEC | sys::AT_EMPTY_PATH)? as c_int
+        } else if dir {
             let ctx = sys::fsopen(c"tmpfs".as_ptr(), sys::FSOPEN_CLOEXEC)? as c_int;
             let r = sys::fsconfig(ctx, sys::FSCONFIG_SET_STRING, c"size".as_ptr(), c"0".as_ptr(), 0)
                 .and_then(|_| sys::fsconfig(ctx, sys::FSCONFIG_CMD_CREATE, core::ptr::null(), core::ptr::null(), 0))
@@ -314,7 +321,13 @@ fn mask(root: c_int, path: *const libc::c_char, devnull: *const libc::c_char) ->
             m
         };
         let r = move_onto(m, target);
-        let _ = sys::close(m);
+        if r.is_ok() && first < 0 {
+            // Attached now (older kernels refuse to clone a detached mount): the source of
+            // the next masks of this kind.
+            set_slot(plan, kept, m as usize);
+        } else {
+            let _ = sys::close(m);
+        }
         r
     })();
     let _ = sys::close(target);
@@ -577,7 +590,7 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
             }
             Ok(())
         }
-        Op::Mask { root, path, devnull } => mask(slot(plan, root), path, devnull),
+        Op::Mask { root, path, devnull, dirs, files } => mask(plan, slot(plan, root), path, devnull, dirs, files),
         Op::ReadOnly { root, path } => read_only(slot(plan, root), path),
         Op::Pivot { root } | Op::Chroot { root } => {
             if matches!(*op, Op::Chroot { .. }) {

@@ -257,11 +257,15 @@ impl Compiler<'_> {
             // cagette's own image store (its layers hold setuid files and, as root, device nodes).
             masked.extend(fds.hidden_store.iter().filter_map(|p| p.to_str().map(str::to_string)));
         }
+        // The masks' sources, shared by all the masks of a kind (closed with the other slots at
+        // pivot_root). The tree is private by now and propagation is applied after the masks,
+        // so the clones are not peers of each other.
+        let (dirs, files) = (self.slot(), self.slot());
         for p in masked {
             let rel = sandbox_components(&p, Step::Mask)?.join("/");
             let rp = self.plan.cs(&rel)?;
             let devnull = self.devnull;
-            self.plan.op(Op::Mask { root, path: rp, devnull }, Step::Mask, format!("mask {p}"), Some(Path::new(&p)));
+            self.plan.op(Op::Mask { root, path: rp, devnull, dirs, files }, Step::Mask, format!("mask {p}"), Some(Path::new(&p)));
         }
         let readonly: Vec<String> = match &spec.readonly_paths {
             Some(v) => v.clone(),

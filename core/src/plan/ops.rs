@@ -80,7 +80,11 @@ pub(crate) enum Op {
     MoveMount { from: usize, to: usize },
     Symlink { target: CStr, dir: usize, name: CStr },
     Close { slot: usize },
-    Mask { root: usize, path: CStr, devnull: CStr },
+    /// Hides `path` (resolved in `root`): a directory under an empty read-only tmpfs, anything
+    /// else under the host's /dev/null. The first mask of each kind is kept in its slot (`dirs`,
+    /// `files`) once attached, and the next ones are clones of it: one tmpfs per sandbox, not
+    /// one per masked directory.
+    Mask { root: usize, path: CStr, devnull: CStr, dirs: usize, files: usize },
     ReadOnly { root: usize, path: CStr },
     Pivot { root: usize },
     /// Without a mount namespace of the sandbox's own: chroot into the root attached on the
