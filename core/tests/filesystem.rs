@@ -149,6 +149,37 @@ fn masks_of_a_kind_share_one_source_and_stay_empty_and_read_only() {
 }
 
 #[test]
+fn missing_mount_points_are_created_inside_the_root() {
+    // Mount points that do not exist are made (every missing directory on the way, then the
+    // file or directory itself), also through a symlink of the rootfs, which resolves inside it.
+    let d = TempDir::new("mkpoints");
+    let root = d.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let bb = busybox_rootfs();
+    assert!(std::process::Command::new("cp").arg("-a").arg(format!("{}/.", bb.display())).arg(&root).status().unwrap().success());
+    std::fs::create_dir(root.join("real")).unwrap();
+    std::os::unix::fs::symlink("/real", root.join("lnk")).unwrap();
+    let src = d.path().join("src.txt");
+    std::fs::write(&src, "bound\n").unwrap();
+    let o = Sandbox::new()
+        .rootfs(&root)
+        .mount(Mount::bind(&src, "/a/b/c/file").read_only())
+        .mount(Mount::tmpfs("/x/y"))
+        .mount(Mount::bind(&src, "/lnk/sub/f").read_only())
+        .command("/bin/sh")
+        .args(["-c", "cat /a/b/c/file /real/sub/f; touch /x/y/ok && echo tmpfs-ok"])
+        .output()
+        .unwrap();
+    let out = stdout(&o) + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status, Verdict::Exited(0), "{out}");
+    assert_eq!(out, "bound\nbound\ntmpfs-ok\n");
+    // Made in the rootfs, as plain directories and an empty file; nothing outside it.
+    assert!(root.join("a/b/c").is_dir() && std::fs::read(root.join("a/b/c/file")).unwrap().is_empty());
+    assert!(root.join("x/y").is_dir() && root.join("real/sub/f").is_file());
+    assert!(!std::path::Path::new("/real").exists());
+}
+
+#[test]
 fn minimal_dev() {
     let o = sh("ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok; test -c /dev/pts/ptmx && echo pts-ok");
     let out = stdout(&o);

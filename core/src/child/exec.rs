@@ -89,29 +89,31 @@ unsafe fn resolve(root: c_int, path: *const libc::c_char, prefixes: *const *cons
         Err(e) => return Err(e),
     }
     let mut parent = root;
+    // Whether the next component is known to be missing: the whole path is (checked above),
+    // and so is everything under a directory this child just created.
+    let mut missing = n == 1;
     let mut i = 0;
     while i < n {
         // SAFETY: the caller's contract: both arrays have n entries (plan arenas), i < n.
         let (prefix, name) = unsafe { (*prefixes.add(i), *names.add(i)) };
-        let fd = match open_in_root(root, prefix) {
+        let found = if missing || i + 1 == n { Err(Errno(libc::ENOENT)) } else { open_in_root(root, prefix) };
+        let fd = match found {
             Ok(fd) => fd,
             Err(Errno(libc::ENOENT)) => {
+                // What this child creates it opens from `parent` by its one name, following no
+                // symlink (a swap after the creation fails closed); what already exists (EEXIST:
+                // created meanwhile) is opened from the root like the rest.
                 let created = if i + 1 == n && leaf == Leaf::File {
-                    sys::openat(parent, name, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o644)
-                        .map(|fd| { let _ = sys::close(fd as c_int); })
+                    // O_EXCL: the fd is the file this call created (kept: the mount's target).
+                    sys::openat(parent, name, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o644).map(|fd| fd as c_int)
                 } else {
-                    sys::mkdirat(parent, name, 0o755).map(|_| ())
+                    sys::mkdirat(parent, name, 0o755).and_then(|_| {
+                        let how = OpenHow { flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64, mode: 0, resolve: sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS };
+                        sys::openat2(parent, name, &how).map(|fd| fd as c_int)
+                    })
                 };
-                match created {
-                    Ok(()) | Err(Errno(libc::EEXIST)) => {}
-                    Err(e) => {
-                        if parent != root {
-                            let _ = sys::close(parent);
-                        }
-                        return Err(e);
-                    }
-                }
-                match open_in_root(root, prefix) {
+                missing = created.is_ok();
+                match created.or_else(|e| if e == Errno(libc::EEXIST) { open_in_root(root, prefix) } else { Err(e) }) {
                     Ok(fd) => fd,
                     Err(e) => {
                         if parent != root {
