@@ -270,7 +270,11 @@ fn bad_input_is_a_clear_error_and_nothing_is_tagged() {
         ("FROM busybox:1\nONBUILD RUN true\n", "ONBUILD is not supported"),
         // A symlink a step planted is never followed by the build itself (here to the host's /etc).
         ("FROM busybox:1\nRUN ln -s /etc /planted\nCOPY ok.txt /planted/x\n", "/planted is not a directory in the image"),
-        ("FROM busybox:1\nRUN cat > /f <<EOF\nhello\nEOF\n", "read only right after the instruction"),
+        // After the command only in a shell-form RUN; elsewhere the document's lines are read
+        // as instructions, and the error says why.
+        ("FROM busybox:1\nCOPY ok.txt /x <<EOF\nhello\nEOF\n", "read for RUN in shell form only"),
+        // A document that never ends.
+        ("FROM busybox:1\nRUN cat <<EOF > /f\nhello\n", "read for RUN in shell form only"),
     ];
     for (text, want) in cases {
         write(&ctx.join("Dockerfile"), text);
@@ -539,7 +543,7 @@ fn here_documents_in_run_and_copy() {
     let d = TempDir::new("build-heredoc");
     let (store_dir, store) = store_with_base(d.path(), "store");
     let ctx = d.path().join("ctx");
-    write(&ctx.join("Dockerfile"), r#"FROM busybox:1
+    write(&ctx.join("Dockerfile"), &r#"FROM busybox:1
 ARG WHO=world
 RUN <<EOF
 echo "hello $WHO" > /greeting
@@ -560,17 +564,34 @@ B
 COPY --chmod=0600 <<'EOT' /single
 no $WHO expansion
 EOT
-"#);
+RUN cat <<EOF > /late \
+ && cat <<-'TABS' >> /late
+late $WHO
+EOF
+<TAB>tabbed $WHO
+<TAB>TABS
+RUN echo "a <<NOT a heredoc" > /quoted && tr a-z A-Z <<X >> /quoted
+upper
+X
+RUN --network=none cat <<EOF > /from
+FROM scratch
+EOF
+"#.replace("<TAB>", "\t"));
     let (r, _) = build(&store, &ctx, &tagged("heredoc:1"));
     r.unwrap();
     let out = run_in(&store_dir, "heredoc:1", &["sh", "-c", "cat /greeting /stdin-fed /shebang /docs/A /docs/B /single; stat -c %a /single"]);
     assert_eq!(stdout(&out), "hello world\nsecond\n/root literal\nfrom the #! line\nfirst world\nsecond\nno $WHO expansion\n600\n", "{}", String::from_utf8_lossy(&out.stderr));
+    // Documents after a RUN's command (`RUN cat <<EOF > f`): the shell reads them, tabs
+    // stripped for `<<-`, quoted `<<` left alone, a body line that looks like an instruction
+    // kept as text.
+    let out = run_in(&store_dir, "heredoc:1", &["cat", "/late", "/quoted", "/from"]);
+    assert_eq!(stdout(&out), "late world\ntabbed $WHO\na <<NOT a heredoc\nUPPER\nFROM scratch\n", "{}", String::from_utf8_lossy(&out.stderr));
     // Another value of the argument: the documents that expand it are built again.
     let mut o = tagged("heredoc:2");
     o.build_args.insert("WHO".into(), "you".into());
     let (r, _) = build(&store, &ctx, &o);
     r.unwrap();
-    assert_eq!(stdout(&run_in(&store_dir, "heredoc:2", &["cat", "/greeting", "/docs/A"])), "hello you\nsecond\nfirst you\n");
+    assert_eq!(stdout(&run_in(&store_dir, "heredoc:2", &["cat", "/greeting", "/docs/A", "/late"])), "hello you\nsecond\nfirst you\nlate you\ntabbed $WHO\n");
 }
 
 #[test]

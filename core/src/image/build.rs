@@ -968,6 +968,8 @@ struct Builder<'a> {
     /// Each stage's result, by index (and name).
     stages: Vec<(Option<String>, State)>,
     global_args: BTreeMap<String, Option<String>>,
+    /// Here-documents after a RUN's command, by the offset of its keyword (`blank_late_heredocs`).
+    late_docs: BTreeMap<usize, String>,
 }
 
 impl Builder<'_> {
@@ -1288,12 +1290,14 @@ impl ImageStore {
             f.take(4 << 20).read_to_string(&mut s).map_err(io_err(format!("read the Dockerfile {}", file.display())))?;
             s
         };
+        let (text, late_docs) = blank_late_heredocs(&text);
         let df = parse_dockerfile::parse(&text).map_err(|e| {
             let mut message = e.to_string();
-            // The parser reads a here-document only right after the instruction (`RUN <<EOF`):
-            // one later on the line leaves its text to be read as instructions.
+            // A here-document later on a line that `blank_late_heredocs` leaves alone (another
+            // instruction than RUN, an exec form, a custom escape character) is read as
+            // instructions.
             if text.lines().take(e.line().saturating_sub(1)).any(|l| l.contains("<<") && !l.split_whitespace().nth(1).is_some_and(|w| w.starts_with("<<"))) {
-                message.push_str(" (a here-document is read only right after the instruction: `RUN <<EOF` or `RUN <<EOF cmd`, not `RUN cmd <<EOF`)");
+                message.push_str(" (a here-document after the command is read for RUN in shell form only: `RUN cat <<EOF > file`; elsewhere it must come first: `COPY <<EOF /file`)");
             }
             BuildError::Parse { file: file.clone(), line: e.line(), column: e.column(), message }
         })?;
@@ -1301,7 +1305,7 @@ impl ImageStore {
         let epoch = opts.epoch.or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok())).unwrap_or(0);
         let store = self.clone().keep_blobs(true);
         let tree = Tree::new(context.to_path_buf(), ignore_rules(context)?, "build context").map_err(io_err(format!("open the build context {}", context.display())))?;
-        let mut b = Builder { store, opts, file: file.clone(), text: &text, escape, epoch, created: rfc3339(epoch), progress, step: 0, total: 0, stages: Vec::new(), global_args: BTreeMap::new() };
+        let mut b = Builder { store, opts, file: file.clone(), text: &text, escape, epoch, created: rfc3339(epoch), progress, step: 0, total: 0, stages: Vec::new(), global_args: BTreeMap::new(), late_docs };
         // Arguments declared before the first FROM (usable in FROM lines).
         for a in df.global_args() {
             for (k, v) in pairs(&a.arguments.value, &|n| b.opts.build_args.get(n).cloned(), escape, false).map_err(|m| b.bad(a.arg.span.start, m))? {
@@ -1650,7 +1654,15 @@ impl Builder<'_> {
             }
         }
         let argv = match r.here_docs.as_slice() {
-            [] => self.command(&state, &r.arguments),
+            [] => match (self.late_docs.get(&r.run.span.start), &r.arguments) {
+                // `RUN cmd <<EOF`: the command line and its documents, one shell script.
+                (Some(docs), Command::Shell(line)) => {
+                    let mut v = state.shell();
+                    v.push(format!("{}\n{docs}\n", line.value.trim_end()));
+                    v
+                }
+                _ => self.command(&state, &r.arguments),
+            },
             [doc] => {
                 // `RUN <<EOF` runs the document as a script (through its #! interpreter if it
                 // has one); `RUN <<EOF cmd` gives it to cmd's standard input. Either way the
@@ -2081,6 +2093,157 @@ fn first_line_of(s: &str) -> &str {
     s.lines().next().unwrap_or("").trim()
 }
 
+/// Here-documents after a RUN's command (`RUN cat <<EOF > /etc/motd`), which the parser reads
+/// only right after the instruction (`RUN <<EOF`). Returns the text with their bodies and
+/// terminator lines blanked out (every byte but the newlines made a space, so positions and line
+/// numbers stay those of the file), and each such RUN's bodies, by the offset of its keyword:
+/// the step gives its command line and the bodies to the shell as one script, as BuildKit does.
+/// A line with a custom escape character (`# escape=`), an exec-form command, or a document
+/// that never ends is left to the parser.
+fn blank_late_heredocs(text: &str) -> (String, BTreeMap<usize, String>) {
+    let mut docs = BTreeMap::new();
+    let custom_escape = text.lines().take_while(|l| l.trim_start().starts_with('#')).any(|l| {
+        let d = l.trim_start()[1..].trim().to_ascii_lowercase();
+        d.strip_prefix("escape").map(|r| r.trim_start()).and_then(|r| r.strip_prefix('=')).is_some_and(|v| v.trim() != "\\")
+    });
+    if custom_escape || !text.contains("<<") {
+        return (text.to_string(), docs);
+    }
+    // Each physical line with its byte offset (the newline excluded).
+    let mut lines: Vec<(usize, &str)> = Vec::new();
+    let mut off = 0;
+    for l in text.split_inclusive('\n') {
+        lines.push((off, l.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(l)));
+        off += l.len();
+    }
+    let mut out = text.as_bytes().to_vec();
+    let mut i = 0;
+    while i < lines.len() {
+        let (start, first) = lines[i];
+        let t = first.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            i += 1;
+            continue;
+        }
+        // The logical line: continued by a trailing backslash; comment and empty lines inside
+        // it are dropped (as the parser does).
+        let mut logical = format!("{first}\n");
+        let mut j = i;
+        let mut continued = first.trim_end().ends_with('\\');
+        while continued && j + 1 < lines.len() {
+            j += 1;
+            let l = lines[j].1;
+            let lt = l.trim_start();
+            if lt.is_empty() || lt.starts_with('#') {
+                continue;
+            }
+            logical.push_str(l);
+            logical.push('\n');
+            continued = l.trim_end().ends_with('\\');
+        }
+        let keyword = start + (first.len() - t.len());
+        let mut words = t.split_whitespace();
+        let is_run = words.next().is_some_and(|w| w.eq_ignore_ascii_case("RUN"));
+        let command_start = words.find(|w| !w.starts_with("--"));
+        if !is_run || command_start.is_none_or(|w| w.starts_with("<<") || w.starts_with('[')) {
+            i = j + 1;
+            continue;
+        }
+        let names = late_heredoc_operators(&logical);
+        // Each document's body runs to its terminator line (tabs stripped for `<<-`).
+        let mut k = j + 1;
+        let mut complete = !names.is_empty();
+        for (name, strip_tabs) in &names {
+            loop {
+                let Some(&(_, l)) = lines.get(k) else {
+                    complete = false;
+                    break;
+                };
+                k += 1;
+                let l = if *strip_tabs { l.trim_start_matches('\t') } else { l };
+                if l == name {
+                    break;
+                }
+            }
+            if !complete {
+                break;
+            }
+        }
+        if !complete {
+            i = j + 1;
+            continue;
+        }
+        let body_start = lines.get(j + 1).map_or(text.len(), |&(o, _)| o);
+        let body_end = lines[k - 1].0 + lines[k - 1].1.len();
+        docs.insert(keyword, text[body_start..body_end].to_string());
+        for b in &mut out[body_start..body_end] {
+            if *b != b'\n' {
+                *b = b' ';
+            }
+        }
+        i = k;
+    }
+    // Whole lines became ASCII spaces: still UTF-8.
+    (String::from_utf8(out).unwrap_or_else(|_| text.to_string()), docs)
+}
+
+/// The here-document operators of a shell command line, in order: (name, `<<-`). Quoted text
+/// is skipped, and so are `<<<` (a here-string).
+fn late_heredoc_operators(line: &str) -> Vec<(String, bool)> {
+    let b = line.as_bytes();
+    let mut out = Vec::new();
+    let (mut i, mut quote) = (0, None::<u8>);
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) => {
+                if c == b'\\' && q == b'"' {
+                    i += 1;
+                } else if c == q {
+                    quote = None;
+                }
+                i += 1;
+                continue;
+            }
+            None if c == b'\\' => {
+                i += 2;
+                continue;
+            }
+            None if c == b'\'' || c == b'"' => {
+                quote = Some(c);
+                i += 1;
+                continue;
+            }
+            None => {}
+        }
+        if b[i..].starts_with(b"<<") && !b[i..].starts_with(b"<<<") && (i == 0 || b[i - 1] != b'<') {
+            let mut p = i + 2;
+            let strip = b.get(p) == Some(&b'-');
+            if strip {
+                p += 1;
+            }
+            while b.get(p) == Some(&b' ') || b.get(p) == Some(&b'\t') {
+                p += 1;
+            }
+            let q = b.get(p).copied().filter(|&q| q == b'\'' || q == b'"');
+            if q.is_some() {
+                p += 1;
+            }
+            let s = p;
+            while p < b.len() && (b[p].is_ascii_alphanumeric() || b[p] == b'_' || b[p] == b'-' || b[p] == b'.') {
+                p += 1;
+            }
+            if p > s && q.is_none_or(|q| b.get(p) == Some(&q)) {
+                out.push((line[s..p].to_string(), strip));
+                i = p + usize::from(q.is_some());
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
 /// The names of the here-documents an instruction's text opens (`<<EOF`, `<<-EOF`,
 /// `<<"EOF"`, `<<'EOF'`), in order.
 fn heredoc_names(text: &str) -> Vec<String> {
@@ -2182,6 +2345,33 @@ mod tests {
         fs::rename(t.0.join("old-d"), ctx.join("real")).unwrap();
         std::os::unix::fs::symlink("real", ctx.join("d")).unwrap();
         assert_eq!(tree.check_inside("d/f").unwrap().0, "real/f");
+    }
+
+    #[test]
+    fn late_heredocs_are_blanked_and_kept_in_place() {
+        let text = "FROM x\nRUN cat <<EOF > /f \\\n  # a comment\n  && cat <<-'T' | tr a b\nbody $A\nEOF\n\tmore\n\tT\nRUN echo done\n";
+        let (blanked, docs) = blank_late_heredocs(text);
+        assert_eq!(blanked.len(), text.len());
+        assert_eq!(blanked.lines().count(), text.lines().count());
+        let keyword = text.find("RUN cat").unwrap();
+        assert_eq!(docs.get(&keyword).map(String::as_str), Some("body $A\nEOF\n\tmore\n\tT"));
+        assert_eq!(blanked.lines().nth(4), Some("       "));
+        assert!(blanked.ends_with("\n   \n     \n  \nRUN echo done\n"), "{blanked:?}");
+        // Left alone: a document first (the parser's own), exec form, another instruction, a
+        // document that never ends, a here-string, quoted text, a custom escape character.
+        for t in [
+            "FROM x\nRUN <<EOF sh\nbody\nEOF\n",
+            "FROM x\nRUN [\"cat\"] <<EOF\nbody\nEOF\n",
+            "FROM x\nCOPY <<EOF /f\nbody\nEOF\n",
+            "FROM x\nRUN cat <<EOF\nbody\n",
+            "FROM x\nRUN cat <<<word\n",
+            "FROM x\nRUN echo '<<EOF' \"<<EOF\"\n",
+            "# escape=`\nFROM x\nRUN cat <<EOF\nbody\nEOF\n",
+        ] {
+            let (b, d) = blank_late_heredocs(t);
+            assert!(d.is_empty() && b == t, "{t:?}");
+        }
+        assert_eq!(late_heredoc_operators("cat <<A <<-\"B\" <<< c 'x<<D' x<< E\n"), [("A".into(), false), ("B".into(), true), ("E".into(), false)]);
     }
 
     fn vars(n: &str) -> Option<String> {
