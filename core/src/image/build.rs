@@ -2145,10 +2145,9 @@ fn blank_late_heredocs(text: &str) -> (String, BTreeMap<usize, String>) {
         let mut words = t.split_whitespace();
         let is_run = words.next().is_some_and(|w| w.eq_ignore_ascii_case("RUN"));
         let command_start = words.find(|w| !w.starts_with("--"));
-        if !is_run || command_start.is_none_or(|w| w.starts_with("<<") || w.starts_with('[')) {
-            i = j + 1;
-            continue;
-        }
+        // Documents the parser reads itself (`RUN <<EOF`, `COPY <<EOF /f`) are skipped whole:
+        // their lines are text, not instructions.
+        let late = is_run && command_start.is_some_and(|w| !w.starts_with("<<") && !w.starts_with('['));
         let names = late_heredoc_operators(&logical);
         // Each document's body runs to its terminator line (tabs stripped for `<<-`).
         let mut k = j + 1;
@@ -2171,6 +2170,10 @@ fn blank_late_heredocs(text: &str) -> (String, BTreeMap<usize, String>) {
         }
         if !complete {
             i = j + 1;
+            continue;
+        }
+        if !late {
+            i = k;
             continue;
         }
         let body_start = lines.get(j + 1).map_or(text.len(), |&(o, _)| o);
@@ -2367,6 +2370,8 @@ mod tests {
             "FROM x\nRUN cat <<<word\n",
             "FROM x\nRUN echo '<<EOF' \"<<EOF\"\n",
             "# escape=`\nFROM x\nRUN cat <<EOF\nbody\nEOF\n",
+            "FROM x\nCOPY <<EOF /s\nRUN cat <<X > f\nx\nX\nEOF\n",
+            "FROM x\nRUN <<EOF sh\nRUN cat <<X\nX\nEOF\n",
         ] {
             let (b, d) = blank_late_heredocs(t);
             assert!(d.is_empty() && b == t, "{t:?}");
