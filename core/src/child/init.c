@@ -3,8 +3,9 @@
  *
  * Built freestanding (no libc) by core/build.rs and embedded in the library. The setup child
  * executes it from a sealed memfd once the sandbox is built (namespaces, mounts, root). From then
- * on no process of the sandbox shares the host's address space: init forks the payload from its
- * own small one, so the payload's memory accounting (cgroup, rusage) is its own, and an OOM kill in
+ * on no process of the sandbox shares the host's address space: init starts the payload from its
+ * own small one (on x86_64 a vfork-like clone: the payload shares init's few pages only until it
+ * executes), so the payload's memory accounting (cgroup, rusage) is its own, and an OOM kill in
  * the job can never pick a process that shares the host's memory. Contract (core/src/exec.rs):
  *
  *   fd 3     a stream socket to the host. When the payload ends, init kills and reaps whatever is
@@ -93,6 +94,32 @@ static long sc6(long n, long a, long b, long c, long d, long e, long f) {
 }
 __asm__(".text\n.global _start\n_start:\n"
         "  xor %rbp, %rbp\n  mov %rsp, %rdi\n  and $-16, %rsp\n  call cmain\n  hlt\n");
+#define CLONE_VM 0x100
+#define CLONE_VFORK 0x4000
+/* Runs fn(arg) in a child that shares this process's memory until it executes or exits
+ * (CLONE_VM | CLONE_VFORK: this process sleeps until then), on the stack given: no page tables
+ * are copied and nothing is copied on write afterwards, which a fork costs (a static C fork,
+ * exit and wait take ~100 us on the project's VM, ~31 us this way). fn must not return. The
+ * child gets its own fds, credentials, signal mask and seccomp filter as after a fork. */
+static long spawn_shared(void (*fn)(void *), void *arg, void *stack_top) {
+    register long r10 __asm__("r10") = 0;
+    register long r8 __asm__("r8") = 0;
+    long ret;
+    __asm__ volatile("syscall\n\t"
+                     "test %%rax, %%rax\n\t"
+                     "jnz 1f\n\t"
+                     "xor %%ebp, %%ebp\n\t"
+                     "mov %[arg], %%rdi\n\t"
+                     "call *%[fn]\n\t"
+                     "hlt\n"
+                     "1:"
+                     : "=a"(ret)
+                     : "a"(NR_clone), "D"(CLONE_VM | CLONE_VFORK | 17 /* SIGCHLD */), "S"(stack_top), "d"(0), "r"(r10), "r"(r8),
+                       [fn] "r"(fn), [arg] "r"(arg)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#define HAVE_SPAWN_SHARED 1
 #elif defined(__aarch64__)
 #define NR_read 63
 #define NR_umask 166
@@ -432,7 +459,7 @@ static long run_op(char *base, const struct op *o, int *err) {
         u64 *cands = (u64 *)(base + o->a);
         u64 *argv = (u64 *)(base + o->c);
         u64 *envp = (u64 *)(base + o->d);
-        /* Offsets to pointers (this is the child's private copy of the plan). */
+        /* Offsets to pointers, in place: init does not read the plan's argv or envp again. */
         for (u64 *p = argv; *p; p++) *p = (u64)(base + *p);
         for (u64 *p = envp; *p; p++) *p = (u64)(base + *p);
         long first = -ENOENT;
@@ -469,6 +496,19 @@ static __attribute__((noreturn)) void payload_main(char *base, const struct head
     report(err, PHASE_PAYLOAD, (u32)h->nops, -EINVAL);
     for (;;) sc(NR_exit, 127, 0, 0, 0, 0);
 }
+
+#ifdef HAVE_SPAWN_SHARED
+struct payload_args {
+    char *base;
+    const struct header *h;
+};
+static __attribute__((noreturn)) void payload_entry(void *p) {
+    struct payload_args *a = p;
+    payload_main(a->base, a->h);
+}
+/* The payload's stack between clone and exec (its pages are touched only as it grows). */
+static char payload_stack[64 * 1024] __attribute__((aligned(16)));
+#endif
 
 /* Maps the payload plan; NULL on failure (reported). */
 static char *map_plan(void) {
@@ -591,8 +631,15 @@ __attribute__((used)) void cmain(long *sp) {
         }
     }
     if (detached) sc(NR_close, STATUS_FD, 0, 0, 0, 0);
+#ifdef HAVE_SPAWN_SHARED
+    /* The child writes into the plan (argv pointers, Landlock's fd) and reads `pa` on this
+     * stack: both stay put, this process waiting until the payload executes or exits. */
+    struct payload_args pa = {plan, h};
+    long payload = spawn_shared(payload_entry, &pa, payload_stack + sizeof payload_stack);
+#else
     long payload = sc(NR_clone, SIGCHLD, 0, 0, 0, 0);
     if (payload == 0) payload_main(plan, h);
+#endif
     if (payload < 0) {
         report(ERR_FD, PHASE_INIT, 1, payload);
         die(125);
