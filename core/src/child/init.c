@@ -636,6 +636,13 @@ __attribute__((used)) void cmain(long *sp) {
      * stack: both stay put, this process waiting until the payload executes or exits. */
     struct payload_args pa = {plan, h};
     long payload = spawn_shared(payload_entry, &pa, payload_stack + sizeof payload_stack);
+    if (payload == -EINVAL) {
+        /* Refused by kernels that keep this process outside the time namespace its children
+         * get (copy_process will not share memory across time namespaces; seen on Debian's
+         * 6.1): a plain fork then. */
+        payload = sc(NR_clone, SIGCHLD, 0, 0, 0, 0);
+        if (payload == 0) payload_main(plan, h);
+    }
 #else
     long payload = sc(NR_clone, SIGCHLD, 0, 0, 0, 0);
     if (payload == 0) payload_main(plan, h);
