@@ -2148,7 +2148,7 @@ fn blank_late_heredocs(text: &str) -> (String, BTreeMap<usize, String>) {
         // Documents the parser reads itself (`RUN <<EOF`, `COPY <<EOF /f`) are skipped whole:
         // their lines are text, not instructions.
         let late = is_run && command_start.is_some_and(|w| !w.starts_with("<<") && !w.starts_with('['));
-        let names = late_heredoc_operators(&logical);
+        let names = heredoc_operators(&logical);
         // Each document's body runs to its terminator line (tabs stripped for `<<-`).
         let mut k = j + 1;
         let mut complete = !names.is_empty();
@@ -2192,7 +2192,7 @@ fn blank_late_heredocs(text: &str) -> (String, BTreeMap<usize, String>) {
 
 /// The here-document operators of a shell command line, in order: (name, `<<-`). Quoted text
 /// is skipped, and so are `<<<` (a here-string).
-fn late_heredoc_operators(line: &str) -> Vec<(String, bool)> {
+fn heredoc_operators(line: &str) -> Vec<(String, bool)> {
     let b = line.as_bytes();
     let mut out = Vec::new();
     let (mut i, mut quote) = (0, None::<u8>);
@@ -2250,18 +2250,7 @@ fn late_heredoc_operators(line: &str) -> Vec<(String, bool)> {
 /// The names of the here-documents an instruction's text opens (`<<EOF`, `<<-EOF`,
 /// `<<"EOF"`, `<<'EOF'`), in order.
 fn heredoc_names(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("<<") {
-        rest = &rest[i + 2..];
-        let r = rest.strip_prefix('-').unwrap_or(rest);
-        let r = r.trim_start_matches(['"', '\'']);
-        let name: String = r.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-' || *c == '.').collect();
-        if !name.is_empty() {
-            out.push(name);
-        }
-    }
-    out
+    heredoc_operators(text).into_iter().map(|(name, _)| name).collect()
 }
 
 /// Expands `$V` and `${V...}` in a text, nothing else (a here-document's).
@@ -2376,7 +2365,7 @@ mod tests {
             let (b, d) = blank_late_heredocs(t);
             assert!(d.is_empty() && b == t, "{t:?}");
         }
-        assert_eq!(late_heredoc_operators("cat <<A <<-\"B\" <<< c 'x<<D' x<< E\n"), [("A".into(), false), ("B".into(), true), ("E".into(), false)]);
+        assert_eq!(heredoc_operators("cat <<A <<-\"B\" <<< c 'x<<D' x<< E\n"), [("A".into(), false), ("B".into(), true), ("E".into(), false)]);
     }
 
     fn vars(n: &str) -> Option<String> {
