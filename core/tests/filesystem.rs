@@ -106,10 +106,7 @@ fn masks_of_a_kind_share_one_source_and_stay_empty_and_read_only() {
     // files clones of one /dev/null bind; each is still empty and refuses writes, and no mask
     // is a peer of another (a mount under one must not show under the others).
     let d = TempDir::new("masks");
-    let root = d.path().join("root");
-    std::fs::create_dir(&root).unwrap();
-    let bb = busybox_rootfs();
-    assert!(std::process::Command::new("cp").arg("-a").arg(format!("{}/.", bb.display())).arg(&root).status().unwrap().success());
+    let root = busybox_rootfs_copy(d.path());
     for dir in ["m1", "m2", "m3"] {
         std::fs::create_dir(root.join(dir)).unwrap();
         std::fs::write(root.join(dir).join("secret"), "s").unwrap();
@@ -153,10 +150,7 @@ fn missing_mount_points_are_created_inside_the_root() {
     // Mount points that do not exist are made (every missing directory on the way, then the
     // file or directory itself), also through a symlink of the rootfs, which resolves inside it.
     let d = TempDir::new("mkpoints");
-    let root = d.path().join("root");
-    std::fs::create_dir(&root).unwrap();
-    let bb = busybox_rootfs();
-    assert!(std::process::Command::new("cp").arg("-a").arg(format!("{}/.", bb.display())).arg(&root).status().unwrap().success());
+    let root = busybox_rootfs_copy(d.path());
     std::fs::create_dir(root.join("real")).unwrap();
     std::os::unix::fs::symlink("/real", root.join("lnk")).unwrap();
     let src = d.path().join("src.txt");
@@ -205,11 +199,7 @@ fn busybox_rootfs_with_pivot_root() {
 #[test]
 fn symlinks_in_a_rootfs_cannot_redirect_mounts_to_the_host() {
     let d = TempDir::new("evil");
-    let root = d.path().join("root");
-    std::fs::create_dir(&root).unwrap();
-    let bb = busybox_rootfs();
-    let o = std::process::Command::new("cp").arg("-a").arg(format!("{}/.", bb.display())).arg(&root).status().unwrap();
-    assert!(o.success());
+    let root = busybox_rootfs_copy(d.path());
     std::os::unix::fs::symlink("/", root.join("mnt")).unwrap();
     std::os::unix::fs::symlink("../../../../../../..", root.join("up")).unwrap();
     std::os::unix::fs::symlink("/etc/../..", root.join("abs")).unwrap();

@@ -44,6 +44,15 @@ pub fn build_rootfs(base: &Path) -> PathBuf {
     dir
 }
 
+/// A writable copy of the busybox rootfs at `dir/root` (for tests that change the rootfs).
+pub fn busybox_rootfs_copy(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir(&root).unwrap();
+    let st = Command::new("cp").arg("-a").arg(format!("{}/.", busybox_rootfs().display())).arg(&root).status().unwrap();
+    assert!(st.success(), "copying the busybox rootfs to {} failed", root.display());
+    root
+}
+
 /// A fresh temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 
