@@ -2099,7 +2099,7 @@ fn first_line_of(s: &str) -> &str {
 /// numbers stay those of the file), and each such RUN's bodies, by the offset of its keyword:
 /// the step gives its command line and the bodies to the shell as one script, as BuildKit does.
 /// A line with a custom escape character (`# escape=`), an exec-form command, or a document
-/// that never ends is left to the parser.
+/// that never ends (and all after it) is left to the parser.
 fn blank_late_heredocs(text: &str) -> (String, BTreeMap<usize, String>) {
     let mut docs = BTreeMap::new();
     let custom_escape = text.lines().take_while(|l| l.trim_start().starts_with('#')).any(|l| {
@@ -2149,9 +2149,13 @@ fn blank_late_heredocs(text: &str) -> (String, BTreeMap<usize, String>) {
         // their lines are text, not instructions.
         let late = is_run && command_start.is_some_and(|w| !w.starts_with("<<") && !w.starts_with('['));
         let names = heredoc_operators(&logical);
+        if names.is_empty() {
+            i = j + 1;
+            continue;
+        }
         // Each document's body runs to its terminator line (tabs stripped for `<<-`).
         let mut k = j + 1;
-        let mut complete = !names.is_empty();
+        let mut complete = true;
         for (name, strip_tabs) in &names {
             loop {
                 let Some(&(_, l)) = lines.get(k) else {
@@ -2169,8 +2173,9 @@ fn blank_late_heredocs(text: &str) -> (String, BTreeMap<usize, String>) {
             }
         }
         if !complete {
-            i = j + 1;
-            continue;
+            // A document that never ends leaves the rest to the parser (which reports it): no
+            // later line is searched again, so a file of unended documents costs one pass.
+            break;
         }
         if !late {
             i = k;
@@ -2361,6 +2366,8 @@ mod tests {
             "# escape=`\nFROM x\nRUN cat <<EOF\nbody\nEOF\n",
             "FROM x\nCOPY <<EOF /s\nRUN cat <<X > f\nx\nX\nEOF\n",
             "FROM x\nRUN <<EOF sh\nRUN cat <<X\nX\nEOF\n",
+            // After a document that never ends, nothing more is read.
+            "FROM x\nRUN a <<NEVER\nRUN cat <<Y > f\nb\nY\n",
         ] {
             let (b, d) = blank_late_heredocs(t);
             assert!(d.is_empty() && b == t, "{t:?}");
