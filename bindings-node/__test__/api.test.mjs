@@ -275,7 +275,10 @@ test('an OOM kill of any process ends the whole job', async () => {
   assert.equal(r.signal, 'SIGKILL');
   assert.ok(!r.stdout.toString().includes('survived'));
   assert.ok(r.usage.oomKillCount >= 1);
-  const c = await run(['sh', '-c', script], { memory: '32M', oomPolicy: 'continue' });
+  // With continue, the pipeline raises its oom_score_adj: the kernel can strike a second time
+  // while the first victim's pages are still charged, and would otherwise pick the shell.
+  const raised = '(echo 1000 > /proc/self/oom_score_adj; head -c 300000000 /dev/zero | tail -n 1 >/dev/null); sleep 0.5; echo survived';
+  const c = await run(['sh', '-c', raised], { memory: '32M', oomPolicy: 'continue' });
   assert.equal(c.verdict, 'exited');
   assert.equal(c.exitCode, 0);
   assert.ok(c.usage.oomKillCount >= 1);

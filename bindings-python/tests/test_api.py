@@ -312,6 +312,9 @@ def test_an_oom_kill_of_any_process_ends_the_whole_job():
     assert (r.verdict, r.returncode) == ("oom_killed", -9), r
     assert b"survived" not in r.stdout
     assert r.usage.oom_kill_count >= 1
+    # With continue, the pipeline raises its oom_score_adj: the kernel can strike a second time
+    # while the first victim's pages are still charged, and would otherwise pick the shell.
+    script = "(echo 1000 > /proc/self/oom_score_adj; head -c 300000000 /dev/zero | tail -n 1 >/dev/null); sleep 0.5; echo survived"
     r = cagette.run(["sh", "-c", script], memory="32M", oom_policy="continue", capture_output=True)
     assert (r.verdict, r.returncode) == ("exited", 0) and b"survived" in r.stdout
     assert r.usage.oom_kill_count >= 1
