@@ -325,6 +325,12 @@ fn send_console(socket: &Path, pty: &std::fs::File) -> Result<(), RtError> {
 }
 
 fn create(ctx: &Ctx, a: &CreateArgs) -> Result<State, RtError> {
+    create_locked(ctx, a).map(|(st, _lock)| st)
+}
+
+/// `create`, returning the container's lock still held: `run` starts the container under the
+/// same lock, so no other command can start, or delete, it in between.
+fn create_locked(ctx: &Ctx, a: &CreateArgs) -> Result<(State, state::Lock), RtError> {
     state::check_id(&a.id)?;
     let bundle = bundle_dir(a.bundle.as_deref())?;
     let spec = config::load(&bundle)?;
@@ -339,7 +345,7 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> Result<State, RtError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(RtError::Exists(a.id.clone())),
         Err(e) => return Err(RtError::Io { what: format!("create {}", dir.display()), err: e }),
     }
-    let _lock = state::lock(&dir)?;
+    let lock = state::lock(&dir)?;
     let mut undo = Undo { dir: &dir, cgroup: None, pid: None, host_root: None, armed: true };
     let host_root = match (&tr.sandbox.namespaces.mount, &tr.sandbox.rootfs) {
         (cagette::NsMode::Host, Some(r)) => {
@@ -390,7 +396,7 @@ fn create(ctx: &Ctx, a: &CreateArgs) -> Result<State, RtError> {
         state::write_atomic(p, &d.pid.to_string())?;
     }
     undo.armed = false;
-    Ok(st)
+    Ok((st, lock))
 }
 
 fn start(ctx: &Ctx, id: &str) -> Result<(), RtError> {
@@ -398,7 +404,13 @@ fn start(ctx: &Ctx, id: &str) -> Result<(), RtError> {
     let dir = state::dir(&ctx.root, id);
     let _lock = state::lock(&dir)?;
     let mut st = state::load(&ctx.root, id).unwrap_or(st0);
-    match state::status(&st) {
+    start_locked(ctx, &mut st)
+}
+
+/// `start` of a container whose lock the caller holds, from its state as last saved.
+fn start_locked(ctx: &Ctx, st: &mut State) -> Result<(), RtError> {
+    let dir = state::dir(&ctx.root, &st.id);
+    match state::status(st) {
         "created" => {}
         s => return Err(RtError::State(format!("cannot start a container that is {s}"))),
     }
@@ -413,16 +425,20 @@ fn start(ctx: &Ctx, id: &str) -> Result<(), RtError> {
     }
     let _ = std::fs::remove_file(&fifo);
     st.started = true;
-    state::save(&ctx.root, &st)?;
-    let mut oci = state::oci_json(&st);
+    state::save(&ctx.root, st)?;
+    let mut oci = state::oci_json(st);
     oci["status"] = "running".into();
     hooks::run_all_warn("poststart", st.hooks.poststart().as_deref().unwrap_or_default(), &oci);
     Ok(())
 }
 
 fn run(ctx: &Ctx, a: &CreateArgs, detach: bool) -> Result<i32, RtError> {
-    let st = create(ctx, a)?;
-    if let Err(e) = start(ctx, &a.id) {
+    // Created and started under one lock, from the state in hand: no other command comes in
+    // between, and the state is not read back twice.
+    let (mut st, lock) = create_locked(ctx, a)?;
+    let started = start_locked(ctx, &mut st);
+    drop(lock);
+    if let Err(e) = started {
         let _ = delete(ctx, &a.id, true);
         return Err(e);
     }
