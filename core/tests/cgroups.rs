@@ -457,9 +457,6 @@ fn the_shared_device_cgroup_goes_with_the_last_job() {
     remove_parent(&rel);
 }
 
-/// A pipeline that outgrows 32M, run in a subshell whose processes the OOM killer picks first.
-const CONTINUE_SCRIPT: &str = "(echo 1000 > /proc/self/oom_score_adj; head -c 300000000 /dev/zero | tail -n 1 >/dev/null); sleep 0.5; echo survived";
-
 #[test]
 fn an_oom_kill_of_any_process_ends_the_whole_job() {
     let _g = serial();
@@ -473,7 +470,7 @@ fn an_oom_kill_of_any_process_ends_the_whole_job() {
     // raise their oom_score_adj: the kernel can strike a second time while the first victim's
     // pages are still charged (seen: one run in twenty), and with no one else to pick it took
     // the shell itself.
-    let script = CONTINUE_SCRIPT;
+    let script = "(echo 1000 > /proc/self/oom_score_adj; head -c 300000000 /dev/zero | tail -n 1 >/dev/null); sleep 0.5; echo survived";
     let s = SandboxSpec { memory: Some(Size(32 << 20)), oom_policy: cagette::OomPolicy::Continue, ..spec(&["sh", "-c", script]) };
     let o = Sandbox::from_spec(s).output().unwrap();
     assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
