@@ -142,7 +142,8 @@ fn a_fork_bomb_is_contained_and_killed() {
     let s = SandboxSpec {
         pids: Some(64),
         timeout: Some(Duration::from_millis(1500)),
-        ..spec(&["sh", "-c", "b() { b | b & }; b; sleep 100"])
+        // The shell then becomes sleep by exec, not by a fork the full pids limit may refuse.
+        ..spec(&["sh", "-c", "b() { b | b & }; b; exec sleep 100"])
     };
     let o = Sandbox::from_spec(s).output().unwrap();
     assert_eq!(o.status, Verdict::TimedOut(TimeLimit::Wall), "{o:?}");
@@ -252,6 +253,34 @@ fn limits_fail_closed_with_a_clear_error() {
     assert_eq!(f.step, Step::Cgroup);
     assert!(f.message.contains("cpuset.cpus"), "{f:?}");
     assert!(my_job_cgroups().is_empty(), "a failed setup left its cgroup");
+    // On v1 that write failed after the sandbox process was made (the cgroups are made while
+    // it builds the sandbox): it is gone too.
+    let children: String = std::fs::read_dir("/proc/self/task").unwrap().flatten().map(|t| std::fs::read_to_string(t.path().join("children")).unwrap_or_default()).collect();
+    assert!(children.trim().is_empty(), "a failed setup left processes: {children}");
+}
+
+#[test]
+fn the_job_sees_its_own_limits_through_its_cgroup_mount() {
+    let _g = serial();
+    // On v1 the host makes the job's cgroups while the setup child builds the sandbox, and the
+    // child joins them before it makes its cgroup namespace and mounts the hierarchies: the
+    // job's own cgroup is then the root it sees, with its limits.
+    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+                  cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max; grep -E ':(memory|pids):|^0::' /proc/self/cgroup";
+    let s = SandboxSpec {
+        memory: Some(Size(64 << 20)),
+        pids: Some(16),
+        mounts: vec![cagette::Mount::Cgroup { destination: "/sys/fs/cgroup".into(), read_only: true }],
+        ..spec(&["sh", "-c", script])
+    };
+    let o = Sandbox::from_spec(s).output().unwrap();
+    assert_eq!(o.status, Verdict::Exited(0), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.get(..2), Some(&["67108864", "16"][..]), "{text}");
+    let own: Vec<&&str> = lines[2..].iter().collect();
+    assert!(!own.is_empty() && own.iter().all(|l| l.ends_with(":/")), "the job's cgroups are not the root it sees: {text}");
+    assert!(my_job_cgroups().is_empty(), "the job's cgroup was not removed");
 }
 
 /// Helper run in a child process by `stale_cgroups_of_a_dead_host_are_swept`.

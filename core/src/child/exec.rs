@@ -290,6 +290,61 @@ fn wait_host(fd: c_int) -> Result<(), Errno> {
     }
 }
 
+/// The most cgroup `tasks` files the host may send (one per v1 hierarchy; the kernel has 14
+/// v1 controllers).
+const MAX_CGROUP_FDS: usize = 16;
+
+/// Receives the job's cgroup v1 `tasks` files from the host (one message: a byte and their fds)
+/// and joins each by writing "0" (this thread: no global lock; the kernel checks the opener's
+/// credentials, the host's, so this works after the id switch and the pivot too).
+fn recv_cgroups(sock: c_int) -> Result<(), Errno> {
+    let hdr_len = core::mem::size_of::<libc::cmsghdr>();
+    // A cmsghdr (16 bytes) and room for MAX_CGROUP_FDS ints, 8-byte aligned.
+    let mut cbuf = [0u64; 2 + MAX_CGROUP_FDS / 2];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr() as *mut c_void, iov_len: 1 };
+    // SAFETY: an all-zero msghdr is a valid (empty) value of this plain C struct.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut c_void;
+    msg.msg_controllen = core::mem::size_of_val(&cbuf);
+    loop {
+        match sys::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) {
+            Ok(0) => sys::exit(0), // the host is gone: nothing to report to
+            Ok(_) => break,
+            Err(Errno(libc::EINTR)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // The fds the kernel installed (none unless the one control message is SCM_RIGHTS).
+    let c = cbuf.as_ptr() as *const libc::cmsghdr;
+    // SAFETY: `cbuf` is aligned for a cmsghdr and at least one long; the kernel wrote the header
+    // if `msg_controllen` says so (else it is all zeros, read as no fds).
+    let (level, kind, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
+    let n = if msg.msg_controllen >= hdr_len && level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+        (len.saturating_sub(hdr_len) / core::mem::size_of::<c_int>()).min(MAX_CGROUP_FDS)
+    } else {
+        0
+    };
+    let mut result = if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        Err(Errno(libc::EMSGSIZE))
+    } else if n == 0 {
+        Err(Errno(libc::EPROTO))
+    } else {
+        Ok(())
+    };
+    for i in 0..n {
+        // SAFETY: i < n, and n ints follow the header within `cbuf` (n is capped by its room).
+        let fd = unsafe { *((c as *const u8).add(hdr_len) as *const c_int).add(i) };
+        if result.is_ok() {
+            result = sys::write(fd, b"0".as_ptr(), 1).map(|_| ());
+        }
+        let _ = sys::close(fd);
+    }
+    result
+}
+
 fn mask(plan: &Plan, root: c_int, path: *const libc::c_char, devnull: *const libc::c_char, dirs: usize, files: usize) -> Result<(), Errno> {
     let target = match open_in_root(root, path) {
         Ok(fd) => fd,
@@ -507,6 +562,7 @@ unsafe fn run_op(plan: &Plan, op: &Op) -> Result<(), Errno> {
             let _ = sys::close(fd);
             r.map(|_| ())
         }
+        Op::RecvCgroups { sock } => recv_cgroups(sock),
         Op::SetIds { uid, gid, clear_groups } => {
             if clear_groups {
                 sys::setgroups(0, core::ptr::null())?;

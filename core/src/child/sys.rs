@@ -315,6 +315,7 @@ pub fn rt_sigaction(sig: c_int, act: *const c_void, old: *mut c_void) -> SysResu
 
 pub fn setsid() -> SysResult { sc!(libc::SYS_setsid) }
 pub fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> SysResult { sc!(libc::SYS_sendmsg, fd, msg, flags) }
+pub fn recvmsg(fd: c_int, msg: *mut libc::msghdr, flags: c_int) -> SysResult { sc!(libc::SYS_recvmsg, fd, msg, flags) }
 
 /// Ends the calling task (not the thread group: the setup child is its own process).
 pub fn exit(code: c_int) -> ! {

@@ -125,6 +125,8 @@ impl Compiler<'_> {
                     return Err(fail(Step::Mount, Some(&dpath), format!("cgroup mount at {dest}: it needs a cgroup namespace of the sandbox's own (else it shows every cgroup of the host)")).hint("set namespaces.cgroup = new"));
                 }
                 if crate::limits::cgroup::v1_hierarchies().is_empty() {
+                    // Its root is the cgroup namespace's: the job's cgroups joined first.
+                    self.join_late()?;
                     let ro = if *read_only { sys::MOUNT_ATTR_RDONLY } else { 0 };
                     self.fs_new("cgroup2", &[], base | ro, slot, Step::Mount, &format!("create a cgroup2 file system for {dest}"), Some(&dpath))?;
                 } else {
@@ -310,6 +312,8 @@ impl Compiler<'_> {
             self.populate_dev(comps, &dest, fds)?;
         }
         if let Mount::Cgroup { read_only, .. } = m {
+            // The hierarchies' roots are the cgroup namespace's: the job's cgroups joined first.
+            self.join_late()?;
             self.populate_cgroup_v1(comps, &dest, *read_only)?;
         }
         self.plan.op(Op::Close { slot: target }, Step::Mount, what, Some(&dpath));

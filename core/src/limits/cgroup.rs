@@ -41,6 +41,12 @@ fn backend() -> Option<Backend> {
     .clone()
 }
 
+/// Whether this host's jobs get cgroup v1 hierarchies (a v1 or "hybrid" host), where the setup
+/// child joins its cgroups by writing to their `tasks` files.
+pub(crate) fn host_is_v1() -> bool {
+    backend() == Some(Backend::V1)
+}
+
 fn setup_err(errno: Option<i32>, path: &Path, what: &str) -> SetupFailure {
     SetupFailure::new(Step::Cgroup, errno, Some(path.to_path_buf()), what)
 }
@@ -572,13 +578,21 @@ fn parent_v2(spec_parent: Option<&Path>, wanted: &Wanted, named: bool) -> Result
         .hint("run cagette in a delegated scope, e.g. `systemd-run --user --scope -p Delegate=yes cagette run …`, or pass cgroup_parent"))
 }
 
+/// An eventfd for a job's OOM events on cgroup v1 (see [`JobCgroup::create_named`]).
+pub(crate) fn oom_eventfd() -> nix::Result<OwnedFd> {
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+    EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map(OwnedFd::from)
+}
+
 impl JobCgroup {
     /// Creates the job's cgroup with its limits, or fails naming the controller, path and fix.
     /// Nothing is left behind on failure.
     /// With `own_name`, the cgroup's name (a detached sandbox's: not a `job-…` name, which a
     /// later start would sweep once this process is gone); it then gets its own device cgroup on
     /// v1, not the shared one.
-    pub fn create_named(wanted: &Wanted, spec_parent: Option<&Path>, own_name: Option<&str>) -> Result<JobCgroup, SetupFailure> {
+    /// With `oom_efd` (v1, `oom_policy = kill_job` with a memory limit), the eventfd to register
+    /// for the job's OOM events, made before the sandbox process was (it already holds a copy).
+    pub fn create_named(wanted: &Wanted, spec_parent: Option<&Path>, own_name: Option<&str>, oom_efd: Option<OwnedFd>) -> Result<JobCgroup, SetupFailure> {
         let backend = backend().ok_or_else(|| setup_err(Some(libc::ENOENT), Path::new(ROOT), "no cgroup file system is mounted").hint("mount cgroup2 at /sys/fs/cgroup"))?;
         if let Some(n) = own_name
             && (n.is_empty() || n.contains('/') || n == "." || n == ".." || n.starts_with("job-")) {
@@ -669,7 +683,7 @@ impl JobCgroup {
                     restrict_devices(&d, &wanted.devices)?;
                 }
                 if wanted.oom_kill_job && wanted.memory.is_some() {
-                    job.oom_event = Some(job.watch_oom_v1()?);
+                    job.oom_event = Some(job.watch_oom_v1(oom_efd)?);
                 }
             }
         }
@@ -678,13 +692,15 @@ impl JobCgroup {
 
     /// v1: an eventfd signalled when the job's memory cgroup hits an OOM (cgroup.event_control
     /// on memory.oom_control).
-    fn watch_oom_v1(&self) -> Result<OwnedFd, SetupFailure> {
-        use nix::sys::eventfd::{EfdFlags, EventFd};
+    fn watch_oom_v1(&self, made: Option<OwnedFd>) -> Result<OwnedFd, SetupFailure> {
         let d = self.dir("memory").map(Path::to_path_buf).unwrap_or_default();
-        let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(|e| setup_err(Some(e as i32), &d, "create an eventfd for the job's OOM events"))?;
+        let efd = match made {
+            Some(f) => f,
+            None => oom_eventfd().map_err(|e| setup_err(Some(e as i32), &d, "create an eventfd for the job's OOM events"))?,
+        };
         let ctl = fs::File::open(d.join("memory.oom_control")).map_err(|e| setup_err(e.raw_os_error(), &d.join("memory.oom_control"), "open the job's memory.oom_control"))?;
         write(&d.join("cgroup.event_control"), &format!("{} {}", efd.as_fd().as_raw_fd(), ctl.as_raw_fd()), "watch the job's OOM events")?;
-        Ok(OwnedFd::from(efd))
+        Ok(efd)
     }
 
     /// The eventfd to poll for the job's OOM events (v1 with `oom_policy = kill_job`).

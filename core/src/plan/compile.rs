@@ -10,6 +10,7 @@ use crate::plan::payload::{Code as PCode, PayloadPlan};
 use crate::sandbox::spec::{IdMap, Network, NsMode, SandboxSpec};
 use std::cell::UnsafeCell;
 use std::os::unix::ffi::OsStrExt;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 /// The hostname of a sandbox with a UTS namespace of its own, unless one is asked for.
@@ -36,11 +37,13 @@ pub(crate) struct Compiler<'a> {
     pub(crate) gid_map: Vec<IdMap>,
     /// Slots holding an O_PATH fd of a bind's host source, cloned when the bind is attached.
     pub(crate) lazy_binds: Vec<usize>,
+    /// With `Fds::cgroup_late`: the join (and the cgroup namespace after it) is still to plan.
+    pub(crate) late_join: Option<RawFd>,
 }
 
 /// Compiles a spec into a plan. Pure planning: no process or host state is changed.
 pub(crate) fn compile(spec: &SandboxSpec, fds: &Fds) -> Result<Plan, SetupFailure> {
-    let mut c = Compiler { spec, plan: Plan::new(), next_slot: 0, root_slot: 0, devnull: std::ptr::null(), staging: "/tmp", scratch: None, layers: 0, tty_slot: None, uid_map: fds.uid_map.clone(), gid_map: fds.gid_map.clone(), lazy_binds: Vec::new() };
+    let mut c = Compiler { spec, plan: Plan::new(), next_slot: 0, root_slot: 0, devnull: std::ptr::null(), staging: "/tmp", scratch: None, layers: 0, tty_slot: None, uid_map: fds.uid_map.clone(), gid_map: fds.gid_map.clone(), lazy_binds: Vec::new(), late_join: fds.cgroup_late.then_some(fds.status_child) };
     c.devnull = c.plan.cs("/dev/null")?;
     c.compile(fds)?;
     let mut plan = c.plan;
@@ -92,7 +95,9 @@ impl Compiler<'_> {
                 }
             }
         }
-        if ns.cgroup == NsMode::New {
+        // A cgroup namespace takes the cgroup its maker is in as its root: with a late join, it
+        // is made after the join (`join_late`).
+        if ns.cgroup == NsMode::New && !fds.cgroup_late {
             unshare_flags |= libc::CLONE_NEWCGROUP;
         }
         if ns.time == NsMode::New {
@@ -214,6 +219,10 @@ impl Compiler<'_> {
             self.tty_slot = Some(slot);
         }
 
+        // The job's cgroups, made by the host meanwhile (before the rlimits: a low RLIMIT_NOFILE
+        // could leave no room for the received descriptors).
+        self.join_late()?;
+
         // 5. Limits.
         for r in &spec.rlimits {
             if r.soft > r.hard {
@@ -253,6 +262,19 @@ impl Compiler<'_> {
         self.plan.op(Op::ExecInit { memfd: INIT_BINARY_FD, moves: mp, n: mn, argv, envp }, Step::Init, "execute the sandbox's init", None);
         Ok(())
     }
+    /// With a late cgroup join (cgroup v1): plans it once, here, and then the cgroup namespace,
+    /// whose root is the cgroup its maker is in. Called before the first cgroup file system is
+    /// made, and at the end of the file system work.
+    pub(crate) fn join_late(&mut self) -> Result<(), SetupFailure> {
+        if let Some(sock) = self.late_join.take() {
+            self.plan.op(Op::RecvCgroups { sock }, Step::Cgroup, "join the job's cgroups (their tasks files, opened and sent by the host)", None);
+            if self.spec.namespaces.cgroup == NsMode::New {
+                self.plan.op(Op::Unshare { flags: libc::CLONE_NEWCGROUP }, Step::Namespace, "create the cgroup namespace", None);
+            }
+        }
+        Ok(())
+    }
+
     /// Plans the payload's own steps (run by init in the forked payload; see `payload.rs`) and
     /// returns where the payload's descriptors come from, in the order of fds 7, 8, ... of init.
     fn payload(&mut self, fds: &Fds) -> Result<Vec<FdSrc>, SetupFailure> {

@@ -48,6 +48,10 @@ pub(crate) enum Op {
     Unshare { flags: i32 },
     /// Move this (single-threaded) process into a cgroup by writing "0" to its `tasks` file.
     JoinCgroup { path: CStr },
+    /// Receive the job's cgroup v1 `tasks` files (opened by the host, which made the cgroups
+    /// while this process built the sandbox) over the status socket, and join each by writing
+    /// "0" to it. EOF means the host died.
+    RecvCgroups { sock: RawFd },
     /// Take ids that are mapped in the new user namespace (fsuid/fsgid decide file creation);
     /// with `clear_groups`, drop the supplementary groups inherited from the host.
     SetIds { uid: u32, gid: u32, clear_groups: bool },
@@ -193,6 +197,9 @@ pub(crate) struct Fds {
     pub joins: Vec<(RawFd, i32)>,
     /// cgroup v1 `tasks` files the child joins itself.
     pub cgroup_tasks: Vec<PathBuf>,
+    /// cgroup v1: the host makes the job's cgroups after the clone and hands their `tasks` files
+    /// over the status socket; the child joins them at the end of its file system work.
+    pub cgroup_late: bool,
     /// The uid and gid maps the parent writes (the spec's, or an allocated id range).
     pub uid_map: Vec<IdMap>,
     pub gid_map: Vec<IdMap>,

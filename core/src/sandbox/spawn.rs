@@ -416,6 +416,22 @@ fn receive_pty(sock: &OwnedFd) -> io::Result<File> {
     Err(io::Error::new(io::ErrorKind::InvalidData, "the sandbox did not send its terminal"))
 }
 
+/// Opens the job's cgroup v1 `tasks` files and sends them to the setup child over the status
+/// socket (one byte and their fds), for it to join them (see `Op::RecvCgroups`).
+fn send_cgroups(sock: &OwnedFd, cg: &JobCgroup) -> Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let mut files = Vec::new();
+    for p in cg.self_join_files() {
+        let f = File::options().write(true).open(&p).map_err(|e| SetupFailure::new(Step::Cgroup, e.raw_os_error(), Some(p.clone()), "open the job's cgroup to hand it to the sandbox process"))?;
+        files.push(f);
+    }
+    let fds: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+    let iov = [io::IoSlice::new(b"C")];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(|e| SetupFailure::new(Step::Cgroup, Some(e as i32), None, "hand the job's cgroups to the sandbox process"))?;
+    Ok(())
+}
+
 /// For `cwd_host`: the spec with the host working directory bound (read-write, same path).
 fn bind_host_cwd(spec: &SandboxSpec, cwd: &std::path::Path) -> Option<SandboxSpec> {
     let dir = spec.cwd.as_ref().filter(|_| spec.cwd_host)?;
@@ -609,10 +625,10 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
         // The runtime's rules first, in their order (OCI asks that `devices.list` keeps it).
         wanted.devices.splice(0..0, d.allow_devices.iter().copied());
     }
-    let cgroup = if exec_rec.is_some() {
-        None // the command joins the sandbox's (below)
+    let need_cgroup = if exec_rec.is_some() {
+        false // the command joins the sandbox's (below)
     } else if detach.is_some() && spec.cgroup == CgroupMode::Never && wanted.tracking_only() {
-        None // a command run in a detached sandbox: its runtime puts it in the sandbox's cgroup
+        false // a command run in a detached sandbox: its runtime puts it in the sandbox's cgroup
     } else if wanted.any() {
         if spec.cgroup == CgroupMode::Never {
             let why = if wanted.tracking_only() {
@@ -622,17 +638,33 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
             };
             return Err(SetupFailure::new(Step::Cgroup, Some(libc::EINVAL), None, why).hint("drop the limits (or keep a pid namespace of its own), or allow a cgroup (cgroup = auto)").into());
         }
-        let own_name = detach.as_ref().and_then(|d| d.cgroup_name.as_deref());
-        Some(JobCgroup::create_named(&wanted, spec.cgroup_parent.as_deref(), own_name).map_err(|f| {
+        true
+    } else {
+        false
+    };
+    let own_name = detach.as_ref().and_then(|d| d.cgroup_name.clone());
+    let make_cgroup = |oom_efd: Option<OwnedFd>| -> Result<JobCgroup> {
+        JobCgroup::create_named(&wanted, spec.cgroup_parent.as_deref(), own_name.as_deref(), oom_efd).map_err(|f| {
             if wanted.tracking_only() {
                 let mut f = f;
                 f.message = format!("the job shares the host's pid namespace, so it needs a cgroup to find (and kill) all its processes at the end: {}", f.message);
                 let h = f.hint.clone().unwrap_or_else(|| "run as root or in a delegated cgroup".into());
-                f.hint(format!("{h}; or keep a pid namespace of its own (namespaces.pid = new)"))
+                f.hint(format!("{h}; or keep a pid namespace of its own (namespaces.pid = new)")).into()
             } else {
-                f
+                f.into()
             }
-        })?)
+        })
+    };
+    // cgroup v2: the cgroup first, so that the setup child is born in it (CLONE_INTO_CGROUP).
+    // cgroup v1: made after the clone, while the setup child builds the sandbox (the directories
+    // and limits in up to five hierarchies, ~1 ms, are then off the critical path); the child
+    // joins them at the end of its file system work, through their `tasks` files handed over
+    // the status socket. Either way nothing of the payload runs before the limits are in place.
+    let late_cgroup = need_cgroup && crate::limits::cgroup::host_is_v1();
+    let mut cgroup = if need_cgroup && !late_cgroup { Some(make_cgroup(None)?) } else { None };
+    // The OOM eventfd init watches (v1, kill_job) is made now, for the child to take with it.
+    let mut late_oom = if late_cgroup && wanted.oom_kill_job && wanted.memory.is_some() {
+        Some(crate::limits::cgroup::oom_eventfd().map_err(|e| SetupFailure::new(Step::Cgroup, Some(e as i32), None, "create an eventfd for the job's OOM events"))?)
     } else {
         None
     };
@@ -784,7 +816,8 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
         hidden_store,
         devices,
         winsize: if spec.tty { host_winsize() } else { None },
-        oom_event: cgroup.as_ref().and_then(|c| c.oom_event()).map(|f| f.as_raw_fd()),
+        oom_event: cgroup.as_ref().and_then(|c| c.oom_event()).or(late_oom.as_ref().map(|f| f.as_fd())).map(|f| f.as_raw_fd()),
+        cgroup_late: late_cgroup,
         detached: detach.is_some(),
         start_fifo: detach.as_ref().and_then(|d| d.start_fifo.as_ref()).map(|f| f.as_raw_fd()),
     };
@@ -897,6 +930,23 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
         }
     }
 
+    // cgroup v1: the job's cgroups, made while the child builds the sandbox, then handed to it.
+    // A failed hand-over (the child died meanwhile) is reported after the child's own error.
+    let mut late_err = None;
+    if late_cgroup {
+        match make_cgroup(late_oom.take()) {
+            Ok(cg) => {
+                late_err = send_cgroups(&status_host, &cg).err();
+                cgroup = Some(cg);
+            }
+            Err(e) => {
+                abort(&pidfd);
+                drop(stack);
+                return Err(e);
+            }
+        }
+    }
+
     // Wait until the payload exec'd (EOF: init and the payload closed their ends) or a step failed.
     let mut rec = [0u8; RECORD];
     let mut got = 0;
@@ -933,6 +983,10 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
     if got != 0 && !ready {
         abort(&pidfd);
         return Err(Error::Usage("the sandbox's setup sent a truncated error record".into()));
+    }
+    if let Some(e) = late_err {
+        abort(&pidfd);
+        return Err(e);
     }
     drop(plan);
     let pty = if spec.tty {
