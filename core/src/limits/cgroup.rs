@@ -269,6 +269,9 @@ pub(crate) struct JobCgroup {
     /// (hierarchy root, parent) of a caller's `cgroup_parent`: the levels cagette made there
     /// go with the last job that leaves them empty (`remove_made_levels`).
     levels: Vec<(PathBuf, PathBuf)>,
+    /// Parents to sweep for the job cgroups of dead hosts ([`sweep_stale`](Self::sweep_stale)):
+    /// (parent, the v1 cgroup path under every hierarchy's root).
+    sweeps: Vec<(PathBuf, Option<PathBuf>)>,
 }
 
 /// v1: deny every device to the cgroup `d`, then allow `extra` in its order (`devices.list`
@@ -277,8 +280,16 @@ fn restrict_devices(d: &Path, extra: &[crate::DeviceRule]) -> Result<(), SetupFa
     write(&d.join("devices.deny"), "a", "deny every device to the job")?;
     let extra = extra.iter().map(|r| (r.kind, r.major, r.minor.to_string(), r.access()));
     let standard = STANDARD_DEVICES.iter().map(|&(t, a, b)| (t, a, b.map_or("*".to_string(), |m| m.to_string()), "rwm".to_string()));
+    // One open of devices.allow, one write per rule (the kernel reads one rule per write).
+    let allow = d.join("devices.allow");
+    let mut f = fs::File::options().write(true).open(&allow).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &allow, "allow devices to the job: open devices.allow")))?;
     for (t, maj, min, access) in extra.chain(standard) {
-        write(&d.join("devices.allow"), &format!("{t} {maj}:{min} {access}"), "allow a device to the job")?;
+        let rule = format!("{t} {maj}:{min} {access}");
+        let r = std::io::Write::write(&mut f, rule.as_bytes()).and_then(|n| if n == rule.len() { Ok(()) } else { Err(io::Error::from_raw_os_error(libc::EIO)) });
+        r.map_err(|e| {
+            let f = setup_err(e.raw_os_error(), &allow, &format!("allow a device to the job: write {rule:?} to {}", allow.display()));
+            if e.raw_os_error() == Some(libc::EINVAL) { f.hint("the kernel refused the value: check its unit and range") } else { with_access_hint(f) }
+        })?;
     }
     Ok(())
 }
@@ -599,7 +610,7 @@ impl JobCgroup {
                 return Err(setup_err(Some(libc::EINVAL), Path::new(ROOT), &format!("cgroup name {n:?}: give one plain name, not starting with job-")));
             }
         let name = own_name.map_or_else(job_name, str::to_string);
-        let mut job = JobCgroup { backend: backend.clone(), dirs: Vec::new(), dirfd: None, cpu_time: wanted.cpu_time, removed: false, oom_event: None, join_only: Vec::new(), levels: Vec::new() };
+        let mut job = JobCgroup { backend: backend.clone(), dirs: Vec::new(), dirfd: None, cpu_time: wanted.cpu_time, removed: false, oom_event: None, join_only: Vec::new(), levels: Vec::new(), sweeps: Vec::new() };
         let mark = spec_parent.is_some();
         match backend {
             Backend::V2 => {
@@ -607,7 +618,7 @@ impl JobCgroup {
                 if mark {
                     job.levels.push((PathBuf::from(ROOT), parent.clone()));
                 }
-                sweep_once(&parent, None);
+                job.sweeps.push((parent.clone(), None));
                 let mut dir = parent.join(&name);
                 // A level made by cagette goes with the last job under it: one ending right now
                 // may take it away between its making and ours (then it is made again).
@@ -652,7 +663,10 @@ impl JobCgroup {
                         return Err(setup_err(Some(libc::ENOENT), &mount, &format!("the cgroup v1 controller {ctrl} is not mounted")).hint("see `cagette probe` for the usable controllers, or drop this limit"));
                     }
                     create_levels(&mount, &base, ctrl == "cpuset", mark)?;
-                    sweep_once(&Path::new(ROOT).join("*").join(&rel), Some(&rel));
+                    let glob = (Path::new(ROOT).join("*").join(&rel), Some(rel.clone()));
+                    if !job.sweeps.contains(&glob) {
+                        job.sweeps.push(glob);
+                    }
                     if ctrl == "devices" && wanted.devices.is_empty() && own_name.is_none() {
                         // The standard allow-list lives in one shared cgroup below the parent:
                         // jobs join it (no cgroup and no writes of their own). The last job to
@@ -688,6 +702,15 @@ impl JobCgroup {
             }
         }
         Ok(job)
+    }
+
+    /// Removes, once per process and parent, the job cgroups whose host died (and kills what is
+    /// left in them). Called by the spawn once the sandbox process is on its way, so that it is
+    /// off the start's critical path; no job's own cgroup is ever stale.
+    pub fn sweep_stale(&mut self) {
+        for (parent, v1_rel) in std::mem::take(&mut self.sweeps) {
+            sweep_once(&parent, v1_rel.as_deref());
+        }
     }
 
     /// v1: an eventfd signalled when the job's memory cgroup hits an OOM (cgroup.event_control
@@ -845,7 +868,7 @@ impl JobCgroup {
                 Some((c, d.clone()))
             })
             .collect();
-        JobCgroup { backend: if v2 { Backend::V2 } else { Backend::V1 }, dirs, dirfd: None, cpu_time: None, removed: false, oom_event: None, join_only: Vec::new(), levels: levels.to_vec() }
+        JobCgroup { backend: if v2 { Backend::V2 } else { Backend::V1 }, dirs, dirfd: None, cpu_time: None, removed: false, oom_event: None, join_only: Vec::new(), levels: levels.to_vec(), sweeps: Vec::new() }
     }
 
     /// Changes the limits of a running job (an OCI runtime's `update`): the ones `w` sets, in

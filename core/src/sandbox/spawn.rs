@@ -947,6 +947,11 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
         }
     }
 
+    // Meanwhile, the dead hosts' job cgroups (once per process).
+    if let Some(cg) = cgroup.as_mut() {
+        cg.sweep_stale();
+    }
+
     // Wait until the payload exec'd (EOF: init and the payload closed their ends) or a step failed.
     let mut rec = [0u8; RECORD];
     let mut got = 0;
