@@ -255,6 +255,63 @@ fn refuse_clone3() -> std::io::Result<()> {
 }
 
 #[test]
+fn a_start_short_of_descriptors_ends_with_an_error_never_a_hang() {
+    // RLIMIT_NOFILE from 8 up: the descriptors run out at one step after another (on cgroup v1
+    // as root, also where the host hands the job's cgroups to the sandbox process). Each start
+    // ends, with an error naming the step or with the command's status, and leaves no cgroup.
+    let root = busybox_rootfs();
+    let (mut ran, mut refused) = (0, 0);
+    for n in 8..=48 {
+        let mut child = Command::new("prlimit")
+            .arg(format!("--nofile={n}"))
+            .arg(bin())
+            .args(["run", "--rootfs"])
+            .arg(&root)
+            .args(["--memory", "64M", "--pids", "16", "--", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run prlimit (util-linux)");
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("a start with RLIMIT_NOFILE {n} hung");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        if status.success() {
+            ran += 1;
+        } else {
+            refused += 1;
+            assert!(err.contains("Too many open files") || err.contains("os error 24"), "RLIMIT_NOFILE {n}: {status:?}: {err}");
+        }
+        let prefix = format!("job-{pid}-");
+        let left: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|h| [h.path().join("cagette"), h.path()])
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "RLIMIT_NOFILE {n} left cgroups: {left:?}");
+    }
+    assert!(ran > 0 && refused > 0, "ran {ran}, refused {refused}");
+}
+
+#[test]
 fn falls_back_to_clone_when_clone3_is_refused() {
     let mut cmd = Command::new(bin());
     cmd.args(["run", "--hostname", "fallback", "--", "sh", "-c", "hostname; echo $$"]);

@@ -329,7 +329,7 @@ fn recv_cgroups(sock: c_int) -> Result<(), Errno> {
     };
     let mut result = if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         Err(Errno(libc::EMSGSIZE))
-    } else if n == 0 {
+    } else if n == 0 || byte[0] != b'C' {
         Err(Errno(libc::EPROTO))
     } else {
         Ok(())

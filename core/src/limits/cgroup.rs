@@ -1,5 +1,7 @@
-//! A job's cgroup: created with its limits before clone, entered at birth (cgroup v2,
-//! `CLONE_INTO_CGROUP`) or right after clone (v1), read for usage and OOM kills when the job ends,
+//! A job's cgroup: created with its limits before clone and entered at birth (cgroup v2,
+//! `CLONE_INTO_CGROUP`), or on v1 as root created while the setup child builds the sandbox and
+//! joined by it before its init (a caller that is not root: before clone, joined right after
+//! it), read for usage and OOM kills when the job ends,
 //! killed as a whole, and always removed. Cgroups left by a host that died are swept on the next
 //! use, by any process.
 //!
@@ -60,14 +62,17 @@ fn with_access_hint(f: SetupFailure) -> SetupFailure {
 }
 
 fn write(path: &Path, value: &str, what: &str) -> Result<(), SetupFailure> {
-    fs::write(path, value).map_err(|e| {
-        let f = setup_err(e.raw_os_error(), path, &format!("{what}: write {value:?} to {}", path.display()));
-        match e.raw_os_error() {
-            Some(libc::EINVAL) => f.hint("the kernel refused the value: check its unit and range"),
-            Some(libc::ENOENT) => f.hint("this controller file does not exist on this kernel (see `cagette probe`)"),
-            _ => with_access_hint(f),
-        }
-    })
+    fs::write(path, value).map_err(|e| write_err(&e, path, value, what))
+}
+
+/// The error of writing `value` to the cgroup file `path`, with a hint for the usual causes.
+fn write_err(e: &io::Error, path: &Path, value: &str, what: &str) -> SetupFailure {
+    let f = setup_err(e.raw_os_error(), path, &format!("{what}: write {value:?} to {}", path.display()));
+    match e.raw_os_error() {
+        Some(libc::EINVAL) => f.hint("the kernel refused the value: check its unit and range"),
+        Some(libc::ENOENT) => f.hint("this controller file does not exist on this kernel (see `cagette probe`)"),
+        _ => with_access_hint(f),
+    }
 }
 
 /// Refuses a directory that is not a cgroup (writing "limits" there would create plain files).
@@ -282,14 +287,16 @@ fn restrict_devices(d: &Path, extra: &[crate::DeviceRule]) -> Result<(), SetupFa
     let standard = STANDARD_DEVICES.iter().map(|&(t, a, b)| (t, a, b.map_or("*".to_string(), |m| m.to_string()), "rwm".to_string()));
     // One open of devices.allow, one write per rule (the kernel reads one rule per write).
     let allow = d.join("devices.allow");
-    let mut f = fs::File::options().write(true).open(&allow).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &allow, "allow devices to the job: open devices.allow")))?;
+    let mut f = None;
     for (t, maj, min, access) in extra.chain(standard) {
         let rule = format!("{t} {maj}:{min} {access}");
-        let r = std::io::Write::write(&mut f, rule.as_bytes()).and_then(|n| if n == rule.len() { Ok(()) } else { Err(io::Error::from_raw_os_error(libc::EIO)) });
-        r.map_err(|e| {
-            let f = setup_err(e.raw_os_error(), &allow, &format!("allow a device to the job: write {rule:?} to {}", allow.display()));
-            if e.raw_os_error() == Some(libc::EINVAL) { f.hint("the kernel refused the value: check its unit and range") } else { with_access_hint(f) }
-        })?;
+        let r = match &mut f {
+            Some(f) => Ok(f),
+            None => fs::File::options().write(true).open(&allow).map(|o| f.insert(o)),
+        }
+        .and_then(|f| std::io::Write::write(f, rule.as_bytes()))
+        .and_then(|n| if n == rule.len() { Ok(()) } else { Err(io::Error::from_raw_os_error(libc::EIO)) });
+        r.map_err(|e| write_err(&e, &allow, &rule, "allow a device to the job"))?;
     }
     Ok(())
 }

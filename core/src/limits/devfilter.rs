@@ -104,12 +104,17 @@ pub(crate) fn attach(cgroup: &impl AsRawFd, extra: &[crate::DeviceRule]) -> std:
     const BPF_PROG_ATTACH: i64 = 8;
     const BPF_CGROUP_DEVICE: u32 = 6;
     const BPF_F_ALLOW_MULTI: u32 = 2;
-    static STANDARD_PROG: OnceLock<Result<OwnedFd, i32>> = OnceLock::new();
+    // The standard program, loaded once per process (only a success is kept: a failure, say a
+    // moment short of descriptors or memory, is tried again at the next start).
+    static STANDARD_PROG: OnceLock<OwnedFd> = OnceLock::new();
     let own;
     let prog = if extra.is_empty() {
-        match STANDARD_PROG.get_or_init(|| load(&[]).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))) {
-            Ok(fd) => fd,
-            Err(e) => return Err(std::io::Error::from_raw_os_error(*e)),
+        match STANDARD_PROG.get() {
+            Some(fd) => fd,
+            None => {
+                let fd = load(&[])?;
+                STANDARD_PROG.get_or_init(|| fd)
+            }
         }
     } else {
         own = load(extra)?;

@@ -31,11 +31,16 @@ fn clone3_disabled() -> bool {
         || *FORCED.get_or_init(|| std::env::var_os("CAGETTE_NO_CLONE3").is_some_and(|v| v != "0"))
 }
 
-/// A sealed, close-on-exec memfd holding the init binary, created once per process.
+/// A sealed, close-on-exec memfd holding the init binary, created once per process. Only a
+/// success is kept: a failure (say EMFILE, a process short of descriptors for a moment) is
+/// reported and tried again at the next start.
 fn init_memfd() -> Result<RawFd> {
     use nix::sys::memfd::{MFdFlags, memfd_create};
-    static FD: OnceLock<std::result::Result<OwnedFd, i32>> = OnceLock::new();
-    let r = FD.get_or_init(|| {
+    static FD: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = FD.get() {
+        return Ok(fd.as_raw_fd());
+    }
+    let made = (|| -> std::result::Result<OwnedFd, i32> {
         // MFD_EXEC (Linux 6.3+; older kernels refuse the flag and need none).
         let exec = MFdFlags::from_bits_retain(0x10);
         let base = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
@@ -51,11 +56,12 @@ fn init_memfd() -> Result<RawFd> {
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
         fcntl(&f, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| e as i32)?;
         Ok(OwnedFd::from(f))
-    });
-    match r {
-        Ok(fd) => Ok(fd.as_raw_fd()),
-        Err(e) => Err(SetupFailure::new(Step::Init, Some(*e), None, "create the memfd holding the sandbox's init")
-            .hint("memfd_create must be allowed (check vm.memfd_noexec and seccomp policies)")
+    })();
+    match made {
+        // Another thread may have made one meanwhile: the first kept, ours closed.
+        Ok(fd) => Ok(FD.get_or_init(|| fd).as_raw_fd()),
+        Err(e) => Err(SetupFailure::new(Step::Init, Some(e), None, "create the memfd holding the sandbox's init")
+            .hint(if e == libc::EMFILE || e == libc::ENFILE { "the process (or the system) is out of file descriptors: close some, or raise RLIMIT_NOFILE" } else { "memfd_create must be allowed (check vm.memfd_noexec and seccomp policies)" })
             .into()),
     }
 }
@@ -417,19 +423,27 @@ fn receive_pty(sock: &OwnedFd) -> io::Result<File> {
 }
 
 /// Opens the job's cgroup v1 `tasks` files and sends them to the setup child over the status
-/// socket (one byte and their fds), for it to join them (see `Op::RecvCgroups`).
-fn send_cgroups(sock: &OwnedFd, cg: &JobCgroup) -> Result<()> {
+/// socket (the byte `C` and their fds), for it to join them (see `Op::RecvCgroups`). On error,
+/// whether it is because the child is gone (its end of the socket closed).
+fn send_cgroups(sock: &OwnedFd, cg: &JobCgroup) -> std::result::Result<(), (Error, bool)> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     let mut files = Vec::new();
     for p in cg.self_join_files() {
-        let f = File::options().write(true).open(&p).map_err(|e| SetupFailure::new(Step::Cgroup, e.raw_os_error(), Some(p.clone()), "open the job's cgroup to hand it to the sandbox process"))?;
+        let f = File::options().write(true).open(&p).map_err(|e| (SetupFailure::new(Step::Cgroup, e.raw_os_error(), Some(p.clone()), "open the job's cgroup to hand it to the sandbox process").into(), false))?;
         files.push(f);
     }
     let fds: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
     let iov = [io::IoSlice::new(b"C")];
-    sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None)
-        .map_err(|e| SetupFailure::new(Step::Cgroup, Some(e as i32), None, "hand the job's cgroups to the sandbox process"))?;
-    Ok(())
+    loop {
+        match sendmsg::<()>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                let gone = matches!(e, nix::errno::Errno::EPIPE | nix::errno::Errno::ECONNRESET);
+                return Err((SetupFailure::new(Step::Cgroup, Some(e as i32), None, "hand the job's cgroups to the sandbox process").into(), gone));
+            }
+        }
+    }
 }
 
 /// For `cwd_host`: the spec with the host working directory bound (read-write, same path).
@@ -619,7 +633,7 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
         move |e: io::Error| Error::io(what, e)
     };
 
-    // The job's cgroup first: a limit that cannot be applied fails before anything runs.
+    // The job's cgroup: a limit that cannot be applied fails before anything of the job runs.
     let mut wanted = Wanted::from_spec(spec)?;
     if let Some(d) = &detach {
         // The runtime's rules first, in their order (OCI asks that `devices.list` keeps it).
@@ -656,11 +670,14 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
         })
     };
     // cgroup v2: the cgroup first, so that the setup child is born in it (CLONE_INTO_CGROUP).
-    // cgroup v1: made after the clone, while the setup child builds the sandbox (the directories
-    // and limits in up to five hierarchies, ~1 ms, are then off the critical path); the child
-    // joins them at the end of its file system work, through their `tasks` files handed over
-    // the status socket. Either way nothing of the payload runs before the limits are in place.
-    let late_cgroup = need_cgroup && crate::limits::cgroup::host_is_v1();
+    // cgroup v1, as root: made after the clone, while the setup child builds the sandbox (a
+    // directory per controller used, their limits and device rules, ~1 ms, are then off the
+    // critical path); the child joins them at the end of its file system work (before a cgroup
+    // mount, if any), through their `tasks` files handed over the status socket. The kernel
+    // checks the opener's credentials there: a caller that is not root keeps the join at the
+    // child's start, before its id switch. Either way nothing of the job runs before the limits
+    // are in place.
+    let late_cgroup = need_cgroup && crate::limits::cgroup::host_is_v1() && crate::host::euid() == 0;
     let mut cgroup = if need_cgroup && !late_cgroup { Some(make_cgroup(None)?) } else { None };
     // The OOM eventfd init watches (v1, kill_job) is made now, for the child to take with it.
     let mut late_oom = if late_cgroup && wanted.oom_kill_job && wanted.memory.is_some() {
@@ -931,15 +948,22 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
     }
 
     // cgroup v1: the job's cgroups, made while the child builds the sandbox, then handed to it.
-    // A failed hand-over (the child died meanwhile) is reported after the child's own error.
+    // A hand-over refused because the child is gone (its setup failed meanwhile) is reported
+    // after the child's own error; any other failure ends the child now (it waits for them).
     let mut late_err = None;
     if late_cgroup {
-        match make_cgroup(late_oom.take()) {
-            Ok(cg) => {
-                late_err = send_cgroups(&status_host, &cg).err();
+        let made = make_cgroup(late_oom.take());
+        let sent = match &made {
+            Ok(cg) => send_cgroups(&status_host, cg),
+            Err(_) => Ok(()),
+        };
+        match (made, sent) {
+            (Ok(cg), Ok(())) => cgroup = Some(cg),
+            (Ok(cg), Err((e, gone))) if gone => {
+                late_err = Some(e);
                 cgroup = Some(cg);
             }
-            Err(e) => {
+            (Ok(_), Err((e, _))) | (Err(e), _) => {
                 abort(&pidfd);
                 drop(stack);
                 return Err(e);
