@@ -290,6 +290,17 @@ fn wait_host(fd: c_int) -> Result<(), Errno> {
     }
 }
 
+/// A message of the one buffer `iov` with the control buffer `control` (for SCM_RIGHTS).
+fn byte_msg(iov: &mut libc::iovec, control: &mut [u64]) -> libc::msghdr {
+    // SAFETY: an all-zero msghdr is a valid (empty) value of this plain C struct.
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut c_void;
+    msg.msg_controllen = core::mem::size_of_val(control);
+    msg
+}
+
 /// The most cgroup `tasks` files the host may send (one per v1 hierarchy; the kernel has 14
 /// v1 controllers).
 const MAX_CGROUP_FDS: usize = 16;
@@ -303,12 +314,7 @@ fn recv_cgroups(sock: c_int) -> Result<(), Errno> {
     let mut cbuf = [0u64; 2 + MAX_CGROUP_FDS / 2];
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr() as *mut c_void, iov_len: 1 };
-    // SAFETY: an all-zero msghdr is a valid (empty) value of this plain C struct.
-    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr() as *mut c_void;
-    msg.msg_controllen = core::mem::size_of_val(&cbuf);
+    let mut msg = byte_msg(&mut iov, &mut cbuf);
     loop {
         match sys::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) {
             Ok(0) => sys::exit(0), // the host is gone: nothing to report to
@@ -486,12 +492,7 @@ fn open_pty(sock: c_int, winsize: &[u16; 4]) -> Result<c_int, Errno> {
         }
         let mut byte = [b'P'];
         let mut iov = libc::iovec { iov_base: byte.as_mut_ptr() as *mut c_void, iov_len: 1 };
-        // SAFETY: an all-zero msghdr is a valid (empty) value of this plain C struct.
-        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut c_void;
-        msg.msg_controllen = core::mem::size_of_val(&cbuf);
+        let msg = byte_msg(&mut iov, &mut cbuf);
         loop {
             match sys::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) {
                 Err(Errno(libc::EINTR)) => {}

@@ -126,7 +126,7 @@ impl Compiler<'_> {
                 }
                 if crate::limits::cgroup::v1_hierarchies().is_empty() {
                     // Its root is the cgroup namespace's: the job's cgroups joined first.
-                    self.join_late()?;
+                    self.join_late();
                     let ro = if *read_only { sys::MOUNT_ATTR_RDONLY } else { 0 };
                     self.fs_new("cgroup2", &[], base | ro, slot, Step::Mount, &format!("create a cgroup2 file system for {dest}"), Some(&dpath))?;
                 } else {
@@ -313,7 +313,7 @@ impl Compiler<'_> {
         }
         if let Mount::Cgroup { read_only, .. } = m {
             // The hierarchies' roots are the cgroup namespace's: the job's cgroups joined first.
-            self.join_late()?;
+            self.join_late();
             self.populate_cgroup_v1(comps, &dest, *read_only)?;
         }
         self.plan.op(Op::Close { slot: target }, Step::Mount, what, Some(&dpath));

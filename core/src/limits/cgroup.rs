@@ -663,6 +663,7 @@ impl JobCgroup {
                         }
                     }
                 }
+                job.sweeps.push((Path::new(ROOT).join("*").join(&rel), Some(rel.clone())));
                 for ctrl in wanted.v1_controllers() {
                     let mount = Path::new(ROOT).join(ctrl);
                     let base = mount.join(&rel);
@@ -670,10 +671,6 @@ impl JobCgroup {
                         return Err(setup_err(Some(libc::ENOENT), &mount, &format!("the cgroup v1 controller {ctrl} is not mounted")).hint("see `cagette probe` for the usable controllers, or drop this limit"));
                     }
                     create_levels(&mount, &base, ctrl == "cpuset", mark)?;
-                    let glob = (Path::new(ROOT).join("*").join(&rel), Some(rel.clone()));
-                    if !job.sweeps.contains(&glob) {
-                        job.sweeps.push(glob);
-                    }
                     if ctrl == "devices" && wanted.devices.is_empty() && own_name.is_none() {
                         // The standard allow-list lives in one shared cgroup below the parent:
                         // jobs join it (no cgroup and no writes of their own). The last job to

@@ -221,7 +221,7 @@ impl Compiler<'_> {
 
         // The job's cgroups, made by the host meanwhile (before the rlimits: a low RLIMIT_NOFILE
         // could leave no room for the received descriptors).
-        self.join_late()?;
+        self.join_late();
 
         // 5. Limits.
         for r in &spec.rlimits {
@@ -265,14 +265,13 @@ impl Compiler<'_> {
     /// With a late cgroup join (cgroup v1): plans it once, here, and then the cgroup namespace,
     /// whose root is the cgroup its maker is in. Called before the first cgroup file system is
     /// made, and at the end of the file system work.
-    pub(crate) fn join_late(&mut self) -> Result<(), SetupFailure> {
+    pub(crate) fn join_late(&mut self) {
         if let Some(sock) = self.late_join.take() {
             self.plan.op(Op::RecvCgroups { sock }, Step::Cgroup, "join the job's cgroups (their tasks files, opened and sent by the host)", None);
             if self.spec.namespaces.cgroup == NsMode::New {
                 self.plan.op(Op::Unshare { flags: libc::CLONE_NEWCGROUP }, Step::Namespace, "create the cgroup namespace", None);
             }
         }
-        Ok(())
     }
 
     /// Plans the payload's own steps (run by init in the forked payload; see `payload.rs`) and

@@ -952,18 +952,18 @@ fn spawn_with(spec: &SandboxSpec, mut detach: Option<crate::DetachOptions>) -> R
     // after the child's own error; any other failure ends the child now (it waits for them).
     let mut late_err = None;
     if late_cgroup {
-        let made = make_cgroup(late_oom.take());
-        let sent = match &made {
-            Ok(cg) => send_cgroups(&status_host, cg),
-            Err(_) => Ok(()),
-        };
-        match (made, sent) {
-            (Ok(cg), Ok(())) => cgroup = Some(cg),
-            (Ok(cg), Err((e, gone))) if gone => {
+        let sent = make_cgroup(late_oom.take()).and_then(|cg| match send_cgroups(&status_host, &cg) {
+            Ok(()) => Ok(cg),
+            Err((e, true)) => {
                 late_err = Some(e);
-                cgroup = Some(cg);
+                Ok(cg)
             }
-            (Ok(_), Err((e, _))) | (Err(e), _) => {
+            Err((e, false)) => Err(e),
+        });
+        match sent {
+            Ok(cg) => cgroup = Some(cg),
+            Err(e) => {
+                // The cgroups (if made) are removed once the child is gone.
                 abort(&pidfd);
                 drop(stack);
                 return Err(e);
