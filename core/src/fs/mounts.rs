@@ -124,7 +124,7 @@ impl Compiler<'_> {
                 if self.spec.namespaces.cgroup != crate::sandbox::spec::NsMode::New {
                     return Err(fail(Step::Mount, Some(&dpath), format!("cgroup mount at {dest}: it needs a cgroup namespace of the sandbox's own (else it shows every cgroup of the host)")).hint("set namespaces.cgroup = new"));
                 }
-                if crate::limits::cgroup::v1_hierarchies().is_empty() {
+                if self.cgroup_v1().is_empty() {
                     // Its root is the cgroup namespace's: the job's cgroups joined first.
                     self.join_late();
                     let ro = if *read_only { sys::MOUNT_ATTR_RDONLY } else { 0 };
@@ -254,7 +254,7 @@ impl Compiler<'_> {
     /// cgroup namespace), links for the co-mounted ones (cpu -> cpu,cpuacct), then the tmpfs
     /// made read-only. Nothing on a v2 host.
     fn populate_cgroup_v1(&mut self, comps: &[String], dest: &str, read_only: bool) -> Result<(), SetupFailure> {
-        let hier = crate::limits::cgroup::v1_hierarchies();
+        let hier = self.cgroup_v1();
         if hier.is_empty() {
             return Ok(());
         }

@@ -89,7 +89,12 @@ fn read_u64(path: &Path) -> Option<u64> {
 }
 
 fn read_kv(path: &Path, key: &str) -> Option<u64> {
-    fs::read_to_string(path).ok()?.lines().find_map(|l| {
+    kv(&fs::read_to_string(path).ok()?, key)
+}
+
+/// The value of `key` in a flat keyed file's text ("key value" lines, as cpu.stat).
+fn kv(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
         let mut it = l.split_whitespace();
         (it.next()? == key).then(|| it.next()?.parse().ok()).flatten()
     })
@@ -990,8 +995,10 @@ impl JobCgroup {
                 let Some(d) = self.dir("") else { return u };
                 u.memory_peak = read_u64(&d.join("memory.peak"));
                 u.pids_peak = read_u64(&d.join("pids.peak"));
-                u.cpu_user = read_kv(&d.join("cpu.stat"), "user_usec").map(Duration::from_micros);
-                u.cpu_system = read_kv(&d.join("cpu.stat"), "system_usec").map(Duration::from_micros);
+                if let Ok(s) = fs::read_to_string(d.join("cpu.stat")) {
+                    u.cpu_user = kv(&s, "user_usec").map(Duration::from_micros);
+                    u.cpu_system = kv(&s, "system_usec").map(Duration::from_micros);
+                }
                 u.oom_kills = read_kv(&d.join("memory.events"), "oom_kill").unwrap_or(0);
                 if let Ok(s) = fs::read_to_string(d.join("io.stat")) {
                     let sum = |k: &str| s.split_whitespace().filter_map(|f| f.strip_prefix(k)?.parse::<u64>().ok()).sum::<u64>();

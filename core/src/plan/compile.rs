@@ -39,11 +39,13 @@ pub(crate) struct Compiler<'a> {
     pub(crate) lazy_binds: Vec<usize>,
     /// With `Fds::cgroup_late`: the join (and the cgroup namespace after it) is still to plan.
     pub(crate) late_join: Option<RawFd>,
+    /// The host's cgroup v1 hierarchies, read once per plan (see `cgroup_v1`).
+    pub(crate) v1_hierarchies: Option<Vec<(String, Vec<String>)>>,
 }
 
 /// Compiles a spec into a plan. Pure planning: no process or host state is changed.
 pub(crate) fn compile(spec: &SandboxSpec, fds: &Fds) -> Result<Plan, SetupFailure> {
-    let mut c = Compiler { spec, plan: Plan::new(), next_slot: 0, root_slot: 0, devnull: std::ptr::null(), staging: "/tmp", scratch: None, layers: 0, tty_slot: None, uid_map: fds.uid_map.clone(), gid_map: fds.gid_map.clone(), lazy_binds: Vec::new(), late_join: fds.cgroup_late.then_some(fds.status_child) };
+    let mut c = Compiler { spec, plan: Plan::new(), next_slot: 0, root_slot: 0, devnull: std::ptr::null(), staging: "/tmp", scratch: None, layers: 0, tty_slot: None, uid_map: fds.uid_map.clone(), gid_map: fds.gid_map.clone(), lazy_binds: Vec::new(), late_join: fds.cgroup_late.then_some(fds.status_child), v1_hierarchies: None };
     c.devnull = c.plan.cs("/dev/null")?;
     c.compile(fds)?;
     let mut plan = c.plan;
@@ -262,6 +264,12 @@ impl Compiler<'_> {
         self.plan.op(Op::ExecInit { memfd: INIT_BINARY_FD, moves: mp, n: mn, argv, envp }, Step::Init, "execute the sandbox's init", None);
         Ok(())
     }
+    /// The host's cgroup v1 hierarchies (empty on a v2 host), read from the mount table once
+    /// per plan: a cgroup mount's tmpfs and the hierarchies mounted on it come from one reading.
+    pub(crate) fn cgroup_v1(&mut self) -> Vec<(String, Vec<String>)> {
+        self.v1_hierarchies.get_or_insert_with(crate::limits::cgroup::v1_hierarchies).clone()
+    }
+
     /// With a late cgroup join (cgroup v1): plans it once, here, and then the cgroup namespace,
     /// whose root is the cgroup its maker is in. Called before the first cgroup file system is
     /// made, and at the end of the file system work.
