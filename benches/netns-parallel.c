@@ -28,13 +28,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static void die(const char *what) { perror(what); _exit(125); }
+#include "floor-steps.h"
 
-static void put(const char *path, const char *s) {
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0 || write(fd, s, strlen(s)) < 0) die(path);
-  close(fd);
-}
 
 static void lo_up(void) {
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -70,17 +65,9 @@ int main(int argc, char **argv) {
   int par = !strcmp(argv[1], "par");
   int mounts = atoi(argv[2]);
   const char *root = argv[3];
-  char map[64];
-  uid_t uid = getuid();
-  gid_t gid = getgid();
   int flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP | CLONE_NEWPID;
   if (!par) flags |= CLONE_NEWNET;
-  if (unshare(flags) < 0) die("unshare");
-  snprintf(map, sizeof map, "0 %u 1", uid);
-  put("/proc/self/uid_map", map);
-  put("/proc/self/setgroups", "deny");
-  snprintf(map, sizeof map, "0 %u 1", gid);
-  put("/proc/self/gid_map", map);
+  unshare_mapped(flags);
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
@@ -93,10 +80,7 @@ int main(int argc, char **argv) {
     } else {
       lo_up();
     }
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("private");
-    if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) < 0) die("bind");
-    if (chdir(root) < 0) die("chdir");
-    if (mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) die("proc");
+    enter_root(root);
     for (int i = 0; i < mounts; i++)
       if (mount("tmpfs", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=64k") < 0) die("tmpfs");
     if (par) {
@@ -107,8 +91,7 @@ int main(int argc, char **argv) {
       if (waitpid(h, NULL, 0) < 0) die("reap the helper");
     }
     if (mount("sysfs", "sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL) < 0) die("sysfs");
-    if (syscall(SYS_pivot_root, ".", ".") < 0) die("pivot_root");
-    if (umount2(".", MNT_DETACH) < 0) die("umount the old root");
+    pivot_here();
     execv(argv[4], argv + 4);
     perror("exec");
     _exit(127);

@@ -22,20 +22,11 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "floor-steps.h"
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
 #endif
 
-static void die(const char *what) {
-  perror(what);
-  _exit(125);
-}
-
-static void put(const char *path, const char *s) {
-  int fd = open(path, O_WRONLY);
-  if (fd < 0 || write(fd, s, strlen(s)) < 0) die(path);
-  close(fd);
-}
 
 static double now_ms(void) {
   struct timespec t;
@@ -55,25 +46,12 @@ static int job(int net_fd, char **argv) {
     } else {
       flags |= CLONE_NEWNET;
     }
-    char map[64];
-    uid_t uid = getuid();
-    gid_t gid = getgid();
-    if (unshare(flags) < 0) die("unshare");
-    snprintf(map, sizeof map, "0 %u 1", uid);
-    put("/proc/self/uid_map", map);
-    put("/proc/self/setgroups", "deny");
-    snprintf(map, sizeof map, "0 %u 1", gid);
-    put("/proc/self/gid_map", map);
+    unshare_mapped(flags);
     pid_t c = fork();
     if (c < 0) die("fork");
     if (c == 0) {
-      const char *r = argv[1];
-      if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("private");
-      if (mount(r, r, NULL, MS_BIND | MS_REC, NULL) < 0) die("bind");
-      if (chdir(r) < 0) die("chdir");
-      if (mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) die("proc");
-      if (syscall(SYS_pivot_root, ".", ".") < 0) die("pivot_root");
-      if (umount2(".", MNT_DETACH) < 0) die("umount old root");
+      enter_root(argv[1]);
+      pivot_here();
       execv(argv[3], argv + 3);
       die("exec");
     }
