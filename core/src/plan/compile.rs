@@ -264,6 +264,7 @@ impl Compiler<'_> {
         self.plan.op(Op::ExecInit { memfd: INIT_BINARY_FD, moves: mp, n: mn, argv, envp }, Step::Init, "execute the sandbox's init", None);
         Ok(())
     }
+
     /// The host's cgroup v1 hierarchies (empty on a v2 host), read from the mount table once
     /// per plan: a cgroup mount's tmpfs and the hierarchies mounted on it come from one reading.
     pub(crate) fn cgroup_v1(&mut self) -> Vec<(String, Vec<String>)> {
