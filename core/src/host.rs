@@ -2,6 +2,18 @@
 
 use std::sync::OnceLock;
 
+/// The value in `cell`, made by `make` at the first call that succeeds. A failure is returned
+/// and not kept, so the next call tries again (say, after a moment short of descriptors); if two
+/// threads make one at once, the first kept wins and the other's is dropped. (std's
+/// `OnceLock::get_or_try_init` is not stable yet.)
+pub(crate) fn once_ok<T, E>(cell: &OnceLock<T>, make: impl FnOnce() -> Result<T, E>) -> Result<&T, E> {
+    if let Some(v) = cell.get() {
+        return Ok(v);
+    }
+    let v = make()?;
+    Ok(cell.get_or_init(|| v))
+}
+
 /// The caller's effective uid.
 pub(crate) fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()

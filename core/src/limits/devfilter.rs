@@ -109,13 +109,7 @@ pub(crate) fn attach(cgroup: &impl AsRawFd, extra: &[crate::DeviceRule]) -> std:
     static STANDARD_PROG: OnceLock<OwnedFd> = OnceLock::new();
     let own;
     let prog = if extra.is_empty() {
-        match STANDARD_PROG.get() {
-            Some(fd) => fd,
-            None => {
-                let fd = load(&[])?;
-                STANDARD_PROG.get_or_init(|| fd)
-            }
-        }
+        crate::host::once_ok(&STANDARD_PROG, || load(&[]))?
     } else {
         own = load(extra)?;
         &own

@@ -37,10 +37,7 @@ fn clone3_disabled() -> bool {
 fn init_memfd() -> Result<RawFd> {
     use nix::sys::memfd::{MFdFlags, memfd_create};
     static FD: OnceLock<OwnedFd> = OnceLock::new();
-    if let Some(fd) = FD.get() {
-        return Ok(fd.as_raw_fd());
-    }
-    let made = (|| -> std::result::Result<OwnedFd, i32> {
+    let made = crate::host::once_ok(&FD, || -> std::result::Result<OwnedFd, i32> {
         // MFD_EXEC (Linux 6.3+; older kernels refuse the flag and need none).
         let exec = MFdFlags::from_bits_retain(0x10);
         let base = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
@@ -56,10 +53,9 @@ fn init_memfd() -> Result<RawFd> {
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
         fcntl(&f, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| e as i32)?;
         Ok(OwnedFd::from(f))
-    })();
+    });
     match made {
-        // Another thread may have made one meanwhile: the first kept, ours closed.
-        Ok(fd) => Ok(FD.get_or_init(|| fd).as_raw_fd()),
+        Ok(fd) => Ok(fd.as_raw_fd()),
         Err(e) => Err(SetupFailure::new(Step::Init, Some(e), None, "create the memfd holding the sandbox's init")
             .hint(if e == libc::EMFILE || e == libc::ENFILE { "the process (or the system) is out of file descriptors: close some, or raise RLIMIT_NOFILE" } else { "memfd_create must be allowed (check vm.memfd_noexec and seccomp policies)" })
             .into()),

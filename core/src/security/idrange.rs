@@ -61,10 +61,7 @@ fn lock_dir() -> Result<&'static Path, SetupFailure> {
     // Checked once per process; only a success is kept (a failure is tried again next time).
     static MADE: OnceLock<()> = OnceLock::new();
     let dir = Path::new(LOCK_DIR);
-    if MADE.get().is_some() {
-        return Ok(dir);
-    }
-    (|| {
+    crate::host::once_ok(&MADE, || {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt};
         let fail = |e: std::io::Error, what: &str| SetupFailure::new(Step::IdMap, e.raw_os_error(), Some(dir.to_path_buf()), what);
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| fail(e, "create the directory of id-range locks"))?;
@@ -74,11 +71,8 @@ fn lock_dir() -> Result<&'static Path, SetupFailure> {
                 .hint(format!("remove {LOCK_DIR} and let cagette create it again")));
         }
         Ok(())
-    })()
-    .map(|()| {
-        MADE.get_or_init(|| ());
-        dir
     })
+    .map(|()| dir)
 }
 
 /// Takes a range no other job holds.
