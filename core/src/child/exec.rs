@@ -295,9 +295,10 @@ fn byte_msg(iov: &mut libc::iovec, control: &mut [u64]) -> libc::msghdr {
     // SAFETY: an all-zero msghdr is a valid (empty) value of this plain C struct.
     let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
     msg.msg_iov = iov;
-    msg.msg_iovlen = 1;
+    // The field types differ between C libraries (size_t in glibc, int or socklen_t in musl).
+    msg.msg_iovlen = 1 as _;
     msg.msg_control = control.as_mut_ptr() as *mut c_void;
-    msg.msg_controllen = core::mem::size_of_val(control);
+    msg.msg_controllen = core::mem::size_of_val(control) as _;
     msg
 }
 
@@ -325,10 +326,13 @@ fn recv_cgroups(sock: c_int) -> Result<(), Errno> {
     }
     // The fds the kernel installed (none unless the one control message is SCM_RIGHTS).
     let c = cbuf.as_ptr() as *const libc::cmsghdr;
+    // (`as usize`: the two lengths are size_t in glibc, u32 in musl.)
+    #[allow(clippy::unnecessary_cast)]
     // SAFETY: `cbuf` is aligned for a cmsghdr and at least one long; the kernel wrote the header
     // if `msg_controllen` says so (else it is all zeros, read as no fds).
-    let (level, kind, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
-    let n = if msg.msg_controllen >= hdr_len && level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+    let (level, kind, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len as usize) };
+    #[allow(clippy::unnecessary_cast)]
+    let n = if msg.msg_controllen as usize >= hdr_len && level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
         (len.saturating_sub(hdr_len) / core::mem::size_of::<c_int>()).min(MAX_CGROUP_FDS)
     } else {
         0
@@ -485,7 +489,7 @@ fn open_pty(sock: c_int, winsize: &[u16; 4]) -> Result<c_int, Errno> {
         let c = cbuf.as_mut_ptr() as *mut libc::cmsghdr;
         // SAFETY: `cbuf` is 24 aligned bytes, room for a cmsghdr (16) and one int after it.
         unsafe {
-            (*c).cmsg_len = hdr_len + core::mem::size_of::<c_int>();
+            (*c).cmsg_len = (hdr_len + core::mem::size_of::<c_int>()) as _;
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
             *((c as *mut u8).add(hdr_len) as *mut c_int) = m;

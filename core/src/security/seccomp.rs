@@ -311,7 +311,9 @@ pub(crate) fn compile(spec: &SandboxSpec) -> Result<Option<Filter>, SetupFailure
             // but its stdio may be the caller's). The command is an unsigned int: compare its low
             // 32 bits only, or a value with high bits set would slip by (CVE-2019-10063).
             if let Some(nr) = number("ioctl") {
-                for cmd in [libc::TIOCSTI, libc::TIOCLINUX] {
+                // (c_ulong in glibc's headers, c_int in musl's.)
+                #[allow(clippy::unnecessary_cast)]
+                for cmd in [libc::TIOCSTI as u64, libc::TIOCLINUX as u64] {
                     rules.push(Rule { nr, conds: vec![Cond::MaskedEq(1, 0xffff_ffff, cmd)], ret: deny_ret });
                 }
             }
