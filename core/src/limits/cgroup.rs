@@ -354,8 +354,9 @@ impl SharedDevices {
 }
 
 /// The standard device allow-list (as runc and crun): rwm on null, zero, full, random, urandom,
-/// tty, ptmx and the ptys.
-const STANDARD_DEVICES: &[(char, u32, Option<u32>)] = &[('c', 1, Some(3)), ('c', 1, Some(5)), ('c', 1, Some(7)), ('c', 1, Some(8)), ('c', 1, Some(9)), ('c', 5, Some(0)), ('c', 5, Some(2)), ('c', 136, None)];
+/// tty, ptmx and the ptys: (type 'c'/'b', major, minor or any). v2's device program
+/// (devfilter.rs) allows the same list.
+pub(super) const STANDARD_DEVICES: &[(char, u32, Option<u32>)] = &[('c', 1, Some(3)), ('c', 1, Some(5)), ('c', 1, Some(7)), ('c', 1, Some(8)), ('c', 1, Some(9)), ('c', 5, Some(0)), ('c', 5, Some(2)), ('c', 136, None)];
 
 /// (type, major, minor) of a device node.
 fn device_of(p: &Path) -> Option<(char, u32, u32)> {

@@ -11,8 +11,8 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 
-/// The standard allow-list: (type 'c'/'b', major, minor or any).
-const STANDARD: &[(char, u32, Option<u32>)] = &[('c', 1, Some(3)), ('c', 1, Some(5)), ('c', 1, Some(7)), ('c', 1, Some(8)), ('c', 1, Some(9)), ('c', 5, Some(0)), ('c', 5, Some(2)), ('c', 136, None)];
+// The standard allow-list, the same as v1's: (type 'c'/'b', major, minor or any).
+use super::cgroup::STANDARD_DEVICES as STANDARD;
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
     let mut b = [0u8; 8];
