@@ -1093,9 +1093,22 @@ impl ProgressBar {
 
 /// Pulls `reference` into `store`, with a progress bar (or lines) and the import's notes.
 fn pull(store: &cagette::ImageStore, reference: &str, registry: &RegistryArgs, progress: bool, quiet: bool) -> Result<cagette::ImageInfo, cagette::ImageError> {
+    let r = with_progress(progress, quiet, |p| store.pull_with(reference, &registry.options(), p));
+    // On stderr: `run --pull` leaves stdout to the sandbox.
+    r.inspect(|i| eprintln!("pulled {}", summary(i)))
+}
+
+/// Runs an image transfer (`f`, given the progress callback) with a progress bar, or lines when
+/// stderr is not a terminal and `progress` asks for them, or nothing when `quiet`; then prints
+/// the transfer's notes.
+fn with_progress(
+    progress: bool,
+    quiet: bool,
+    f: impl FnOnce(&mut dyn FnMut(&cagette::ImportProgress) -> std::ops::ControlFlow<()>) -> Result<cagette::ImageInfo, cagette::ImageError>,
+) -> Result<cagette::ImageInfo, cagette::ImageError> {
     use std::io::IsTerminal;
     let mut bar = ProgressBar::new(!quiet && (std::io::stderr().is_terminal() || progress));
-    let r = store.pull_with(reference, &registry.options(), &mut |p| {
+    let r = f(&mut |p| {
         bar.update(p);
         std::ops::ControlFlow::Continue(())
     });
@@ -1104,8 +1117,12 @@ fn pull(store: &cagette::ImageStore, reference: &str, registry: &RegistryArgs, p
         for n in &i.notes {
             eprintln!("cagette: note: {n}");
         }
-        eprintln!("pulled {} ({} layer{}, manifest {})", i.name, i.layers.len(), if i.layers.len() == 1 { "" } else { "s" }, i.manifest);
     })
+}
+
+/// "NAME (N layers, manifest DIGEST)".
+fn summary(i: &cagette::ImageInfo) -> String {
+    format!("{} ({} layer{}, manifest {})", i.name, i.layers.len(), if i.layers.len() == 1 { "" } else { "s" }, i.manifest)
 }
 
 fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
@@ -1130,19 +1147,8 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
             cagette::login(&registry, &username, password, authfile.as_deref()).map(|file| println!("credentials for {registry} stored in {}", file.display()))
         }
         ImageCmd::Import { dir: src, name, keep_blobs, progress, quiet } => {
-            use std::io::IsTerminal;
-            let mut bar = ProgressBar::new(!quiet && (std::io::stderr().is_terminal() || progress));
-            let r = store.clone().keep_blobs(keep_blobs).import_with(&src, &name, &mut |p| {
-                bar.update(p);
-                std::ops::ControlFlow::Continue(())
-            });
-            bar.finish();
-            r.map(|i| {
-                for n in &i.notes {
-                    eprintln!("cagette: note: {n}");
-                }
-                println!("imported {} ({} layer{}, manifest {})", i.name, i.layers.len(), if i.layers.len() == 1 { "" } else { "s" }, i.manifest);
-            })
+            let store = store.clone().keep_blobs(keep_blobs);
+            with_progress(progress, quiet, |p| store.import_with(&src, &name, p)).map(|i| println!("imported {}", summary(&i)))
         }
         ImageCmd::Ls { json } => store.list().map(|l| list_images(&l, json)),
         ImageCmd::Unpack { name, dest } => store.unpack(&name, &dest).map(|notes| {
