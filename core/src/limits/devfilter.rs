@@ -11,8 +11,8 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 
-// The standard allow-list, the same as v1's: (type 'c'/'b', major, minor or any).
-use super::cgroup::STANDARD_DEVICES as STANDARD;
+// The standard allow-list is v1's: (type 'c'/'b', major, minor or any).
+use super::cgroup::STANDARD_DEVICES;
 
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
     let mut b = [0u8; 8];
@@ -51,7 +51,7 @@ pub(crate) fn program(extra: &[crate::DeviceRule]) -> Vec<[u8; 8]> {
     ];
     let all = ACC_MKNOD | ACC_READ | ACC_WRITE;
     let granted = |r: &crate::DeviceRule| [(r.read, ACC_READ), (r.write, ACC_WRITE), (r.mknod, ACC_MKNOD)].iter().filter(|(on, _)| *on).fold(0, |a, (_, b)| a | b);
-    let rules = extra.iter().map(|r| (r.kind, r.major, Some(r.minor), granted(r))).chain(STANDARD.iter().map(|&(t, a, b)| (t, a, b, all)));
+    let rules = extra.iter().map(|r| (r.kind, r.major, Some(r.minor), granted(r))).chain(STANDARD_DEVICES.iter().map(|&(t, a, b)| (t, a, b, all)));
     for (t, major, minor, access) in rules {
         let ty = if t == 'b' { 1 } else { 2 };
         let mut checks = vec![(JNE_K, 3u8, ty), (JNE_K, 4, major as i32)];
