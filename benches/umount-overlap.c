@@ -2,8 +2,8 @@
 // taken off a start's critical path. Detaching the old root (umount2 MNT_DETACH) returns only
 // after an RCU grace period (the kernel's namespace_unlock: synchronize_rcu_expedited), though
 // the mounts are gone from the namespace before that wait. One job, the floor's steps
-// (../shared/bench/floor.c, without the network namespace's cost differences: all of user, pid,
-// mount, uts, ipc, net and cgroup namespaces), shaped like a cagette start: the job's first
+// (../shared/bench/floor.c: new user, pid, mount, uts, ipc, net and cgroup namespaces, a bind of
+// ROOTFS, /proc, pivot_root, exec, wait), shaped like a cagette start: the job's first
 // process sets up the root, then execs an init (this program, through an fd opened before the
 // pivot, as cagette's init is a memfd), which forks CMD and waits for it. MODE says who
 // detaches the old root:
