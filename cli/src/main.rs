@@ -14,6 +14,24 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `println!` that cannot panic: a reader that has gone (`| head`, `| grep -q`) ends the command
+/// at once with status 141, as SIGPIPE ends a C tool (Rust ignores SIGPIPE, so `println!` would
+/// panic instead); any other failure to write is cagette's own failure (125).
+macro_rules! outln {
+    ($($arg:tt)*) => { stdout_line(format_args!($($arg)*)) };
+}
+
+fn stdout_line(line: std::fmt::Arguments) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("cagette: cannot write to stdout: {e}");
+        std::process::exit(125);
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "cagette", version, about = "Run commands in Linux sandboxes (namespaces, private root, verdicts)")]
 struct Cli {
@@ -183,7 +201,7 @@ fn build(a: &BuildArgs) -> ExitCode {
     match r {
         Ok(info) => {
             if quiet {
-                println!("{}", info.manifest);
+                outln!("{}", info.manifest);
             } else {
                 let name = a.tag.as_deref().unwrap_or("(untagged)");
                 eprintln!("built {name} in {:.2} s: {} layer{}, manifest {}", started.elapsed().as_secs_f64(), info.layers.len(), if info.layers.len() == 1 { "" } else { "s" }, info.manifest);
@@ -358,17 +376,17 @@ fn ps(json: bool) -> ExitCode {
         }
     };
     if json {
-        println!("{}", serde_json::to_string(&list).unwrap_or_default());
+        outln!("{}", serde_json::to_string(&list).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    println!("{:<20} {:>8} {:>8} {:>10} {:>9}  COMMAND", "NAME", "PID", "AGE", "MEMORY", "CPU");
+    outln!("{:<20} {:>8} {:>8} {:>10} {:>9}  COMMAND", "NAME", "PID", "AGE", "MEMORY", "CPU");
     for s in list {
         let age = now.saturating_sub(s.started);
         let age = if age < 120 { format!("{age}s") } else if age < 7200 { format!("{}m", age / 60) } else { format!("{}h", age / 3600) };
         let mem = s.memory_bytes.map_or("-".to_string(), |b| format!("{:.1}M", b as f64 / (1 << 20) as f64));
         let cpu = s.cpu_s.map_or("-".to_string(), |c| format!("{c:.2}s"));
-        println!("{:<20} {:>8} {:>8} {:>10} {:>9}  {}", s.name, s.pid, age, mem, cpu, s.argv.join(" "));
+        outln!("{:<20} {:>8} {:>8} {:>10} {:>9}  {}", s.name, s.pid, age, mem, cpu, s.argv.join(" "));
     }
     ExitCode::SUCCESS
 }
@@ -904,7 +922,7 @@ fn forward_signals() -> Option<std::fs::File> {
 fn run(a: &RunArgs) -> ExitCode {
     let spec = build_spec(a);
     if a.print_spec {
-        println!("{}", serde_json::to_string_pretty(&spec).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&spec).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
     if spec.argv.is_empty() && spec.image.is_none() {
@@ -1011,7 +1029,7 @@ fn wait(child: &mut cagette::Child, sigfd: Option<&std::fs::File>) -> cagette::R
 fn print_probe(json: bool) {
     let p = cagette::probe();
     if json {
-        println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
         return;
     }
     // The same names as --json, one per line.
@@ -1024,7 +1042,7 @@ fn print_probe(json: bool) {
                 serde_json::Value::Null => "no".into(),
                 other => other.to_string(),
             };
-            println!("{k:<24} {text}");
+            outln!("{k:<24} {text}");
         }
     }
 }
@@ -1032,12 +1050,12 @@ fn print_probe(json: bool) {
 /// Lists images as a table, or JSON (the store's own records).
 fn list_images(l: &[cagette::ImageInfo], json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(l).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(l).unwrap_or_default());
         return;
     }
-    println!("{:<32} {:<8} MANIFEST", "NAME", "LAYERS");
+    outln!("{:<32} {:<8} MANIFEST", "NAME", "LAYERS");
     for i in l {
-        println!("{:<32} {:<8} {}", i.name, i.layers.len(), i.manifest);
+        outln!("{:<32} {:<8} {}", i.name, i.layers.len(), i.manifest);
     }
 }
 
@@ -1130,10 +1148,10 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
     let store = cagette::ImageStore::open(&dir).unwrap_or_else(|e| die(e));
     let r: Result<(), cagette::ImageError> = match cmd {
         ImageCmd::Pull { reference, registry, keep_blobs, progress, quiet } => pull(&store.clone().keep_blobs(keep_blobs), &reference, &registry, progress, quiet).map(|_| ()),
-        ImageCmd::Push { name, destination, registry } => store.push(&name, &destination, &registry.options()).map(|d| println!("pushed {name} to {destination} (manifest {d})")),
+        ImageCmd::Push { name, destination, registry } => store.push(&name, &destination, &registry.options()).map(|d| outln!("pushed {name} to {destination} (manifest {d})")),
         ImageCmd::Export { name, dest, format } => {
             let f = if format == "oci" { cagette::ExportFormat::Oci } else { cagette::ExportFormat::DockerArchive };
-            store.export(&name, &dest, f).map(|()| println!("exported {name} to {} ({format})", dest.display()))
+            store.export(&name, &dest, f).map(|()| outln!("exported {name} to {} ({format})", dest.display()))
         }
         ImageCmd::Login { registry, username, password_stdin: _, authfile } => {
             let mut password = String::new();
@@ -1144,11 +1162,11 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
             if password.is_empty() {
                 die("--password-stdin: no password on standard input");
             }
-            cagette::login(&registry, &username, password, authfile.as_deref()).map(|file| println!("credentials for {registry} stored in {}", file.display()))
+            cagette::login(&registry, &username, password, authfile.as_deref()).map(|file| outln!("credentials for {registry} stored in {}", file.display()))
         }
         ImageCmd::Import { dir: src, name, keep_blobs, progress, quiet } => {
             let store = store.clone().keep_blobs(keep_blobs);
-            with_progress(progress, quiet, |p| store.import_with(&src, &name, p)).map(|i| println!("imported {}", summary(&i)))
+            with_progress(progress, quiet, |p| store.import_with(&src, &name, p)).map(|i| outln!("imported {}", summary(&i)))
         }
         ImageCmd::Ls { json } => store.list().map(|l| list_images(&l, json)),
         ImageCmd::Unpack { name, dest } => store.unpack(&name, &dest).map(|notes| {
@@ -1157,7 +1175,7 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
             }
         }),
         ImageCmd::Rm { name } => store.remove(&name),
-        ImageCmd::Gc => store.gc().map(|n| println!("removed {n} unused layers")),
+        ImageCmd::Gc => store.gc().map(|n| outln!("removed {n} unused layers")),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -1200,9 +1218,9 @@ fn main() -> ExitCode {
         Cmd::Version { json } => {
             let v = env!("CARGO_PKG_VERSION");
             if json {
-                println!("{}", serde_json::json!({ "version": v }));
+                outln!("{}", serde_json::json!({ "version": v }));
             } else {
-                println!("cagette {v}");
+                outln!("cagette {v}");
             }
             ExitCode::SUCCESS
         }

@@ -220,6 +220,20 @@ fn probe_prints_capabilities() {
     assert!(v["cgroup"].is_string());
 }
 
+/// A reader that has gone (`cagette ps | head -1`): the command ends with status 141, as
+/// SIGPIPE ends a C tool, and does not panic.
+#[test]
+fn a_reader_that_has_gone_ends_the_output_without_a_panic() {
+    for args in [&["probe"][..], &["probe", "--json"], &["ps"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let o = Command::new(bin()).args(args).env("RUST_BACKTRACE", "1").stdin(Stdio::null()).stdout(writer).output().expect("run cagette");
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {:?}, stderr: {err}", o.status);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
 /// Installs a seccomp filter that answers ENOSYS to clone3 (as some container runtimes do).
 fn refuse_clone3() -> std::io::Result<()> {
     #[repr(C)]

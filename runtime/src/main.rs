@@ -188,6 +188,25 @@ struct ExecArgs {
     command: Vec<String>,
 }
 
+/// `println!` that cannot panic: a reader that has gone (`| head`, `| grep -q`) ends the command
+/// at once with status 141, as SIGPIPE ends runc and crun (Rust ignores SIGPIPE, so `println!`
+/// would panic instead); any other failure to write is an error with exit status 1.
+macro_rules! outln {
+    ($($arg:tt)*) => { stdout_line(format_args!($($arg)*)) };
+}
+
+fn stdout_line(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("cagette-runtime: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 struct Ctx {
     root: PathBuf,
     systemd_cgroup: bool,
@@ -235,7 +254,7 @@ fn main() {
         Cmd::Start { id } => start(&ctx, id).map(|_| 0),
         Cmd::Run { create: a, detach } => run(&ctx, a, *detach),
         Cmd::State { id } => state::load(&ctx.root, id).map(|st| {
-            println!("{}", serde_json::to_string_pretty(&state::oci_json(&st)).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&state::oci_json(&st)).unwrap_or_default());
             0
         }),
         Cmd::Kill { all, id, signal } => kill(&ctx, id, signal.as_deref(), *all).map(|_| 0),
@@ -248,7 +267,7 @@ fn main() {
         Cmd::Events { stats, interval, id } => events(&ctx, id, *stats, interval).map(|_| 0),
         Cmd::Update(a) => update(&ctx, a).map(|_| 0),
         Cmd::Features => {
-            println!("{}", serde_json::to_string_pretty(&features()).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&features()).unwrap_or_default());
             Ok(0)
         }
         Cmd::Spec { rootless, bundle } => spec_cmd(*rootless, bundle.as_deref()).map(|_| 0),
@@ -534,18 +553,18 @@ fn list(ctx: &Ctx, format: &str, quiet: bool) -> Result<(), RtError> {
     let states: Vec<State> = state::ids(&ctx.root).iter().filter_map(|id| state::load(&ctx.root, id).ok()).collect();
     if quiet {
         for s in &states {
-            println!("{}", s.id);
+            outln!("{}", s.id);
         }
         return Ok(());
     }
     match format {
-        "json" => println!("{}", serde_json::Value::Array(states.iter().map(state::oci_json).collect())),
+        "json" => outln!("{}", serde_json::Value::Array(states.iter().map(state::oci_json).collect())),
         "table" => {
-            println!("{:<24} {:<8} {:<8} {:<40} {:<32}", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+            outln!("{:<24} {:<8} {:<8} {:<40} {:<32}", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
             for s in &states {
                 let status = state::status(s);
                 let pid = if status == "stopped" { 0 } else { s.pid };
-                println!("{:<24} {:<8} {:<8} {:<40} {:<32}", s.id, pid, status, s.bundle.display(), s.created);
+                outln!("{:<24} {:<8} {:<8} {:<40} {:<32}", s.id, pid, status, s.bundle.display(), s.created);
             }
         }
         f => return Err(RtError::Usage(format!("unknown format {f:?}: table or json"))),
@@ -557,13 +576,13 @@ fn ps(ctx: &Ctx, id: &str, format: &str) -> Result<(), RtError> {
     let st = state::load(&ctx.root, id)?;
     let pids = if state::alive(&st) { st.cgroup.as_ref().map(|c| c.procs()).unwrap_or_else(|| vec![st.pid]) } else { Vec::new() };
     match format {
-        "json" => println!("{}", serde_json::to_string(&pids).unwrap_or_default()),
+        "json" => outln!("{}", serde_json::to_string(&pids).unwrap_or_default()),
         "table" => {
-            println!("{:>8} CMD", "PID");
+            outln!("{:>8} CMD", "PID");
             for p in pids {
                 let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
                 let cmd: Vec<String> = cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-                println!("{p:>8} {}", cmd.join(" "));
+                outln!("{p:>8} {}", cmd.join(" "));
             }
         }
         f => return Err(RtError::Usage(format!("unknown format {f:?}: table or json"))),
@@ -587,7 +606,7 @@ fn events(ctx: &Ctx, id: &str, once: bool, interval: &str) -> Result<(), RtError
     loop {
         let st = state::load(&ctx.root, id)?;
         let data = st.cgroup.as_ref().map(|c| c.stats()).unwrap_or_default();
-        println!("{}", serde_json::json!({"type": "stats", "id": id, "data": data}));
+        outln!("{}", serde_json::json!({"type": "stats", "id": id, "data": data}));
         if once || !state::alive(&st) {
             return Ok(());
         }

@@ -508,3 +508,27 @@ fn a_container_without_a_mount_namespace_leaves_no_mount_on_the_host() {
     assert_eq!(mounts_under(&b3), 0, "mounts left under {}", b3.display());
     assert!(w.cgroups_left().is_empty(), "{:?}", w.cgroups_left());
 }
+
+/// A reader that has gone (`state … | grep -q`, `list | head -1`): the runtime ends with status
+/// 141, as SIGPIPE ends runc and crun, and does not panic (a panic's backtrace, with
+/// RUST_BACKTRACE set, took ~90 ms of an engine's polling loop).
+#[test]
+fn a_reader_that_has_gone_ends_the_output_without_a_panic() {
+    let w = World::new("pipe");
+    for args in [&["features"][..], &["list"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let o = std::process::Command::new(RUNTIME)
+            .arg("--root")
+            .arg(&w.root)
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .output()
+            .expect("run cagette-runtime");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {:?}, stderr: {err}", o.status);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
