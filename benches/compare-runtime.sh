@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Side by side, in one hyperfine run on the same busybox bundle running /bin/true:
 # cagette-runtime, crun and runc through `run`, and through `create` + `start` + wait + `delete`;
-# then `podman run --rm … true` with each runtime. Prints a table with ratios to crun.
+# then `podman run --rm … true` with each runtime; and the bundle's floor (benches/runtime-floor.c:
+# the least kernel work that runs this bundle, as floor.c is for `cagette run`). Prints a table
+# with ratios to crun, and the `run` lines' ratios to that floor.
 #
 #   benches/compare-runtime.sh [RUNS]     (as root; needs: apt-get install crun runc podman
-#                                          hyperfine busybox-static)
+#                                          hyperfine busybox-static gcc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
@@ -19,10 +21,13 @@ if [ -z "${BENCH_NO_STATIC:-}" ]; then
   srt=$(scripts/build-static.sh -q | tail -n1)
 fi
 work=$(mktemp -d /tmp/cagette-compare-runtime.XXXXXX)
+cc -O2 -static -o "$work/runtime-floor" benches/runtime-floor.c
 cleanup() {
   for r in "$rt" crun runc; do "$r" --root "$work/state-$(basename "$r")" delete --force bench >/dev/null 2>&1 || true; done
   podman --root "$work/storage" --runroot "$work/run" --storage-driver vfs system reset -f >/dev/null 2>&1 || true
   for h in /sys/fs/cgroup/*/; do [ -d "${h}cagette-bench" ] && find "${h}cagette-bench" -depth -type d -exec rmdir {} \; 2>/dev/null; done
+  # The floor's cgroups, had a run of it been cut short.
+  for d in /sys/fs/cgroup/*/cagette-floor-* /sys/fs/cgroup/cagette-floor-*; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -57,6 +62,7 @@ hybrid=""
 if [ -d /sys/fs/cgroup/unified ] && mountpoint -q /sys/fs/cgroup/unified; then hybrid=1; fi
 ${hybrid:+unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh} \
 hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/result.json" \
+  -n "floor for this bundle" "$work/runtime-floor $bundle/rootfs /bin/true" \
   -n "cagette-runtime run" "$rt --root $work/state-cagette-runtime run --bundle $bundle bench" \
   "${static[@]}" \
   -n "crun run" "crun --root $work/state-crun run --bundle $bundle bench" \
@@ -73,10 +79,20 @@ r = json.load(open(sys.argv[1]))["results"]
 by = {x["command"]: x for x in r}
 print("| command | median (ms) | mean ± σ (ms) | vs crun's |")
 print("|---|---:|---:|---:|")
+floor = by["floor for this bundle"]
 for x in r:
     name = x["command"]
+    if x is floor:
+        continue
     ref = by.get(name.replace("cagette-runtime", "crun").replace("runc", "crun"), by["crun run"])
     if name.startswith("podman"):
         ref = by["podman + crun"]
     print(f"| {name} | {x['median']*1e3:.2f} | {x['mean']*1e3:.2f} ± {x['stddev']*1e3:.2f} | {x['median']/ref['median']:.2f}× |")
+print()
+print(f"Floor for this bundle (benches/runtime-floor.c): {floor['median']*1e3:.2f} ms, {floor['median']/by['crun run']['median']:.2f}× crun's `run`.")
+print("| `run` | vs the floor |")
+print("|---|---:|")
+for x in r:
+    if x["command"].endswith(" run"):
+        print(f"| {x['command']} | {x['median']/floor['median']:.2f}× |")
 PY
