@@ -21,13 +21,22 @@ macro_rules! outln {
     ($($arg:tt)*) => { stdout_line(format_args!($($arg)*)) };
 }
 
+/// `eprintln!` that cannot panic: a message that cannot be written (stderr a pipe whose reader
+/// has gone, as in `cagette run … 2>&1 | head -1`) is dropped, and the exit status stays the
+/// job's or cagette's own (125), never a panic's 101.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn stdout_line(line: std::fmt::Arguments) {
     let mut out = std::io::stdout().lock();
     if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(141);
         }
-        eprintln!("cagette: cannot write to stdout: {e}");
+        errln!("cagette: cannot write to stdout: {e}");
         std::process::exit(125);
     }
 }
@@ -191,9 +200,9 @@ fn build(a: &BuildArgs) -> ExitCode {
     let started = std::time::Instant::now();
     let r = store.build(&a.context, &o, &mut |e| {
         match e {
-            cagette::BuildEvent::Step { n, total, text, .. } if !quiet => eprintln!("STEP {n}/{total}: {text}"),
-            cagette::BuildEvent::Cached if !quiet => eprintln!("--> cached"),
-            cagette::BuildEvent::Pulling(r) if !quiet => eprintln!("--> pulling {r}"),
+            cagette::BuildEvent::Step { n, total, text, .. } if !quiet => errln!("STEP {n}/{total}: {text}"),
+            cagette::BuildEvent::Cached if !quiet => errln!("--> cached"),
+            cagette::BuildEvent::Pulling(r) if !quiet => errln!("--> pulling {r}"),
             _ => {}
         }
         std::ops::ControlFlow::Continue(())
@@ -204,12 +213,12 @@ fn build(a: &BuildArgs) -> ExitCode {
                 outln!("{}", info.manifest);
             } else {
                 let name = a.tag.as_deref().unwrap_or("(untagged)");
-                eprintln!("built {name} in {:.2} s: {} layer{}, manifest {}", started.elapsed().as_secs_f64(), info.layers.len(), if info.layers.len() == 1 { "" } else { "s" }, info.manifest);
+                errln!("built {name} in {:.2} s: {} layer{}, manifest {}", started.elapsed().as_secs_f64(), info.layers.len(), if info.layers.len() == 1 { "" } else { "s" }, info.manifest);
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("cagette build: {e}");
+            errln!("cagette build: {e}");
             ExitCode::from(1)
         }
     }
@@ -371,7 +380,7 @@ fn ps(json: bool) -> ExitCode {
     let list = match cagette::list_sandboxes() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("cagette: {e}");
+            errln!("cagette: {e}");
             return ExitCode::from(125);
         }
     };
@@ -655,7 +664,7 @@ struct RunArgs {
 const MAX_JSON: u64 = 16 << 20;
 
 fn die(msg: impl std::fmt::Display) -> ! {
-    eprintln!("cagette: {msg}");
+    errln!("cagette: {msg}");
     std::process::exit(125)
 }
 
@@ -968,15 +977,15 @@ fn execute(spec: SandboxSpec, interactive: bool, report_to: Option<&str>) -> Exi
     if let Err(e) = &result {
         match e.setup_failure() {
             Some(f) => {
-                eprintln!("cagette: setup failed at step {}: {}", f.step, f.message);
+                errln!("cagette: setup failed at step {}: {}", f.step, f.message);
                 if let Some(p) = &f.path {
-                    eprintln!("  path: {}", p.display());
+                    errln!("  path: {}", p.display());
                 }
                 if let Some(h) = &f.hint {
-                    eprintln!("  hint: {h}");
+                    errln!("  hint: {h}");
                 }
             }
-            None => eprintln!("cagette: {e}"),
+            None => errln!("cagette: {e}"),
         }
     }
     let mut code = match &result {
@@ -985,7 +994,7 @@ fn execute(spec: SandboxSpec, interactive: bool, report_to: Option<&str>) -> Exi
     };
     if let Ok(o) = &result
         && o.usage.oom_kills > 0 && o.verdict.success() {
-            eprintln!("cagette: warning: the job exited 0, but the OOM killer killed {} of its processes (oom_policy = continue)", o.usage.oom_kills);
+            errln!("cagette: warning: the job exited 0, but the OOM killer killed {} of its processes (oom_policy = continue)", o.usage.oom_kills);
         }
     if let Some(dest) = report_to {
         let json = serde_json::to_string(&report).unwrap_or_default();
@@ -997,7 +1006,7 @@ fn execute(spec: SandboxSpec, interactive: bool, report_to: Option<&str>) -> Exi
             cagette::write_host_file(std::path::Path::new(dest), format!("{json}\n").as_bytes())
         };
         if let Err(e) = r {
-            eprintln!("cagette: cannot write the report: {e}");
+            errln!("cagette: cannot write the report: {e}");
             // The report was asked for: not having it is cagette's failure.
             code = 125;
         }
@@ -1100,7 +1109,7 @@ impl ProgressBar {
         self.last = Some(now);
         let frac = if p.bytes == 0 { 1.0 } else { p.bytes_done as f64 / p.bytes as f64 };
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        eprintln!("{:>3.0}%  {}/{} layers  {:.1}/{:.1} MB  {:.0} MB/s", frac * 100.0, p.layers_done, p.layers, p.bytes_done as f64 / 1e6, p.bytes as f64 / 1e6, p.bytes_done as f64 / 1e6 / secs);
+        errln!("{:>3.0}%  {}/{} layers  {:.1}/{:.1} MB  {:.0} MB/s", frac * 100.0, p.layers_done, p.layers, p.bytes_done as f64 / 1e6, p.bytes as f64 / 1e6, p.bytes_done as f64 / 1e6 / secs);
     }
     fn finish(&self) {
         if let Some(bar) = &self.bar {
@@ -1113,7 +1122,7 @@ impl ProgressBar {
 fn pull(store: &cagette::ImageStore, reference: &str, registry: &RegistryArgs, progress: bool, quiet: bool) -> Result<cagette::ImageInfo, cagette::ImageError> {
     let r = with_progress(progress, quiet, |p| store.pull_with(reference, &registry.options(), p));
     // On stderr: `run --pull` leaves stdout to the sandbox.
-    r.inspect(|i| eprintln!("pulled {}", summary(i)))
+    r.inspect(|i| errln!("pulled {}", summary(i)))
 }
 
 /// Runs an image transfer (`f`, given the progress callback) with a progress bar, or lines when
@@ -1133,7 +1142,7 @@ fn with_progress(
     bar.finish();
     r.inspect(|i| {
         for n in &i.notes {
-            eprintln!("cagette: note: {n}");
+            errln!("cagette: note: {n}");
         }
     })
 }
@@ -1171,7 +1180,7 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
         ImageCmd::Ls { json } => store.list().map(|l| list_images(&l, json)),
         ImageCmd::Unpack { name, dest } => store.unpack(&name, &dest).map(|notes| {
             for n in notes {
-                eprintln!("cagette: note: {n}");
+                errln!("cagette: note: {n}");
             }
         }),
         ImageCmd::Rm { name } => store.remove(&name),
@@ -1180,7 +1189,7 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cagette: {e}");
+            errln!("cagette: {e}");
             ExitCode::from(125)
         }
     }

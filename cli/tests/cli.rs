@@ -232,6 +232,11 @@ fn a_reader_that_has_gone_ends_the_output_without_a_panic() {
         assert_eq!(o.status.code(), Some(141), "{args:?}: {:?}, stderr: {err}", o.status);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    // The same with stderr (`cagette run … 2>&1 | head -1`): a setup failure is still 125.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let o = Command::new(bin()).args(["run", "--rootfs", "/nonexistent-cagette-root", "--", "true"]).stdin(Stdio::null()).stderr(writer).output().expect("run cagette");
+    assert_eq!(o.status.code(), Some(125), "{:?}", o.status);
 }
 
 /// Installs a seccomp filter that answers ENOSYS to clone3 (as some container runtimes do).

@@ -62,7 +62,7 @@ pub fn run_all(kind: &str, hooks: &[Hook], state: &serde_json::Value) -> Result<
 pub fn run_all_warn(kind: &str, hooks: &[Hook], state: &serde_json::Value) {
     for h in hooks {
         if let Err(e) = run(h, state) {
-            eprintln!("cagette-runtime: warning: {kind} hook failed: {e}");
+            errln!("cagette-runtime: warning: {kind} hook failed: {e}");
         }
     }
 }

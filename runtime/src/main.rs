@@ -5,6 +5,34 @@
 //! podman --runtime /usr/local/bin/cagette-runtime run --rm busybox true
 //! ```
 
+/// `eprintln!` that cannot panic: a message that cannot be written (stderr a pipe whose reader
+/// has gone) is dropped, and the exit status stays the command's, never a panic's 101.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that cannot panic: a reader that has gone (`| head`, `| grep -q`) ends the command
+/// at once with status 141, as SIGPIPE ends runc and crun (Rust ignores SIGPIPE, so `println!`
+/// would panic instead); any other failure to write is an error with exit status 1.
+macro_rules! outln {
+    ($($arg:tt)*) => { stdout_line(format_args!($($arg)*)) };
+}
+
+fn stdout_line(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        errln!("cagette-runtime: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 mod config;
 mod error;
 mod hooks;
@@ -188,25 +216,6 @@ struct ExecArgs {
     command: Vec<String>,
 }
 
-/// `println!` that cannot panic: a reader that has gone (`| head`, `| grep -q`) ends the command
-/// at once with status 141, as SIGPIPE ends runc and crun (Rust ignores SIGPIPE, so `println!`
-/// would panic instead); any other failure to write is an error with exit status 1.
-macro_rules! outln {
-    ($($arg:tt)*) => { stdout_line(format_args!($($arg)*)) };
-}
-
-fn stdout_line(line: std::fmt::Arguments) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(141);
-        }
-        eprintln!("cagette-runtime: cannot write to stdout: {e}");
-        std::process::exit(1);
-    }
-}
-
 struct Ctx {
     root: PathBuf,
     systemd_cgroup: bool,
@@ -223,7 +232,7 @@ fn default_root() -> PathBuf {
 }
 
 fn log_error(cli: &Cli, msg: &str) {
-    eprintln!("cagette-runtime: {msg}");
+    errln!("cagette-runtime: {msg}");
     log_line(cli, "error", msg);
 }
 

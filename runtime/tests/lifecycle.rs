@@ -531,4 +531,9 @@ fn a_reader_that_has_gone_ends_the_output_without_a_panic() {
         assert_eq!(o.status.code(), Some(141), "{args:?}: {:?}, stderr: {err}", o.status);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    // An error whose message cannot be written (stderr closed the same way) is still status 1.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let o = std::process::Command::new(RUNTIME).arg("--root").arg(&w.root).args(["state", "no-such-container"]).stdin(std::process::Stdio::null()).stderr(writer).output().expect("run cagette-runtime");
+    assert_eq!(o.status.code(), Some(1), "{:?}", o.status);
 }
