@@ -238,12 +238,8 @@ enum ImageCmd {
         /// an OCI layout only).
         #[arg(long)]
         keep_blobs: bool,
-        /// Show a progress bar even when stderr is not a terminal (one line a second).
-        #[arg(long)]
-        progress: bool,
-        /// No progress bar.
-        #[arg(long, short, conflicts_with = "progress")]
-        quiet: bool,
+        #[command(flatten)]
+        bar: ProgressArgs,
     },
     /// Pull an image from a registry into the store: `alpine:3.20` (docker.io/library/ for short
     /// names), `127.0.0.1:5000/app:1` (loopback registries over plain HTTP), `ghcr.io/org/tool@sha256:…`.
@@ -256,12 +252,8 @@ enum ImageCmd {
         /// Keep the compressed layers, manifest and config too (needed to push or export it).
         #[arg(long)]
         keep_blobs: bool,
-        /// Show a progress bar even when stderr is not a terminal (one line a second).
-        #[arg(long)]
-        progress: bool,
-        /// No progress bar.
-        #[arg(long, short, conflicts_with = "progress")]
-        quiet: bool,
+        #[command(flatten)]
+        bar: ProgressArgs,
     },
     /// Store credentials for a registry (in the containers auth.json that podman and skopeo
     /// read: --authfile, REGISTRY_AUTH_FILE, or $XDG_RUNTIME_DIR/containers/auth.json).
@@ -398,6 +390,17 @@ fn ps(json: bool) -> ExitCode {
         outln!("{:<20} {:>8} {:>8} {:>10} {:>9}  {}", s.name, s.pid, age, mem, cpu, s.argv.join(" "));
     }
     ExitCode::SUCCESS
+}
+
+/// Whether an image transfer (`image pull`, `image import`) shows a progress bar.
+#[derive(clap::Args, Clone, Copy, Default)]
+struct ProgressArgs {
+    /// Show a progress bar even when stderr is not a terminal (one line a second).
+    #[arg(long)]
+    progress: bool,
+    /// No progress bar.
+    #[arg(long, short, conflicts_with = "progress")]
+    quiet: bool,
 }
 
 /// How to reach a registry (for `image pull` and `run --pull`).
@@ -954,7 +957,7 @@ fn run(a: &RunArgs) -> ExitCode {
         let dir = spec.image_store.clone().unwrap_or_else(cagette::ImageStore::default_dir);
         let store = cagette::ImageStore::open(&dir).unwrap_or_else(|e| die(e));
         if (a.pull == "always" || matches!(store.get(&image), Err(cagette::ImageError::NotFound(_))))
-            && let Err(e) = pull(&store, &image, &a.registry, false, false) {
+            && let Err(e) = pull(&store, &image, &a.registry, ProgressArgs::default()) {
                 die(format!("--image {image}: {e}"));
             }
     }
@@ -1119,18 +1122,17 @@ impl ProgressBar {
 }
 
 /// Pulls `reference` into `store`, with a progress bar (or lines) and the import's notes.
-fn pull(store: &cagette::ImageStore, reference: &str, registry: &RegistryArgs, progress: bool, quiet: bool) -> Result<cagette::ImageInfo, cagette::ImageError> {
-    let r = with_progress(progress, quiet, |p| store.pull_with(reference, &registry.options(), p));
+fn pull(store: &cagette::ImageStore, reference: &str, registry: &RegistryArgs, bar: ProgressArgs) -> Result<cagette::ImageInfo, cagette::ImageError> {
+    let r = with_progress(bar, |p| store.pull_with(reference, &registry.options(), p));
     // On stderr: `run --pull` leaves stdout to the sandbox.
     r.inspect(|i| errln!("pulled {}", summary(i)))
 }
 
 /// Runs an image transfer (`f`, given the progress callback) with a progress bar, or lines when
-/// stderr is not a terminal and `progress` asks for them, or nothing when `quiet`; then prints
-/// the transfer's notes.
+/// stderr is not a terminal and `--progress` asks for them, or nothing with `--quiet`; then
+/// prints the transfer's notes.
 fn with_progress(
-    progress: bool,
-    quiet: bool,
+    ProgressArgs { progress, quiet }: ProgressArgs,
     f: impl FnOnce(&mut dyn FnMut(&cagette::ImportProgress) -> std::ops::ControlFlow<()>) -> Result<cagette::ImageInfo, cagette::ImageError>,
 ) -> Result<cagette::ImageInfo, cagette::ImageError> {
     use std::io::IsTerminal;
@@ -1156,7 +1158,7 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
     let dir = store.unwrap_or_else(cagette::ImageStore::default_dir);
     let store = cagette::ImageStore::open(&dir).unwrap_or_else(|e| die(e));
     let r: Result<(), cagette::ImageError> = match cmd {
-        ImageCmd::Pull { reference, registry, keep_blobs, progress, quiet } => pull(&store.clone().keep_blobs(keep_blobs), &reference, &registry, progress, quiet).map(|_| ()),
+        ImageCmd::Pull { reference, registry, keep_blobs, bar } => pull(&store.clone().keep_blobs(keep_blobs), &reference, &registry, bar).map(|_| ()),
         ImageCmd::Push { name, destination, registry } => store.push(&name, &destination, &registry.options()).map(|d| outln!("pushed {name} to {destination} (manifest {d})")),
         ImageCmd::Export { name, dest, format } => {
             let f = if format == "oci" { cagette::ExportFormat::Oci } else { cagette::ExportFormat::DockerArchive };
@@ -1173,9 +1175,9 @@ fn image(cmd: ImageCmd, store: Option<PathBuf>) -> ExitCode {
             }
             cagette::login(&registry, &username, password, authfile.as_deref()).map(|file| outln!("credentials for {registry} stored in {}", file.display()))
         }
-        ImageCmd::Import { dir: src, name, keep_blobs, progress, quiet } => {
+        ImageCmd::Import { dir: src, name, keep_blobs, bar } => {
             let store = store.clone().keep_blobs(keep_blobs);
-            with_progress(progress, quiet, |p| store.import_with(&src, &name, p)).map(|i| outln!("imported {}", summary(&i)))
+            with_progress(bar, |p| store.import_with(&src, &name, p)).map(|i| outln!("imported {}", summary(&i)))
         }
         ImageCmd::Ls { json } => store.list().map(|l| list_images(&l, json)),
         ImageCmd::Unpack { name, dest } => store.unpack(&name, &dest).map(|notes| {
