@@ -292,15 +292,10 @@ fn restrict_devices(d: &Path, extra: &[crate::DeviceRule]) -> Result<(), SetupFa
     let standard = STANDARD_DEVICES.iter().map(|&(t, a, b)| (t, a, b.map_or("*".to_string(), |m| m.to_string()), "rwm".to_string()));
     // One open of devices.allow, one write per rule (the kernel reads one rule per write).
     let allow = d.join("devices.allow");
-    let mut f = None;
+    let mut f = fs::File::options().write(true).open(&allow).map_err(|e| with_access_hint(setup_err(e.raw_os_error(), &allow, "open the job's device allow-list")))?;
     for (t, maj, min, access) in extra.chain(standard) {
         let rule = format!("{t} {maj}:{min} {access}");
-        let r = match &mut f {
-            Some(f) => Ok(f),
-            None => fs::File::options().write(true).open(&allow).map(|o| f.insert(o)),
-        }
-        .and_then(|f| std::io::Write::write(f, rule.as_bytes()))
-        .and_then(|n| if n == rule.len() { Ok(()) } else { Err(io::Error::from_raw_os_error(libc::EIO)) });
+        let r = std::io::Write::write(&mut f, rule.as_bytes()).and_then(|n| if n == rule.len() { Ok(()) } else { Err(io::Error::from_raw_os_error(libc::EIO)) });
         r.map_err(|e| write_err(&e, &allow, &rule, "allow a device to the job"))?;
     }
     Ok(())
