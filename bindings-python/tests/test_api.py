@@ -258,21 +258,9 @@ def test_bridge_network_keeps_the_host_out():
         cagette.run(["true"], network="bridge", publish=["8080:80"])
 
 
-def test_image_store(tmp_path):
-    # An OCI layout made with umoci from a busybox rootfs (built by the Rust tests' script).
-    import shutil
-
-    if shutil.which("umoci") is None:
-        pytest.fail("umoci is needed (apt-get install umoci)")
-    root = os.path.join(os.path.dirname(__file__), "..", "..")
-    rootfs = tmp_path / "rootfs"
-    subprocess.run(["sh", os.path.join(root, "scripts", "make-busybox-rootfs.sh"), str(rootfs)], check=True)
-    lay = tmp_path / "oci"
-    subprocess.run(["umoci", "init", "--layout", str(lay)], check=True)
-    subprocess.run(["umoci", "new", "--image", f"{lay}:t"], check=True)
-    subprocess.run(["umoci", "unpack", "--image", f"{lay}:t", str(tmp_path / "bundle")], check=True, capture_output=True)
-    subprocess.run(["cp", "-a", f"{rootfs}/.", str(tmp_path / "bundle" / "rootfs")], check=True)
-    subprocess.run(["umoci", "repack", "--image", f"{lay}:t", str(tmp_path / "bundle")], check=True)
+def test_image_store(tmp_path, busybox_rootfs, oci_layout_of):
+    # An OCI layout made with umoci from a busybox rootfs.
+    lay = oci_layout_of(busybox_rootfs, tmp_path)
     # Cancelling from the progress callback: ImageError, and nothing left in the store.
     cancelled = cagette.ImageStore(tmp_path / "cancelled")
     with pytest.raises(cagette.ImageError, match="cancelled"):
@@ -413,24 +401,16 @@ def _registry(tmp_path):
     pytest.fail("docker-registry did not start")
 
 
-def test_pull_from_a_registry(tmp_path):
-    root = os.path.join(os.path.dirname(__file__), "..", "..")
-    rootfs = tmp_path / "rootfs"
-    subprocess.run(["sh", os.path.join(root, "scripts", "make-busybox-rootfs.sh"), str(rootfs)], check=True)
+def test_pull_from_a_registry(tmp_path, busybox_rootfs, oci_layout_of):
     layer = tmp_path / "layer.tar"
-    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(layer), "."], check=True)
+    subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(layer), "."], check=True)
     seed = cagette.ImageStore(tmp_path / "seed")
     seed.import_image(layer, "bb:1")
     seed.unpack("bb:1", tmp_path / "flat")
     proc, addr = _registry(tmp_path)
     try:
         # An OCI layout for skopeo, made with umoci from the flat tree.
-        lay = tmp_path / "oci"
-        subprocess.run(["umoci", "init", "--layout", str(lay)], check=True)
-        subprocess.run(["umoci", "new", "--image", f"{lay}:t"], check=True)
-        subprocess.run(["umoci", "unpack", "--image", f"{lay}:t", str(tmp_path / "bundle")], check=True, capture_output=True)
-        subprocess.run(["cp", "-a", f"{tmp_path / 'flat'}/.", str(tmp_path / "bundle" / "rootfs")], check=True)
-        subprocess.run(["umoci", "repack", "--image", f"{lay}:t", str(tmp_path / "bundle")], check=True)
+        lay = oci_layout_of(tmp_path / "flat", tmp_path)
         subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false", f"oci:{lay}:t", f"docker://{addr}/bb:1"], check=True)
         store = cagette.ImageStore(tmp_path / "store")
         seen: list = []

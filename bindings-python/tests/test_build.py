@@ -2,9 +2,7 @@
 Run with the package installed (maturin develop)."""
 
 import os
-import shutil
 import signal
-import subprocess
 import threading
 import time
 
@@ -12,24 +10,13 @@ import pytest
 
 import cagette
 
-ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 DOCKERFILE = 'FROM busybox:1\nCOPY f /f\nRUN echo built > /g\nCMD ["cat", "/g"]\n'
 
 
 @pytest.fixture(scope="module")
-def busybox_oci(tmp_path_factory):
+def busybox_oci(tmp_path_factory, busybox_rootfs, oci_layout_of):
     """An OCI layout of a busybox rootfs (made with umoci, as the image store test does)."""
-    if shutil.which("umoci") is None:
-        pytest.fail("umoci is needed (apt-get install umoci)")
-    d = tmp_path_factory.mktemp("busybox")
-    subprocess.run(["sh", os.path.join(ROOT, "scripts", "make-busybox-rootfs.sh"), str(d / "rootfs")], check=True)
-    lay = d / "oci"
-    subprocess.run(["umoci", "init", "--layout", str(lay)], check=True)
-    subprocess.run(["umoci", "new", "--image", f"{lay}:t"], check=True)
-    subprocess.run(["umoci", "unpack", "--image", f"{lay}:t", str(d / "bundle")], check=True, capture_output=True)
-    subprocess.run(["cp", "-a", f"{d / 'rootfs'}/.", str(d / "bundle" / "rootfs")], check=True)
-    subprocess.run(["umoci", "repack", "--image", f"{lay}:t", str(d / "bundle")], check=True)
-    return lay
+    return oci_layout_of(busybox_rootfs, tmp_path_factory.mktemp("busybox"))
 
 
 def store_with_base(tmp_path, lay, name="store"):
