@@ -2,8 +2,9 @@
 # Side by side, in one hyperfine run on the same busybox bundle running /bin/true:
 # cagette-runtime, crun and runc through `run`, and through `create` + `start` + wait + `delete`;
 # then `podman run --rm … true` with each runtime; and the bundle's floor (benches/runtime-floor.c:
-# the least kernel work that runs this bundle, as floor.c is for `cagette run`). Prints a table
-# with ratios to crun, and the `run` lines' ratios to that floor.
+# the least kernel work that runs this bundle, as floor.c is for `cagette run`), also built with
+# musl when musl-gcc is there. Prints a table with ratios to crun, and the `run` lines' ratios
+# to the floor(s).
 #
 #   benches/compare-runtime.sh [RUNS]     (as root; needs: apt-get install crun runc podman
 #                                          hyperfine busybox-static gcc)
@@ -22,6 +23,12 @@ if [ -z "${BENCH_NO_STATIC:-}" ]; then
 fi
 work=$(mktemp -d /tmp/cagette-compare-runtime.XXXXXX)
 cc -O2 -static -o "$work/runtime-floor" benches/runtime-floor.c
+# The same floor without glibc's start (its CPU probes, which a virtual machine traps), when
+# musl-gcc is there (apt-get install musl-tools).
+musl_floor=()
+if command -v musl-gcc >/dev/null && musl-gcc -O2 -static -o "$work/runtime-floor-musl" benches/runtime-floor.c; then
+  musl_floor=(-n "floor for this bundle (musl)" "$work/runtime-floor-musl $work/bundle/rootfs /bin/true")
+fi
 cleanup() {
   for r in "$rt" crun runc; do "$r" --root "$work/state-$(basename "$r")" delete --force bench >/dev/null 2>&1 || true; done
   podman --root "$work/storage" --runroot "$work/run" --storage-driver vfs system reset -f >/dev/null 2>&1 || true
@@ -63,6 +70,7 @@ if [ -d /sys/fs/cgroup/unified ] && mountpoint -q /sys/fs/cgroup/unified; then h
 ${hybrid:+unshare -m --propagation private sh -c 'umount /sys/fs/cgroup/unified && exec "$@"' sh} \
 hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/result.json" \
   -n "floor for this bundle" "$work/runtime-floor $bundle/rootfs /bin/true" \
+  "${musl_floor[@]}" \
   -n "cagette-runtime run" "$rt --root $work/state-cagette-runtime run --bundle $bundle bench" \
   "${static[@]}" \
   -n "crun run" "crun --root $work/state-crun run --bundle $bundle bench" \
@@ -80,19 +88,24 @@ by = {x["command"]: x for x in r}
 print("| command | median (ms) | mean ± σ (ms) | vs crun's |")
 print("|---|---:|---:|---:|")
 floor = by["floor for this bundle"]
+musl = by.get("floor for this bundle (musl)")
 for x in r:
     name = x["command"]
-    if x is floor:
+    if x is floor or x is musl:
         continue
     ref = by.get(name.replace("cagette-runtime", "crun").replace("runc", "crun"), by["crun run"])
     if name.startswith("podman"):
         ref = by["podman + crun"]
     print(f"| {name} | {x['median']*1e3:.2f} | {x['mean']*1e3:.2f} ± {x['stddev']*1e3:.2f} | {x['median']/ref['median']:.2f}× |")
 print()
-print(f"Floor for this bundle (benches/runtime-floor.c): {floor['median']*1e3:.2f} ms, {floor['median']/by['crun run']['median']:.2f}× crun's `run`.")
-print("| `run` | vs the floor |")
-print("|---|---:|")
+crun = by["crun run"]["median"]
+print(f"Floor for this bundle (benches/runtime-floor.c): {floor['median']*1e3:.2f} ms, {floor['median']/crun:.2f}× crun's `run`.")
+if musl:
+    print(f"The same built with musl: {musl['median']*1e3:.2f} ms, {musl['median']/crun:.2f}× crun's `run`.")
+print("| `run` | vs the floor |" + (" vs the musl floor |" if musl else ""))
+print("|---|---:|" + ("---:|" if musl else ""))
 for x in r:
     if x["command"].endswith(" run"):
-        print(f"| {x['command']} | {x['median']/floor['median']:.2f}× |")
+        extra = f" {x['median']/musl['median']:.2f}× |" if musl else ""
+        print(f"| {x['command']} | {x['median']/floor['median']:.2f}× |{extra}")
 PY
