@@ -7,7 +7,7 @@
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
 /// Errors carry a JSON payload in their message: `{"kind": ..., ...}`; lib/index.js turns them
@@ -115,12 +115,9 @@ impl NativeChild {
     pub fn kill(&self, signal: i32) -> Result<()> {
         let guard = self.pidfd.lock().unwrap_or_else(|e| e.into_inner());
         let Some(fd) = guard.as_ref() else { return Ok(()) }; // released: it has ended
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal, 0, 0) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                return Err(err("error", serde_json::json!({"message": format!("send signal {signal} to the sandbox: {e}")})));
-            }
+        if let Err(e) = cagette::send_signal(fd.as_fd(), signal)
+            && e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(err("error", serde_json::json!({"message": format!("send signal {signal} to the sandbox: {e}")})));
         }
         Ok(())
     }
@@ -143,7 +140,7 @@ struct RunState {
 }
 
 fn send(fd: &OwnedFd, signal: i32) {
-    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal, 0, 0) };
+    let _ = cagette::send_signal(fd.as_fd(), signal);
 }
 
 #[napi]

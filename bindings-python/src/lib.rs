@@ -6,7 +6,7 @@
 //! (python/cagette/__init__.py) gives it a `subprocess`-shaped API.
 
 use pyo3::prelude::*;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -94,12 +94,9 @@ impl NativeChild {
         // Not through the mutex: a waiting thread holds it.
         let guard = self.pidfd.lock().unwrap_or_else(|e| e.into_inner());
         let Some(fd) = guard.as_ref() else { return Ok(()) }; // closed: it has ended
-        let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal, 0, 0) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                return Err(native_err("error", serde_json::json!({"message": format!("send signal {signal} to the sandbox: {e}")})));
-            }
+        if let Err(e) = cagette::send_signal(fd.as_fd(), signal)
+            && e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(native_err("error", serde_json::json!({"message": format!("send signal {signal} to the sandbox: {e}")})));
         }
         Ok(())
     }

@@ -54,7 +54,7 @@ mod sandbox;
 mod security;
 
 pub use security::caps::{Capability, DEFAULT_CAPABILITIES, UnknownCapability};
-pub use sandbox::child::Child;
+pub use sandbox::child::{Child, send_signal};
 pub use sandbox::detach::{DetachOptions, Detached, DetachedCgroup, DeviceRule};
 pub use sandbox::spawn::exec_into;
 pub use sandbox::live::{list_sandboxes, SandboxEntry};

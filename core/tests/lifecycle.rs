@@ -39,6 +39,33 @@ fn sigterm_to_the_sandbox_reaches_the_payload() {
 }
 
 #[test]
+fn a_copy_of_the_pidfd_signals_the_job_and_says_when_it_has_ended() {
+    // What the bindings do: signal through their own copy of the pidfd while the job is waited for.
+    let mut child = sandbox("trap 'echo got-usr1; exit 7' USR1; echo ready; while :; do sleep 0.05; done").spawn().unwrap();
+    let pidfd = child.pidfd().try_clone_to_owned().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    out.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    let fd = std::os::fd::AsFd::as_fd(&pidfd);
+    cagette::send_signal(fd, 0).expect("signal 0 to a running job");
+    for bad in [-1, 65, 1000] {
+        let e = cagette::send_signal(fd, bad).expect_err("an invalid signal number");
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "signal {bad}: {e}");
+    }
+    cagette::send_signal(fd, libc::SIGUSR1).unwrap();
+    let o = child.wait().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!((o.verdict, rest.as_str()), (Verdict::Exited(7), "got-usr1\n"));
+    // Ended and reaped: ESRCH, for signal 0 and a real one; never another process.
+    for sig in [0, libc::SIGTERM] {
+        let e = cagette::send_signal(fd, sig).expect_err("a job that has ended");
+        assert_eq!(e.raw_os_error(), Some(libc::ESRCH), "signal {sig}: {e}");
+    }
+}
+
+#[test]
 fn orphans_are_reaped_by_init() {
     // Orphans reparented to init are reaped: no zombie remains while the payload still runs.
     let o = sh("for i in 1 2 3; do (sleep 0.05 &) ; done; sleep 0.4; awk '{print $3}' /proc/[0-9]*/stat | grep -c Z");

@@ -149,9 +149,33 @@ pub(crate) fn reap_raw(pidfd: BorrowedFd<'_>) -> Option<Reaped> {
     }
 }
 
-/// Sends signal `sig` to the process behind `pidfd`.
-pub(crate) fn send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+/// Sends signal `sig` (1 to 64) to the process behind `pidfd`, such as a sandbox's init
+/// ([`Child::pidfd`]). A pidfd names one process for good: the signal can never reach another
+/// process that got the same pid later. A process that has ended gives `ESRCH`; signal 0 sends
+/// nothing and only checks that it has not ended (as `kill(pid, 0)`); negative numbers and
+/// numbers above 64 give `EINVAL`. For callers that keep their own copy of the pidfd (the Python and
+/// Node bindings signal a job while another thread waits for it).
+///
+/// ```no_run
+/// let child = cagette::Sandbox::new().command("sleep").arg("60").spawn()?;
+/// let pidfd = child.pidfd().try_clone_to_owned()?;
+/// // ... on another thread, while `child` is waited for:
+/// match cagette::send_signal(std::os::fd::AsFd::as_fd(&pidfd), libc::SIGTERM) {
+///     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {} // it had ended
+///     r => r?,
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn send_signal(pidfd: BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     use rustix::process::Signal;
+    if sig == 0 {
+        // A pidfd turns readable when its process ends.
+        let ended = poll_fds(&[(pidfd, nix::poll::PollFlags::POLLIN)], Some(Duration::ZERO))?;
+        return match ended.first() {
+            Some(r) if r.contains(nix::poll::PollFlags::POLLIN) => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+            _ => Ok(()),
+        };
+    }
     let s = match Signal::from_named_raw(sig) {
         Some(s) => s,
         // SAFETY: a real-time signal number; an invalid one is refused by the kernel (EINVAL).
