@@ -70,6 +70,20 @@ test('SIGTERM through kill() reaches the payload', async () => {
   assert.equal((await p.exited).exitCode, 42);
 });
 
+test('kill() takes names and numbers; an unknown one is a TypeError, as child_process gives', async () => {
+  const p = spawn(['sh', '-c', "trap 'exit 7' USR1; echo ready; while :; do sleep 0.05; done"], { timeout: 30000 });
+  for await (const chunk of p.stdout) {
+    if (chunk.toString().includes('ready')) break;
+  }
+  assert.equal(p.kill(0), true, 'signal 0 only checks that it runs');
+  for (const bad of [-1, 65, 1.5, 'SIGNOPE']) {
+    assert.throws(() => p.kill(bad), (e) => e instanceof TypeError && e.code === 'ERR_UNKNOWN_SIGNAL', String(bad));
+  }
+  assert.equal(p.kill('SIGUSR1'), true);
+  assert.equal((await p.exited).exitCode, 7);
+  assert.throws(() => p.kill(1000), { code: 'ERR_UNKNOWN_SIGNAL' }, 'checked even after the end');
+});
+
 test('AbortSignal kills the whole tree', async () => {
   const marker = `sleep ${7000 + (process.pid % 1000)}.5`;
   const ac = new AbortController();

@@ -183,7 +183,9 @@ export declare class SandboxProcess extends EventEmitter {
   readonly exited: Promise<Result>;
   /** Set once it has ended. */
   result: Result | null;
-  /** Sends a signal (default SIGTERM); SIGKILL kills the whole tree. */
+  /** Sends a signal (default SIGTERM); SIGKILL kills the whole tree; 0 only checks that it
+   * runs. Returns false when it had already ended; throws a TypeError (`ERR_UNKNOWN_SIGNAL`) for a
+   * name or number the kernel does not know, as child_process does. */
   kill(signal?: NodeJS.Signals | number): boolean;
 }
 

@@ -191,9 +191,13 @@ function nativeSpawn(json, renames) {
 
 function signalNumber(sig) {
   if (sig === undefined) return SIGNAL_NUMBERS.SIGTERM;
-  if (typeof sig === 'number') return sig;
-  const n = SIGNAL_NUMBERS[sig];
-  if (n === undefined) throw new TypeError(`unknown signal ${String(sig)}`);
+  // As child_process: a name or a number the kernel knows (0 only checks that it runs).
+  const n = typeof sig === 'number' ? (Number.isInteger(sig) && sig >= 0 && sig <= 64 ? sig : undefined) : SIGNAL_NUMBERS[sig];
+  if (n === undefined) {
+    const e = new TypeError(`Unknown signal: ${String(sig)}`);
+    e.code = 'ERR_UNKNOWN_SIGNAL';
+    throw e;
+  }
   return n;
 }
 
@@ -288,8 +292,13 @@ class SandboxProcess extends EventEmitter {
   /** Sends a signal (default SIGTERM) to the sandbox: forwarded to the payload; SIGKILL
    * kills the whole tree. Returns false when it had already ended. */
   kill(sig) {
+    const n = signalNumber(sig);
     if (this.result || !this._child) return false;
-    this._child.kill(signalNumber(sig));
+    try {
+      this._child.kill(n);
+    } catch (e) {
+      throw cagetteError(e);
+    }
     return true;
   }
 }

@@ -63,6 +63,17 @@ def test_popen_wait_timeout_then_kill():
         assert p.verdict == "signaled"
 
 
+def test_send_signal_reaches_the_payload_and_bad_numbers_are_refused():
+    with cagette.Process(["sh", "-c", "trap 'exit 7' USR1; echo ready; while :; do sleep 0.05; done"], stdout=cagette.PIPE, timeout=30) as p:
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(0)  # only checks that it runs, as os.kill(pid, 0)
+        with pytest.raises(cagette.Error, match="send signal 1000 to the sandbox"):
+            p.send_signal(1000)
+        p.send_signal(signal.SIGUSR1)
+        assert p.wait(timeout=10) == 7
+        p.send_signal(signal.SIGTERM)  # ended: nothing to do, no error
+
+
 def test_communicate_timeout_keeps_partial_output():
     p = cagette.Process(["sh", "-c", "echo first; sleep 30"], stdout=cagette.PIPE)
     with pytest.raises(cagette.TimeoutExpired) as e:

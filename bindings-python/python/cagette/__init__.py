@@ -625,7 +625,10 @@ class Process:
     def send_signal(self, sig: int) -> None:
         """Sends a signal (forwarded to the payload by the sandbox's init)."""
         if self.returncode is None:
-            self._native.kill(int(sig))
+            try:
+                self._native.kill(int(sig))
+            except _native.NativeError as e:
+                _raise_native(e)
 
     def terminate(self) -> None:
         """Sends SIGTERM."""
