@@ -8,8 +8,10 @@ use cagette::{
     Size, Verdict,
 };
 use clap::{Parser, Subcommand};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -916,19 +918,17 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
     spec
 }
 
-/// Blocks the signals we forward and returns a signalfd for them.
-fn forward_signals() -> Option<std::fs::File> {
-    use std::os::fd::FromRawFd;
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-        if fd < 0 { None } else { Some(std::fs::File::from_raw_fd(fd)) }
+/// Blocks the signals we forward and returns a signalfd for them (None if the kernel refuses
+/// one: they are then not forwarded, and keep their default action).
+fn forward_signals() -> Option<SignalFd> {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH] {
+        set.add(s);
     }
+    let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok()?;
+    // Blocked only once the signalfd exists: until then they keep their default action.
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).ok()?;
+    Some(fd)
 }
 
 fn run(a: &RunArgs) -> ExitCode {
@@ -1017,21 +1017,21 @@ fn execute(spec: SandboxSpec, interactive: bool, report_to: Option<&str>) -> Exi
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn wait(child: &mut cagette::Child, sigfd: Option<&std::fs::File>) -> cagette::Result<Outcome> {
+fn wait(child: &mut cagette::Child, sigfd: Option<&SignalFd>) -> cagette::Result<Outcome> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     loop {
-        let mut fds = vec![libc::pollfd { fd: child.pidfd().as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let mut fds = vec![PollFd::new(child.pidfd(), PollFlags::POLLIN)];
         if let Some(s) = sigfd {
-            fds.push(libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
         }
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
-        if let (Some(s), Some(p)) = (sigfd, fds.get(1))
-            && p.revents & libc::POLLIN != 0 {
-                let mut info = [0u8; 128];
-                while unsafe { libc::read(s.as_raw_fd(), info.as_mut_ptr() as *mut libc::c_void, 128) } == 128 {
-                    let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]) as i32;
-                    child.kill(signo)?;
-                }
+        // At most 100 ms: the job's time limit is checked below. EINTR is a wake-up like any other.
+        let _ = poll(&mut fds, PollTimeout::from(100u8));
+        let signalled = fds.get(1).and_then(|p| p.revents()).is_some_and(|r| r.contains(PollFlags::POLLIN));
+        if let (Some(s), true) = (sigfd, signalled) {
+            while let Ok(Some(info)) = s.read_signal() {
+                child.kill(info.ssi_signo as i32)?;
             }
+        }
         if let Some(o) = child.wait_timeout(Duration::ZERO)? {
             return Ok(o);
         }

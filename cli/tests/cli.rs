@@ -178,6 +178,28 @@ fn sigterm_to_cagette_is_forwarded() {
 }
 
 #[test]
+fn each_forwarded_signal_reaches_the_payload_in_turn() {
+    let mut child = Command::new(bin())
+        // Bounded: were a signal lost, the job ends at its time limit and the read below fails.
+        .args(["run", "--timeout", "20s", "--", "sh", "-c", "trap 'echo usr1' USR1; trap 'echo hup' HUP; trap 'exit 43' INT; echo ready; while :; do sleep 0.05; done"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for (sig, expect) in [(None, "ready\n"), (Some(libc::SIGUSR1), "usr1\n"), (Some(libc::SIGHUP), "hup\n"), (Some(libc::SIGUSR1), "usr1\n")] {
+        if let Some(sig) = sig {
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+        line.clear();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line, expect);
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(43));
+}
+
+#[test]
 fn sigkill_of_the_host_kills_the_whole_sandbox() {
     let marker = format!("{}.{}", 6000 + std::process::id() % 1000, 1);
     let mut child = Command::new(bin())
