@@ -39,28 +39,34 @@ fn refuse(field: &str, why: impl std::fmt::Display) -> RtError {
 
 /// Reads and parses `<bundle>/config.json` (bounded; a FIFO or device is refused).
 pub fn load(bundle: &Path) -> Result<Spec, RtError> {
-    use std::io::Read;
     let path = bundle.join("config.json");
-    let f = std::fs::File::options()
-        .read(true)
-        .custom_flags_nofollow()
-        .open(&path)
-        .map_err(|e| RtError::Bundle(format!("open {}: {e}", path.display())))?;
-    let md = f.metadata().map_err(|e| RtError::Bundle(format!("{}: {e}", path.display())))?;
-    if !md.is_file() {
-        return Err(RtError::Bundle(format!("{} is not a regular file", path.display())));
-    }
-    let mut text = String::new();
-    f.take(MAX_CONFIG + 1).read_to_string(&mut text).map_err(|e| RtError::Bundle(format!("read {}: {e}", path.display())))?;
-    if text.len() as u64 > MAX_CONFIG {
-        return Err(RtError::Bundle(format!("{} is larger than {} bytes", path.display(), MAX_CONFIG)));
-    }
+    let bytes = read_bounded(&path, MAX_CONFIG).map_err(|e| RtError::Bundle(format!("{}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|e| RtError::Bundle(format!("{}: {e}", path.display())))?;
     // The error names the field (process.args: invalid type ...).
     let de = &mut serde_json::Deserializer::from_str(&text);
     serde_path_to_error::deserialize::<_, Spec>(de).map_err(|e| {
         let path = e.path().to_string();
         RtError::Config(if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) })
     })
+}
+
+/// Reads a file the runtime is told to read (config.json, `exec --process`, `update -r`, a
+/// container's state): at most `max` bytes, never through a symlink at its last component, never
+/// blocking on a FIFO (opened non-blocking, then anything but a regular file is refused).
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let f = std::fs::File::options().read(true).custom_flags_nofollow().open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) { Error::new(ErrorKind::InvalidInput, "a symlink: give the file itself") } else { e }
+    })?;
+    if !f.metadata()?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(Error::new(ErrorKind::InvalidInput, format!("larger than {max} bytes")));
+    }
+    Ok(buf)
 }
 
 trait NoFollow {
@@ -568,7 +574,7 @@ fn translate_resources(r: &oci_spec::runtime::LinuxResources, s: &mut SandboxSpe
     }
     if let Some(c) = r.cpu() {
         if let Some(sh) = c.shares().filter(|v| *v > 0) {
-            s.cpu_weight = Some(((sh * 100 / 1024).clamp(1, 10000)) as u32);
+            s.cpu_weight = Some((sh.saturating_mul(100) / 1024).clamp(1, 10000) as u32);
         }
         match (c.quota().filter(|q| *q > 0), c.period()) {
             (Some(q), p) => {
@@ -712,6 +718,19 @@ mod tests {
         assert!(cgroup_path(Some(Path::new("/a/../b")), "x", false).is_err());
         assert!(cgroup_path(Some(Path::new("/")), "x", false).is_err());
         assert!(cgroup_path(Some(Path::new("/job-1-2-3")), "x", false).is_err());
+    }
+
+    #[test]
+    fn cpu_shares_become_a_weight_without_overflow() {
+        let weight = |shares: u64| {
+            let r: oci_spec::runtime::LinuxResources = serde_json::from_value(serde_json::json!({"cpu": {"shares": shares}})).unwrap();
+            resources_spec(&r).unwrap().cpu_weight
+        };
+        assert_eq!(weight(1024), Some(100));
+        assert_eq!(weight(2), Some(1));
+        // The largest shares give the largest weight: `shares * 100` once wrapped to a weight of 1.
+        assert_eq!(weight(184467440737095517), Some(10000));
+        assert_eq!(weight(u64::MAX), Some(10000));
     }
 
     fn with_caps(uid: u32, caps: serde_json::Value) -> Result<Translated, RtError> {

@@ -10,8 +10,14 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// How long a hook that gives no `timeout` may run: the spec leaves it open, and an unbounded
+/// wait would let one hook hang the runtime, and with it every command on the container (they
+/// wait for its lock).
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Runs one hook: `path` with `args` (args[0] as argv[0]) and exactly `env`, the state JSON on
-/// its stdin, killed after its timeout.
+/// its stdin, in a process group of its own that is killed after its timeout
+/// ([`DEFAULT_HOOK_TIMEOUT`] when it gives none).
 fn run(h: &Hook, state: &serde_json::Value) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::process::CommandExt;
@@ -27,13 +33,19 @@ fn run(h: &Hook, state: &serde_json::Value) -> Result<(), String> {
             c.env(k, v);
         }
     }
-    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
-    let mut child = c.spawn().map_err(|e| format!("{}: {e}", h.path().display()))?;
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(state.to_string().as_bytes());
-    }
-    let limit = h.timeout().filter(|t| *t > 0).map(|t| Duration::from_secs(t as u64));
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).process_group(0);
+    let limit = h.timeout().filter(|t| *t > 0).map_or(DEFAULT_HOOK_TIMEOUT, |t| Duration::from_secs(t as u64));
     let started = Instant::now();
+    let mut child = c.spawn().map_err(|e| format!("{}: {e}", h.path().display()))?;
+    // The state goes in from a thread of its own: a hook that does not read it (the state can
+    // exceed a pipe's buffer) must not stop the timeout below. The write ends, with EPIPE, once
+    // the hook and whatever kept its stdin have ended; the thread is not waited for.
+    if let Some(mut i) = child.stdin.take() {
+        let text = state.to_string();
+        let _ = std::thread::Builder::new().name("hook-stdin".into()).spawn(move || {
+            let _ = i.write_all(text.as_bytes());
+        });
+    }
     loop {
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Ok(()),
@@ -41,10 +53,12 @@ fn run(h: &Hook, state: &serde_json::Value) -> Result<(), String> {
             Ok(None) => {}
             Err(e) => return Err(format!("{}: {e}", h.path().display())),
         }
-        if limit.is_some_and(|l| started.elapsed() > l) {
+        if started.elapsed() > limit {
+            // The hook's whole group: what it started goes with it.
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("{} timed out after {} s", h.path().display(), limit.unwrap_or_default().as_secs()));
+            return Err(format!("{} timed out after {} s", h.path().display(), limit.as_secs()));
         }
         std::thread::sleep(Duration::from_millis(2));
     }

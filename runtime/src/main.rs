@@ -245,7 +245,10 @@ fn log_line(cli: &Cli, level: &str, msg: &str) {
             format!("time=\"{}\" level={level} msg={:?}", state::now_rfc3339(), msg)
         };
         use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+        // Non-blocking: a FIFO nobody reads (or a full one) loses the line instead of hanging
+        // the runtime. The path is the engine's (runc's default is /dev/stderr, a symlink).
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).custom_flags(libc::O_NONBLOCK).open(p) {
             let _ = writeln!(f, "{line}");
         }
     }
@@ -258,7 +261,9 @@ fn main() {
         let args: Vec<String> = std::env::args().collect();
         log_line(&cli, "debug", &format!("called as {args:?}"));
     }
-    let r = match &cli.cmd {
+    // Every command that reads or writes containers first checks the state root is ours alone.
+    let root_ok = if matches!(cli.cmd, Cmd::Features | Cmd::Spec { .. }) { Ok(()) } else { state::check_root(&ctx.root, false) };
+    let r = root_ok.and_then(|()| match &cli.cmd {
         Cmd::Create(a) => create(&ctx, a).map(|_| 0),
         Cmd::Start { id } => start(&ctx, id).map(|_| 0),
         Cmd::Run { create: a, detach } => run(&ctx, a, *detach),
@@ -280,7 +285,7 @@ fn main() {
             Ok(0)
         }
         Cmd::Spec { rootless, bundle } => spec_cmd(*rootless, bundle.as_deref()).map(|_| 0),
-    };
+    });
     match r {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -335,6 +340,17 @@ impl Drop for Undo<'_> {
     }
 }
 
+/// `--preserve-fds N`: fds 3 to 3+N-1, passed as they are. N is bounded by this process's
+/// open-file limit (no more fds can be open), before anything is allocated for them.
+fn preserved_fds(n: u32) -> Result<Vec<cagette::PassFd>, RtError> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    if u64::from(n) + 3 > limit {
+        return Err(RtError::Usage(format!("--preserve-fds {n}: more than the open-file limit ({limit}) allows")));
+    }
+    // n + 3 <= the limit, and fds are ints: each fits.
+    Ok((0..n).filter_map(|i| i32::try_from(i).ok()?.checked_add(3)).map(|fd| cagette::PassFd { host: fd, sandbox: fd }).collect())
+}
+
 fn make_fifo(p: &Path) -> Result<OwnedFd, RtError> {
     nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| RtError::Io { what: format!("create {}", p.display()), err: e.into() })?;
     let f = std::fs::File::options().read(true).write(true).open(p).map_err(RtError::io(format!("open {}", p.display())))?;
@@ -366,7 +382,7 @@ fn create_locked(ctx: &Ctx, a: &CreateArgs) -> Result<(State, state::Lock), RtEr
     if tr.terminal && a.console_socket.is_none() {
         return Err(RtError::Usage("process.terminal is true: --console-socket is required".into()));
     }
-    std::fs::create_dir_all(&ctx.root).map_err(RtError::io(format!("create the state directory {}", ctx.root.display())))?;
+    state::check_root(&ctx.root, true)?;
     let dir = state::dir(&ctx.root, &a.id);
     match std::fs::create_dir(&dir) {
         Ok(()) => {}
@@ -386,10 +402,7 @@ fn create_locked(ctx: &Ctx, a: &CreateArgs) -> Result<(State, state::Lock), RtEr
     };
     let fifo = make_fifo(&dir.join("exec.fifo"))?;
     let mut sb = tr.sandbox.clone();
-    for i in 0..a.preserve_fds {
-        let fd = 3 + i as i32;
-        sb.pass_fds.push(cagette::PassFd { host: fd, sandbox: fd });
-    }
+    sb.pass_fds.extend(preserved_fds(a.preserve_fds)?);
     let opts = cagette::DetachOptions { start_fifo: Some(fifo), cgroup_name: Some(tr.cgroup_name.clone()), allow_devices: tr.allow_devices.clone() };
     let d = cagette::Sandbox::from_spec(sb).spawn_detached(opts)?;
     undo.pid = Some(d.pid);
@@ -631,8 +644,8 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32, RtError> {
     let mut cmd = cagette::SandboxSpec::default();
     let mut tty = a.tty;
     if let Some(p) = &a.process {
-        let text = std::fs::read_to_string(p).map_err(RtError::io(format!("read {}", p.display())))?;
-        let proc: oci_spec::runtime::Process = serde_json::from_str(&text).map_err(|e| RtError::Config(format!("{}: {e}", p.display())))?;
+        let text = config::read_bounded(p, config::MAX_CONFIG).map_err(RtError::io(format!("read {}", p.display())))?;
+        let proc: oci_spec::runtime::Process = serde_json::from_slice(&text).map_err(|e| RtError::Config(format!("{}: {e}", p.display())))?;
         cmd.argv = proc.args().clone().unwrap_or_default();
         for kv in proc.env().iter().flatten() {
             if let Some((k, v)) = kv.split_once('=') {
@@ -667,10 +680,7 @@ fn exec(ctx: &Ctx, a: &ExecArgs) -> Result<i32, RtError> {
     cmd.stdin = cagette::Stdio::Inherit;
     cmd.stdout = cagette::Stdio::Inherit;
     cmd.stderr = cagette::Stdio::Inherit;
-    for i in 0..a.preserve_fds {
-        let fd = 3 + i as i32;
-        cmd.pass_fds.push(cagette::PassFd { host: fd, sandbox: fd });
-    }
+    cmd.pass_fds = preserved_fds(a.preserve_fds)?;
     let mut spec = cagette::exec_into(&cmd, &st.spec, st.pid, &st.id).map_err(cagette::Error::from)?;
     spec.pass_fds = cmd.pass_fds.clone();
     let dir = state::dir(&ctx.root, &a.id);
@@ -727,17 +737,23 @@ fn update(ctx: &Ctx, a: &UpdateArgs) -> Result<(), RtError> {
     let mut r: serde_json::Value = match &a.resources {
         Some(p) => {
             let text = if p.as_os_str() == "-" {
-                let mut t = String::new();
+                let mut t = Vec::new();
                 use std::io::Read;
-                std::io::stdin().take(config::MAX_CONFIG).read_to_string(&mut t).map_err(RtError::io("read the resources from stdin"))?;
+                std::io::stdin().take(config::MAX_CONFIG + 1).read_to_end(&mut t).map_err(RtError::io("read the resources from stdin"))?;
+                if t.len() as u64 > config::MAX_CONFIG {
+                    return Err(RtError::Usage(format!("update -r -: the resources on stdin are larger than {} bytes", config::MAX_CONFIG)));
+                }
                 t
             } else {
-                std::fs::read_to_string(p).map_err(RtError::io(format!("read {}", p.display())))?
+                config::read_bounded(p, config::MAX_CONFIG).map_err(RtError::io(format!("read {}", p.display())))?
             };
-            serde_json::from_str(&text).map_err(|e| RtError::Config(format!("resources: {e}")))?
+            serde_json::from_slice(&text).map_err(|e| RtError::Config(format!("resources: {e}")))?
         }
         None => serde_json::json!({}),
     };
+    if !r.is_object() {
+        return Err(RtError::Config("resources: not a JSON object (give the linux.resources object of config.json)".into()));
+    }
     let set = |r: &mut serde_json::Value, a: &str, b: &str, v: serde_json::Value| {
         if !r[a].is_object() {
             r[a] = serde_json::json!({});
@@ -783,11 +799,15 @@ fn features() -> serde_json::Value {
 fn spec_cmd(rootless: bool, bundle: Option<&Path>) -> Result<(), RtError> {
     let dir = bundle.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let p = dir.join("config.json");
-    if p.exists() {
-        return Err(RtError::Usage(format!("{} exists: remove it first", p.display())));
-    }
     let text = serde_json::to_string_pretty(&config::example(rootless)).unwrap_or_default();
-    std::fs::write(&p, text + "\n").map_err(RtError::io(format!("write {}", p.display())))
+    // A new file only: an existing one, or a symlink (even a dangling one), is left alone.
+    use std::io::Write;
+    let mut f = match std::fs::File::options().write(true).create_new(true).open(&p) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(RtError::Usage(format!("{} exists: remove it first", p.display()))),
+        Err(e) => return Err(RtError::Io { what: format!("create {}", p.display()), err: e }),
+    };
+    f.write_all((text + "\n").as_bytes()).map_err(RtError::io(format!("write {}", p.display())))
 }
 
 #[allow(dead_code)]

@@ -54,10 +54,54 @@ pub fn lock(d: &Path) -> Result<Lock, RtError> {
     Ok(Lock(f.into()))
 }
 
+/// The most a state file may hold: the container's spec and annotations (config.json is at most
+/// 4 MiB), with room to spare.
+const MAX_STATE: u64 = 4 * crate::config::MAX_CONFIG;
+
+/// Checks the state root before any command uses it (and, for `create`, makes it, 0700): a real
+/// directory, not a symlink, owned by this user and writable by no one else. Everything in it is
+/// trusted (a state file names the cgroups to remove and the hooks to run), so a root another
+/// user could write to, such as one made in advance in a shared /tmp, is refused. A missing root
+/// is fine for the commands that only read: they find no container.
+pub fn check_root(root: &Path, create: bool) -> Result<(), RtError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if create {
+        match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(RtError::Io { what: format!("create the state directory {}", root.display()), err: e }),
+        }
+    }
+    let md = match std::fs::symlink_metadata(root) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(()),
+        Err(e) => return Err(RtError::Io { what: format!("check the state directory {}", root.display()), err: e }),
+    };
+    let euid = nix::unistd::geteuid().as_raw();
+    let why = if md.file_type().is_symlink() {
+        Some("is a symlink".to_string())
+    } else if !md.is_dir() {
+        Some("is not a directory".to_string())
+    } else if md.uid() != euid {
+        Some(format!("belongs to uid {}, not to this user (uid {euid})", md.uid()))
+    } else if md.mode() & 0o022 != 0 {
+        Some(format!("is writable by others (mode {:o})", md.mode() & 0o7777))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(RtError::State(format!(
+            "the state directory {} {why}: refusing to use it (another user could plant containers there); give --root a directory of your own, or remove it",
+            root.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub fn load(root: &Path, id: &str) -> Result<State, RtError> {
     check_id(id)?;
     let p = dir(root, id).join("state.json");
-    let text = match std::fs::read(&p) {
+    let text = match crate::config::read_bounded(&p, MAX_STATE) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RtError::NotFound(id.to_string())),
         Err(e) => return Err(RtError::Io { what: format!("read {}", p.display()), err: e }),
@@ -66,19 +110,33 @@ pub fn load(root: &Path, id: &str) -> Result<State, RtError> {
 }
 
 pub fn save(root: &Path, st: &State) -> Result<(), RtError> {
-    let d = dir(root, &st.id);
-    let tmp = d.join(".state.json.tmp");
     let text = serde_json::to_vec(st).map_err(|e| RtError::State(e.to_string()))?;
-    std::fs::write(&tmp, text).map_err(RtError::io(format!("write {}", tmp.display())))?;
-    std::fs::rename(&tmp, d.join("state.json")).map_err(RtError::io("save the container's state"))
+    replace_file(&dir(root, &st.id).join("state.json"), &text).map_err(RtError::io("save the container's state"))
 }
 
 /// Writes `text` to `path` atomically (a pid file the engine reads as soon as it exists).
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), RtError> {
+    replace_file(path, text.as_bytes()).map_err(RtError::io(format!("write {}", path.display())))
+}
+
+/// Replaces `path` with a file holding `bytes`: written to a new file beside it (created, never
+/// opened through anything already there), then renamed over it, which replaces a symlink at
+/// `path` rather than following it. The new file is removed if anything fails.
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, text).map_err(RtError::io(format!("write {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(RtError::io(format!("write {}", path.display())))
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let tmp = path.with_file_name(format!(".{name}.{}.{nanos:09}.tmp", std::process::id()));
+    let r = (|| {
+        let mut f = std::fs::File::options().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
+        f.write_all(bytes)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 /// (clock ticks after boot at which `pid` started, its state letter).
@@ -134,7 +192,9 @@ pub fn ids(root: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().join("state.json").exists())
+        // Real directories only, with a state file that is no symlink.
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| std::fs::symlink_metadata(e.path().join("state.json")).is_ok_and(|m| m.is_file()))
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     v.sort();

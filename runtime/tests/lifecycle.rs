@@ -537,3 +537,133 @@ fn a_reader_that_has_gone_ends_the_output_without_a_panic() {
     let o = std::process::Command::new(RUNTIME).arg("--root").arg(&w.root).args(["state", "no-such-container"]).stdin(std::process::Stdio::null()).stderr(writer).output().expect("run cagette-runtime");
     assert_eq!(o.status.code(), Some(1), "{:?}", o.status);
 }
+
+/// Processes whose command line contains `needle`.
+fn pids_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle)))
+        .collect()
+}
+
+#[test]
+fn a_state_root_others_can_write_is_refused() {
+    root_only!();
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new("badroot");
+    let b = w.bundle("x", |c| c["process"]["args"] = args(&["true"]));
+    std::fs::create_dir_all(&w.root).unwrap();
+    // Writable by others, as a directory made in advance in a shared /tmp would be.
+    std::fs::set_permissions(&w.root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for cmd in [&["list"][..], &["state", "x"], &["delete", "--force", "x"], &["create", "--bundle", b.to_str().unwrap(), "x"]] {
+        let o = w.rt(cmd);
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("is writable by others (mode 777): refusing to use it"), "{cmd:?}: {}", stderr(&o));
+    }
+    assert!(!w.root.join("x").exists() && w.cgroups_left().is_empty(), "nothing made");
+    // Owned by another user.
+    std::fs::set_permissions(&w.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&w.root, Some(65534), None).unwrap();
+    let o = w.rt(&["list"]);
+    assert!(!o.status.success() && stderr(&o).contains("belongs to uid 65534"), "{}", stderr(&o));
+    // A symlink, even to a good directory.
+    std::os::unix::fs::chown(&w.root, Some(0), None).unwrap();
+    let link = w.dir.join("state-link");
+    std::os::unix::fs::symlink(&w.root, &link).unwrap();
+    let o = std::process::Command::new(RUNTIME).arg("--root").arg(&link).arg("list").output().unwrap();
+    assert!(!o.status.success() && stderr(&o).contains("is a symlink"), "{}", stderr(&o));
+    // A root that create makes is private; one that is missing is no error for a reader.
+    let fresh = w.dir.join("fresh/state");
+    let o = std::process::Command::new(RUNTIME).arg("--root").arg(&fresh).args(["list", "-q"]).output().unwrap();
+    assert!(o.status.success() && o.stdout.is_empty(), "{}", stderr(&o));
+    let o = std::process::Command::new(RUNTIME).arg("--root").arg(&fresh).args(["run", "--bundle", b.to_str().unwrap(), "x"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
+}
+
+#[test]
+fn fifos_big_files_and_bad_values_are_errors_never_a_hang_or_a_panic() {
+    root_only!();
+    let w = World::new("hostile");
+    let fifo = |p: &std::path::Path| nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // A state file that is a FIFO: `state` fails at once, `list` skips it.
+    std::fs::create_dir_all(w.root.join("f1")).unwrap();
+    fifo(&w.root.join("f1/state.json"));
+    let o = w.rt_within(20, &[], &["state", "f1"]);
+    assert!(!o.status.success() && stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+    let o = w.rt_within(20, &[], &["list", "-q"]);
+    assert!(o.status.success() && o.stdout.is_empty(), "{}", stderr(&o));
+    std::fs::remove_dir_all(w.root.join("f1")).unwrap();
+
+    let b = w.bundle("h1", |c| c["process"]["args"] = args(&["sleep", "1000"]));
+    let (ok, err) = w.detached(&["run", "-d", "--bundle", b.to_str().unwrap(), "h1"], &b);
+    assert!(ok, "{err}");
+    let (pipe, big, arr) = (w.dir.join("pipe"), w.dir.join("big.json"), w.dir.join("array.json"));
+    fifo(&pipe);
+    std::fs::write(&big, vec![b' '; 5 << 20]).unwrap();
+    std::fs::write(&arr, "[]").unwrap();
+    for (cmd, want) in [
+        (vec!["exec", "--process", pipe.to_str().unwrap(), "h1"], "not a regular file"),
+        (vec!["exec", "--process", big.to_str().unwrap(), "h1"], "larger than 4194304 bytes"),
+        (vec!["update", "-r", pipe.to_str().unwrap(), "h1"], "not a regular file"),
+        (vec!["update", "-r", arr.to_str().unwrap(), "--memory", "67108864", "h1"], "resources: not a JSON object"),
+    ] {
+        let o = w.rt_within(20, &[], &cmd);
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want) && !stderr(&o).contains("panicked"), "{cmd:?}: {}", stderr(&o));
+    }
+    assert_eq!(w.status("h1"), "running");
+    // --log on a FIFO nobody reads: the error is still reported on stderr, at once.
+    let o = w.rt_within(20, &["--log", pipe.to_str().unwrap()], &["kill", "h1", "NOSUCHSIGNAL"]);
+    assert!(!o.status.success() && stderr(&o).contains("unknown signal"), "{}", stderr(&o));
+    assert!(w.rt(&["delete", "--force", "h1"]).status.success());
+
+    // --preserve-fds beyond any open-file limit: refused before anything is made.
+    let b = w.bundle("p1", |c| c["process"]["args"] = args(&["true"]));
+    let o = w.rt_within(20, &[], &["create", "--preserve-fds", "4294967295", "--bundle", b.to_str().unwrap(), "p1"]);
+    assert!(!o.status.success() && stderr(&o).contains("--preserve-fds 4294967295: more than the open-file limit"), "{}", stderr(&o));
+    assert!(!w.root.join("p1").exists() && w.cgroups_left().is_empty());
+
+    // A pid file that is a symlink is replaced, never written through.
+    let target = w.dir.join("not-a-pid-file");
+    std::fs::write(&target, "keep").unwrap();
+    let pid_file = w.dir.join("p1.pid");
+    std::os::unix::fs::symlink(&target, &pid_file).unwrap();
+    let (ok, err) = w.detached(&["create", "--pid-file", pid_file.to_str().unwrap(), "--bundle", b.to_str().unwrap(), "p1"], &b);
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    assert!(std::fs::symlink_metadata(&pid_file).unwrap().is_file());
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), w.state("p1")["pid"].to_string());
+    assert!(w.rt(&["delete", "--force", "p1"]).status.success());
+    let leftovers: Vec<_> = std::fs::read_dir(&w.dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // `spec` never writes through a dangling symlink.
+    let sb = w.dir.join("specdir");
+    std::fs::create_dir_all(&sb).unwrap();
+    std::os::unix::fs::symlink(w.dir.join("made-by-spec"), sb.join("config.json")).unwrap();
+    let o = w.rt(&["spec", "--bundle", sb.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("exists"), "{}", stderr(&o));
+    assert!(!w.dir.join("made-by-spec").exists());
+}
+
+#[test]
+fn a_hook_that_reads_nothing_and_never_ends_is_killed_with_all_it_started() {
+    root_only!();
+    let w = World::new("hookhang");
+    let marker = format!("{}.25", 5000 + std::process::id() % 1000);
+    let b = w.bundle("k1", |c| {
+        c["process"]["args"] = args(&["true"]);
+        // State far above a pipe's buffer (annotations are in it), and a hook that never reads it.
+        c["annotations"] = serde_json::json!({"big": "x".repeat(1 << 20)});
+        c["hooks"] = serde_json::json!({"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", format!("sleep {marker} & sleep {marker}")], "timeout": 1}]});
+    });
+    let started = std::time::Instant::now();
+    let o = w.rt_within(30, &[], &["create", "--bundle", b.to_str().unwrap(), "k1"]);
+    assert!(!o.status.success() && stderr(&o).contains("prestart hook failed: /bin/sh timed out after 1 s"), "{}", stderr(&o));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(pids_with(&format!("sleep {marker}")).is_empty(), "the hook's children outlived it");
+    assert!(!w.root.join("k1").exists() && w.cgroups_left().is_empty(), "nothing left");
+}

@@ -53,6 +53,38 @@ impl World {
         Command::new(RUNTIME).arg("--root").arg(&self.root).args(args).stdin(std::process::Stdio::null()).output().expect("run cagette-runtime")
     }
 
+    /// `rt`, with the global flags `pre` first, killed (and the test failed) if it has not
+    /// ended within `secs`: for input that once hung the runtime.
+    pub fn rt_within(&self, secs: u64, pre: &[&str], args: &[&str]) -> Output {
+        use std::io::Read;
+        let mut c = Command::new(RUNTIME)
+            .arg("--root")
+            .arg(&self.root)
+            .args(pre)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run cagette-runtime");
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let status = loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() > end {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("cagette-runtime {args:?} hung: still running after {secs} s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        c.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+        c.stderr.take().unwrap().read_to_end(&mut err).unwrap();
+        Output { status, stdout: out, stderr: err }
+    }
+
     /// A bundle `name` whose config is `spec`'s example with `edit` applied; its root is a copy
     /// of the busybox rootfs (so a test may write into it).
     pub fn bundle(&self, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
