@@ -281,6 +281,28 @@ test('named sandboxes: list() and execIn', async () => {
   await assert.rejects(run(['true'], { execIn: name }), (e) => /no running sandbox/.test(e.message));
 });
 
+test('execIn with cwd: a directory inside the running sandbox, nothing bound from the host', async () => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const s = validate({ execIn: 'web', cwd: '/tmp' });
+  assert.deepEqual([s.cwd, s.cwd_host], ['/tmp', false]);
+  assert.equal(validate({ cwd: '/tmp' }).cwd_host, true, 'without execIn, cwd is a host directory');
+  const name = `node-cwd-${process.pid}`;
+  const hostDir = mkdtempSync('/tmp/cagette-node-exec-cwd-');
+  const p = spawn(['sh', '-c', `echo in-${name} > /tmp/mark; echo ready; exec sleep 30`], { name, stdin: 'ignore', stderr: 'ignore' });
+  try {
+    for await (const c of p.stdout) if (String(c).includes('ready')) break;
+    // The sandbox's own /tmp (a tmpfs of its own), not the host's.
+    const r = await run(['sh', '-c', 'pwd; cat mark'], { execIn: name, cwd: '/tmp' });
+    assert.equal(r.stdout.toString(), `/tmp\nin-${name}\n`);
+    // A host directory is not bound into the running sandbox.
+    await assert.rejects(run(['pwd'], { execIn: name, cwd: hostDir }), (e) => e.code === 'ERR_CAGETTE_SETUP' && e.message.includes(hostDir));
+  } finally {
+    p.kill('SIGKILL');
+    await p.exited;
+    rmSync(hostDir, { recursive: true, force: true });
+  }
+});
+
 test('an OOM kill of any process ends the whole job', async () => {
   // The OOM killer picks `tail`; the shell would go on and exit 0 without the whole-job kill.
   const script = 'head -c 300000000 /dev/zero | tail -n 1 >/dev/null; sleep 0.5; echo survived';
@@ -308,6 +330,65 @@ test('bad values reject before anything runs', async () => {
   for (const opts of [{ timeout: 9.3e21 }, { cpus: 0 }, { pids: 0 }, { memory: 1 }, { user: 4294967295 }]) {
     await assert.rejects(run(['true'], opts), (e) => e instanceof TypeError, JSON.stringify(opts));
   }
+});
+
+test('durations are finite numbers of milliseconds (Infinity is refused, not taken as no limit)', async () => {
+  for (const [key, extra] of [['timeout', {}], ['cpuTime', {}], ['cpuPeriod', { cpus: 1 }]]) {
+    for (const v of [Infinity, -Infinity, NaN, -1, '100ms']) {
+      const invalid = (e) => e instanceof TypeError && e.code === 'ERR_CAGETTE_INVALID_OPTION' && e.message.includes(key);
+      assert.throws(() => validate({ ...extra, [key]: v }), invalid, `${key}: ${String(v)}`);
+      assert.throws(() => spawn(['true'], { ...extra, [key]: v }), invalid, `spawn ${key}: ${String(v)}`);
+    }
+  }
+  await assert.rejects(run(['true'], { timeout: Infinity }), { code: 'ERR_CAGETTE_INVALID_OPTION' });
+});
+
+test('cpuPeriod is in milliseconds, as every duration', async () => {
+  assert.equal(validate({ cpus: 0.5, cpuPeriod: 50 }).cpu_period, 0.05);
+  // The core's bounds (1 ms to 1 s) and needs, named as the caller wrote the option.
+  for (const opts of [{ cpus: 1, cpuPeriod: 2000 }, { cpus: 1, cpuPeriod: 0.5 }, { cpuPeriod: 50 }]) {
+    assert.throws(() => validate(opts), (e) => e instanceof TypeError && e.code === 'ERR_CAGETTE_INVALID_OPTION' && e.message.includes('cpuPeriod') && !e.message.includes('cpu_period'), JSON.stringify(opts));
+  }
+  // What the kernel got: a 50 ms period (50000 us), half of it the quota.
+  const script = 'cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us';
+  const r = await run(['sh', '-c', script], { cpus: 0.5, cpuPeriod: 50, mounts: [{ type: 'cgroup', destination: '/sys/fs/cgroup' }] });
+  assert.equal(r.exitCode, 0, r.stderr.toString());
+  assert.equal(r.stdout.toString().trim().split(/\s+/).join(' '), '25000 50000');
+});
+
+test('an OCI seccomp profile keeps its camelCase keys', async () => {
+  const seccomp = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 1 }] };
+  assert.equal(validate({ seccomp }).seccomp.syscalls[0].errnoRet, 1);
+  const r = await run(['mkdir', '/tmp/d'], { seccomp });
+  assert.equal(r.exitCode, 1);
+  assert.match(r.stderr.toString(), /Operation not permitted/);
+});
+
+test("an enum's values are named as the core takes them, not camelCased", () => {
+  assert.throws(() => validate({ oomPolicy: 'kill_jb' }), (e) => e instanceof TypeError && e.message.includes('`kill_jb`') && e.message.includes('`kill_job`') && !/killJ/.test(e.message));
+  assert.equal(validate({ oomPolicy: 'kill_job', userns: 'host', rootfsPropagation: 'rshared' }).oom_policy, 'kill_job');
+});
+
+test('a name or path argument that is no string is a TypeError, as Node gives', async () => {
+  const { existsSync } = await import('node:fs');
+  const { ImageStore, login, overlay } = require('../lib/index.js');
+  const dir = `/tmp/cagette-node-args-${process.pid}`;
+  const store = new ImageStore(`${dir}/store`);
+  const argType = (name) => (e) => e instanceof TypeError && e.code === 'ERR_INVALID_ARG_TYPE' && e.message.includes(`"${name}"`);
+  await assert.rejects(store.importImage(`${dir}/oci`, 42), argType('name'));
+  await assert.rejects(store.importImage(undefined, 'a:1'), argType('source'));
+  await assert.rejects(store.get(42), argType('name'));
+  await assert.rejects(store.remove(), argType('name'));
+  await assert.rejects(store.unpack('a:1'), argType('dest'));
+  await assert.rejects(store.pull(1), argType('reference'));
+  await assert.rejects(store.build(undefined), argType('context'));
+  assert.throws(() => login('127.0.0.1:5000', 'ci', 1234, `${dir}/auth.json`), argType('password'));
+  assert.throws(() => new ImageStore(5), argType('path'));
+  assert.throws(() => bind(1, '/x'), argType('source'));
+  assert.throws(() => tmpfs(new URL('file:///x')), argType('destination'));
+  assert.throws(() => overlay('/lower', '/x'), argType('lower'));
+  assert.throws(() => overlay(['/a', null], '/x'), argType('lower[1]'));
+  assert.ok(!existsSync(dir), 'nothing was written');
 });
 
 test('spawn of a missing command emits error asynchronously, as child_process does', async () => {
@@ -360,7 +441,7 @@ test("network 'private': a published port answers, the host's loopback does not"
   }, 10_000);
   child.kill('SIGKILL');
   assert.ok(ok, `got ${JSON.stringify(got)}`);
-  await assert.rejects(run(['true'], { allowHostLoopback: true }), /allow_host_loopback needs network "private"/);
+  await assert.rejects(run(['true'], { allowHostLoopback: true }), /allowHostLoopback needs network "private"/);
 });
 
 test("network 'bridge' (root): routed by the kernel, the host's own services out of reach", async () => {

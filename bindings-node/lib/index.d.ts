@@ -9,18 +9,44 @@ export type Verdict = 'exited' | 'signaled' | 'oom_killed' | 'seccomp_killed' | 
 /** A standard stream: a pipe (default for spawn), /dev/null, the parent's, or an fd. */
 export type StdioOption = 'pipe' | 'ignore' | 'inherit' | number;
 
+/** Mount propagation within the sandbox's mount namespace (mount(8)'s --make-* options). */
+export type Propagation = 'private' | 'rprivate' | 'shared' | 'rshared' | 'slave' | 'rslave' | 'unbindable' | 'runbindable';
+
+/** Flags of a mount beyond those cagette always sets (every mount but /dev is nodev; tmpfs,
+ * proc, sysfs and /dev are nosuid). */
+export interface MountFlags {
+  /** Ignore set-user-id and set-group-id bits and file capabilities. */
+  nosuid?: boolean;
+  /** Refuse to execute files. */
+  noexec?: boolean;
+  /** How access times are updated (default 'relatime'). */
+  atime?: 'relatime' | 'strictatime' | 'noatime' | 'nodiratime';
+  /** Propagation inside the sandbox (default private; the host never shares with it). */
+  propagation?: Propagation;
+}
+
 export interface BindMount {
   type: 'bind';
+  /** Host path (a relative one is taken from the process's cwd). */
   source: string;
   destination: string;
   readOnly?: boolean;
+  /** Include the mounts below `source` (default true). */
   recursive?: boolean;
+  /** nosuid, noexec and access-time flags. */
+  flags?: MountFlags;
 }
 export interface TmpfsMount {
   type: 'tmpfs';
   destination: string;
+  /** Size limit, e.g. '64M' or a number of bytes (default: the kernel's, half of RAM). */
   size?: number | string | null;
+  /** Mode of its root directory (default 0o1777). */
   mode?: number | null;
+  /** noexec and access-time flags (nosuid is always set). */
+  flags?: MountFlags;
+  /** Its source as /proc/self/mountinfo shows it (default 'tmpfs'). */
+  source?: string | null;
 }
 export interface OverlayMount {
   type: 'overlay';
@@ -33,23 +59,69 @@ export interface ProcMount {
   type: 'proc';
   destination: string;
 }
+/** A minimal /dev (null, zero, full, random, urandom, tty, a private devpts, shm). */
 export interface DevMount {
   type: 'dev';
   destination: string;
+  /** The tmpfs's size limit (default 64 KiB). */
+  size?: number | string | null;
+  /** Access-time flags (it is always nosuid and noexec). */
+  flags?: MountFlags;
 }
-export type Mount = BindMount | TmpfsMount | OverlayMount | ProcMount | DevMount;
+/** A fresh, read-only sysfs (needs a network namespace of the sandbox's own). */
+export interface SysfsMount {
+  type: 'sysfs';
+  destination: string;
+}
+/** A fresh POSIX message queue file system (of the sandbox's IPC namespace). */
+export interface MqueueMount {
+  type: 'mqueue';
+  destination: string;
+}
+/** The sandbox's cgroups (cgroup2 on a v2 host, each controller's hierarchy below a tmpfs on
+ * v1); needs a cgroup namespace of the sandbox's own. */
+export interface CgroupMount {
+  type: 'cgroup';
+  destination: string;
+  /** Refuse writes (default true). */
+  readOnly?: boolean;
+}
+export type Mount = BindMount | TmpfsMount | OverlayMount | ProcMount | DevMount | SysfsMount | MqueueMount | CgroupMount;
+
+/** A Linux capability by its kernel name, e.g. 'CAP_NET_RAW'. */
+export type Capability = `CAP_${string}`;
+
+/** An OCI runtime-spec `linux.seccomp` profile, with its keys as an OCI config.json writes them. */
+export interface OciSeccomp {
+  defaultAction: string;
+  defaultErrnoRet?: number | null;
+  architectures?: string[];
+  syscalls?: Array<{
+    names: string[];
+    action: string;
+    errnoRet?: number | null;
+    args?: Array<{ index: number; value: number; valueTwo?: number; op: string }>;
+  }>;
+}
 
 export type NamespaceMode = 'new' | 'host' | { join: string };
 
 /** Options: child_process-style ones, then the sandbox's (fields of the core's SandboxSpec). */
 export interface Options {
-  /** Working directory inside the sandbox (default '/'). */
+  /** Working directory, as child_process means it: a host directory (a relative path is taken
+   * from process.cwd()) is bound read-write at the same path in the sandbox, unless a mount
+   * already targets that path, and the command starts there. A path that is no host directory
+   * is a path inside the sandbox (a mount's destination, a directory of the image). Default:
+   * '/' (or the image's WorkingDir). With execIn: a directory inside the running sandbox,
+   * nothing is bound (default: the sandbox's own working directory). */
   cwd?: string;
   /** Environment variables, on top of PATH, HOME and TERM (or the host's with inheritEnv). */
   env?: Record<string, string>;
-  /** Wall-clock limit in milliseconds: the whole sandbox is killed (verdict 'timed_out'). */
+  /** Wall-clock limit in milliseconds (finite; 0 or unset: none): the whole sandbox is killed
+   * (verdict 'timed_out'). */
   timeout?: number;
-  /** CPU-time limit in milliseconds for the whole job (verdict 'timed_out', limit 'cpu'). */
+  /** CPU-time limit in milliseconds (finite, more than 0) for the whole job (verdict
+   * 'timed_out', limit 'cpu'). */
   cpuTime?: number;
   /** Aborting kills the whole sandbox; the promise rejects with an AbortError. */
   signal?: AbortSignal;
@@ -80,12 +152,20 @@ export interface Options {
   memorySwap?: number | string;
   /** CPU quota in CPUs (0.5 = half a CPU). */
   cpus?: number;
+  /** The period of the `cpus` quota in milliseconds, 1 to 1000 (default 100); needs cpus. */
+  cpuPeriod?: number;
   cpuWeight?: number;
   /** Maximum number of processes and threads. */
   pids?: number;
   cpusetCpus?: string;
   cpusetMems?: string;
   ioWeight?: number;
+  /** Per-device I/O limits: `device` a path ('/dev/vda') or 'MAJOR:MINOR'; bytes per second
+   * ('10M' or a number) and operations per second, read and write. */
+  ioMax?: Array<{ device: string; rbps?: number | string | null; wbps?: number | string | null; riops?: number | null; wiops?: number | null }>;
+  /** What an OOM kill of one process does: 'kill_job' (the default: the whole job is killed,
+   * verdict 'oom_killed') or 'continue' (the others go on; usage.oomKillCount counts the kills). */
+  oomPolicy?: 'kill_job' | 'continue';
   /** 'auto' (a cgroup when a limit is set), 'always', 'never'. */
   cgroup?: 'auto' | 'always' | 'never';
   cgroupParent?: string;
@@ -99,10 +179,26 @@ export interface Options {
   imageUpper?: string;
   /** The overlay work directory that goes with imageUpper. */
   imageWork?: string;
+  /** With image: replaces its Entrypoint ([] clears it), as `docker run --entrypoint`; argv
+   * then replaces its Cmd. */
+  entrypoint?: string[] | null;
   /** A directory to use as the root file system (default: the host's / read-only). */
   rootfs?: string;
   rootfsWritable?: boolean;
+  /** Propagation of the root mount inside the sandbox (default private). */
+  rootfsPropagation?: Propagation | null;
+  /** Follow symlinks in host paths (rootfs, bind sources, overlay directories); off by
+   * default: a host path that crosses a symlink is refused. */
+  followSymlinks?: boolean;
+  /** Host device nodes the command may use besides the standard ones, e.g. '/dev/fuse'. */
+  devices?: string[];
+  /** The command's file mode creation mask, e.g. 0o077 (default: this process's). */
+  umask?: number | null;
   inheritEnv?: boolean;
+  /** How ids map in a new user namespace without uidMap/gidMap: 'auto' (the default: as root,
+   * a private range of unprivileged host ids; otherwise your own id is 0 inside) or 'host'
+   * (uid 0 inside is your own uid: as root, host root — unsafe). */
+  userns?: 'auto' | 'host';
   user?: number;
   group?: number;
   supplementaryGroups?: number[];
@@ -115,13 +211,40 @@ export interface Options {
   sys?: boolean;
   maskedPaths?: string[];
   readonlyPaths?: string[];
-  capabilities?: string[];
+  /** The capabilities the command keeps (default: cagette's default set). */
+  capabilities?: Capability[] | null;
+  /** Capabilities added to `capabilities` (or to the default set). */
+  capAdd?: Capability[];
+  /** Capabilities removed from `capabilities` (or from the default set). */
+  capDrop?: Capability[];
+  /** Also raise the kept capabilities as ambient ones, so that a command running as a non-zero
+   * uid keeps them across exec. */
+  ambientCapabilities?: boolean;
   noNewPrivs?: boolean;
+  /** System-call filter: 'default' (cagette's profile, with the effect of Docker's), 'none', or
+   * an OCI profile. */
+  seccomp?: 'default' | 'none' | OciSeccomp;
+  /** System calls allowed although the default profile denies them. */
+  seccompAllow?: string[];
+  /** System calls denied on top of the profile. */
+  seccompDeny?: string[];
+  /** Kill the process on a denied system call (SIGSYS, verdict 'seccomp_killed') instead of
+   * failing it with EPERM. */
+  seccompKill?: boolean;
+  /** Let the command create user namespaces (the default profile refuses them). */
+  allowUserNamespaces?: boolean;
+  /** Landlock: everything read-only (and executable) but the `writable` paths inside the
+   * sandbox; fails when the kernel has no Landlock. */
+  landlock?: { writable?: string[] } | null;
+  /** A terminal of its own: a pty is the command's stdin, stdout and stderr (run() captures
+   * what it printed there as stdout). */
+  tty?: boolean;
   rlimits?: Array<{ resource: string; soft: number; hard: number }>;
   passFds?: Array<{ host: number; sandbox: number }>;
   /** Register the sandbox under this name while it runs (list() shows it; execIn joins it). */
   name?: string;
-  /** Run the command in the running sandbox of this name (as `docker exec`). */
+  /** Run the command in the running sandbox of this name (as `docker exec`), with its root,
+   * mounts and limits; `cwd` is then a directory inside it. */
   execIn?: string;
 }
 
@@ -162,9 +285,10 @@ export interface Result {
  * ERR_CAGETTE_LIMIT_UNSUPPORTED, ERR_CAGETTE_INVALID_OPTION (a TypeError), ERR_CAGETTE, and
  * ABORT_ERR (an AbortError, with the result). A command that cannot be executed has the errno's
  * name as its code, as child_process's errors do ('ENOENT', 'EACCES'), with cagetteCode
- * 'ERR_CAGETTE_SETUP', syscall 'spawn CMD' and the details above. */
+ * 'ERR_CAGETTE_SETUP', syscall 'spawn CMD' and the details above. A name or path argument that
+ * is no string is a TypeError ERR_INVALID_ARG_TYPE, as Node's own functions throw. */
 export interface CagetteError extends Error {
-  code: 'ERR_CAGETTE_SETUP' | 'ERR_CAGETTE_LIMIT_UNSUPPORTED' | 'ERR_CAGETTE_INVALID_OPTION' | 'ERR_CAGETTE_IMAGE' | 'ERR_CAGETTE_BUILD' | 'ERR_CAGETTE' | 'ABORT_ERR' | 'ENOENT' | 'EACCES' | string;
+  code: 'ERR_CAGETTE_SETUP' | 'ERR_CAGETTE_LIMIT_UNSUPPORTED' | 'ERR_CAGETTE_INVALID_OPTION' | 'ERR_CAGETTE_IMAGE' | 'ERR_CAGETTE_BUILD' | 'ERR_CAGETTE' | 'ABORT_ERR' | 'ERR_INVALID_ARG_TYPE' | 'ENOENT' | 'EACCES' | string;
   cagetteCode?: 'ERR_CAGETTE_SETUP';
   syscall?: string;
   step?: string;
@@ -334,8 +458,11 @@ export declare function list(): SandboxEntry[];
 
 export declare function login(registry: string, username: string, password: string, authFile?: string): string;
 
+/** cagette's image store. Its methods reject with a TypeError ERR_INVALID_ARG_TYPE for a name
+ * or path that is no string. */
 export declare class ImageStore {
-  constructor(path?: string);
+  /** Without a path (or with null): the default store. */
+  constructor(path?: string | null);
   readonly path: string | null;
   /** Imports an OCI layout directory, a docker-save archive or a plain layer tar. */
   importImage(source: string, name: string, options?: ImportOptions): Promise<ImageInfo>;

@@ -8,11 +8,13 @@
  * Options other than child_process-style ones (cwd, env, timeout, signal, stdio, input) are
  * fields of cagette's one sandbox description (the core's SandboxSpec): camelCase keys are
  * renamed to its snake_case ones and passed through, so they are checked in one place and a bad
- * key or value rejects with a TypeError naming it.
+ * key or value rejects with a TypeError naming it. Durations (timeout, cpuTime, cpuPeriod) are
+ * milliseconds, converted to the core's seconds.
  */
 const net = require('node:net');
 const { EventEmitter } = require('node:events');
 const os = require('node:os');
+const { inspect } = require('node:util');
 const native = require('../native.js');
 
 const SIGNAL_NUMBERS = os.constants.signals;
@@ -61,9 +63,14 @@ function cagetteError(e, renames) {
     return err;
   }
   let msg = payload.message || String(e.message);
-  for (const [s, k] of renames || []) msg = msg.split('`' + s + '`').join('`' + k + '`');
-  // Name the core's snake_case options the way JS callers write them.
-  msg = msg.replace(/`([a-z0-9]+(?:_[a-z0-9]+)+)`/g, (_, n) => '`' + n.replace(/_([a-z0-9])/g, (__, c) => c.toUpperCase()) + '`');
+  // The options the caller gave, named as they were written (`cpu_period` and cpu_period alike).
+  for (const [s, k] of renames || []) {
+    const escaped = s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    msg = msg.replace(new RegExp(`(?<![A-Za-z0-9_])${escaped}(?![A-Za-z0-9_])`, 'g'), k);
+  }
+  // Name the core's snake_case options the way JS callers write them; an enum's values (an
+  // unknown variant, what it expected instead) are written as they are.
+  if (!msg.includes('unknown variant')) msg = msg.replace(/`([a-z0-9]+(?:_[a-z0-9]+)+)`/g, (_, n) => '`' + n.replace(/_([a-z0-9])/g, (__, c) => c.toUpperCase()) + '`');
   if (payload.kind === 'spec_key' || payload.kind === 'spec_value') {
     const err = new TypeError(`invalid cagette option: ${msg}`);
     err.code = 'ERR_CAGETTE_INVALID_OPTION';
@@ -101,7 +108,26 @@ function abortError(signal, result) {
   return err;
 }
 
-const JS_OPTIONS = new Set(['cwd', 'env', 'timeout', 'signal', 'stdio', 'stdin', 'stdout', 'stderr', 'input', 'cpuTime']);
+const JS_OPTIONS = new Set(['cwd', 'env', 'timeout', 'signal', 'stdio', 'stdin', 'stdout', 'stderr', 'input', 'cpuTime', 'cpuPeriod']);
+
+function invalidOption(message) {
+  const err = new TypeError(`invalid cagette option: ${message}`);
+  err.code = 'ERR_CAGETTE_INVALID_OPTION';
+  return err;
+}
+
+/** A bad argument, reported as Node's own functions report theirs (ERR_INVALID_ARG_TYPE). */
+function argTypeError(name, expected, value) {
+  const got = value == null ? String(value) : typeof value === 'object' ? `an instance of ${value.constructor?.name ?? 'Object'}` : `type ${typeof value} (${inspect(value)})`;
+  const err = new TypeError(`The "${name}" argument must be ${expected}. Received ${got}`);
+  err.code = 'ERR_INVALID_ARG_TYPE';
+  return err;
+}
+
+function stringArg(value, name) {
+  if (typeof value !== 'string') throw argTypeError(name, 'of type string', value);
+  return value;
+}
 
 function streamSpec(v, name) {
   if (v === undefined || v === 'inherit') return 'inherit';
@@ -125,25 +151,32 @@ function buildSpec(argv, options, defaults) {
   const rest = {};
   for (const [k, v] of Object.entries(opts)) if (!JS_OPTIONS.has(k)) rest[k] = v;
   const spec = snake(rest, renames);
+  // An OCI seccomp profile keeps its keys as an OCI config.json writes them (defaultAction, ...).
+  if (rest.seccomp !== undefined) spec.seccomp = rest.seccomp;
   spec.argv = argv;
   if (opts.cwd !== undefined) {
-    // As child_process means it: a host directory (bound read-write at the same path); a path
-    // that is no host directory is one inside the sandbox.
     spec.cwd = String(opts.cwd);
-    spec.cwd_host = true;
+    // As child_process means it: a host directory (bound read-write at the same path); a path
+    // that is no host directory is one inside the sandbox. With execIn, always a path inside
+    // the running sandbox (whose mounts are its own).
+    if (opts.execIn == null) spec.cwd_host = true;
   }
   if (opts.env !== undefined) spec.env = Object.fromEntries(Object.entries(opts.env).map(([k, v]) => [k, String(v)]));
   const ms = (v, name) => {
     if (v === undefined || v === null) return undefined;
-    if (typeof v !== 'number' || !(v >= 0)) {
-      const err = new TypeError(`invalid cagette option: ${name} must be a number of milliseconds, got ${String(v)}`);
-      err.code = 'ERR_CAGETTE_INVALID_OPTION';
-      throw err;
-    }
+    // Infinity would reach the core as null: no limit at all.
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw invalidOption(`${name} must be a finite number of milliseconds, got ${String(v)}`);
     return v / 1000;
   };
   if (opts.timeout !== undefined && opts.timeout !== 0) spec.timeout = ms(opts.timeout, 'timeout');
-  if (opts.cpuTime !== undefined) spec.cpu_time = ms(opts.cpuTime, 'cpuTime');
+  if (opts.cpuTime !== undefined) {
+    spec.cpu_time = ms(opts.cpuTime, 'cpuTime');
+    renames.set('cpu_time', 'cpuTime');
+  }
+  if (opts.cpuPeriod !== undefined) {
+    spec.cpu_period = ms(opts.cpuPeriod, 'cpuPeriod');
+    renames.set('cpu_period', 'cpuPeriod');
+  }
   const stdio = Array.isArray(opts.stdio) ? opts.stdio : typeof opts.stdio === 'string' ? [opts.stdio, opts.stdio, opts.stdio] : [];
   spec.stdin = streamSpec(opts.stdin ?? stdio[0] ?? defaults[0], 'stdin');
   spec.stdout = streamSpec(opts.stdout ?? stdio[1] ?? defaults[1], 'stdout');
@@ -325,17 +358,18 @@ function spawn(argv, options = {}) {
 
 /** A host path seen at `destination` in the sandbox. */
 function bind(source, destination, options = {}) {
-  return { type: 'bind', source: String(source), destination, readOnly: Boolean(options.readOnly), recursive: options.recursive !== false };
+  return { type: 'bind', source: stringArg(source, 'source'), destination: stringArg(destination, 'destination'), readOnly: Boolean(options.readOnly), recursive: options.recursive !== false };
 }
 
 /** A fresh tmpfs at `destination` (`size` like '64M'). */
 function tmpfs(destination, options = {}) {
-  return { type: 'tmpfs', destination, size: options.size ?? null, mode: options.mode ?? null };
+  return { type: 'tmpfs', destination: stringArg(destination, 'destination'), size: options.size ?? null, mode: options.mode ?? null };
 }
 
 /** An overlay of `lower` directories (first on top) with an ephemeral upper layer. */
 function overlay(lower, destination, options = {}) {
-  return { type: 'overlay', destination, lower: lower.map(String), upper: options.upper ?? null, work: options.work ?? null };
+  if (!Array.isArray(lower)) throw argTypeError('lower', 'an instance of Array', lower);
+  return { type: 'overlay', destination: stringArg(destination, 'destination'), lower: lower.map((l, i) => stringArg(l, `lower[${i}]`)), upper: options.upper ?? null, work: options.work ?? null };
 }
 
 /** What this host supports (user namespaces, cgroup version and controllers, ...). */
@@ -360,7 +394,7 @@ function validate(options = {}) {
  * loop. */
 class ImageStore {
   constructor(path) {
-    this.path = path === undefined ? null : String(path);
+    this.path = path == null ? null : stringArg(path, 'path');
   }
   async _op(op, a, b) {
     try {
@@ -377,7 +411,15 @@ class ImageStore {
    * verified (an OCI layout only), as the base (FROM) of a build must have.
    */
   async importImage(source, name, options = {}) {
-    return this._job(native.startImport(this.path, String(source), name, Boolean(options.keepBlobs)), options);
+    stringArg(source, 'source');
+    stringArg(name, 'name');
+    let job;
+    try {
+      job = native.startImport(this.path, source, name, Boolean(options.keepBlobs));
+    } catch (e) {
+      throw cagetteError(e);
+    }
+    return this._job(job, options);
   }
   /**
    * Pulls `reference` from its registry (`alpine:3.20` is docker.io/library/alpine:3.20;
@@ -392,7 +434,7 @@ class ImageStore {
     const { onProgress, signal, keepBlobs, ...rest } = options;
     let job;
     try {
-      job = native.startPull(this.path, String(reference), JSON.stringify(rest), Boolean(keepBlobs));
+      job = native.startPull(this.path, stringArg(reference, 'reference'), JSON.stringify(rest), Boolean(keepBlobs));
     } catch (e) {
       throw cagetteError(e);
     }
@@ -441,13 +483,14 @@ class ImageStore {
    */
   async build(context, options = {}) {
     const { onProgress, signal, ...rest } = options;
+    stringArg(context, 'context');
     if (signal && signal.aborted) throw abortError(signal);
     if (rest.buildArgs != null) rest.buildArgs = Object.fromEntries(Object.entries(rest.buildArgs).map(([k, v]) => [k, String(v)]));
     if (rest.dockerfile != null) rest.dockerfile = String(rest.dockerfile);
     if (typeof rest.target === 'number') rest.target = String(rest.target);
     let job;
     try {
-      job = native.startBuild(this.path, String(context), JSON.stringify(rest));
+      job = native.startBuild(this.path, context, JSON.stringify(rest));
     } catch (e) {
       throw cagetteError(e);
     }
@@ -488,10 +531,10 @@ class ImageStore {
     }
   }
   list() { return this._op('list').then(camel); }
-  get(name) { return this._op('get', name).then(camel); }
-  async remove(name) { await this._op('remove', name); }
+  async get(name) { return camel(await this._op('get', stringArg(name, 'name'))); }
+  async remove(name) { await this._op('remove', stringArg(name, 'name')); }
   gc() { return this._op('gc'); }
-  async unpack(name, dest) { await this._op('unpack', name, String(dest)); }
+  async unpack(name, dest) { await this._op('unpack', stringArg(name, 'name'), stringArg(dest, 'dest')); }
 }
 
 /**
@@ -501,7 +544,7 @@ class ImageStore {
  */
 function login(registry, username, password, authFile) {
   try {
-    return native.login(String(registry), String(username), String(password), authFile == null ? null : String(authFile));
+    return native.login(stringArg(registry, 'registry'), stringArg(username, 'username'), stringArg(password, 'password'), authFile == null ? null : stringArg(authFile, 'authFile'));
   } catch (e) {
     throw cagetteError(e);
   }

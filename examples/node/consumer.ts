@@ -13,6 +13,12 @@ async function main(): Promise<void> {
   const peak: number | null = r.usage.memoryPeakBytes;
   console.log(code, r.verdict, peak, r.stdout?.toString());
 
+  // A named sandbox, and a command run in it: its cwd is a directory inside the sandbox.
+  const web: SandboxProcess = spawn(['sleep', '3600'], { name: 'web', cpus: 0.5, cpuPeriod: 50, capDrop: ['CAP_NET_RAW'], oomPolicy: 'continue', mounts: [{ type: 'cgroup', destination: '/sys/fs/cgroup' }] });
+  const inWeb: Result = await run(['ls'], { execIn: 'web', cwd: '/tmp', tty: true });
+  console.log(inWeb.stdout?.toString());
+  web.kill('SIGKILL');
+
   const p: SandboxProcess = spawn(['make'], { signal: AbortSignal.timeout(30_000) });
   if (p.stdout) for await (const chunk of p.stdout) process.stdout.write(chunk as Buffer);
   const result = await p.exited;
