@@ -64,7 +64,8 @@ impl NativeChild {
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<String>> {
         let limit = match timeout {
             Some(t) if !(t.is_finite() && t >= 0.0) => return Err(pyo3::exceptions::PyValueError::new_err(format!("timeout must be a non-negative number of seconds, got {t}"))),
-            Some(t) => Some(Duration::from_secs_f64(t)),
+            // Beyond what a Duration holds (1e20 s): as good as no limit, as subprocess takes it.
+            Some(t) => Duration::try_from_secs_f64(t).ok(),
             None => None,
         };
         py.detach(|| {
@@ -78,10 +79,15 @@ impl NativeChild {
         })
     }
 
-    /// The outcome as JSON if the sandbox has ended, else None. Never blocks.
+    /// The outcome as JSON if the sandbox has ended, else None. Never blocks: while another
+    /// thread waits for the sandbox (and holds it), None, as subprocess's poll() gives.
     fn try_wait(&self, py: Python<'_>) -> PyResult<Option<String>> {
         py.detach(|| {
-            let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = match self.child.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            };
             match guard.as_mut() {
                 Some(c) => c.try_wait().map(|o| o.map(|o| outcome_json(&o))).map_err(to_py_err),
                 None => Ok(None),

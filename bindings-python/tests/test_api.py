@@ -74,6 +74,42 @@ def test_send_signal_reaches_the_payload_and_bad_numbers_are_refused():
         p.send_signal(signal.SIGTERM)  # ended: nothing to do, no error
 
 
+def test_huge_wait_timeouts_mean_no_limit_and_poll_never_blocks_on_a_waiter():
+    import threading
+    assert cagette.Process(["true"]).wait(timeout=1e20) == 0  # once a panic (Duration overflow)
+    assert cagette.Process(["true"]).wait(timeout=1e300) == 0
+    p = cagette.Process(["sleep", "30"])
+    waiter = threading.Thread(target=p.wait)
+    waiter.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert p.poll() is None  # another thread waits: None at once, as subprocess gives
+    assert time.monotonic() - started < 5
+    p.kill()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and p.returncode == -signal.SIGKILL
+
+
+def test_pass_fds_as_subprocess_takes_them():
+    r, w = os.pipe()
+    try:
+        # The same pipe at the same number (busybox sh redirects only fds 0-9, so it is looked at).
+        res = cagette.run(["readlink", f"/proc/self/fd/{w}"], pass_fds=[w], capture_output=True, text=True)
+        assert (res.returncode, res.stdout) == (0, f"pipe:[{os.fstat(w).st_ino}]\n"), res.stderr
+        os.close(w)
+    finally:
+        os.close(r)
+    # The spec's own shape: the host fd under another number.
+    r, w = os.pipe()
+    try:
+        res = cagette.run(["sh", "-c", "echo nine >&9"], pass_fds=[{"host": w, "sandbox": 9}])
+        assert res.returncode == 0
+        os.close(w)
+        assert os.read(r, 100) == b"nine\n"
+    finally:
+        os.close(r)
+
+
 def test_communicate_timeout_keeps_partial_output():
     p = cagette.Process(["sh", "-c", "echo first; sleep 30"], stdout=cagette.PIPE)
     with pytest.raises(cagette.TimeoutExpired) as e:
@@ -477,6 +513,9 @@ def test_named_sandboxes_list_and_exec_in():
         assert entry["pid"] > 0 and entry["argv"][0] == "sh"
         r = cagette.run(["sh", "-c", "hostname; cat /tmp/mark"], exec_in=name, capture_output=True, text=True)
         assert (r.returncode, r.stdout) == (0, "pybox\nfrom-py\n")
+        # cwd with exec_in is a directory of the running sandbox, nothing bound from the host.
+        r = cagette.run(["sh", "-c", "pwd; cat mark"], exec_in=name, cwd="/tmp", capture_output=True, text=True)
+        assert (r.returncode, r.stdout) == (0, "/tmp\nfrom-py\n"), r.stderr
         with pytest.raises(cagette.SetupError, match="is running"):
             cagette.run(["true"], name=name)
         with pytest.raises(ValueError, match="exec_in"):

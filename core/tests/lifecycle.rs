@@ -66,6 +66,14 @@ fn a_copy_of_the_pidfd_signals_the_job_and_says_when_it_has_ended() {
 }
 
 #[test]
+fn a_wait_limit_beyond_the_clock_is_no_limit() {
+    // Instant + Duration::MAX overflows: it once panicked.
+    let mut child = Sandbox::new().command("true").spawn().unwrap();
+    let o = child.wait_timeout(Duration::MAX).unwrap().expect("ended");
+    assert_eq!(o.verdict, Verdict::Exited(0));
+}
+
+#[test]
 fn orphans_are_reaped_by_init() {
     // Orphans reparented to init are reaped: no zombie remains while the payload still runs.
     let o = sh("for i in 1 2 3; do (sleep 0.05 &) ; done; sleep 0.4; awk '{print $3}' /proc/[0-9]*/stat | grep -c Z");

@@ -321,7 +321,7 @@ def _returncode(report: Mapping[str, Any]) -> int:
 # ----------------------------------------------------------------------------------------------
 # Spec building
 
-_SUBPROCESS_ONLY = {"shell", "preexec_fn", "close_fds", "start_new_session", "executable", "pass_fds"}
+_SUBPROCESS_ONLY = {"shell", "preexec_fn", "close_fds", "start_new_session", "executable"}
 
 
 def _spec(args: Args, spec: Mapping[str, Any], *, env: Optional[Mapping[str, str]], cwd: Optional[StrPath], timeout: Optional[float]) -> Dict[str, Any]:
@@ -340,7 +340,13 @@ def _spec(args: Args, spec: Mapping[str, Any], *, env: Optional[Mapping[str, str
     d["argv"] = [os.fspath(a) for a in args]
     if env is not None:
         d["env"] = {str(k): str(v) for k, v in env.items()}
-    if cwd is not None:
+    if d.get("pass_fds") is not None:
+        # As subprocess takes it (fds kept at the same number), or the spec's host/sandbox pairs.
+        d["pass_fds"] = [{"host": f, "sandbox": f} if isinstance(f, int) else dict(f) for f in d["pass_fds"]]
+    if cwd is not None and d.get("exec_in") is not None:
+        # In a running sandbox: a directory there (its mounts are its own).
+        d["cwd"] = os.fspath(cwd)
+    elif cwd is not None:
         # As subprocess means it: a host directory (bound read-write at the same path); a path
         # that is no host directory is one inside the sandbox.
         d["cwd"] = os.path.abspath(os.fspath(cwd))

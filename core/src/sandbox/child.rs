@@ -405,9 +405,10 @@ impl Child {
         if let Some(o) = &self.outcome {
             return Ok(Some(o.clone()));
         }
-        let until = Instant::now() + limit;
+        // A limit too far off for the clock (Duration::MAX) is no limit.
+        let until = Instant::now().checked_add(limit);
         loop {
-            let mut step = until.saturating_duration_since(Instant::now());
+            let mut step = until.map_or(Duration::from_secs(3600), |u| u.saturating_duration_since(Instant::now()));
             if let Some(c) = self.next_check() {
                 step = step.min(c);
             }
@@ -415,7 +416,7 @@ impl Child {
                 return self.reap().map(Some);
             }
             self.enforce_limits()?;
-            if Instant::now() >= until {
+            if until.is_some_and(|u| Instant::now() >= u) {
                 return Ok(None);
             }
         }
