@@ -194,6 +194,10 @@ fn build(a: &BuildArgs) -> ExitCode {
     o.cpus = a.cpus;
     o.pids = a.pids;
     o.step_timeout = a.step_timeout;
+    // Before anything is built: a bad limit is found otherwise at the first RUN step not cached.
+    if let Err(e) = o.check_limits() {
+        die(format!("build: {e}"));
+    }
     o.inherit_output = true;
     if a.pull == "missing" {
         o.pull = Some(a.registry.options());

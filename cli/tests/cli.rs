@@ -758,3 +758,22 @@ fn build_as_root_and_rootless_gives_the_same_image() {
     let o = as_nobody(&["run", "--store", s2, "--image", "t:1", "--", "sh", "-c", "cat /f /d/x /d/id; ls /bin/true 2>&1"]);
     assert_eq!(text(&o.stdout), "file\nx\n0\nls: /bin/true: No such file or directory\n", "{}", text(&o.stderr));
 }
+
+/// A bad limit for the RUN steps is a usage error before anything is built, even when no step
+/// would run a sandbox.
+#[test]
+fn build_limits_are_checked_before_the_build() {
+    let d = tempdir("build-limits");
+    let ctx = d.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /\n").unwrap();
+    let store = d.join("store");
+    let (s, c) = (store.to_str().unwrap(), ctx.to_str().unwrap());
+    for (flag, value, want) in [("--pids", "0", "pids"), ("--memory", "1", "memory"), ("--cpus", "0", "cpus")] {
+        let o = cagette(&["build", "--store", s, "-q", "-t", "t:1", flag, value, c]);
+        assert_eq!(o.status.code(), Some(125), "{flag} {value}: {}", text(&o.stderr));
+        assert!(text(&o.stderr).starts_with("cagette: build: ") && text(&o.stderr).contains(want), "{flag} {value}: {}", text(&o.stderr));
+    }
+    let o = cagette(&["image", "--store", s, "ls"]);
+    assert!(!text(&o.stdout).contains("t:1"), "an image was built: {}", text(&o.stdout));
+}

@@ -85,6 +85,22 @@ pub struct BuildOptions {
     pub inherit_output: bool,
 }
 
+impl BuildOptions {
+    /// Checks the limits of the `RUN` steps' sandboxes (memory, cpus, pids, step timeout) as a
+    /// sandbox's own are checked, before anything is built: a bad one is otherwise found at the
+    /// first `RUN` step that is not cached, or never.
+    ///
+    /// ```
+    /// let mut o = cagette::BuildOptions::default();
+    /// o.pids = Some(0);
+    /// assert!(o.check_limits().unwrap_err().contains("pids"));
+    /// ```
+    pub fn check_limits(&self) -> Result<(), String> {
+        let limits = SandboxSpec { argv: vec!["true".into()], memory: self.memory, cpus: self.cpus, pids: self.pids, timeout: self.step_timeout, ..SandboxSpec::default() };
+        limits.validate().map_err(|e| e.message)
+    }
+}
+
 impl Default for BuildOptions {
     fn default() -> Self {
         BuildOptions {
@@ -188,9 +204,6 @@ impl BuildOptions {
             }
             o.step_timeout = Some(Duration::from_secs_f64(secs));
         }
-        // Memory, cpus and pids are each RUN step's sandbox's: checked as a sandbox's are.
-        let limits = SandboxSpec { argv: vec!["true".into()], memory: w.memory, cpus: w.cpus, pids: w.pids, ..SandboxSpec::default() };
-        limits.validate().map_err(|e| OptionsError::Value(e.message))?;
         #[cfg(feature = "registry")]
         {
             o.pull = match w.pull {
@@ -201,6 +214,8 @@ impl BuildOptions {
             };
         }
         (o.tag, o.dockerfile, o.build_args, o.target, o.no_cache, o.memory, o.cpus, o.pids) = (w.tag, w.dockerfile, w.build_args, w.target, w.no_cache, w.memory, w.cpus, w.pids);
+        // Memory, cpus and pids are each RUN step's sandbox's: checked as a sandbox's are.
+        o.check_limits().map_err(OptionsError::Value)?;
         Ok(o)
     }
 }
