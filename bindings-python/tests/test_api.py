@@ -375,6 +375,14 @@ def test_bad_values_are_value_errors_before_anything_runs():
     for kwargs in ({"timeout": 9.3e18}, {"cpus": 0}, {"pids": 0}, {"memory": 1}, {"memory": "256K"}, {"user": 4294967295}):
         with pytest.raises(ValueError):
             cagette.run(["true"], **kwargs)
+    # What execve cannot take, as subprocess refuses it: ValueError, also from validate().
+    for kwargs, want in (({"env": {"A=B": "1"}}, "variable name"), ({"env": {"A": "x\0y"}}, "NUL byte")):
+        with pytest.raises(ValueError, match=want):
+            cagette.run(["true"], **kwargs)
+        with pytest.raises(ValueError, match=want):
+            cagette.validate(**kwargs)
+    with pytest.raises(ValueError, match="NUL byte"):
+        cagette.run(["echo", "a\0b"])
 
 
 def test_usage_is_the_jobs_not_the_hosts():

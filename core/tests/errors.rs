@@ -106,3 +106,20 @@ fn setup_errors_are_typed_and_leave_nothing_behind() {
     let text = f.to_string();
     assert!(text.contains("step exec") && text.contains("No such file or directory") && text.contains("hint:"), "{text}");
 }
+
+#[test]
+fn what_execve_cannot_take_is_a_spec_error_before_any_setup() {
+    for (sb, want) in [
+        (Sandbox::new().command("echo").arg("a\0b"), "argv: \"a\\0b\" contains a NUL byte"),
+        (Sandbox::new().command("true").env("A=B", "1"), "env: the variable name \"A=B\""),
+        (Sandbox::new().command("true").env("", "1"), "env: the variable name \"\""),
+        (Sandbox::new().command("true").env("A", "x\0y"), "env: the value of A contains a NUL byte"),
+    ] {
+        let spec = sb.spec().clone();
+        let e = spec.validate().expect_err("validate() must refuse it");
+        assert!(e.message.contains(want), "{}", e.message);
+        let f = check_clean(|| failure(sb));
+        assert_eq!(f.step, Step::Spec, "{f:?}");
+        assert!(f.message.contains(want), "{}", f.message);
+    }
+}

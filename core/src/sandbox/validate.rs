@@ -70,6 +70,18 @@ pub(crate) fn values(s: &SandboxSpec) -> Result<(), SetupFailure> {
         (Some(_), Some(_)) => return Err(bad("image_upper needs an image (it keeps what the job writes to the image's root)".into()).hint("add image, or use a mount of kind overlay with upper and work")),
         _ => return Err(bad("give both image_upper and image_work, or neither".into()).hint("image_work: an empty directory on the same file system as image_upper")),
     }
+    // What the kernel's execve cannot take: found here, before any setup, not at the exec.
+    if let Some(a) = s.argv.iter().find(|a| a.contains('\0')) {
+        return Err(bad(format!("argv: {a:?} contains a NUL byte")));
+    }
+    for (k, v) in &s.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(bad(format!("env: the variable name {k:?} is empty or contains '=' or a NUL byte")));
+        }
+        if v.contains('\0') {
+            return Err(bad(format!("env: the value of {k} contains a NUL byte")));
+        }
+    }
     if let Some(u) = s.user {
         id("user", u)?;
     }
