@@ -237,7 +237,7 @@ export interface Options {
    * sandbox; fails when the kernel has no Landlock. */
   landlock?: { writable?: string[] } | null;
   /** A terminal of its own: a pty is the command's stdin, stdout and stderr (run() captures
-   * what it printed there as stdout). */
+   * what it printed there as stdout). run() only: spawn() throws a TypeError. */
   tty?: boolean;
   rlimits?: Array<{ resource: string; soft: number; hard: number }>;
   passFds?: Array<{ host: number; sandbox: number }>;

@@ -342,6 +342,8 @@ class SandboxProcess extends EventEmitter {
  */
 function spawn(argv, options = {}) {
   const { signal } = options;
+  // The terminal's output would be read by nothing here, and the job could block on it.
+  if (options.tty) throw invalidOption('tty: only run() gives the command a terminal (spawn() does not)');
   if (signal && signal.aborted) throw abortError(signal);
   const { json, renames } = buildSpec(argv, options, ['pipe', 'pipe', 'pipe']);
   let child;

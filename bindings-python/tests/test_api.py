@@ -383,6 +383,8 @@ def test_bad_values_are_value_errors_before_anything_runs():
             cagette.validate(**kwargs)
     with pytest.raises(ValueError, match="NUL byte"):
         cagette.run(["echo", "a\0b"])
+    with pytest.raises(ValueError, match="only run"):
+        cagette.Process(["true"], tty=True)
 
 
 def test_usage_is_the_jobs_not_the_hosts():

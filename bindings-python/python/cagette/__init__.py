@@ -469,6 +469,9 @@ class Process:
 
     def __init__(self, args: Args, *, stdin: Stream = None, stdout: Stream = None, stderr: Stream = None, text: bool = False, env: Optional[Mapping[str, str]] = None, cwd: Optional[StrPath] = None, encoding: Optional[str] = None, errors: Optional[str] = None, universal_newlines: Optional[bool] = None, **spec: Any) -> None:
         timeout = spec.pop("timeout", None)
+        if spec.get("tty"):
+            # Its output would be the terminal's, which nothing here reads: the job could block.
+            raise ValueError("invalid cagette option value: tty: only run() gives the command a terminal (Process and popen() do not)")
         # As subprocess: text mode with text, universal_newlines, encoding or errors.
         text = bool(text or universal_newlines or encoding is not None or errors is not None)
         self._encoding = encoding or "utf-8"
