@@ -352,12 +352,7 @@ struct ExecArgs {
 fn exec(a: &ExecArgs) -> ExitCode {
     let mut spec = SandboxSpec { exec_in: Some(a.name.clone()), argv: a.command.clone(), tty: a.tty, ..SandboxSpec::default() };
     for e in &a.env {
-        match e.split_once('=') {
-            Some((k, v)) => {
-                spec.env.insert(k.to_string(), v.to_string());
-            }
-            None => die(format!("invalid --env {e:?}: expected K=V")),
-        }
+        env_arg(&mut spec, e);
     }
     spec.cwd = a.cwd.clone();
     if let Some(u) = &a.user {
@@ -672,6 +667,15 @@ struct RunArgs {
 /// The largest spec or seccomp profile the CLI reads (JSON).
 const MAX_JSON: u64 = 16 << 20;
 
+/// `-e K=V`, or `-e K`: this environment's value of K (empty when it has none), for `run` and
+/// `exec` alike.
+fn env_arg(spec: &mut SandboxSpec, e: &str) {
+    match e.split_once('=') {
+        Some((k, v)) => spec.env.insert(k.into(), v.into()),
+        None => spec.env.insert(e.into(), std::env::var(e).unwrap_or_default()),
+    };
+}
+
 fn die(msg: impl std::fmt::Display) -> ! {
     errln!("cagette: {msg}");
     std::process::exit(125)
@@ -794,10 +798,7 @@ fn build_spec(a: &RunArgs) -> SandboxSpec {
         spec.name = a.name.clone();
     }
     for e in &a.env {
-        match e.split_once('=') {
-            Some((k, v)) => spec.env.insert(k.into(), v.into()),
-            None => spec.env.insert(e.clone(), std::env::var(e).unwrap_or_default()),
-        };
+        env_arg(&mut spec, e);
     }
     spec.inherit_env |= a.inherit_env;
     if a.cwd.is_some() {
@@ -938,6 +939,10 @@ fn forward_signals() -> Option<SignalFd> {
 fn run(a: &RunArgs) -> ExitCode {
     let spec = build_spec(a);
     if a.print_spec {
+        // Only a spec that would run: the same checks as before a start.
+        if let Err(e) = spec.validate() {
+            die(format!("--print-spec: {}", e.message));
+        }
         outln!("{}", serde_json::to_string_pretty(&spec).unwrap_or_default());
         return ExitCode::SUCCESS;
     }

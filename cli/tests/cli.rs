@@ -225,6 +225,10 @@ fn print_spec_shows_the_one_description() {
     assert_eq!(v["mounts"][0]["read_only"], true);
     assert_eq!(v["timeout"], 5.0);
     assert_eq!(v["namespaces"]["pid"], "host");
+    // Only a spec that would run is shown: a bad value is the usage error a run gives.
+    let bad = cagette(&["run", "--print-spec", "--memory", "1", "--", "true"]);
+    assert_eq!(bad.status.code(), Some(125));
+    assert!(bad.stdout.is_empty() && text(&bad.stderr).contains("--print-spec: memory 1 bytes is below"), "{}", text(&bad.stderr));
     // And the spec file round-trips through --spec.
     let d = tempdir("spec");
     let f = d.join("spec.json");
@@ -678,6 +682,9 @@ fn named_sandboxes_ps_and_exec() {
     let o = cagette(&["exec", "-e", "X=1", "-w", "/tmp", &name, "sh", "-c", "hostname; cat state; echo $X; pwd; exit 3"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "web\nup\n1\n/tmp\n");
+    // `-e K` takes this environment's value, as `run -e K` does.
+    let o = Command::new(bin()).args(["exec", "-e", "FROM_HOST", &name, "sh", "-c", "echo $FROM_HOST"]).env("FROM_HOST", "host-value").stdin(Stdio::null()).output().unwrap();
+    assert_eq!((o.status.code(), text(&o.stdout)), (Some(0), "host-value\n".to_string()), "{}", text(&o.stderr));
     let o = cagette(&["exec", "--timeout", "200ms", &name, "sleep", "5"]);
     assert_eq!(o.status.code(), Some(124));
     let o = cagette(&["exec", &name, "no-such-command"]);
