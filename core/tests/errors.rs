@@ -6,6 +6,9 @@ use cagette::{IdMap, Mount, Sandbox, Step};
 use common::*;
 use std::path::PathBuf;
 
+/// Held by each test of this file: the leak checks count the whole process's fds and children.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn check_clean<T>(f: impl FnOnce() -> T) -> T {
     let mounts = host_mounts();
     let fds = fd_count();
@@ -23,6 +26,7 @@ fn failure(sb: Sandbox) -> cagette::SetupFailure {
 
 #[test]
 fn setup_errors_are_typed_and_leave_nothing_behind() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Warm up once: the init memfd is created on first use and kept for the process.
     Sandbox::new().command("true").status().unwrap();
 
@@ -109,6 +113,7 @@ fn setup_errors_are_typed_and_leave_nothing_behind() {
 
 #[test]
 fn what_execve_cannot_take_is_a_spec_error_before_any_setup() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for (sb, want) in [
         (Sandbox::new().command("echo").arg("a\0b"), "argv: \"a\\0b\" contains a NUL byte"),
         (Sandbox::new().command("true").env("A=B", "1"), "env: the variable name \"A=B\""),
