@@ -144,11 +144,19 @@ pub fn make_devices(pid: i32, devices: &[LinuxDevice], uid_map: &[IdMap], gid_ma
             Err(e) => return Err(RtError::Io { what: format!("replace {} in the container", d.path().display()), err: e.into() }),
         }
         mknodat(&dir, name, ft, Mode::from_raw_mode(perm), if ft == FileType::Fifo { 0 } else { dev }).map_err(|e| RtError::Io { what: format!("create the device {} in the container", d.path().display()), err: e.into() })?;
-        // Exact mode (no umask), and the owner as the host sees the container's ids.
-        rustix::fs::chmodat(&dir, name, Mode::from_raw_mode(perm), rustix::fs::AtFlags::empty()).map_err(|e| RtError::Io { what: format!("chmod {}", d.path().display()), err: e.into() })?;
+        // The node just made, held by an fd (never through a symlink put there since), must be
+        // of the type made; then its exact mode (no umask), and the owner as the host sees the
+        // container's ids, are set on that fd.
+        let node = openat(&dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).map_err(|e| RtError::Io { what: format!("open {}", d.path().display()), err: e.into() })?;
+        let st = rustix::fs::fstat(&node).map_err(|e| RtError::Io { what: format!("stat {}", d.path().display()), err: e.into() })?;
+        if FileType::from_raw_mode(st.st_mode) != ft {
+            return Err(RtError::State(format!("{} in the container was replaced while it was made: refused", d.path().display())));
+        }
+        use std::os::fd::AsRawFd;
+        rustix::fs::chmodat(rustix::fs::CWD, format!("/proc/self/fd/{}", node.as_raw_fd()), Mode::from_raw_mode(perm), rustix::fs::AtFlags::empty()).map_err(|e| RtError::Io { what: format!("chmod {}", d.path().display()), err: e.into() })?;
         let uid = map_id(d.uid().unwrap_or(0), uid_map);
         let gid = map_id(d.gid().unwrap_or(0), gid_map);
-        rustix::fs::chownat(&dir, name, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(|e| RtError::Io { what: format!("chown {}", d.path().display()), err: e.into() })?;
+        rustix::fs::chownat(&node, "", Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)), rustix::fs::AtFlags::EMPTY_PATH).map_err(|e| RtError::Io { what: format!("chown {}", d.path().display()), err: e.into() })?;
     }
     Ok(())
 }
