@@ -120,6 +120,9 @@ test('error codes', async () => {
   await assert.rejects(run(['true'], { memryHigh: '1G' }), (e) => e instanceof TypeError && e.code === 'ERR_CAGETTE_INVALID_OPTION' && e.message.includes('`memryHigh`') && e.message.includes('`memoryHigh`'));
   await assert.rejects(run(['true'], { memory: '1X' }), (e) => e instanceof TypeError && e.message.includes('1X'));
   await assert.rejects(run(['true'], { network: 'wifi' }), (e) => e instanceof TypeError && e.message.includes('wifi'));
+  // cwd: a string or a file: URL, as child_process takes it; anything else is refused.
+  assert.equal((await run(['pwd'], { cwd: new URL('file:///tmp') })).stdout.toString(), '/tmp\n');
+  await assert.rejects(run(['true'], { cwd: 42 }), (e) => e instanceof TypeError && e.code === 'ERR_INVALID_ARG_TYPE' && e.message.includes('options.cwd'));
   assert.throws(() => spawn(['true'], { tty: true }), (e) => e instanceof TypeError && e.code === 'ERR_CAGETTE_INVALID_OPTION' && e.message.includes('only run()'));
   // What execve cannot take: a TypeError before anything starts, from validate() too.
   await assert.rejects(run(['true'], { env: { 'A=B': '1' } }), (e) => e instanceof TypeError && e.code === 'ERR_CAGETTE_INVALID_OPTION' && e.message.includes('variable name'));

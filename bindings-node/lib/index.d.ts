@@ -113,8 +113,9 @@ export interface Options {
    * already targets that path, and the command starts there. A path that is no host directory
    * is a path inside the sandbox (a mount's destination, a directory of the image). Default:
    * '/' (or the image's WorkingDir). With execIn: a directory inside the running sandbox,
-   * nothing is bound (default: the sandbox's own working directory). */
-  cwd?: string;
+   * nothing is bound (default: the sandbox's own working directory). A file: URL is taken as
+   * its path, as child_process does. */
+  cwd?: string | URL;
   /** Environment variables, on top of PATH, HOME and TERM (or the host's with inheritEnv). */
   env?: Record<string, string>;
   /** Wall-clock limit in milliseconds (finite; 0 or unset: none): the whole sandbox is killed

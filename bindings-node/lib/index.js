@@ -15,6 +15,7 @@ const net = require('node:net');
 const { EventEmitter } = require('node:events');
 const os = require('node:os');
 const { inspect } = require('node:util');
+const { fileURLToPath } = require('node:url');
 const native = require('../native.js');
 
 const SIGNAL_NUMBERS = os.constants.signals;
@@ -155,7 +156,10 @@ function buildSpec(argv, options, defaults) {
   if (rest.seccomp !== undefined) spec.seccomp = rest.seccomp;
   spec.argv = argv;
   if (opts.cwd !== undefined) {
-    spec.cwd = String(opts.cwd);
+    // A string or a file: URL, as child_process takes it.
+    if (opts.cwd instanceof URL) spec.cwd = fileURLToPath(opts.cwd);
+    else if (typeof opts.cwd === 'string') spec.cwd = opts.cwd;
+    else throw argTypeError('options.cwd', 'of type string or an instance of URL', opts.cwd);
     // As child_process means it: a host directory (bound read-write at the same path); a path
     // that is no host directory is one inside the sandbox. With execIn, always a path inside
     // the running sandbox (whose mounts are its own).
@@ -488,7 +492,7 @@ class ImageStore {
     stringArg(context, 'context');
     if (signal && signal.aborted) throw abortError(signal);
     if (rest.buildArgs != null) rest.buildArgs = Object.fromEntries(Object.entries(rest.buildArgs).map(([k, v]) => [k, String(v)]));
-    if (rest.dockerfile != null) rest.dockerfile = String(rest.dockerfile);
+    if (rest.dockerfile != null) stringArg(rest.dockerfile, 'options.dockerfile');
     if (typeof rest.target === 'number') rest.target = String(rest.target);
     let job;
     try {
