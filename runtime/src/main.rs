@@ -28,7 +28,7 @@ fn stdout_line(line: std::fmt::Arguments) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(141);
         }
-        errln!("cagette-runtime: cannot write to stdout: {e}");
+        log_error(&format!("cannot write to stdout: {e}"));
         std::process::exit(1);
     }
 }
@@ -231,15 +231,19 @@ fn default_root() -> PathBuf {
     }
 }
 
-fn log_error(cli: &Cli, msg: &str) {
+/// `--log` and whether `--log-format` is json, once the command line is parsed.
+static LOG: std::sync::OnceLock<(PathBuf, bool)> = std::sync::OnceLock::new();
+
+/// An error, on stderr and in `--log` (every error of the runtime goes through here).
+fn log_error(msg: &str) {
     errln!("cagette-runtime: {msg}");
-    log_line(cli, "error", msg);
+    log_line("error", msg);
 }
 
 /// One line in --log, in --log-format (json: {"level", "msg", "time"}, as containerd's shim reads).
-fn log_line(cli: &Cli, level: &str, msg: &str) {
-    if let Some(p) = &cli.log {
-        let line = if cli.log_format == "json" {
+fn log_line(level: &str, msg: &str) {
+    if let Some((p, json)) = LOG.get() {
+        let line = if *json {
             serde_json::json!({"level": level, "msg": msg, "time": state::now_rfc3339()}).to_string()
         } else {
             format!("time=\"{}\" level={level} msg={:?}", state::now_rfc3339(), msg)
@@ -256,10 +260,13 @@ fn log_line(cli: &Cli, level: &str, msg: &str) {
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(p) = &cli.log {
+        let _ = LOG.set((p.clone(), cli.log_format == "json"));
+    }
     let ctx = Ctx { root: cli.root.clone().unwrap_or_else(default_root), systemd_cgroup: cli.systemd_cgroup };
     if cli.debug {
         let args: Vec<String> = std::env::args().collect();
-        log_line(&cli, "debug", &format!("called as {args:?}"));
+        log_line("debug", &format!("called as {args:?}"));
     }
     // Every command that reads or writes containers first checks the state root is ours alone.
     let root_ok = if matches!(cli.cmd, Cmd::Features | Cmd::Spec { .. }) { Ok(()) } else { state::check_root(&ctx.root, false) };
@@ -289,7 +296,7 @@ fn main() {
     match r {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            log_error(&cli, &e.to_string());
+            log_error(&e.to_string());
             std::process::exit(1);
         }
     }

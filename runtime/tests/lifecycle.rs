@@ -536,6 +536,14 @@ fn a_reader_that_has_gone_ends_the_output_without_a_panic() {
     drop(reader);
     let o = std::process::Command::new(RUNTIME).arg("--root").arg(&w.root).args(["state", "no-such-container"]).stdin(std::process::Stdio::null()).stderr(writer).output().expect("run cagette-runtime");
     assert_eq!(o.status.code(), Some(1), "{:?}", o.status);
+    // Any other write error (a full disk: /dev/full) is status 1, on stderr and in --log too.
+    let log = w.dir.join("full.log");
+    let full = std::fs::File::options().write(true).open("/dev/full").expect("/dev/full");
+    let o = std::process::Command::new(RUNTIME).arg("--root").arg(&w.root).arg("--log").arg(&log).args(["--log-format", "json", "features"]).stdin(std::process::Stdio::null()).stdout(full).output().expect("run cagette-runtime");
+    assert_eq!(o.status.code(), Some(1), "{:?}", o.status);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot write to stdout: No space left on device"), "{}", String::from_utf8_lossy(&o.stderr));
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("\"level\":\"error\"") && logged.contains("cannot write to stdout"), "{logged}");
 }
 
 /// Processes whose command line contains `needle`.
