@@ -64,8 +64,9 @@ impl NativeChild {
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<String>> {
         let limit = match timeout {
             Some(t) if !(t.is_finite() && t >= 0.0) => return Err(pyo3::exceptions::PyValueError::new_err(format!("timeout must be a non-negative number of seconds, got {t}"))),
-            // Beyond what a Duration holds (1e20 s): as good as no limit, as subprocess takes it.
-            Some(t) => Duration::try_from_secs_f64(t).ok(),
+            // Beyond what a Duration holds (1e20 s): as good as no limit, as subprocess takes it
+            // (still a timed wait: stdin stays open, unlike wait() without a timeout).
+            Some(t) => Some(Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX)),
             None => None,
         };
         py.detach(|| {

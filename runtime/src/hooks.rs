@@ -54,9 +54,8 @@ fn run(h: &Hook, state: &serde_json::Value) -> Result<(), String> {
             Err(e) => return Err(format!("{}: {e}", h.path().display())),
         }
         if started.elapsed() > limit {
-            // The hook's whole group: what it started goes with it.
+            // The hook's whole group (it leads it): what it started goes with it.
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
-            let _ = child.kill();
             let _ = child.wait();
             return Err(format!("{} timed out after {} s", h.path().display(), limit.as_secs()));
         }

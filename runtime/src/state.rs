@@ -121,18 +121,16 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<(), RtError> {
 
 /// Replaces `path` with a file holding `bytes`: written to a new file beside it (created, never
 /// opened through anything already there), then renamed over it, which replaces a symlink at
-/// `path` rather than following it. The new file is removed if anything fails.
+/// `path` rather than following it. The new file is removed if the write or the rename fails
+/// (what was already at the temporary name, if anything, is left alone).
 fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     let tmp = path.with_file_name(format!(".{name}.{}.{nanos:09}.tmp", std::process::id()));
-    let r = (|| {
-        let mut f = std::fs::File::options().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
-        f.write_all(bytes)?;
-        std::fs::rename(&tmp, path)
-    })();
+    let mut f = std::fs::File::options().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW).open(&tmp)?;
+    let r = f.write_all(bytes).and_then(|()| std::fs::rename(&tmp, path));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
